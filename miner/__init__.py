@@ -1,0 +1,1 @@
+"""rollproof miner: generation engine, proof builder, bundle publication, CLI."""

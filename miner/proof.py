@@ -1,0 +1,70 @@
+"""Builds a signed bundle for one window: problems from the window seed, GRPO groups, rewards,
+advantages, per-token proofs, rows root, hotkey signature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from miner.engine import GeneratedRollout, RolloutRequest, generate
+from verification import environments
+from verification.bundle import BeaconModel, Bundle, Group, Header, Rollout, rows_root
+from verification.constants import GROUP_SIZE, MAX_NEW_TOKENS, PROTOCOL_VERSION
+from verification.grpo import advantages
+from verification.model import LoadedModel
+from verification.signing import sign
+from verification.sketch import sketch_vectors
+from verification.window import WindowContext
+
+
+def build_groups(lm: LoadedModel, ctx: WindowContext, hotkey: str, group_indices: list[int], *,
+                 group_size: int = GROUP_SIZE, batch_size: int = 16,
+                 on_tokens: Callable[[int], None] | None = None) -> list[Group]:
+    vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
+    plans = []
+    requests = []
+    for gi in group_indices:
+        seed = ctx.problem_seed(hotkey, gi)
+        problem = environments.problem_for(seed)
+        prompt = lm.chat_prompt_ids(problem.prompt)
+        plans.append((gi, problem, prompt))
+        requests.extend(RolloutRequest(prompt, seed, r) for r in range(group_size))
+    generated = generate(lm, requests, vectors, batch_size=batch_size, on_tokens=on_tokens)
+    groups = []
+    for k, (gi, problem, prompt) in enumerate(plans):
+        rows: list[GeneratedRollout] = generated[k * group_size:(k + 1) * group_size]
+        env = environments.get(problem.environment)
+        rewards = [env.reward(problem, lm.tokenizer.decode(g.completion, skip_special_tokens=True)) for g in rows]
+        advs = advantages(rewards)
+        rollouts = [
+            Rollout(r, np.asarray(g.completion, dtype=np.uint32), g.logprobs, g.sketches, rewards[r], advs[r])
+            for r, g in enumerate(rows)
+        ]
+        groups.append(Group(gi, problem.environment, np.asarray(prompt, dtype=np.uint32), rollouts))
+    return groups
+
+
+def assemble_bundle(ctx: WindowContext, keypair, fingerprint: bytes, groups: list[Group],
+                    *, group_size: int = GROUP_SIZE) -> Bundle:
+    """Header, rows root and signature over already-built groups (groups 0..n-1 in order)."""
+    header = Header(
+        protocol_version=PROTOCOL_VERSION,
+        netuid=ctx.netuid,
+        window=ctx.window,
+        block_hash=ctx.block_hash.hex(),
+        block_time=ctx.block_time,
+        hotkey=keypair.ss58_address,
+        beacon=BeaconModel.from_beacon(ctx.beacon),
+        model_fingerprint=fingerprint.hex(),
+        group_size=group_size,
+        max_new_tokens=MAX_NEW_TOKENS,
+        n_groups=len(groups),
+        rows_root=rows_root(groups).hex(),
+    )
+    return Bundle(header=header, signature=sign(keypair, header.signing_message()), groups=groups)
+
+
+def build_bundle(lm: LoadedModel, ctx: WindowContext, keypair, n_groups: int, **kw) -> Bundle:
+    groups = build_groups(lm, ctx, keypair.ss58_address, list(range(n_groups)), **kw)
+    return assemble_bundle(ctx, keypair, lm.fingerprint, groups)

@@ -1,0 +1,97 @@
+"""Every protocol constant, in one place.
+
+Changing any value in this module changes the protocol: bundles made under one value are rejected
+(or, worse, accepted with other semantics) by verifiers using another. Each change therefore
+bumps PROTOCOL_VERSION. The comment beside each constant says what breaks if it changes.
+"""
+
+from __future__ import annotations
+
+# Version tag carried in every bundle header and mixed into every PRF domain. Breaks: all bundles,
+# all derived seeds; a verifier refuses bundles of any other version.
+PROTOCOL_VERSION = 1
+
+# Domain-separation prefix of every hash in the protocol. Breaks: every seed, noise, sketch vector,
+# Merkle root and signature message.
+PRF_PREFIX = b"rollproof/v1/"
+
+# ---- windows and randomness -----------------------------------------------------------------
+# Blocks per window. Breaks: window numbering, hence problem seeds and deadlines.
+WINDOW_BLOCKS = 20
+
+# Seconds after the upload deadline before the opening beacon round may be emitted. The opening
+# round is round_at(deadline_time + OPENING_BUFFER_S) + 1. Lowering it lets a miner that controls
+# block timing see the opening randomness before its commitment lands; changing it moves the round.
+OPENING_BUFFER_S = 6
+
+# ---- sampling proof (seeded Gumbel-max) ------------------------------------------------------
+# Sampling temperature. token_t = argmax_j(log_softmax(logits/T)_j + G_j). Breaks: every token
+# check, and the logprob values the trainer receives.
+TEMPERATURE = 1.0
+
+# A challenged token passes when its perturbed score is within this margin (nats) of the best
+# perturbed score. Honest fp32 recompute differs by < 1e-4 nats (docs/security.md); a substitute
+# model picks another token at a large fraction of positions and misses the margin almost always.
+# Raising it admits more substitute tokens; lowering it below honest drift rejects honest miners.
+GUMBEL_MARGIN = 0.02
+
+# Bytes of PRF output per vocabulary entry for Gumbel noise (uint32 -> uniform in (0,1)).
+# Breaks: every noise value, hence every token.
+GUMBEL_BYTES_PER_ENTRY = 4
+
+# ---- per-token logprob check -----------------------------------------------------------------
+# A reported logprob passes when |reported - recomputed| <= this (nats). Honest fp32 drift is
+# below 1e-5; bf16 inference moves logprobs by up to ~1e-2. Raising it lets low-precision or
+# perturbed models through; lowering it below cross-hardware fp32 drift causes false rejections.
+LOGPROB_ABS_TOL = 2e-3
+
+# ---- hidden-state sketch (per-token commitment) -----------------------------------------------
+# Number of random +-1 projections of the unit-normalized final hidden state per token.
+# Breaks: sketch layout and proof size (2 bytes per projection per token).
+SKETCH_DIM = 4
+
+# Fixed-point scale of a sketch coordinate stored as int16 (resolution 1/SCALE, range +-32767/SCALE).
+# Breaks: the meaning of stored sketches.
+SKETCH_SCALE = 1024
+
+# A token's sketch passes when every coordinate is within this many fixed-point units of the
+# recomputed one. Measured honest drift is 0-1 unit (rounding); a different model differs by
+# ~1000 units. Raising it admits near-copies of the model; lowering it rejects honest rounding.
+SKETCH_TOL = 8
+
+# ---- what a validator samples -----------------------------------------------------------------
+# Groups checked per miner per window, chosen by the opening beacon. Every group is checked when a
+# bundle has fewer. Lowering it lowers the chance of catching a miner that forges a few groups.
+GROUPS_CHECKED_PER_MINER = 4
+
+# ---- generation limits ------------------------------------------------------------------------
+# Longest completion a rollout may have; a rollout without EOS must be exactly this long.
+# Breaks: the termination check.
+MAX_NEW_TOKENS = 96
+
+# Longest prompt, in tokens. Breaks: which environment instances are valid.
+MAX_PROMPT_TOKENS = 512
+
+# ---- GRPO -------------------------------------------------------------------------------------
+# Rollouts per group. Breaks: group shape, advantages.
+GROUP_SIZE = 4
+
+# Advantage = (r - mean) / (std + GRPO_EPS), population std. Breaks: advantage values.
+GRPO_EPS = 1e-4
+
+# Advantages are stored and compared in fixed point (micro-units) so that no float formatting
+# enters the canonical bytes. Breaks: advantage encoding.
+ADVANTAGE_SCALE = 1_000_000
+
+# ---- bundle limits ----------------------------------------------------------------------------
+# Largest bundle a verifier parses. Larger ones are rejected before decoding.
+MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+# Most groups in one bundle.
+MAX_GROUPS_PER_BUNDLE = 256
+# Bundle file magic.
+BUNDLE_MAGIC = b"RPROOF1\n"
+
+# ---- scoring ----------------------------------------------------------------------------------
+# Score = (verified unique correct-or-scored rollouts) ** SCORE_EXPONENT before normalization.
+# A superlinear exponent makes splitting work over many hotkeys (sybils) a loss.
+SCORE_EXPONENT = 1.5

@@ -1,0 +1,46 @@
+"""GSM-style word problems with exact integer answers. Reward 1.0 when the last integer in the
+completion equals the answer; parsed with a regular expression, never evaluated."""
+
+from __future__ import annotations
+
+import re
+
+from verification.environments.base import REWARD_SCALE, Environment, Problem, SeededRandom
+
+_INT = re.compile(r"-?\d[\d,]*")
+_NAMES = ["Ada", "Ben", "Chen", "Dana", "Eli", "Fatima", "Goro", "Hana"]
+_ITEMS = ["apples", "marbles", "stamps", "books", "coins", "shells"]
+
+
+class ArithmeticEnvironment(Environment):
+    name = "arith"
+
+    def generate(self, seed: bytes) -> Problem:
+        rnd = SeededRandom(seed, self.name)
+        who, item = rnd.choice(_NAMES), rnd.choice(_ITEMS)
+        kind = rnd.below(3)
+        a, b, c = rnd.between(2, 40), rnd.between(2, 9), rnd.between(2, 12)
+        if kind == 0:
+            d = rnd.between(0, a)
+            text = (f"{who} has {a} {item}. {who} buys {b} boxes with {c} {item} in each box, "
+                    f"then gives away {d} {item}. How many {item} does {who} have now?")
+            answer = a + b * c - d
+        elif kind == 1:
+            text = (f"{who} packs {a * b} {item} equally into {b} bags and then adds {c} more {item} "
+                    f"to one bag. How many {item} are in that bag?")
+            answer = a + c
+        else:
+            text = f"What is {a} times {b} plus {c}?"
+            answer = a * b + c
+        prompt = f"{text}\nGive the final answer as a number on the last line."
+        return Problem(self.name, prompt, answer)
+
+    def reward(self, problem: Problem, completion: str) -> int:
+        found = _INT.findall(completion[:4096])
+        if not found:
+            return 0
+        try:
+            value = int(found[-1].replace(",", ""))
+        except ValueError:
+            return 0
+        return REWARD_SCALE if value == problem.answer else 0

@@ -1,0 +1,57 @@
+"""k-SAT with a planted solution. Reward 1.0 when the completion's assignment satisfies every clause."""
+
+from __future__ import annotations
+
+import re
+
+from verification.environments.base import REWARD_SCALE, Environment, Problem, SeededRandom
+
+_ASSIGN = re.compile(r"\bx(\d{1,3})\s*=\s*([01])\b")
+
+
+class SatEnvironment(Environment):
+    name = "sat"
+
+    def __init__(self, n_vars: tuple[int, int] = (3, 5), clause_ratio: float = 1.6, k: int = 3):
+        self.n_vars = n_vars
+        self.clause_ratio = clause_ratio
+        self.k = k
+
+    def generate(self, seed: bytes) -> Problem:
+        rnd = SeededRandom(seed, self.name)
+        n = rnd.between(*self.n_vars)
+        m = max(2, int(n * self.clause_ratio))
+        k = min(self.k, n)
+        planted = [rnd.below(2) for _ in range(n)]
+        clauses = []
+        for _ in range(m):
+            variables: list[int] = []
+            while len(variables) < k:
+                v = rnd.below(n) + 1
+                if v not in variables:
+                    variables.append(v)
+            clause = [v if rnd.below(2) else -v for v in variables]
+            if not any((lit > 0) == bool(planted[abs(lit) - 1]) for lit in clause):
+                i = rnd.below(k)
+                clause[i] = -clause[i]
+            clauses.append(tuple(clause))
+        text = " AND ".join(
+            "(" + " OR ".join(f"x{abs(l)}" if l > 0 else f"NOT x{abs(l)}" for l in c) + ")" for c in clauses
+        )
+        prompt = (
+            f"Find values for x1..x{n} (each 0 or 1) that make this formula true:\n{text}\n"
+            f"Answer with one line like: x1=0 x2=1 ..."
+        )
+        return Problem(self.name, prompt, {"n": n, "clauses": clauses})
+
+    def reward(self, problem: Problem, completion: str) -> int:
+        n = problem.answer["n"]
+        assignment: dict[int, int] = {}
+        for var, val in _ASSIGN.findall(completion[:4096]):
+            v = int(var)
+            if 1 <= v <= n and v not in assignment:
+                assignment[v] = int(val)
+        if len(assignment) != n:
+            return 0
+        ok = all(any((lit > 0) == bool(assignment[abs(lit)]) for lit in c) for c in problem.answer["clauses"])
+        return REWARD_SCALE if ok else 0

@@ -1,0 +1,76 @@
+"""Typed errors of the protocol. Every rejection carries a machine-readable reason code."""
+
+from __future__ import annotations
+
+
+class RollproofError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class BundleFormatError(RollproofError):
+    """The bundle bytes are malformed, truncated, of the wrong version or over a size limit."""
+
+    code = "bundle_format"
+
+
+class BundleTooLargeError(BundleFormatError):
+    code = "bundle_too_large"
+
+
+class SignatureError(RollproofError):
+    """A signature does not verify against the claimed key."""
+
+    code = "bad_signature"
+
+
+class BeaconError(RollproofError):
+    """A drand beacon does not verify, names the wrong round or chain, or cannot be had."""
+
+    code = "bad_beacon"
+
+
+class BeaconUnavailableError(BeaconError):
+    """No relay could serve the requested round (network failure, every relay down)."""
+
+    code = "beacon_unavailable"
+
+
+class ChallengeError(RollproofError):
+    """The work does not answer the challenge derived from the window's public randomness."""
+
+    code = "bad_challenge"
+
+
+class ModelError(RollproofError):
+    """A model cannot be loaded, or its fingerprint is not the one required."""
+
+    code = "model"
+
+
+class EnvironmentSpecError(RollproofError):
+    """Unknown environment or an environment instance that cannot be rebuilt."""
+
+    code = "environment"
+
+
+class ConfigError(RollproofError):
+    code = "config"
+
+
+class ChainError(RollproofError):
+    """The chain (EVM or subtensor) cannot be reached or refused a call."""
+
+    code = "chain"
+
+
+class StorageError(RollproofError):
+    """Bundle storage cannot be reached, or the object is missing or too large."""
+
+    code = "storage"

