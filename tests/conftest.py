@@ -1,0 +1,66 @@
+import copy
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from verification.model import load_model
+
+    return load_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def local_drand():
+    from verification.drand_local import LocalDrand
+
+    return LocalDrand()
+
+
+@pytest.fixture(scope="session")
+def alice():
+    from bittensor.sp_core import Keypair
+
+    return Keypair.create_from_uri("//Alice")
+
+
+@pytest.fixture(scope="session")
+def bob():
+    from bittensor.sp_core import Keypair
+
+    return Keypair.create_from_uri("//Bob")
+
+
+def make_ctx(drand, window=7, netuid=3, block_hash=b"\x42" * 32):
+    from verification.window import WindowContext
+
+    block_time = drand.genesis_time + 10_000 + window * 240
+    rnd = drand.info.round_at(block_time)
+    return WindowContext(netuid, window, block_hash, block_time, drand.sign(rnd))
+
+
+@pytest.fixture(scope="session")
+def ctx(local_drand):
+    return make_ctx(local_drand)
+
+
+@pytest.fixture(scope="session")
+def honest_bundle(tiny, ctx, alice):
+    from miner.proof import build_bundle
+
+    return build_bundle(tiny, ctx, alice, 2)
+
+
+@pytest.fixture()
+def bundle_copy(honest_bundle):
+    return copy.deepcopy(honest_bundle)
+
+
+@pytest.fixture(scope="session")
+def verifier(tiny, local_drand):
+    from verification.verifier import Verifier
+
+    return Verifier(tiny, [local_drand.info])

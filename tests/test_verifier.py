@@ -1,0 +1,169 @@
+"""The verifier on honest and tampered bundles. A tampering miner re-signs (it owns its hotkey), so
+most cases below re-sign the mutated bundle and check that the proof itself catches the change."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from miner.proof import assemble_bundle, build_groups
+from tests.conftest import make_ctx
+from verification.bundle import BeaconModel, encode_bundle
+from verification.verifier import Expectation
+
+
+def resign(bundle, ctx, key, fingerprint=None):
+    return assemble_bundle(ctx, key, fingerprint or bytes.fromhex(bundle.header.model_fingerprint), bundle.groups)
+
+
+def reasons(verdict):
+    return {(r.group, r.rollout): r.reason for r in verdict.rollouts}
+
+
+def test_honest_bundle_accepted_with_margin(verifier, honest_bundle, alice, ctx):
+    exp = Expectation(netuid=ctx.netuid, window=ctx.window, hotkey=alice.ss58_address,
+                      block_hash=ctx.block_hash, block_time=ctx.block_time)
+    v = verifier.verify(honest_bundle, exp)
+    assert v.ok, v.detail
+    assert all(r.ok and r.reason == "ok" for r in v.rollouts)
+    assert len(v.rollouts) == 8
+    for r in v.rollouts:
+        assert r.stats["max_sketch_dist"] <= 2
+        assert r.stats["max_gap"] <= 1e-3
+        assert r.stats["max_logprob_err"] < 1e-4
+
+
+def test_bytes_round_trip_verifies(verifier, honest_bundle):
+    assert verifier.verify_bytes(encode_bundle(honest_bundle)).ok
+
+
+def test_edited_token_is_caught(verifier, bundle_copy, ctx, alice, tiny):
+    r = bundle_copy.groups[0].rollouts[1]
+    r.completion[5] = (int(r.completion[5]) + 1) % 256
+    v = verifier.verify(resign(bundle_copy, ctx, alice))
+    assert not v.ok
+    rv = reasons(v)[(0, 1)]
+    assert rv in {"sketch_mismatch", "sampling_mismatch"}
+    failed = next(x for x in v.rollouts if (x.group, x.rollout) == (0, 1)).failed
+    assert "sampling_mismatch" in failed
+    assert reasons(v)[(0, 0)] == "ok"
+
+
+def test_edited_token_without_resigning_breaks_root(verifier, bundle_copy):
+    bundle_copy.groups[1].rollouts[0].completion[0] ^= 1
+    v = verifier.verify(bundle_copy)
+    assert v.reason == "rows_root_mismatch"
+    assert all(r.reason == "rows_root_mismatch" for r in v.rollouts)
+
+
+def test_edited_logprob(verifier, bundle_copy, ctx, alice):
+    bundle_copy.groups[0].rollouts[2].logprobs[3] += 0.01
+    v = verifier.verify(resign(bundle_copy, ctx, alice))
+    assert reasons(v)[(0, 2)] == "logprob_mismatch"
+    assert sum(1 for r in v.rollouts if not r.ok) == 1
+
+
+def test_edited_commitment(verifier, bundle_copy, ctx, alice):
+    bundle_copy.groups[1].rollouts[3].sketches[10, 2] += 50
+    v = verifier.verify(resign(bundle_copy, ctx, alice))
+    assert reasons(v)[(1, 3)] == "sketch_mismatch"
+
+
+def test_signature_byte_flip(verifier, bundle_copy):
+    sig = bytearray(bundle_copy.signature)
+    sig[7] ^= 0x01
+    bundle_copy.signature = bytes(sig)
+    v = verifier.verify(bundle_copy)
+    assert v.reason == "bad_signature" and not any(r.ok for r in v.rollouts)
+
+
+def test_signature_by_another_hotkey(verifier, bundle_copy, bob):
+    bundle_copy.signature = bob.sign(bundle_copy.header.signing_message())
+    assert verifier.verify(bundle_copy).reason == "bad_signature"
+
+
+def test_beacon_byte_flip_unsigned_and_resigned(verifier, bundle_copy, ctx, alice):
+    b = bundle_copy.header.beacon
+    sig = bytearray(bytes.fromhex(b.signature))
+    sig[20] ^= 0x04
+    forged = BeaconModel(chain_hash=b.chain_hash, round=b.round, signature=bytes(sig).hex())
+    bundle_copy.header = bundle_copy.header.model_copy(update={"beacon": forged})
+    assert verifier.verify(bundle_copy).reason == "bad_signature"
+    ctx2 = type(ctx)(ctx.netuid, ctx.window, ctx.block_hash, ctx.block_time, forged.to_beacon())
+    assert verifier.verify(resign(bundle_copy, ctx2, alice)).reason == "bad_beacon"
+
+
+def test_stale_future_and_foreign_beacons(verifier, honest_bundle, ctx, alice, local_drand):
+    from verification.drand_local import LocalDrand
+
+    for beacon in (local_drand.sign(ctx.beacon.round - 1), local_drand.sign(ctx.beacon.round + 1),
+                   LocalDrand("attacker").sign(ctx.beacon.round)):
+        ctx2 = type(ctx)(ctx.netuid, ctx.window, ctx.block_hash, ctx.block_time, beacon)
+        v = verifier.verify(resign(copy.deepcopy(honest_bundle), ctx2, alice))
+        assert v.reason == "bad_beacon", v.detail
+
+
+def test_replay_to_other_window_or_hotkey(verifier, honest_bundle, ctx, alice, bob):
+    exp = Expectation(window=ctx.window + 1)
+    assert verifier.verify(honest_bundle, exp).reason == "wrong_window"
+    assert verifier.verify(honest_bundle, Expectation(hotkey=bob.ss58_address)).reason == "wrong_hotkey"
+    assert verifier.verify(honest_bundle, Expectation(block_hash=b"\x01" * 32)).reason == "wrong_block"
+    # bob re-signs alice's work as his own: the problems are derived from bob's hotkey
+    stolen = resign(copy.deepcopy(honest_bundle), ctx, bob)
+    v = verifier.verify(stolen, Expectation(hotkey=bob.ss58_address))
+    assert v.reason == "bad_problem" and not any(r.ok for r in v.rollouts)
+    # alice relabels last window's bundle for this window
+    ctx_next = make_ctx(__import__("verification.drand_local", fromlist=["LocalDrand"]).LocalDrand(), window=ctx.window + 1)
+    moved = resign(copy.deepcopy(honest_bundle), ctx_next, alice)
+    assert verifier.verify(moved).reason == "bad_problem"
+
+
+def test_misreported_reward_and_advantage(verifier, bundle_copy, ctx, alice):
+    bundle_copy.groups[0].rollouts[0].reward = 1_000_000
+    v = verifier.verify(resign(bundle_copy, ctx, alice))
+    assert reasons(v)[(0, 0)] == "reward_mismatch"
+    b2 = copy.deepcopy(bundle_copy)
+    b2.groups[0].rollouts[0].reward = 0
+    b2.groups[1].rollouts[2].advantage += 5
+    v = verifier.verify(resign(b2, ctx, alice))
+    assert reasons(v)[(1, 2)] == "advantage_mismatch"
+    assert reasons(v)[(0, 0)] == "ok"
+
+
+def test_truncated_rollout(verifier, bundle_copy, ctx, alice):
+    r = bundle_copy.groups[0].rollouts[0]
+    r.completion, r.logprobs, r.sketches = r.completion[:10], r.logprobs[:10], r.sketches[:10]
+    v = verifier.verify(resign(bundle_copy, ctx, alice))
+    assert reasons(v)[(0, 0)] == "bad_termination"
+
+
+def test_model_swap_same_shape(tiny, local_drand, ctx, alice, verifier):
+    """Generated by another model of the same shape, claiming the agreed fingerprint."""
+    from verification.model import load_model
+
+    other = load_model("tiny:1")
+    groups = build_groups(other, ctx, alice.ss58_address, [0])
+    forged = assemble_bundle(ctx, alice, tiny.fingerprint, groups)
+    v = verifier.verify(forged)
+    assert not v.ok
+    for r in v.rollouts:
+        assert r.reason == "sketch_mismatch"
+        assert {"sampling_mismatch", "logprob_mismatch"} <= set(r.failed)
+    honest_named = assemble_bundle(ctx, alice, other.fingerprint, groups)
+    assert verifier.verify(honest_named).reason == "wrong_model"
+
+
+def test_required_fingerprint(verifier, honest_bundle):
+    assert verifier.verify(honest_bundle, Expectation(fingerprint=b"\x00" * 32)).reason == "wrong_model"
+
+
+def test_sampled_groups_only(verifier, honest_bundle):
+    v = verifier.verify(honest_bundle, groups=[1])
+    assert v.ok and v.checked_groups == [1]
+    assert {r.reason for r in v.rollouts if r.group == 0} == {"not_checked"}
+
+
+def test_out_of_vocab_token(verifier, bundle_copy, ctx, alice):
+    bundle_copy.groups[0].rollouts[0].completion[0] = 10**6
+    v = verifier.verify(resign(bundle_copy, ctx, alice))
+    assert reasons(v)[(0, 0)] == "bad_token"
