@@ -39,7 +39,7 @@ from verification.window import WindowContext
 # reason codes, in check order
 OK = "ok"
 REASONS = (
-    "bundle_format", "rows_root_mismatch", "bad_signature", "wrong_window", "wrong_hotkey", "wrong_block",
+    "bundle_format", "bundle_too_large", "rows_root_mismatch", "bad_signature", "wrong_window", "wrong_hotkey", "wrong_block",
     "bad_beacon", "wrong_model", "bad_params", "bad_problem", "bad_token", "sketch_mismatch",
     "sampling_mismatch", "logprob_mismatch", "bad_termination", "reward_mismatch", "advantage_mismatch",
     "copycat", "not_checked",
@@ -90,10 +90,13 @@ class Expectation:
 
 class Verifier:
     def __init__(self, lm: LoadedModel, beacon_networks: Iterable[ChainInfo], *,
-                 batch_size: int = 8):
+                 batch_size: int = 8, padding_side: str = "right"):
+        if padding_side not in ("left", "right"):
+            raise ValueError("padding_side must be 'left' or 'right'")
         self.lm = lm
         self.networks = {info.chain_hash(): info for info in beacon_networks}
         self.batch_size = batch_size
+        self.padding_side = padding_side
 
     # ---- bundle level -------------------------------------------------------------------------
     def verify_bytes(self, data: bytes, expected: Expectation | None = None, **kw) -> BundleVerdict:
@@ -181,9 +184,9 @@ class Verifier:
             return [RolloutVerdict(g.index, r.index, False, "bad_problem", detail, ["bad_problem"]) for r in g.rollouts]
         env = environments.get(env_name)
         verdicts = []
-        recomputed = self._recompute(expected_prompt, [r.completion for r in g.rollouts])
+        recomputed = self.recompute(expected_prompt, [r.completion for r in g.rollouts])
         for r, (hidden, logp) in zip(g.rollouts, recomputed):
-            verdicts.append(self._check_rollout(g, r, seed, hidden, logp, vectors, env, problem))
+            verdicts.append(self.check_rollout(g, r, seed, hidden, logp, vectors, env, problem))
         expected_adv = advantages([r.reward for r in g.rollouts])
         for v, r, a in zip(verdicts, g.rollouts, expected_adv):
             if r.advantage != a:
@@ -193,8 +196,8 @@ class Verifier:
                     v.detail = f"advantage {r.advantage} != recomputed {a} (micro-units)"
         return verdicts
 
-    def _recompute(self, prompt: list[int], completions: list[np.ndarray]):
-        """Teacher-forced hidden states and logprobs for each completion, right-padded batches."""
+    def recompute(self, prompt: list[int], completions: list[np.ndarray]):
+        """Teacher-forced hidden states and logprobs for each completion, in padded batches."""
         out = []
         vocab = self.lm.vocab_size
         for start in range(0, len(completions), self.batch_size):
@@ -203,18 +206,22 @@ class Verifier:
             width = len(prompt) + max(len(c) for c in safe)
             ids = torch.zeros((len(chunk), width), dtype=torch.long)
             mask = torch.zeros_like(ids)
+            offsets = []
             for i, c in enumerate(safe):
                 n = len(prompt) + len(c)
-                ids[i, :n] = torch.tensor(prompt + c.tolist(), dtype=torch.long)
-                mask[i, :n] = 1
+                off = width - n if self.padding_side == "left" else 0
+                ids[i, off:off + n] = torch.tensor(prompt + c.tolist(), dtype=torch.long)
+                mask[i, off:off + n] = 1
+                offsets.append(off)
             hidden, logits, _ = forward_hidden_logits(self.lm, ids.to(self.lm.device), mask.to(self.lm.device))
             p = len(prompt)
             for i, c in enumerate(safe):
-                sl = slice(p - 1, p - 1 + len(c))
+                sl = slice(offsets[i] + p - 1, offsets[i] + p - 1 + len(c))
                 out.append((hidden[i, sl].cpu().numpy(), log_softmax_t(logits[i, sl]).cpu().numpy()))
         return out
 
-    def _check_rollout(self, g, r, seed, hidden, logp, vectors, env, problem) -> RolloutVerdict:
+    def check_rollout(self, g, r, seed, hidden, logp, vectors, env, problem) -> RolloutVerdict:
+        """All per-token and reward checks of one rollout against recomputed (hidden, logprobs)."""
         failed: list[str] = []
         details: dict[str, str] = {}
         tokens = r.completion.astype(np.int64)
@@ -254,7 +261,10 @@ class Verifier:
             failed.append("reward_mismatch")
             details["reward_mismatch"] = f"reported reward {r.reward}, recomputed {reward}"
         stats = {"tokens": c, "max_sketch_dist": int(dist.max()), "max_gap": float(gaps.max()),
-                 "max_logprob_err": float(lp_err.max())}
+                 "max_logprob_err": float(lp_err.max()), "mean_sketch_dist": float(dist.mean()),
+                 "mean_gap": float(gaps.mean()), "mean_logprob_err": float(lp_err.mean()),
+                 "bad_sketch_positions": int(len(bad_sketch)), "bad_sample_positions": int(len(bad_sample)),
+                 "bad_logprob_positions": int(len(bad_lp))}
         if failed:
             return RolloutVerdict(g.index, r.index, False, failed[0], details[failed[0]], failed, stats)
         return RolloutVerdict(g.index, r.index, True, OK, "", [], stats)

@@ -1,0 +1,147 @@
+"""Builders for honest and cheating bundles, shared by the attack suite, the benchmarks and the
+local network. Each attack is what a real cheater could do with full control of its own hotkey."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from bittensor.sp_core import Keypair
+
+from miner.proof import assemble_bundle, build_groups
+from verification.bundle import BeaconModel, Bundle, encode_bundle
+from verification.drand_local import LocalDrand
+from verification.grpo import advantages
+from verification.model import LoadedModel, build_tiny_model, load_model
+from verification.sketch import sketch, sketch_vectors
+from verification.verifier import Expectation, Verifier
+from verification.window import WindowContext
+
+NETUID = 7
+
+
+def keypair(i: int) -> Keypair:
+    return Keypair.create_from_uri(f"//rollproof-miner-{i}")
+
+
+def window_ctx(drand: LocalDrand, window: int) -> WindowContext:
+    block_time = drand.genesis_time + 50_000 + window * 240
+    block_hash = __import__("hashlib").sha256(f"block-{window}".encode()).digest()
+    return WindowContext(NETUID, window, block_hash, block_time, drand.sign(drand.info.round_at(block_time)))
+
+
+def expectation(ctx: WindowContext, key: Keypair, lm: LoadedModel) -> Expectation:
+    return Expectation(netuid=ctx.netuid, window=ctx.window, hotkey=key.ss58_address, block_hash=ctx.block_hash,
+                       block_time=ctx.block_time, fingerprint=lm.fingerprint)
+
+
+def variant(lm: LoadedModel, name: str, transform) -> LoadedModel:
+    """A copy of lm whose weights or arithmetic are changed, still claiming lm's fingerprint."""
+    model = transform(copy.deepcopy(lm.model))
+    return replace(lm, name=name, model=model)
+
+
+def perturbed(lm: LoadedModel, rel: float, seed: int = 1) -> LoadedModel:
+    def t(m):
+        g = torch.Generator().manual_seed(seed)
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * p.abs().mean() * rel)
+        return m
+    return variant(lm, f"perturbed {rel:g}", t)
+
+
+def bf16(lm: LoadedModel) -> LoadedModel:
+    return variant(lm, "bf16", lambda m: m.to(torch.bfloat16))
+
+
+def int8(lm: LoadedModel) -> LoadedModel:
+    from torch.ao.quantization import quantize_dynamic
+
+    return variant(lm, "int8", lambda m: quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8))
+
+
+def smaller(lm: LoadedModel) -> LoadedModel:
+    model, _ = build_tiny_model(0, layers=2)
+    return replace(lm, name="2-layer", model=model.eval())
+
+
+def other_same_shape(lm: LoadedModel) -> LoadedModel:
+    other = load_model("tiny:1")
+    return replace(lm, name="tiny:1", model=other.model)
+
+
+def honest(lm, ctx, key, groups=1) -> Bundle:
+    return assemble_bundle(ctx, key, lm.fingerprint, build_groups(lm, ctx, key.ss58_address, list(range(groups))))
+
+
+def generated_by(model_lm, lm, ctx, key, groups=1) -> Bundle:
+    """Generation (and its own proofs) by model_lm, signed as if by the agreed model."""
+    return assemble_bundle(ctx, key, lm.fingerprint, build_groups(model_lm, ctx, key.ss58_address, list(range(groups))))
+
+
+def cheap_generation_honest_prefill(cheap, lm, ctx, key, groups=1) -> Bundle:
+    """Tokens from a cheap model; logprobs and sketches from an honest prefill of the agreed model."""
+    bundle = generated_by(cheap, lm, ctx, key, groups)
+    verifier = Verifier(lm, [])
+    vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
+    for g in bundle.groups:
+        for r, (hidden, logp) in zip(g.rollouts, verifier.recompute(g.prompt.tolist(), [r.completion for r in g.rollouts])):
+            r.logprobs = logp[np.arange(len(r.completion)), r.completion.astype(np.int64)].astype(np.float32)
+            r.sketches = sketch(hidden, vectors)
+    return assemble_bundle(ctx, key, lm.fingerprint, bundle.groups)
+
+
+def resigned(bundle: Bundle, ctx: WindowContext, key, mutate) -> Bundle:
+    b = copy.deepcopy(bundle)
+    mutate(b)
+    return assemble_bundle(ctx, key, bytes.fromhex(b.header.model_fingerprint), b.groups)
+
+
+def edit_token(b: Bundle):
+    r = b.groups[0].rollouts[0]
+    i = len(r.completion) // 2
+    r.completion[i] = (int(r.completion[i]) + 7) % 250
+
+
+def edit_logprob(b: Bundle):
+    b.groups[0].rollouts[0].logprobs[3] += 0.05
+
+
+def misreport_reward(b: Bundle):
+    g = b.groups[0]
+    g.rollouts[0].reward = 1_000_000 - g.rollouts[0].reward
+    for r, a in zip(g.rollouts, advantages([r.reward for r in g.rollouts])):
+        r.advantage = a
+
+
+def misreport_advantage(b: Bundle):
+    b.groups[0].rollouts[0].advantage += 250_000
+
+
+def with_beacon(ctx: WindowContext, beacon) -> WindowContext:
+    return replace(ctx, beacon=beacon)
+
+
+def forged_beacon(ctx: WindowContext):
+    sig = bytearray(ctx.beacon.signature)
+    sig[10] ^= 0x20
+    return replace(ctx.beacon, signature=bytes(sig))
+
+
+def bytes_attacks(data: bytes) -> dict[str, bytes]:
+    flipped = bytearray(data)
+    i = data.find(b'"signature":"', data.find(b'"groups"')) if b'"groups"' in data else -1
+    sig_at = data.rfind(b'"signature":"') + 14
+    flipped[sig_at] = ord("0") if flipped[sig_at] != ord("0") else ord("1")
+    del i
+    return {
+        "truncated bundle": data[: len(data) // 2],
+        "oversized bundle": data + b" " * 1024,
+        "malformed bundle": data.replace(b'"groups":[', b'"groups":{', 1),
+        "bad signature (byte flipped)": bytes(flipped),
+    }
+
+
+__all__ = [name for name in dir() if not name.startswith("_")] + ["BeaconModel", "encode_bundle"]

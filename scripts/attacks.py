@@ -1,0 +1,204 @@
+"""Attack suite: every attack of DESIGN.md section 4, run many times against the Verifier.
+
+    python scripts/attacks.py [--trials 10] [--model tiny]
+
+Writes reports/attacks.json and reports/attacks.md: detection rate per attack, honest false
+rejections, and for the model-level attacks the honest vs attack distributions of the three
+statistical checks (AUC, TPR at an extrapolated FPR of 1e-6). Exit code 1 if any attack went
+undetected in any trial or any honest rollout was rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+import attack_lib as A
+from report_lib import auc, environment, extrapolated_threshold, md_table, write
+from verification.constants import MAX_BUNDLE_BYTES
+from verification.drand_local import LocalDrand
+from verification.model import load_model
+from verification.verifier import Expectation, Verifier
+
+STATS = ("max_sketch_dist", "max_gap", "max_logprob_err")
+MEANS = {"max_sketch_dist": "mean_sketch_dist", "max_gap": "mean_gap", "max_logprob_err": "mean_logprob_err"}
+
+
+def build_attacks(lm, drand):
+    variants = {}
+
+    def v(name, make):
+        if name not in variants:
+            variants[name] = make(lm)
+        return variants[name]
+
+    def model_attack(name, make):
+        return lambda ctx, key: (A.generated_by(v(name, make), lm, ctx, key), A.expectation(ctx, key, lm))
+
+    def mutate(fn):
+        return lambda ctx, key: (A.resigned(A.honest(lm, ctx, key), ctx, key, fn), A.expectation(ctx, key, lm))
+
+    def beacon_attack(make_beacon):
+        def run(ctx, key):
+            bundle = A.honest(lm, ctx, key)
+            bad_ctx = A.with_beacon(ctx, make_beacon(ctx))
+            return A.resigned(bundle, bad_ctx, key, lambda b: None), A.expectation(ctx, key, lm)
+        return run
+
+    def problem_not_derived(ctx, key):
+        other = replace(ctx, block_hash=bytes(32))  # problems from a seed the miner chose
+        groups = A.build_groups(lm, other, key.ss58_address, [0])
+        return A.assemble_bundle(ctx, key, lm.fingerprint, groups), A.expectation(ctx, key, lm)
+
+    def replay_window(ctx, key):
+        old = A.window_ctx(drand, ctx.window - 1)
+        return A.honest(lm, old, key), A.expectation(ctx, key, lm)
+
+    def replay_hotkey(ctx, key):
+        other = A.keypair(10_000 + ctx.window)
+        return A.honest(lm, ctx, other), A.expectation(ctx, key, lm)
+
+    def copy_other_miner(ctx, key):
+        victim = A.keypair(20_000 + ctx.window)
+        stolen = A.honest(lm, ctx, victim)
+        return A.resigned(stolen, ctx, key, lambda b: None), A.expectation(ctx, key, lm)
+
+    def cheap_gen(ctx, key):
+        return A.cheap_generation_honest_prefill(v("tiny:1", A.other_same_shape), lm, ctx, key), A.expectation(ctx, key, lm)
+
+    def raw(kind):
+        def run(ctx, key):
+            data = A.encode_bundle(A.honest(lm, ctx, key))
+            if kind == "oversized bundle":
+                return data + b" " * (MAX_BUNDLE_BYTES + 1 - len(data)), A.expectation(ctx, key, lm)
+            return A.bytes_attacks(data)[kind], A.expectation(ctx, key, lm)
+        return run
+
+    return {
+        "model swap: other model, same shape": model_attack("tiny:1", A.other_same_shape),
+        "model swap: smaller model (2 of 4 layers)": model_attack("2-layer", A.smaller),
+        "model swap: older checkpoint (2% weight drift)": model_attack("p2", lambda m: A.perturbed(m, 0.02)),
+        "weights perturbed slightly (0.1%)": model_attack("p0.1", lambda m: A.perturbed(m, 0.001)),
+        "lower precision: bf16": model_attack("bf16", A.bf16),
+        "lower precision: int8": model_attack("int8", A.int8),
+        "cheap-model generation + honest prefill": cheap_gen,
+        "tokens edited after generation": mutate(A.edit_token),
+        "logprobs edited": mutate(A.edit_logprob),
+        "rewards misreported": mutate(A.misreport_reward),
+        "advantages misreported": mutate(A.misreport_advantage),
+        "problem not derived from the window seed": problem_not_derived,
+        "bundle replayed from another window": replay_window,
+        "bundle replayed from another hotkey": replay_hotkey,
+        "another miner's completions copied": copy_other_miner,
+        "forged drand beacon": beacon_attack(A.forged_beacon),
+        "stale drand beacon (previous round)": beacon_attack(lambda c: drand.sign(c.beacon.round - 1)),
+        "future drand beacon (next round)": beacon_attack(lambda c: drand.sign(c.beacon.round + 5)),
+        "relay serving another round's valid beacon": beacon_attack(lambda c: drand.sign(c.beacon.round - 100)),
+        "beacon from another drand chain": beacon_attack(lambda c: LocalDrand("attacker").sign(c.beacon.round)),
+        "truncated bundle": raw("truncated bundle"),
+        "oversized bundle": raw("oversized bundle"),
+        "malformed bundle": raw("malformed bundle"),
+        "bad signature (byte flipped)": raw("bad signature (byte flipped)"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--honest-trials", type=int, default=None, help="default: 3 x trials")
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--quick", action="store_true", help="3 trials: a demonstration run")
+    args = ap.parse_args()
+    trials = 3 if args.quick else args.trials
+    honest_trials = args.honest_trials or 3 * trials
+    console = Console()
+    lm = load_model(args.model)
+    drand = LocalDrand()
+    verifier = Verifier(lm, [drand.info])
+    attacks = build_attacks(lm, drand)
+    t0 = time.time()
+    results, honest_stats, attack_stats = {}, [], {}
+    honest_rejected = honest_rollouts = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("honest", total=honest_trials)
+        for t in range(honest_trials):
+            ctx, key = A.window_ctx(drand, 1000 + t), A.keypair(t)
+            verdict = verifier.verify(A.honest(lm, ctx, key), A.expectation(ctx, key, lm))
+            honest_rollouts += len(verdict.rollouts)
+            honest_rejected += sum(1 for r in verdict.rollouts if not r.ok)
+            honest_stats += [r.stats for r in verdict.rollouts if r.stats]
+            progress.advance(task)
+        for name, attack in attacks.items():
+            task = progress.add_task(name[:40], total=trials)
+            detected, reasons, rejected_rows, rows = 0, {}, 0, 0
+            for t in range(trials):
+                ctx, key = A.window_ctx(drand, 2000 + t), A.keypair(100 + t)
+                subject, exp = attack(ctx, key)
+                verdict = (verifier.verify_bytes(subject, exp) if isinstance(subject, bytes)
+                           else verifier.verify(subject, exp))
+                detected += not verdict.ok
+                reasons[verdict.reason] = reasons.get(verdict.reason, 0) + 1
+                rows += len(verdict.rollouts)
+                rejected_rows += sum(1 for r in verdict.rollouts if not r.ok)
+                attack_stats.setdefault(name, []).extend(r.stats for r in verdict.rollouts if r.stats)
+                progress.advance(task)
+            results[name] = {"trials": trials, "detected": detected, "rate": detected / trials, "reasons": reasons,
+                             "rollouts": rows, "rollouts_rejected": rejected_rows}
+    elapsed = time.time() - t0
+
+    positions = max((s["tokens"] for s in honest_stats), default=1)
+    stat_rows = []
+    statistics = {}
+    for name, stats in attack_stats.items():
+        if not stats or name not in list(attacks)[:7]:
+            continue
+        entry = {}
+        for key in STATS:
+            h = [s[key] for s in honest_stats]
+            a = [s[key] for s in stats]
+            thr = extrapolated_threshold([s[MEANS[key]] for s in honest_stats], positions)
+            tpr = sum(1 for x in a if x > thr) / len(a)
+            entry[key] = {"honest_max": max(h), "attack_min": min(a), "attack_median": sorted(a)[len(a) // 2],
+                          "auc": auc(h, a), "threshold_fpr_1e-6": thr, "tpr_at_fpr_1e-6": tpr}
+        statistics[name] = entry
+        stat_rows.append([name] + [f"{entry[k]['auc']:.4f} / {entry[k]['tpr_at_fpr_1e-6']:.3f}" for k in STATS])
+
+    table = Table(title=f"attack suite on {args.model}: {trials} trials each")
+    for col in ("attack", "detected", "reasons"):
+        table.add_column(col)
+    md_rows = []
+    for name, r in results.items():
+        reasons = ", ".join(f"{k} x{v}" for k, v in sorted(r["reasons"].items()))
+        table.add_row(name, f"{r['detected']}/{r['trials']}", reasons)
+        md_rows.append([name, f"{r['detected']}/{r['trials']} ({100 * r['rate']:.0f}%)", reasons])
+    console.print(table)
+    console.print(f"honest: {honest_rejected} of {honest_rollouts} rollouts rejected over {honest_trials} bundles; "
+                  f"{elapsed:.0f} s")
+    all_detected = all(r["rate"] == 1.0 for r in results.values())
+    md = (f"# Attack suite ({args.model}, {trials} trials per attack)\n\n"
+          f"Command: `python scripts/attacks.py --trials {trials} --model {args.model}`\n\n"
+          + md_table(["attack", "detected", "first-failure reasons"], md_rows)
+          + f"\nHonest: {honest_rejected} of {honest_rollouts} rollouts rejected ({honest_trials} bundles).\n\n"
+          + "## Statistical checks: AUC / TPR at FPR 1e-6 (extrapolated), per rollout\n\n"
+          + md_table(["attack", "sketch distance", "Gumbel gap", "logprob error"], stat_rows)
+          + f"\nHonest maxima: sketch {max(s['max_sketch_dist'] for s in honest_stats)} units, "
+            f"gap {max(s['max_gap'] for s in honest_stats):.2e}, "
+            f"logprob error {max(s['max_logprob_err'] for s in honest_stats):.2e}.\n")
+    data = {"model": args.model, "trials": trials, "honest_trials": honest_trials, "honest_rollouts": honest_rollouts,
+            "honest_rejected": honest_rejected, "attacks": results, "statistics": statistics,
+            "elapsed_s": elapsed, "environment": environment()}
+    jp, mp = write("attacks", data, md)
+    console.print(f"wrote {jp} and {mp}")
+    ok = all_detected and honest_rejected == 0
+    console.print("[green]every attack detected, no honest rejection[/green]" if ok else "[red]FAILED[/red]")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
