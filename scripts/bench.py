@@ -1,0 +1,113 @@
+"""Cost benchmark, side by side in one run on the same rollouts:
+
+  * miner generation with proofs (seeded Gumbel sampling + sketches) vs without (plain sampling):
+    tokens/s and overhead %;
+  * validator verification (full recompute + every check, every position) vs generation: ratio;
+  * proof bytes per token (sketch) and bundle bytes per token;
+  * validator throughput in verified rollouts per second.
+
+    python scripts/bench.py [--groups 8] [--model tiny|smollm2] [--batch 16]
+
+Writes reports/bench_<model>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+from rich.console import Console
+
+import attack_lib as A
+from miner.engine import RolloutRequest, generate
+from report_lib import environment, md_table, write
+from verification import environments
+from verification.bundle import encode_bundle
+from verification.constants import GROUP_SIZE, SKETCH_DIM
+from verification.drand_local import LocalDrand
+from verification.model import load_model
+from verification.sketch import sketch_vectors
+from verification.verifier import Verifier
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--groups", type=int, default=8)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=2, help="alternating repeats of with/without proofs")
+    args = ap.parse_args()
+    console = Console()
+    lm = load_model(args.model)
+    drand = LocalDrand()
+    ctx, key = A.window_ctx(drand, 9000), A.keypair(0)
+    vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
+    requests = []
+    for gi in range(args.groups):
+        seed = ctx.problem_seed(key.ss58_address, gi)
+        prompt = lm.chat_prompt_ids(environments.problem_for(seed).prompt)
+        requests += [RolloutRequest(prompt, seed, r) for r in range(GROUP_SIZE)]
+
+    def timed(proofs: bool):
+        torch.manual_seed(0)
+        t = time.perf_counter()
+        out = generate(lm, requests, vectors, batch_size=args.batch, proofs=proofs)
+        return time.perf_counter() - t, sum(len(o.completion) for o in out)
+
+    timed(True)  # warm-up
+    with_s, without_s, with_tok, without_tok = [], [], 0, 0
+    for _ in range(args.repeats):
+        s, n = timed(True)
+        with_s.append(s); with_tok = n
+        s, n = timed(False)
+        without_s.append(s); without_tok = n
+    tps_with = with_tok / min(with_s)
+    tps_without = without_tok / min(without_s)
+    overhead = 100.0 * (tps_without / tps_with - 1.0)
+
+    t = time.perf_counter()
+    bundle = A.honest(lm, ctx, key, groups=args.groups)
+    gen_bundle_s = time.perf_counter() - t
+    data = encode_bundle(bundle)
+    tokens = sum(len(r.completion) for _, r in bundle.rows())
+    verifier = Verifier(lm, [drand.info], batch_size=args.batch)
+    t = time.perf_counter()
+    verdict = verifier.verify_bytes(data, A.expectation(ctx, key, lm))
+    verify_s = time.perf_counter() - t
+    assert verdict.ok, verdict.detail
+    rollouts = len(verdict.rollouts)
+    result = {
+        "model": args.model, "groups": args.groups, "rollouts": rollouts, "batch": args.batch,
+        "gen_tokens_per_s_with_proofs": tps_with, "gen_tokens_per_s_without_proofs": tps_without,
+        "proof_overhead_pct": overhead,
+        "bundle_generation_s": gen_bundle_s, "verification_s": verify_s,
+        "verify_over_generate_ratio": verify_s / gen_bundle_s,
+        "validator_rollouts_per_s": rollouts / verify_s,
+        "proof_bytes_per_token": 2 * SKETCH_DIM,
+        "logprob_bytes_per_token": 4,
+        "bundle_bytes_per_token": len(data) / tokens,
+        "tokens": tokens, "environment": environment(),
+    }
+    rows = [
+        ["generation with proofs", f"{tps_with:.1f} tokens/s"],
+        ["generation without proofs", f"{tps_without:.1f} tokens/s"],
+        ["proof overhead", f"{overhead:.1f} %"],
+        ["verification / generation (same rollouts)", f"{result['verify_over_generate_ratio']:.3f}"],
+        ["validator throughput", f"{result['validator_rollouts_per_s']:.2f} verified rollouts/s"],
+        ["proof bytes per token (sketch)", f"{2 * SKETCH_DIM}"],
+        ["bundle bytes per token (all fields, JSON+base64)", f"{result['bundle_bytes_per_token']:.1f}"],
+    ]
+    md = (f"# Cost benchmark ({args.model}, {args.groups} groups x {GROUP_SIZE} rollouts, batch {args.batch})\n\n"
+          f"Command: `python scripts/bench.py --model {args.model} --groups {args.groups} --batch {args.batch}`\n\n"
+          + md_table(["measure", "value"], rows))
+    for r in rows:
+        console.print(f"{r[0]:<50} {r[1]}")
+    jp, mp = write(f"bench_{args.model.replace(':', '_').replace('/', '_')}", result, md)
+    console.print(f"wrote {jp} and {mp}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""False-rejection matrix: honest rollouts re-verified under every recompute setting a validator
+might use. Target: zero rejected positions and rollouts in every allowed cell.
+
+    python scripts/false_rejections.py [--positions 10000] [--model tiny|smollm2]
+
+The rollouts are generated once, as a miner would (KV-cached decoding, batch 16, left padding).
+Each cell re-runs the teacher-forced recompute with one setting changed and applies the protocol's
+per-position checks (sketch, sampling, logprob). bf16 is not an allowed compute precision: its row
+shows the rejections a bf16 validator would cause (and why the protocol pins float32).
+Writes reports/false_rejections.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import attack_lib as A
+from report_lib import environment, md_table, write
+from verification import environments
+from verification.constants import GROUP_SIZE
+from verification.drand_local import LocalDrand
+from verification.model import load_model
+from verification.sketch import sketch_vectors
+from verification.verifier import Verifier
+
+CELLS = [
+    # name, batch size, padding, threads, attention, dtype, allowed
+    ("reference: batch 8, right pad, 2 threads, sdpa, fp32", 8, "right", 2, "sdpa", torch.float32, True),
+    ("batch 1", 1, "right", 2, "sdpa", torch.float32, True),
+    ("batch 4 (all rollouts of a group)", 4, "right", 2, "sdpa", torch.float32, True),
+    ("left padding", 8, "left", 2, "sdpa", torch.float32, True),
+    ("1 thread", 8, "right", 1, "sdpa", torch.float32, True),
+    ("eager attention", 8, "right", 2, "eager", torch.float32, True),
+    ("eager + left padding + batch 1 + 1 thread", 1, "left", 1, "eager", torch.float32, True),
+    ("bf16 validator (not allowed by the protocol)", 8, "right", 2, "sdpa", torch.bfloat16, False),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--positions", type=int, default=10_000, help="honest positions per cell (at least)")
+    ap.add_argument("--model", default="tiny")
+    args = ap.parse_args()
+    console = Console()
+    lm = load_model(args.model)
+    drand = LocalDrand()
+    t0 = time.time()
+    bundles, positions, w = [], 0, 0
+    with console.status("generating honest rollouts…"):
+        while positions < args.positions:
+            ctx, key = A.window_ctx(drand, 5000 + w), A.keypair(w)
+            b = A.honest(lm, ctx, key, groups=4)
+            bundles.append((ctx, key, b))
+            positions += sum(len(r.completion) for _, r in b.rows())
+            w += 1
+    gen_s = time.time() - t0
+    console.print(f"{positions} honest positions in {sum(len(b.groups) for *_, b in bundles) * GROUP_SIZE} rollouts "
+                  f"({gen_s:.0f} s)")
+    rows, data = [], {"model": args.model, "positions": positions, "cells": {}, "environment": environment()}
+    base_threads = torch.get_num_threads()
+    for name, batch, pad, threads, attn, dtype, allowed in CELLS:
+        torch.set_num_threads(threads)
+        cell_lm = A.variant(lm, name, lambda m: m.to(dtype)) if dtype != torch.float32 else lm
+        cell_lm.model.set_attn_implementation(attn)
+        verifier = Verifier(cell_lm, [drand.info], batch_size=batch, padding_side=pad)
+        counts = {"positions": 0, "rollouts": 0, "bad_sketch": 0, "bad_sample": 0, "bad_logprob": 0,
+                  "rejected_rollouts": 0, "max_sketch_dist": 0, "max_gap": 0.0, "max_logprob_err": 0.0}
+        t1 = time.time()
+        for ctx, key, b in bundles:
+            vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
+            for g in b.groups:
+                seed = ctx.problem_seed(key.ss58_address, g.index)
+                problem = environments.problem_for(seed)
+                env = environments.get(problem.environment)
+                rec = verifier.recompute(g.prompt.tolist(), [r.completion for r in g.rollouts])
+                for r, (hidden, logp) in zip(g.rollouts, rec):
+                    v = verifier.check_rollout(g, r, seed, hidden, logp, vectors, env, problem)
+                    s = v.stats
+                    counts["positions"] += s["tokens"]
+                    counts["rollouts"] += 1
+                    counts["bad_sketch"] += s["bad_sketch_positions"]
+                    counts["bad_sample"] += s["bad_sample_positions"]
+                    counts["bad_logprob"] += s["bad_logprob_positions"]
+                    counts["rejected_rollouts"] += not v.ok
+                    counts["max_sketch_dist"] = max(counts["max_sketch_dist"], s["max_sketch_dist"])
+                    counts["max_gap"] = max(counts["max_gap"], s["max_gap"])
+                    counts["max_logprob_err"] = max(counts["max_logprob_err"], s["max_logprob_err"])
+        counts["seconds"] = time.time() - t1
+        counts["allowed"] = allowed
+        lm.model.set_attn_implementation("sdpa")
+        data["cells"][name] = counts
+        rows.append([name, counts["positions"], counts["bad_sketch"], counts["bad_sample"], counts["bad_logprob"],
+                     f"{counts['rejected_rollouts']}/{counts['rollouts']}", counts["max_sketch_dist"],
+                     f"{counts['max_gap']:.2e}", f"{counts['max_logprob_err']:.2e}"])
+    torch.set_num_threads(base_threads)
+    headers = ["cell", "positions", "sketch fails", "sampling fails", "logprob fails", "rollouts rejected",
+               "max sketch dist", "max gap", "max logprob err"]
+    table = Table(title=f"false rejections, honest rollouts, {args.model}")
+    for h in headers:
+        table.add_column(h)
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    console.print(table)
+    allowed_ok = all(c["rejected_rollouts"] == 0 for c in data["cells"].values() if c["allowed"])
+    md = (f"# False-rejection matrix ({args.model})\n\nCommand: `python scripts/false_rejections.py "
+          f"--positions {args.positions} --model {args.model}`\n\n" + md_table(headers, rows)
+          + f"\nEvery allowed cell: {'zero' if allowed_ok else 'SOME'} false rejections.\n")
+    jp, mp = write(f"false_rejections_{args.model.replace(':', '_').replace('/', '_')}", data, md)
+    console.print(f"wrote {jp} and {mp}")
+    return 0 if allowed_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
