@@ -51,7 +51,9 @@ def verify(
     """Re-run every check on BUNDLE offline and print a verdict per rollout.
 
     Exit code 0: every rollout accepted; 1: at least one rejected; 2: the audit could not run."""
+    from verification.bundle import decode_bundle
     from verification.drand import PUBLIC_NETWORKS
+    from verification.errors import BundleFormatError
     from verification.model import load_model
     from verification.verifier import Expectation, Verifier
 
@@ -66,16 +68,14 @@ def verify(
             fingerprint=bytes.fromhex(fingerprint) if fingerprint else None,
         )
         verifier = Verifier(lm, networks)
-        from verification.bundle import decode_bundle
-        from verification.errors import BundleFormatError
-
         try:
-            n_groups = decode_bundle(data).header.n_groups
+            parsed = decode_bundle(data)
         except BundleFormatError:
-            n_groups = 0
-        with _progress() as progress:
-            task = progress.add_task("verifying groups", total=n_groups)
-            verdict = verifier.verify_bytes(data, expected, progress=lambda n: progress.advance(task, n))
+            verdict = verifier.verify_bytes(data, expected)  # the format verdict, with its reason
+        else:
+            with _progress() as progress:
+                task = progress.add_task("verifying groups", total=parsed.header.n_groups)
+                verdict = verifier.verify(parsed, expected, progress=lambda n: progress.advance(task, n))
     except (RollproofError, ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_ERROR) from None

@@ -132,13 +132,10 @@ def forged_beacon(ctx: WindowContext):
 
 def bytes_attacks(data: bytes) -> dict[str, bytes]:
     flipped = bytearray(data)
-    i = data.find(b'"signature":"', data.find(b'"groups"')) if b'"groups"' in data else -1
-    sig_at = data.rfind(b'"signature":"') + 14
+    sig_at = data.rfind(b'"signature":"') + 14  # the hotkey signature: the last "signature" key
     flipped[sig_at] = ord("0") if flipped[sig_at] != ord("0") else ord("1")
-    del i
     return {
         "truncated bundle": data[: len(data) // 2],
-        "oversized bundle": data + b" " * 1024,
         "malformed bundle": data.replace(b'"groups":[', b'"groups":{', 1),
         "bad signature (byte flipped)": bytes(flipped),
     }
