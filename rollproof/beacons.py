@@ -44,6 +44,10 @@ class BeaconCache:
 
     def put(self, info: ChainInfo, beacon: Beacon) -> None:
         verify_beacon(info, beacon)
+        self._store(info, beacon)
+
+    def _store(self, info: ChainInfo, beacon: Beacon) -> None:
+        """Write a beacon the caller has just verified against info."""
         path = self._path(info, beacon.round)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -55,6 +59,7 @@ class BeaconSource:
     info: ChainInfo
 
     def fetch(self, round_number: int) -> Beacon:  # pragma: no cover - interface
+        """Return round_number's beacon, verified against self.info, or raise BeaconError."""
         raise NotImplementedError
 
     def get(self, round_number: int, cache: BeaconCache | None = None) -> Beacon:
@@ -64,9 +69,8 @@ class BeaconSource:
             if cached is not None:
                 return cached
         beacon = self.fetch(round_number)
-        verify_beacon(self.info, beacon, expected_round=round_number)
         if cache is not None:
-            cache.put(self.info, beacon)
+            cache._store(self.info, beacon)
         return beacon
 
 
@@ -82,7 +86,9 @@ class LocalBeaconSource(BeaconSource):
         current = self.info.round_at(self.clock())
         if round_number > current:
             raise BeaconUnavailableError(f"round {round_number} is not emitted yet (current {current})")
-        return self.drand.sign(round_number)
+        beacon = self.drand.sign(round_number)
+        verify_beacon(self.info, beacon, expected_round=round_number)  # the same path as relayed beacons
+        return beacon
 
 
 class HttpRelaySource(BeaconSource):

@@ -26,12 +26,13 @@ def _root() -> None:
     """rollproof: verifiable GRPO rollouts for a Bittensor subnet."""
 
 
-def _accepted_networks(local_seed: Optional[str]):
+def _accepted_networks(local_seed: Optional[str], include_local: bool):
     from verification.drand import PUBLIC_NETWORKS
     from verification.drand_local import DEFAULT_LOCAL_SEED, LocalDrand
 
     nets = list(PUBLIC_NETWORKS.values())
-    nets.append(LocalDrand(local_seed or DEFAULT_LOCAL_SEED).info)
+    if include_local:
+        nets.append(LocalDrand(local_seed or DEFAULT_LOCAL_SEED).info)
     return nets
 
 
@@ -52,7 +53,6 @@ def verify(
 
     Exit code 0: every rollout accepted; 1: at least one rejected; 2: the audit could not run."""
     from verification.bundle import decode_bundle
-    from verification.drand import PUBLIC_NETWORKS
     from verification.errors import BundleFormatError
     from verification.model import load_model
     from verification.verifier import Expectation, Verifier
@@ -61,7 +61,7 @@ def verify(
         data = bundle.read_bytes()
         with console.status(f"loading model {model}…"):
             lm = load_model(model)
-        networks = list(PUBLIC_NETWORKS.values()) if no_local_drand else _accepted_networks(local_drand_seed)
+        networks = _accepted_networks(local_drand_seed, include_local=not no_local_drand)
         expected = Expectation(
             window=window, hotkey=hotkey,
             block_hash=bytes.fromhex(block_hash) if block_hash else None, block_time=block_time,

@@ -4,7 +4,7 @@ local network. Each attack is what a real cheater could do with full control of 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch

@@ -24,13 +24,14 @@ from report_lib import auc, environment, extrapolated_threshold, md_table, write
 from verification.constants import MAX_BUNDLE_BYTES
 from verification.drand_local import LocalDrand
 from verification.model import load_model
-from verification.verifier import Expectation, Verifier
+from verification.verifier import Verifier
 
 STATS = ("max_sketch_dist", "max_gap", "max_logprob_err")
 MEANS = {"max_sketch_dist": "mean_sketch_dist", "max_gap": "mean_gap", "max_logprob_err": "mean_logprob_err"}
 
 
 def build_attacks(lm, drand):
+    """(names of the model-level attacks whose statistics are reported, {name: attack})."""
     variants = {}
 
     def v(name, make):
@@ -80,7 +81,7 @@ def build_attacks(lm, drand):
             return A.bytes_attacks(data)[kind], A.expectation(ctx, key, lm)
         return run
 
-    return {
+    model_level = {
         "model swap: other model, same shape": model_attack("tiny:1", A.other_same_shape),
         "model swap: smaller model (2 of 4 layers)": model_attack("2-layer", A.smaller),
         "model swap: older checkpoint (2% weight drift)": model_attack("p2", lambda m: A.perturbed(m, 0.02)),
@@ -88,6 +89,9 @@ def build_attacks(lm, drand):
         "lower precision: bf16": model_attack("bf16", A.bf16),
         "lower precision: int8": model_attack("int8", A.int8),
         "cheap-model generation + honest prefill": cheap_gen,
+    }
+    return set(model_level), {
+        **model_level,
         "tokens edited after generation": mutate(A.edit_token),
         "logprobs edited": mutate(A.edit_logprob),
         "rewards misreported": mutate(A.misreport_reward),
@@ -121,7 +125,7 @@ def main() -> int:
     lm = load_model(args.model)
     drand = LocalDrand()
     verifier = Verifier(lm, [drand.info])
-    attacks = build_attacks(lm, drand)
+    statistical, attacks = build_attacks(lm, drand)
     t0 = time.time()
     results, honest_stats, attack_stats = {}, [], {}
     honest_rejected = honest_rollouts = 0
@@ -156,7 +160,7 @@ def main() -> int:
     stat_rows = []
     statistics = {}
     for name, stats in attack_stats.items():
-        if not stats or name not in list(attacks)[:7]:
+        if not stats or name not in statistical:
             continue
         entry = {}
         for key in STATS:

@@ -4,8 +4,8 @@ might use. Target: zero rejected positions and rollouts in every allowed cell.
     python scripts/false_rejections.py [--positions 10000] [--model tiny|smollm2]
 
 The rollouts are generated once, as a miner would (KV-cached decoding, batch 16, left padding).
-Each cell re-runs the teacher-forced recompute with one setting changed and applies the protocol's
-per-position checks (sketch, sampling, logprob). bf16 is not an allowed compute precision: its row
+Each cell re-runs the full Verifier with one recompute setting changed and counts, per position,
+the failures of the sketch, sampling and logprob checks. bf16 is not an allowed compute precision: its row
 shows the rejections a bf16 validator would cause (and why the protocol pins float32).
 Writes reports/false_rejections.{json,md}.
 """
@@ -16,18 +16,15 @@ import argparse
 import sys
 import time
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
 import attack_lib as A
 from report_lib import environment, md_table, write
-from verification import environments
 from verification.constants import GROUP_SIZE
 from verification.drand_local import LocalDrand
 from verification.model import load_model
-from verification.sketch import sketch_vectors
 from verification.verifier import Verifier
 
 CELLS = [
@@ -74,24 +71,17 @@ def main() -> int:
                   "rejected_rollouts": 0, "max_sketch_dist": 0, "max_gap": 0.0, "max_logprob_err": 0.0}
         t1 = time.time()
         for ctx, key, b in bundles:
-            vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
-            for g in b.groups:
-                seed = ctx.problem_seed(key.ss58_address, g.index)
-                problem = environments.problem_for(seed)
-                env = environments.get(problem.environment)
-                rec = verifier.recompute(g.prompt.tolist(), [r.completion for r in g.rollouts])
-                for r, (hidden, logp) in zip(g.rollouts, rec):
-                    v = verifier.check_rollout(g, r, seed, hidden, logp, vectors, env, problem)
-                    s = v.stats
-                    counts["positions"] += s["tokens"]
-                    counts["rollouts"] += 1
-                    counts["bad_sketch"] += s["bad_sketch_positions"]
-                    counts["bad_sample"] += s["bad_sample_positions"]
-                    counts["bad_logprob"] += s["bad_logprob_positions"]
-                    counts["rejected_rollouts"] += not v.ok
-                    counts["max_sketch_dist"] = max(counts["max_sketch_dist"], s["max_sketch_dist"])
-                    counts["max_gap"] = max(counts["max_gap"], s["max_gap"])
-                    counts["max_logprob_err"] = max(counts["max_logprob_err"], s["max_logprob_err"])
+            for v in verifier.verify(b, A.expectation(ctx, key, lm)).rollouts:
+                s = v.stats
+                counts["positions"] += s["tokens"]
+                counts["rollouts"] += 1
+                counts["bad_sketch"] += s["bad_sketch_positions"]
+                counts["bad_sample"] += s["bad_sample_positions"]
+                counts["bad_logprob"] += s["bad_logprob_positions"]
+                counts["rejected_rollouts"] += not v.ok
+                counts["max_sketch_dist"] = max(counts["max_sketch_dist"], s["max_sketch_dist"])
+                counts["max_gap"] = max(counts["max_gap"], s["max_gap"])
+                counts["max_logprob_err"] = max(counts["max_logprob_err"], s["max_logprob_err"])
         counts["seconds"] = time.time() - t1
         counts["allowed"] = allowed
         lm.model.set_attn_implementation("sdpa")

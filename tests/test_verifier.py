@@ -3,8 +3,6 @@ most cases below re-sign the mutated bundle and check that the proof itself catc
 
 import copy
 
-import numpy as np
-import pytest
 
 from miner.proof import assemble_bundle, build_groups
 from tests.conftest import make_ctx
