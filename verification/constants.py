@@ -92,6 +92,21 @@ MAX_GROUPS_PER_BUNDLE = 256
 BUNDLE_MAGIC = b"RPROOF1\n"
 
 # ---- scoring ----------------------------------------------------------------------------------
-# Score = (verified unique correct-or-scored rollouts) ** SCORE_EXPONENT before normalization.
-# A superlinear exponent makes splitting work over many hotkeys (sybils) a loss.
+# Window score of a miner whose checked groups all verified = (rollouts in its bundle that no
+# earlier committer published) ** SCORE_EXPONENT; any failure scores 0. A superlinear exponent makes
+# splitting the same work over many hotkeys (sybils) a loss. Breaks: every weight.
 SCORE_EXPONENT = 1.5
+# Weights are written as u16 scaled so the best miner gets U16_MAX. Breaks: weight encoding.
+U16_MAX = 65535
+
+# ---- on-chain commitments ---------------------------------------------------------------------
+# First bytes of a commitment. Breaks: every reader of commitments.
+COMMITMENT_MAGIC = b"rp1"
+# Longest bundle location URI. The EVM registry stores 256 bytes per commitment (43 of them fixed);
+# Bittensor's raw commitments hold less (the adapter checks its own limit). Breaks: long URIs.
+MAX_LOCATION_BYTES = 200
+
+# ---- validator fetching -----------------------------------------------------------------------
+# Seconds a validator waits for one bundle download. A miner whose storage is slower scores zero
+# for the window ("fetch_failed"). Breaks: miners on slow storage.
+FETCH_TIMEOUT_S = 30

@@ -74,3 +74,9 @@ class StorageError(RollproofError):
     """Bundle storage cannot be reached, or the object is missing or too large."""
 
     code = "storage"
+
+
+class CommitmentFormatError(RollproofError):
+    """An on-chain commitment is not a well-formed rollproof commitment."""
+
+    code = "bad_commitment"

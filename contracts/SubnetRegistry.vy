@@ -1,0 +1,126 @@
+# pragma version 0.4.3
+"""
+@title rollproof subnet registry
+@notice One subnet: hotkeys to uids, per-window bundle commitments, u16 weights per validator.
+        The sr25519 hotkey cannot be checked by the EVM, so each registration carries the
+        hotkey's signature over (chain id, this contract, owner); readers drop registrations
+        whose proof does not verify (docs/protocol.md section 12).
+"""
+
+MAX_UIDS: constant(uint256) = 4096
+MAX_COMMITMENT: constant(uint256) = 256
+
+struct Neuron:
+    hotkey: bytes32
+    owner: address
+    registered_block: uint256
+    proof: Bytes[64]
+
+event Registered:
+    uid: indexed(uint16)
+    hotkey: indexed(bytes32)
+    owner: indexed(address)
+    proof: Bytes[64]
+
+event Committed:
+    uid: indexed(uint16)
+    window: indexed(uint64)
+    data: Bytes[MAX_COMMITMENT]
+
+event WeightsSet:
+    validator_uid: indexed(uint16)
+    window: indexed(uint64)
+    dests: DynArray[uint16, MAX_UIDS]
+    weights: DynArray[uint16, MAX_UIDS]
+
+event ValidatorPermit:
+    uid: indexed(uint16)
+    allowed: bool
+
+netuid: public(immutable(uint16))
+window_blocks: public(immutable(uint64))
+admin: public(immutable(address))
+
+neuron_count: public(uint16)
+neurons: public(HashMap[uint16, Neuron])
+validator_permit: public(HashMap[uint16, bool])
+# (uid, window) -> commitment bytes and the block it landed in; written once
+commitment: public(HashMap[uint16, HashMap[uint64, Bytes[MAX_COMMITMENT]]])
+commitment_block: public(HashMap[uint16, HashMap[uint64, uint256]])
+# validator uid -> latest window it set weights for (+1, so 0 means never)
+weights_window: public(HashMap[uint16, uint64])
+weight_dests: HashMap[uint16, DynArray[uint16, MAX_UIDS]]
+weight_values: HashMap[uint16, DynArray[uint16, MAX_UIDS]]
+
+
+@deploy
+def __init__(netuid_: uint16, window_blocks_: uint64):
+    assert window_blocks_ > 0, "window_blocks"
+    netuid = netuid_
+    window_blocks = window_blocks_
+    admin = msg.sender
+
+
+@external
+def register(hotkey: bytes32, proof: Bytes[64]) -> uint16:
+    uid: uint16 = self.neuron_count
+    assert convert(uid, uint256) < MAX_UIDS, "subnet full"
+    self.neurons[uid] = Neuron(hotkey=hotkey, owner=msg.sender, registered_block=block.number, proof=proof)
+    self.neuron_count = uid + 1
+    log Registered(uid=uid, hotkey=hotkey, owner=msg.sender, proof=proof)
+    return uid
+
+
+@external
+def set_validator_permit(uid: uint16, allowed: bool):
+    assert msg.sender == admin, "admin only"
+    assert uid < self.neuron_count, "no such uid"
+    self.validator_permit[uid] = allowed
+    log ValidatorPermit(uid=uid, allowed=allowed)
+
+
+@view
+@internal
+def _current_window() -> uint64:
+    return convert(block.number, uint64) // window_blocks
+
+
+@external
+def commit(uid: uint16, window: uint64, data: Bytes[MAX_COMMITMENT]):
+    assert uid < self.neuron_count, "no such uid"
+    assert self.neurons[uid].owner == msg.sender, "not the owner of uid"
+    assert window == self._current_window(), "not the current window"
+    assert self.commitment_block[uid][window] == 0, "already committed for this window"
+    self.commitment[uid][window] = data
+    self.commitment_block[uid][window] = block.number
+    log Committed(uid=uid, window=window, data=data)
+
+
+@external
+def set_weights(uid: uint16, window: uint64, dests: DynArray[uint16, MAX_UIDS], weights: DynArray[uint16, MAX_UIDS]):
+    assert uid < self.neuron_count, "no such uid"
+    assert self.neurons[uid].owner == msg.sender, "not the owner of uid"
+    assert self.validator_permit[uid], "no validator permit"
+    assert len(dests) == len(weights), "length mismatch"
+    assert window < self._current_window(), "window not over"
+    assert window + 1 > self.weights_window[uid], "weights already set for this window"
+    for d: uint16 in dests:
+        assert d < self.neuron_count, "no such dest uid"
+    self.weights_window[uid] = window + 1
+    self.weight_dests[uid] = dests
+    self.weight_values[uid] = weights
+    log WeightsSet(validator_uid=uid, window=window, dests=dests, weights=weights)
+
+
+@view
+@external
+def owner_of(uid: uint16) -> address:
+    """The EVM account that registered uid (the zero address for an unused uid)."""
+    return self.neurons[uid].owner
+
+
+@view
+@external
+def get_weights(uid: uint16) -> (uint64, DynArray[uint16, MAX_UIDS], DynArray[uint16, MAX_UIDS]):
+    """(window + 1, dests, weights) of the latest weights uid set; window + 1 == 0 means never."""
+    return self.weights_window[uid], self.weight_dests[uid], self.weight_values[uid]

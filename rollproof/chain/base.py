@@ -1,0 +1,115 @@
+"""The chain interface miner and validator use. Every method raises ChainError (typed, with the
+endpoint and the cause) when the chain cannot be reached or refuses the call."""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    number: int
+    hash: bytes  # 32 bytes
+    timestamp: int  # seconds
+
+
+@dataclass(frozen=True)
+class Neuron:
+    uid: int
+    hotkey: str  # ss58
+    validator_permit: bool
+
+
+@dataclass(frozen=True)
+class CommitmentRecord:
+    uid: int
+    hotkey: str
+    window: int
+    block: int  # block the commitment landed in
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    validator_uid: int
+    window: int
+    uids: tuple[int, ...]
+    scores: tuple[int, ...]
+    verified_root: bytes
+    report_hash: bytes
+    block: int
+
+
+class Chain(ABC):
+    netuid: int
+    name: str = "chain"
+
+    # ---- reading ------------------------------------------------------------------------------
+    @abstractmethod
+    def current_block(self) -> int: ...
+
+    @abstractmethod
+    def block(self, number: int) -> BlockInfo:
+        """A produced block; ChainError if it does not exist yet."""
+
+    @abstractmethod
+    def neurons(self) -> list[Neuron]: ...
+
+    def uid_of(self, hotkey: str) -> int | None:
+        for n in self.neurons():
+            if n.hotkey == hotkey:
+                return n.uid
+        return None
+
+    @abstractmethod
+    def commitments(self, window: int) -> list[CommitmentRecord]:
+        """Every valid registered neuron's commitment that landed in window's blocks."""
+
+    def commitment_of(self, hotkey: str, window: int) -> CommitmentRecord | None:
+        for c in self.commitments(window):
+            if c.hotkey == hotkey:
+                return c
+        return None
+
+    @abstractmethod
+    def weights_window(self, validator_uid: int) -> int | None:
+        """The latest window the validator set weights for, or None."""
+
+    @abstractmethod
+    def weights(self, validator_uid: int) -> dict[int, int]:
+        """The u16 weights the validator set most recently."""
+
+    @abstractmethod
+    def ledger_entry(self, validator_uid: int, window: int) -> LedgerEntry | None: ...
+
+    # ---- writing ------------------------------------------------------------------------------
+    @abstractmethod
+    def register(self, keypair) -> int: ...
+
+    @abstractmethod
+    def commit(self, keypair, window: int, data: bytes) -> None: ...
+
+    @abstractmethod
+    def set_weights(self, keypair, window: int, uids: list[int], weights: list[int]) -> None: ...
+
+    @abstractmethod
+    def record_scores(self, keypair, window: int, uids: list[int], scores: list[int],
+                      verified_root: bytes, report_hash: bytes) -> None: ...
+
+    # ---- time ---------------------------------------------------------------------------------
+    def now(self) -> float:
+        """The chain's clock (used by a local drand so that simulated chains stay consistent)."""
+        return time.time()
+
+    def wait_for_block(self, number: int, stop: threading.Event | None = None, poll_s: float = 2.0) -> BlockInfo | None:
+        """Block until `number` exists; None if `stop` was set first."""
+        while True:
+            if self.current_block() >= number:
+                return self.block(number)
+            if stop is not None and stop.wait(poll_s):
+                return None
+            if stop is None:
+                time.sleep(poll_s)

@@ -1,0 +1,342 @@
+"""The EVM chain: the project's SubnetRegistry and ScoreLedger contracts on any EVM.
+
+* embedded (the default): web3's EthereumTesterProvider over py-evm, in this process, with a
+  simulated clock (BLOCK_SECONDS a block) that advances only when the owner mines;
+* any JSON-RPC endpoint (`--rpc-url`): a local anvil, or the Bittensor EVM (chain ids 945/964).
+
+Hotkeys are sr25519 and the EVM cannot check them, so each registration carries the hotkey's
+signature over PRF("evm-register", chain_id, registry, owner); readers drop registrations whose
+proof fails and keep the first valid registration of a hotkey (docs/protocol.md section 12)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from rollproof.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
+from rollproof.contracts import load_artifact
+from verification.constants import WINDOW_BLOCKS
+from verification.errors import ChainError, SignatureError
+from verification.prf import prf
+from verification.signing import sign, verify
+
+BLOCK_SECONDS = 12  # simulated seconds per block on the embedded chain (Bittensor's block time)
+FUND_WEI = 10**20  # what the embedded chain gives each new participant account
+TX_TIMEOUT_S = 120
+
+
+def registration_message(chain_id: int, registry: str, owner: str) -> bytes:
+    return prf("evm-register", chain_id, bytes.fromhex(registry[2:]), bytes.fromhex(owner[2:]))
+
+
+def _web3_errors():
+    from eth_tester.exceptions import TransactionFailed, ValidationError
+    from web3.exceptions import Web3Exception
+
+    return (Web3Exception, TransactionFailed, ValidationError, ConnectionError, OSError, ValueError, TimeoutError)
+
+
+def ss58_of(public_key: bytes) -> str:
+    from bittensor.sp_core import Keypair
+
+    return Keypair(public_key=bytes(public_key), ss58_format=42).ss58_address
+
+
+def public_key_of(keypair) -> bytes:
+    return bytes(keypair.public_key)
+
+
+class EVMChain(Chain):
+    name = "evm"
+
+    def __init__(self, w3, registry_address: str, ledger_address: str, *, endpoint: str = "embedded",
+                 evm_keys: dict[str, str] | None = None, embedded: "EmbeddedEVM | None" = None):
+        self.w3 = w3
+        self.endpoint = endpoint
+        self.embedded = embedded
+        self._accounts: dict[str, object] = {}
+        try:
+            self.chain_id = int(w3.eth.chain_id)
+            reg = load_artifact("SubnetRegistry")
+            led = load_artifact("ScoreLedger")
+            self.registry = w3.eth.contract(address=w3.to_checksum_address(registry_address), abi=reg["abi"])
+            self.ledger = w3.eth.contract(address=w3.to_checksum_address(ledger_address), abi=led["abi"])
+            self.netuid = int(self.registry.functions.netuid().call())
+            self.window_blocks = int(self.registry.functions.window_blocks().call())
+        except _web3_errors() as exc:
+            raise ChainError(f"cannot reach the rollproof contracts at {endpoint}: {exc}") from exc
+        if self.window_blocks != WINDOW_BLOCKS:
+            raise ChainError(f"registry uses {self.window_blocks}-block windows, the protocol {WINDOW_BLOCKS}")
+        self._neurons: list[tuple[int, bytes, str, bool]] = []  # (uid, hotkey pubkey, owner, proof ok)
+        for hotkey, key in (evm_keys or {}).items():
+            self.add_evm_key(hotkey, key)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def connect(cls, rpc_url: str, registry: str, ledger: str, **kw) -> "EVMChain":
+        from web3 import Web3
+
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+        return cls(w3, registry, ledger, endpoint=rpc_url, **kw)
+
+    @staticmethod
+    def deploy(w3, admin, netuid: int, window_blocks: int = WINDOW_BLOCKS) -> tuple[str, str]:
+        """Deploy both contracts from `admin` (an eth_account LocalAccount or an unlocked address);
+        returns (registry, ledger) addresses."""
+        reg = load_artifact("SubnetRegistry")
+        led = load_artifact("ScoreLedger")
+        registry = _deploy(w3, admin, reg, netuid, window_blocks)
+        ledger = _deploy(w3, admin, led, registry)
+        return registry, ledger
+
+    @classmethod
+    def embedded_chain(cls, netuid: int, *, start_time: int | None = None, auto_mine: bool = False) -> "EVMChain":
+        evm = EmbeddedEVM(start_time=start_time, auto_mine=auto_mine)
+        registry, ledger = cls.deploy(evm.w3, evm.admin, netuid)
+        return cls(evm.w3, registry, ledger, endpoint="embedded", embedded=evm)
+
+    # ---- accounts -----------------------------------------------------------------------------
+    def add_evm_key(self, hotkey: str, private_key: str) -> str:
+        from eth_account import Account
+
+        acct = Account.from_key(private_key)
+        self._accounts[hotkey] = acct
+        return acct.address
+
+    def account_for(self, keypair):
+        acct = self._accounts.get(keypair.ss58_address)
+        if acct is None and self.embedded is not None:
+            from eth_account import Account
+
+            acct = Account.from_key("0x" + secrets.token_hex(32))
+            self.embedded.fund(acct.address)
+            self._accounts[keypair.ss58_address] = acct
+        if acct is None:
+            raise ChainError(f"no EVM key for hotkey {keypair.ss58_address}: pass --evm-key (a funded account)")
+        return acct
+
+    # ---- reading ------------------------------------------------------------------------------
+    def current_block(self) -> int:
+        try:
+            return int(self.w3.eth.block_number)
+        except _web3_errors() as exc:
+            raise ChainError(f"cannot read the block number from {self.endpoint}: {exc}") from exc
+
+    def block(self, number: int) -> BlockInfo:
+        from web3.exceptions import BlockNotFound
+
+        try:
+            b = self.w3.eth.get_block(number)
+        except BlockNotFound:
+            raise ChainError(f"block {number} does not exist yet") from None
+        except _web3_errors() as exc:
+            raise ChainError(f"cannot read block {number} from {self.endpoint}: {exc}") from exc
+        return BlockInfo(int(b["number"]), bytes(b["hash"]), int(b["timestamp"]))
+
+    def now(self) -> float:
+        if self.embedded is not None:
+            return float(self.embedded.head_time())
+        return time.time()
+
+    def _call(self, fn, what: str):
+        try:
+            return fn.call()
+        except _web3_errors() as exc:
+            raise ChainError(f"cannot read {what} from {self.endpoint}: {exc}") from exc
+
+    def _refresh_neurons(self) -> None:
+        count = int(self._call(self.registry.functions.neuron_count(), "neuron count"))
+        for uid in range(len(self._neurons), count):
+            hotkey, owner, _block, proof = self._call(self.registry.functions.neurons(uid), f"neuron {uid}")
+            try:
+                verify(ss58_of(hotkey), registration_message(self.chain_id, self.registry.address, owner), bytes(proof))
+                ok = True
+            except SignatureError:
+                ok = False
+            self._neurons.append((uid, bytes(hotkey), owner, ok))
+
+    def neurons(self) -> list[Neuron]:
+        self._refresh_neurons()
+        seen: set[bytes] = set()
+        out = []
+        for uid, hotkey, _owner, ok in self._neurons:
+            if not ok or hotkey in seen:
+                continue
+            seen.add(hotkey)
+            permit = bool(self._call(self.registry.functions.validator_permit(uid), f"permit of {uid}"))
+            out.append(Neuron(uid, ss58_of(hotkey), permit))
+        return out
+
+    def commitments(self, window: int) -> list[CommitmentRecord]:
+        out = []
+        for n in self.neurons():
+            block = int(self._call(self.registry.functions.commitment_block(n.uid, window), "commitment block"))
+            if block == 0:
+                continue
+            data = bytes(self._call(self.registry.functions.commitment(n.uid, window), "commitment"))
+            out.append(CommitmentRecord(n.uid, n.hotkey, window, block, data))
+        return out
+
+    def weights_window(self, validator_uid: int) -> int | None:
+        w = int(self._call(self.registry.functions.weights_window(validator_uid), "weights window"))
+        return None if w == 0 else w - 1
+
+    def weights(self, validator_uid: int) -> dict[int, int]:
+        _w, dests, values = self._call(self.registry.functions.get_weights(validator_uid), "weights")
+        return {int(d): int(v) for d, v in zip(dests, values)}
+
+    def ledger_entry(self, validator_uid: int, window: int) -> LedgerEntry | None:
+        uids, scores, root, report, block = self._call(self.ledger.functions.entry(validator_uid, window), "ledger entry")
+        if int(block) == 0:
+            return None
+        return LedgerEntry(validator_uid, window, tuple(map(int, uids)), tuple(map(int, scores)),
+                           bytes(root), bytes(report), int(block))
+
+    def ledger_events(self, from_block: int = 0) -> list[dict]:
+        try:
+            logs = self.ledger.events.ScoresRecorded().get_logs(from_block=from_block)
+        except _web3_errors() as exc:
+            raise ChainError(f"cannot read ledger events from {self.endpoint}: {exc}") from exc
+        return [dict(log["args"]) | {"block": int(log["blockNumber"])} for log in logs]
+
+    # ---- writing ------------------------------------------------------------------------------
+    def _transact(self, account, fn, what: str):
+        from web3.exceptions import ContractLogicError
+
+        try:
+            tx = fn.build_transaction({
+                "from": account.address,
+                "nonce": self.w3.eth.get_transaction_count(account.address),
+                "chainId": self.chain_id,
+            })
+            signed = account.sign_transaction(tx)
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=TX_TIMEOUT_S)
+        except ContractLogicError as exc:
+            raise ChainError(f"{what} refused by the contract: {exc.message or exc}") from exc
+        except _web3_errors() as exc:
+            raise ChainError(f"{what} failed at {self.endpoint}: {exc}") from exc
+        if int(receipt["status"]) != 1:
+            raise ChainError(f"{what} reverted in block {receipt['blockNumber']}")
+        return receipt
+
+    def register(self, keypair) -> int:
+        existing = self.uid_of(keypair.ss58_address)
+        if existing is not None:
+            return existing
+        acct = self.account_for(keypair)
+        proof = sign(keypair, registration_message(self.chain_id, self.registry.address, acct.address))
+        self._transact(acct, self.registry.functions.register(public_key_of(keypair), proof), "register")
+        uid = self.uid_of(keypair.ss58_address)
+        if uid is None:
+            raise ChainError("registration landed but the hotkey has no valid uid")
+        return uid
+
+    def _uid(self, keypair) -> int:
+        uid = self.uid_of(keypair.ss58_address)
+        if uid is None:
+            raise ChainError(f"hotkey {keypair.ss58_address} is not registered on netuid {self.netuid}")
+        return uid
+
+    def commit(self, keypair, window: int, data: bytes) -> None:
+        self._transact(self.account_for(keypair), self.registry.functions.commit(self._uid(keypair), window, data),
+                       f"commitment for window {window}")
+
+    def set_weights(self, keypair, window: int, uids: list[int], weights: list[int]) -> None:
+        self._transact(self.account_for(keypair),
+                       self.registry.functions.set_weights(self._uid(keypair), window, list(uids), list(weights)),
+                       f"weights for window {window}")
+
+    def record_scores(self, keypair, window: int, uids: list[int], scores: list[int],
+                      verified_root: bytes, report_hash: bytes) -> None:
+        self._transact(self.account_for(keypair),
+                       self.ledger.functions.record(self._uid(keypair), window, list(uids), list(scores),
+                                                    verified_root, report_hash),
+                       f"score ledger for window {window}")
+
+    def set_validator_permit(self, uid: int, allowed: bool = True, admin=None) -> None:
+        """Admin only (the deployer). On the embedded chain the admin is the tester's first account."""
+        if self.embedded is not None and admin is None:
+            try:
+                tx = self.registry.functions.set_validator_permit(uid, allowed).transact({"from": self.embedded.admin})
+                self.w3.eth.wait_for_transaction_receipt(tx)
+            except _web3_errors() as exc:
+                raise ChainError(f"validator permit refused: {exc}") from exc
+            return
+        if admin is None:
+            raise ChainError("setting a validator permit needs the admin key")
+        self._transact(admin, self.registry.functions.set_validator_permit(uid, allowed), "validator permit")
+
+    # ---- time on the embedded chain -----------------------------------------------------------
+    def mine(self, n: int = 1) -> None:
+        if self.embedded is None:
+            raise ChainError("only the embedded chain can be mined on demand")
+        self.embedded.mine(n)
+
+    def wait_for_block(self, number: int, stop: threading.Event | None = None, poll_s: float = 2.0):
+        if self.embedded is not None and self.embedded.auto_mine:
+            missing = number - self.current_block()
+            if missing > 0:
+                self.embedded.mine(missing)
+            return self.block(number)
+        return super().wait_for_block(number, stop, poll_s)
+
+
+def _deploy(w3, admin, artifact: dict, *args) -> str:
+    from web3.exceptions import ContractLogicError
+
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    try:
+        if isinstance(admin, str):
+            tx_hash = factory.constructor(*args).transact({"from": admin})
+        else:
+            tx = factory.constructor(*args).build_transaction({
+                "from": admin.address, "nonce": w3.eth.get_transaction_count(admin.address)})
+            tx_hash = w3.eth.send_raw_transaction(admin.sign_transaction(tx).raw_transaction)
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=TX_TIMEOUT_S)
+    except (ContractLogicError, *_web3_errors()) as exc:
+        raise ChainError(f"deploying {artifact['contract']} failed: {exc}") from exc
+    return receipt["contractAddress"]
+
+
+class EmbeddedEVM:
+    """py-evm in process. Time is simulated: every mined block is BLOCK_SECONDS after its parent."""
+
+    def __init__(self, start_time: int | None = None, auto_mine: bool = False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from eth_tester import EthereumTester, PyEVMBackend
+            from web3 import EthereumTesterProvider, Web3
+
+            self.tester = EthereumTester(PyEVMBackend())
+            self.w3 = Web3(EthereumTesterProvider(self.tester))
+        self.admin = self.tester.get_accounts()[0]
+        self.auto_mine = auto_mine
+        start = int(start_time if start_time is not None else time.time())
+        self.tester.time_travel(max(start, self.head_time() + 1))
+
+    def head_time(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def mine(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.tester.time_travel(self.head_time() + BLOCK_SECONDS)
+
+    def fund(self, address: str, wei: int = FUND_WEI) -> None:
+        tx = self.w3.eth.send_transaction({"from": self.admin, "to": address, "value": wei})
+        self.w3.eth.wait_for_transaction_receipt(tx)
+
+
+def load_or_create_evm_key(path: Path) -> str:
+    """A participant's EVM key file (hex, mode 0600), created on first use."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = "0x" + secrets.token_hex(32)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
