@@ -29,33 +29,42 @@ class MinerOutcome:
 class MinerScore:
     uid: int
     hotkey: str
-    reason: str
+    reason: str  # final reason: the verdict's, or "copycat"
     detail: str
     unique_rollouts: int
     copied_rollouts: int
     score: float
     weight: int = 0
+    verdict: str = "ok"  # what verification alone said (an offline audit reproduces this)
 
 
 def score_window(outcomes: list[MinerOutcome]) -> list[MinerScore]:
     """Scores in uid order. Rows already published by an earlier committer (block, then uid) count
-    for the earlier one only; a failed miner scores 0 and protects no rows."""
-    seen: set[bytes] = set()
+    for the earlier one only; a failed miner scores 0 and protects no rows. A failed miner whose
+    rows were published earlier by another is reported as "copycat"."""
+    seen: dict[bytes, int] = {}
     scored: dict[int, MinerScore] = {}
     for o in sorted(outcomes, key=lambda o: (o.commit_block, o.uid)):
         if not o.ok:
-            scored[o.uid] = MinerScore(o.uid, o.hotkey, o.reason, o.detail, 0, 0, 0.0)
+            sources = sorted({seen[d] for d in o.row_digests if d in seen})
+            if sources:
+                detail = (f"rows published earlier by uid {', '.join(map(str, sources))}; "
+                          f"the bundle also fails {o.reason}: {o.detail}")
+                scored[o.uid] = MinerScore(o.uid, o.hotkey, "copycat", detail, 0, 0, 0.0, verdict=o.reason)
+            else:
+                scored[o.uid] = MinerScore(o.uid, o.hotkey, o.reason, o.detail, 0, 0, 0.0, verdict=o.reason)
             continue
         unique = [d for d in dict.fromkeys(o.row_digests) if d not in seen]
         copied = len(o.row_digests) - len(unique)
-        seen.update(unique)
+        for d in unique:
+            seen[d] = o.uid
         reason, detail = o.reason, o.detail
         if copied and not unique:
             reason, detail = "copycat", f"all {copied} rollouts were published earlier by another miner"
         elif copied:
             detail = f"{copied} rollouts published earlier by another miner count zero"
         scored[o.uid] = MinerScore(o.uid, o.hotkey, reason, detail, len(unique), copied,
-                                   float(len(unique)) ** SCORE_EXPONENT)
+                                   float(len(unique)) ** SCORE_EXPONENT, verdict=o.reason)
     result = [scored[u] for u in sorted(scored)]
     weights = normalize_u16([s.score for s in result])
     for s, w in zip(result, weights):
@@ -64,13 +73,14 @@ def score_window(outcomes: list[MinerOutcome]) -> list[MinerScore]:
 
 
 def normalize_u16(scores: list[float]) -> list[int]:
-    """Max-scaled u16 weights: the best score maps to U16_MAX, zero to zero, floor in between."""
+    """Max-scaled u16 weights: the best score maps to U16_MAX, zero to zero, Python round() in
+    between (the same quantization as the bittensor SDK's bt.intents.normalize)."""
     if any(s < 0 or s != s for s in scores):
         raise ValueError("scores must be non-negative numbers")
     top = max(scores, default=0.0)
     if top <= 0:
         return [0] * len(scores)
-    return [min(U16_MAX, int(s / top * U16_MAX)) for s in scores]
+    return [min(U16_MAX, int(round(s / top * U16_MAX))) for s in scores]
 
 
 def verified_root(outcomes: list[MinerOutcome]) -> bytes:

@@ -1,0 +1,85 @@
+"""Cheating miners for the local network: each does what a real cheater with full control of its
+own hotkey could do, and each is stopped by a different check."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from miner.proof import assemble_bundle, build_groups
+from miner.service import Miner
+from rollproof.storage import bundle_key
+from verification.bundle import Bundle, decode_bundle
+from verification.model import LoadedModel
+from verification.window import WindowContext
+
+
+def other_checkpoint(lm: LoadedModel, rel: float = 0.01, seed: int = 1) -> LoadedModel:
+    """The same architecture with weights moved by `rel` relative noise (a different checkpoint),
+    still claiming lm's fingerprint."""
+    model = copy.deepcopy(lm.model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * p.abs().mean() * rel)
+    return replace(lm, name=f"{lm.name} (other checkpoint)", model=model)
+
+
+class ModelSwapMiner(Miner):
+    """Generates with another checkpoint of the same shape and names the agreed model."""
+
+    kind = "model swap"
+
+    def __init__(self, *a, swapped: LoadedModel, **kw):
+        super().__init__(*a, **kw)
+        self.swapped = swapped
+
+    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
+        groups = build_groups(self.swapped, ctx, self.hotkey, list(range(self.n_groups)),
+                              batch_size=self.batch_size, on_tokens=on_tokens)
+        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, groups)
+
+
+class EditedTokensMiner(Miner):
+    """Generates honestly, then edits one token of every rollout (re-signing the result)."""
+
+    kind = "edited tokens"
+
+    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
+        bundle = super().make_bundle(ctx, on_tokens)
+        for _, r in bundle.rows():
+            i = len(r.completion) // 2
+            r.completion = r.completion.copy()
+            r.completion[i] = np.uint32((int(r.completion[i]) + 1) % self.lm.vocab_size)
+        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, bundle.groups)
+
+
+class CopycatMiner(Miner):
+    """Downloads another miner's bundle for the window and re-signs it as its own."""
+
+    kind = "copycat"
+
+    def __init__(self, *a, victim: str, **kw):
+        super().__init__(*a, **kw)
+        self.victim = victim
+
+    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
+        data = self.store.get(bundle_key(self.chain.netuid, ctx.window, self.victim))
+        stolen = decode_bundle(data)
+        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, stolen.groups)
+
+
+class ReplayMiner(Miner):
+    """Commits, every window, the valid bundle it made for an earlier window."""
+
+    kind = "replay"
+
+    def __init__(self, *a, old_bundle: bytes, **kw):
+        super().__init__(*a, **kw)
+        self.old_bundle = old_bundle
+
+    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
+        return decode_bundle(self.old_bundle)

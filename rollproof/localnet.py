@@ -1,0 +1,162 @@
+"""`rollproof localnet`: the whole subnet on one machine with no network.
+
+An embedded EVM (py-evm) runs the project's contracts; a local seeded drand signs beacons on the
+chain's simulated clock; a directory is the bundle store; honest and cheating miners commit each
+window; a validator scores them, records the ledger entry and sets weights on chain; finally every
+fetched bundle is re-verified offline the way `rollproof verify` does and compared with the
+validator's verdict."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bittensor.sp_core import Keypair
+
+from miner.service import Miner
+from rollproof.beacons import BeaconCache, LocalBeaconSource
+from rollproof.chain.evm import EVMChain
+from rollproof.cheaters import CopycatMiner, EditedTokensMiner, ModelSwapMiner, ReplayMiner, other_checkpoint
+from rollproof.storage import Fetcher, FileStore
+from rollproof.windows import window_context
+from validator.service import Validator, WindowResult
+from verification.bundle import encode_bundle
+from verification.challenge import window_of_block, window_start_block
+from verification.drand_local import LocalDrand
+from verification.model import LoadedModel
+from verification.verifier import Expectation, Verifier
+
+log = logging.getLogger("rollproof.localnet")
+NETUID = 1
+
+
+@dataclass
+class Participant:
+    name: str
+    kind: str  # "honest" or the cheat
+    miner: Miner
+
+
+@dataclass
+class LocalnetResult:
+    windows: list[WindowResult] = field(default_factory=list)
+    names: dict[int, tuple[str, str]] = field(default_factory=dict)  # uid -> (name, kind)
+    chain_weights: dict[int, int] = field(default_factory=dict)
+    ledger: list[dict] = field(default_factory=list)
+    audits: list[dict] = field(default_factory=list)  # offline re-verification per fetched bundle
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _key(name: str) -> Keypair:
+    return Keypair.create_from_uri(f"//rollproof-localnet/{name}")
+
+
+def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: int = 2,
+                 batch_size: int = 16, drand_seed: str | None = None,
+                 on_event: Callable[[str], None] | None = None,
+                 on_window: Callable[[WindowResult, dict], None] | None = None) -> LocalnetResult:
+    say = on_event or (lambda msg: log.info(msg))
+    workdir = Path(workdir)
+    chain = EVMChain.embedded_chain(NETUID)
+    drand = LocalDrand(drand_seed) if drand_seed else LocalDrand()
+    beacons = LocalBeaconSource(drand, clock=chain.now)
+    cache = BeaconCache(workdir / "beacons")
+    store = FileStore(workdir / "store")
+    say(f"embedded chain: registry {chain.registry.address}, ledger {chain.ledger.address}, chain id {chain.chain_id}")
+    say(f"local drand: {drand.info.chain_hash().hex()[:16]}… period {drand.period}s; store {store.root}")
+
+    def miner(cls, name, **kw):
+        return cls(chain, _key(name), lm, store, beacons, workdir / "miners" / name,
+                   n_groups=n_groups, batch_size=batch_size, beacon_cache=cache, **kw)
+
+    honest = [Participant(f"honest-{i}", "honest", miner(Miner, f"honest-{i}")) for i in (1, 2)]
+    swap = Participant("swapper", "model swap", miner(ModelSwapMiner, "swapper", swapped=other_checkpoint(lm)))
+    edit = Participant("editor", "edited tokens", miner(EditedTokensMiner, "editor"))
+    copy = Participant("copycat", "copycat", miner(CopycatMiner, "copycat", victim=honest[0].miner.hotkey))
+    replay_key = _key("replayer")
+    participants = [*honest, swap, edit, copy]
+
+    validator_key = _key("validator")
+    for p in participants:
+        chain.register(p.miner.keypair)
+    chain.register(replay_key)
+    vuid = chain.register(validator_key)
+    chain.set_validator_permit(vuid)
+
+    # the replayer's one honest bundle, made for the window before the first one it will replay into
+    first = window_of_block(chain.current_block()) + 2
+    chain.mine(max(0, window_start_block(first - 1) - chain.current_block()))
+    old_ctx = window_context(chain, beacons, first - 1, cache)
+    old = Miner(chain, replay_key, lm, store, beacons, workdir / "miners" / "replayer-old", n_groups=n_groups,
+                batch_size=batch_size).make_bundle(old_ctx)
+    participants.append(Participant("replayer", "replay", miner(ReplayMiner, "replayer", old_bundle=encode_bundle(old))))
+
+    result = LocalnetResult()
+    for p in participants:
+        result.names[chain.uid_of(p.miner.hotkey)] = (p.name, p.kind)
+    result.names[vuid] = ("validator", "validator")
+    validator = Validator(chain, validator_key, lm, beacons, Fetcher(file_roots=[store.root]),
+                          workdir / "validator", beacon_cache=cache, batch_size=8)
+
+    for window in range(first, first + windows):
+        chain.mine(max(0, window_start_block(window) - chain.current_block()))
+        say(f"window {window}: blocks {window_start_block(window)}..{window_start_block(window + 1) - 1}")
+        for p in participants:
+            rec = p.miner.run_window(window)
+            say(f"  {p.name:<10} {rec.stage:<9} {rec.n_groups} groups, {rec.n_tokens} tokens")
+        while not validator.ready(window):
+            chain.mine(1)
+        res = validator.process_window(window)
+        result.windows.append(res)
+        if on_window:
+            on_window(res, result.names)
+        _check_window(res, result)
+
+    result.chain_weights = chain.weights(vuid)
+    result.ledger = chain.ledger_events()
+    last = result.windows[-1]
+    if not result.ledger or result.ledger[-1]["report_hash"] != last.report_hash:
+        result.problems.append("the chain's last ledger entry does not match the validator's report")
+    expected_weights = {m["uid"]: m["weight"] for m in last.report["miners"]}
+    if result.chain_weights != expected_weights:
+        result.problems.append("the chain's weights differ from the validator's report")
+    result.audits = _audit(lm, drand, validator, last)
+    for a in result.audits:
+        if a["agrees"] is False:
+            result.problems.append(f"offline verification of uid {a['uid']} disagrees with the validator")
+    return result
+
+
+def _check_window(res: WindowResult, result: LocalnetResult) -> None:
+    for m in res.report["miners"]:
+        name, kind = result.names.get(m["uid"], ("?", "?"))
+        if kind == "honest" and m["weight"] == 0:
+            result.problems.append(f"window {res.window}: honest {name} got zero ({m['reason']})")
+        if kind not in ("honest", "validator") and m["weight"] != 0:
+            result.problems.append(f"window {res.window}: cheater {name} got weight {m['weight']}")
+
+
+def _audit(lm: LoadedModel, drand: LocalDrand, validator: Validator, res: WindowResult) -> list[dict]:
+    """Re-verify every bundle the validator fetched in the last window from its bytes alone, on
+    the groups the validator checked, and compare verdicts."""
+    verifier = Verifier(lm, [drand.info])
+    out = []
+    for m in res.report["miners"]:
+        path = validator.state.bundle_path(res.window, m["uid"])
+        if not path.is_file():
+            out.append({"uid": m["uid"], "validator": m["reason"], "offline": "(no bundle fetched)", "agrees": None})
+            continue
+        data = path.read_bytes()
+        expected = Expectation(netuid=res.report["netuid"], window=res.window, hotkey=m["hotkey"],
+                               block_hash=bytes.fromhex(res.report["block_hash"]),
+                               block_time=res.report["block_time"])
+        verdict = verifier.verify_bytes(data, expected, groups=m["checked_groups"] or None)
+        out.append({"uid": m["uid"], "validator": m["verdict"], "offline": verdict.reason,
+                    "agrees": verdict.reason == m["verdict"]})
+    return out

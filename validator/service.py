@@ -1,0 +1,216 @@
+"""The validator's window pipeline:
+
+  opening beacon -> commitments -> per miner: commitment format, fetch (size limit, timeout),
+  bundle hash, then the Verifier (schema, rows root, signature, window/hotkey/block, beacon, model,
+  problems, sketches, sampling, logprobs, termination, rewards, advantages) on the groups the opening
+  randomness picks -> copycat de-duplication -> scores -> u16 weights -> score ledger + weights.
+
+Verification outcomes are journaled per miner as they finish (validator/state.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from rollproof.beacons import BeaconCache, BeaconSource
+from rollproof.chain.base import Chain, CommitmentRecord
+from rollproof.storage import Fetcher
+from rollproof.windows import opening_randomness
+from validator.state import ValidatorState, atomic_write
+from verification.bundle import bundle_hash, canonical_json, completion_digest, decode_bundle, row_digest, rows_root
+from verification.challenge import groups_to_check, opening_seed, window_deadline_block, window_of_block, window_start_block
+from verification.commitment import decode_commitment
+from verification.errors import BeaconUnavailableError, BundleFormatError, ChainError, CommitmentFormatError, StorageError
+from verification.model import LoadedModel
+from verification.scoring import MinerOutcome, MinerScore, score_window, verified_root
+from verification.verifier import Expectation, Verifier
+
+log = logging.getLogger("rollproof.validator")
+
+# validator-level reasons (before the Verifier runs), in check order
+VALIDATOR_REASONS = ("bad_commitment", "fetch_failed", "hash_mismatch")
+
+
+@dataclass
+class WindowResult:
+    window: int
+    report: dict
+    report_hash: bytes
+    scores: list[MinerScore]
+    wrote_ledger: bool
+    wrote_weights: bool
+
+
+class Validator:
+    def __init__(self, chain: Chain, keypair, lm: LoadedModel, beacons: BeaconSource, fetcher: Fetcher,
+                 state_dir, *, beacon_cache: BeaconCache | None = None, batch_size: int = 8,
+                 networks=None, required_fingerprint: bytes | None = None):
+        self.chain = chain
+        self.keypair = keypair
+        self.hotkey = keypair.ss58_address
+        self.lm = lm
+        self.beacons = beacons
+        self.fetcher = fetcher
+        self.state = ValidatorState(state_dir)
+        self.beacon_cache = beacon_cache
+        self.verifier = Verifier(lm, networks or [beacons.info], batch_size=batch_size)
+        self.fingerprint = required_fingerprint or lm.fingerprint
+
+    # ---- one miner ------------------------------------------------------------------------------
+    def verify_commitment(self, window: int, rec: CommitmentRecord, expected: Expectation, open_seed: bytes,
+                          progress: Callable[[int], None] | None = None) -> tuple[MinerOutcome, dict]:
+        def fail(reason: str, detail: str, audit: dict | None = None):
+            return MinerOutcome(rec.uid, rec.hotkey, False, reason, detail, rec.block), audit or {}
+
+        try:
+            c = decode_commitment(rec.data)
+        except CommitmentFormatError as exc:
+            return fail("bad_commitment", str(exc))
+        audit = {"bundle_hash": c.bundle_hash.hex(), "location": c.location, "checked_groups": [], "rollouts": []}
+        if c.window != window:
+            return fail("bad_commitment", f"commitment names window {c.window}, landed in window {window}", audit)
+        try:
+            data = self.fetcher.fetch(c.location)
+        except StorageError as exc:
+            return fail("fetch_failed", str(exc), audit)
+        if bundle_hash(data) != c.bundle_hash:
+            return fail("hash_mismatch", "the fetched file is not the committed bundle", audit)
+        atomic_write(self.state.bundle_path(window, rec.uid), data)
+        try:
+            bundle = decode_bundle(data)
+        except BundleFormatError as exc:
+            verdict = self.verifier.verify_bytes(data, expected)
+            return fail(verdict.reason, str(exc), audit)
+        groups = groups_to_check(open_seed, rec.hotkey, rows_root(bundle.groups), bundle.header.n_groups)
+        audit["checked_groups"] = groups
+        verdict = self.verifier.verify(bundle, expected, groups=groups, progress=progress)
+        audit["rollouts"] = [{"group": v.group, "rollout": v.rollout, "reason": v.reason, "detail": v.detail}
+                             for v in verdict.rollouts if v.reason != "not_checked"]
+        by_row = {(v.group, v.rollout): v for v in verdict.rollouts}
+        digests = [completion_digest(g.prompt, r) for g, r in bundle.rows()]
+        verified = [row_digest(g.index, g.environment, g.prompt, r) for g, r in bundle.rows()
+                    if by_row[(g.index, r.index)].ok]
+        return MinerOutcome(rec.uid, rec.hotkey, verdict.ok, verdict.reason, verdict.detail, rec.block,
+                            digests, verified if verdict.ok else []), audit
+
+    # ---- one window -----------------------------------------------------------------------------
+    def uid(self) -> int:
+        uid = self.chain.uid_of(self.hotkey)
+        if uid is None:
+            raise ChainError(f"validator hotkey {self.hotkey} is not registered on netuid {self.chain.netuid}")
+        return uid
+
+    def ready(self, window: int) -> bool:
+        """True once the window's opening beacon exists (after its deadline plus the buffer)."""
+        if self.chain.current_block() < window_deadline_block(window):
+            return False
+        try:
+            opening_randomness(self.chain, self.beacons, window, self.beacon_cache)
+        except BeaconUnavailableError:
+            return False
+        return True
+
+    def process_window(self, window: int, *, on_miner: Callable[[MinerOutcome], None] | None = None,
+                       progress_factory: Callable[[int, int], Callable[[int], None] | None] | None = None) -> WindowResult:
+        """Score window and write its ledger entry and weights. Raises BeaconUnavailableError while the
+        opening round is not out, ChainError when the chain cannot be read or written."""
+        my_uid = self.uid()
+        stage = self.state.stage(window)
+        if stage is None:
+            report = self._score(window, on_miner, progress_factory)
+            self.state.save_report(window, canonical_json(report))
+            self.state.set_stage(window, "scored")
+            stage = "scored"
+        report_bytes = self.state.report_path(window).read_bytes()
+        report = self.state.report(window)
+        report_hash = hashlib.sha256(report_bytes).digest()
+        uids = [m["uid"] for m in report["miners"]]
+        weights = [m["weight"] for m in report["miners"]]
+        wrote_ledger = wrote_weights = False
+        if stage == "scored":
+            if self.chain.ledger_entry(my_uid, window) is None:
+                self.chain.record_scores(self.keypair, window, uids, weights,
+                                         bytes.fromhex(report["verified_root"]), report_hash)
+                wrote_ledger = True
+            self.state.set_stage(window, "ledgered")
+            stage = "ledgered"
+        if stage == "ledgered":
+            done = self.chain.weights_window(my_uid)
+            if done is None or done < window:
+                if any(weights):
+                    self.chain.set_weights(self.keypair, window, uids, weights)
+                    wrote_weights = True
+                else:
+                    log.warning("window %d: every miner scored zero; weights left unchanged", window)
+            self.state.set_stage(window, "weights_set")
+        scores = [MinerScore(m["uid"], m["hotkey"], m["reason"], m["detail"], m["unique_rollouts"],
+                             m["copied_rollouts"], m["score"], m["weight"], m["verdict"]) for m in report["miners"]]
+        return WindowResult(window, report, report_hash, scores, wrote_ledger, wrote_weights)
+
+    def _score(self, window, on_miner, progress_factory) -> dict:
+        open_round, open_beacon = opening_randomness(self.chain, self.beacons, window, self.beacon_cache)
+        start = self.chain.block(window_start_block(window))
+        expected_base = dict(netuid=self.chain.netuid, window=window, block_hash=start.hash,
+                             block_time=start.timestamp, fingerprint=self.fingerprint)
+        seed = opening_seed(self.chain.netuid, window, open_beacon.randomness)
+        outcomes: list[MinerOutcome] = []
+        audits: dict[int, dict] = {}
+        records = sorted(self.chain.commitments(window), key=lambda r: r.uid)
+        for rec in records:
+            if rec.hotkey == self.hotkey:
+                continue
+            saved = self.state.outcome(window, rec.uid)
+            if saved is None:
+                progress = progress_factory(rec.uid, len(records)) if progress_factory else None
+                saved = self.verify_commitment(window, rec, Expectation(hotkey=rec.hotkey, **expected_base), seed, progress)
+                self.state.save_outcome(window, *saved)
+            outcome, audit = saved
+            outcomes.append(outcome)
+            audits[outcome.uid] = audit
+            if on_miner:
+                on_miner(outcome)
+        scores = score_window(outcomes)
+        blocks = {o.uid: o.commit_block for o in outcomes}
+        return {
+            "protocol": "rollproof/1",
+            "netuid": self.chain.netuid,
+            "window": window,
+            "validator": self.hotkey,
+            "model_fingerprint": self.fingerprint.hex(),
+            "block_hash": start.hash.hex(),
+            "block_time": start.timestamp,
+            "opening_round": open_round,
+            "opening_chain": open_beacon.chain_hash.hex(),
+            "verified_root": verified_root(outcomes).hex(),
+            "miners": [asdict(s) | {"commit_block": blocks[s.uid], **audits.get(s.uid, {})} for s in scores],
+        }
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def next_window(self) -> int:
+        """The oldest closed window not finished yet, never further back than the last closed one
+        when the journal is empty."""
+        head = self.chain.current_block()
+        last_closed = window_of_block(head) - 1
+        finished = self.state.last_finished_window()
+        return last_closed if finished is None else min(finished + 1, last_closed + 1)
+
+    def run(self, stop: threading.Event, *, max_windows: int | None = None,
+            on_result: Callable[[WindowResult], None] | None = None, poll_s: float = 2.0, **kw) -> list[WindowResult]:
+        results: list[WindowResult] = []
+        while not stop.is_set():
+            window = self.next_window()
+            if window >= 0 and self.ready(window):
+                result = self.process_window(window, **kw)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+                if max_windows is not None and len(results) >= max_windows:
+                    break
+                continue
+            target = max(self.chain.current_block() + 1, window_deadline_block(max(window, 0)))
+            if self.chain.wait_for_block(target, stop, poll_s) is None:
+                break
+        return results

@@ -1,0 +1,91 @@
+"""The validator's crash-safe journal, one directory per window:
+
+    windows/<w>/outcomes/<uid>.json   a miner's verification outcome (written as soon as it is known)
+    windows/<w>/bundles/<uid>.rpb     the fetched bundle, kept for offline audit
+    windows/<w>/report.json           the scored window (canonical JSON; its SHA-256 goes on chain)
+    windows/<w>/stage                 scored -> ledgered -> weights_set
+
+Every file is written to a temporary name, fsynced and renamed, so a crash leaves either the old
+or the new version. A restart resumes from the stage on disk and re-checks the chain before any
+write, so no outcome is recomputed and nothing is written to the chain twice."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from verification.scoring import MinerOutcome
+
+STAGES = ("scored", "ledgered", "weights_set")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+class ValidatorState:
+    def __init__(self, root: Path):
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, window: int) -> Path:
+        return self.root / "windows" / str(window)
+
+    # outcomes
+    def outcome(self, window: int, uid: int) -> tuple[MinerOutcome, dict] | None:
+        path = self._dir(window) / "outcomes" / f"{uid}.json"
+        if not path.is_file():
+            return None
+        doc = json.loads(path.read_text())
+        o = doc["outcome"]
+        outcome = MinerOutcome(o["uid"], o["hotkey"], o["ok"], o["reason"], o["detail"], o["commit_block"],
+                               [bytes.fromhex(d) for d in o["row_digests"]],
+                               [bytes.fromhex(d) for d in o["verified_rows"]])
+        return outcome, doc["audit"]
+
+    def save_outcome(self, window: int, outcome: MinerOutcome, audit: dict) -> None:
+        doc = {
+            "outcome": {
+                "uid": outcome.uid, "hotkey": outcome.hotkey, "ok": outcome.ok, "reason": outcome.reason,
+                "detail": outcome.detail, "commit_block": outcome.commit_block,
+                "row_digests": [d.hex() for d in outcome.row_digests],
+                "verified_rows": [d.hex() for d in outcome.verified_rows],
+            },
+            "audit": audit,
+        }
+        atomic_write(self._dir(window) / "outcomes" / f"{outcome.uid}.json", json.dumps(doc).encode())
+
+    def bundle_path(self, window: int, uid: int) -> Path:
+        return self._dir(window) / "bundles" / f"{uid}.rpb"
+
+    # report and stage
+    def report(self, window: int) -> dict | None:
+        path = self._dir(window) / "report.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def report_path(self, window: int) -> Path:
+        return self._dir(window) / "report.json"
+
+    def save_report(self, window: int, canonical: bytes) -> None:
+        atomic_write(self.report_path(window), canonical)
+
+    def stage(self, window: int) -> str | None:
+        path = self._dir(window) / "stage"
+        return path.read_text().strip() if path.is_file() else None
+
+    def set_stage(self, window: int, stage: str) -> None:
+        if stage not in STAGES:
+            raise ValueError(stage)
+        atomic_write(self._dir(window) / "stage", stage.encode())
+
+    def last_finished_window(self) -> int | None:
+        done = [int(p.name) for p in (self.root / "windows").glob("*") if p.name.isdigit()
+                and self.stage(int(p.name)) == "weights_set"]
+        return max(done, default=None)
