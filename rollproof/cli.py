@@ -26,6 +26,18 @@ def _root() -> None:
     """rollproof: verifiable GRPO rollouts for a Bittensor subnet."""
 
 
+def _add_role_commands() -> None:
+    from miner.cli import app as miner_app
+    from rollproof.cli_chain import app as chain_app
+    from rollproof.cli_localnet import localnet
+    from validator.cli import app as validator_app
+
+    app.add_typer(miner_app, name="miner")
+    app.add_typer(validator_app, name="validator")
+    app.add_typer(chain_app, name="chain")
+    app.command()(localnet)
+
+
 def _accepted_networks(local_seed: Optional[str], include_local: bool):
     from verification.drand import PUBLIC_NETWORKS
     from verification.drand_local import DEFAULT_LOCAL_SEED, LocalDrand
@@ -39,31 +51,34 @@ def _accepted_networks(local_seed: Optional[str], include_local: bool):
 @app.command()
 def verify(
     bundle: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="bundle file"),
-    model: str = typer.Option("smollm2", "--model", help="'smollm2', 'tiny[:SEED]' or a local HF model directory"),
+    model: str = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory"),
     as_json: bool = typer.Option(False, "--json", help="print the verdict as JSON on stdout"),
     fingerprint: Optional[str] = typer.Option(None, help="required model fingerprint (hex); default: the loaded model's"),
+    netuid: Optional[int] = typer.Option(None, help="netuid the chain expects"),
     window: Optional[int] = typer.Option(None, help="window the chain expects"),
     hotkey: Optional[str] = typer.Option(None, help="hotkey that committed the bundle on chain"),
     block_hash: Optional[str] = typer.Option(None, help="chain's hash of the window's first block (hex)"),
     block_time: Optional[int] = typer.Option(None, help="chain's timestamp of the window's first block"),
+    groups: Optional[str] = typer.Option(None, help="check only these groups (comma-separated), e.g. the ones a validator opened"),
     local_drand_seed: Optional[str] = typer.Option(None, help="seed of an accepted local drand chain"),
     no_local_drand: bool = typer.Option(False, help="accept only the public drand networks"),
 ) -> None:
     """Re-run every check on BUNDLE offline and print a verdict per rollout.
 
-    Exit code 0: every rollout accepted; 1: at least one rejected; 2: the audit could not run."""
+    Exit code 0: every checked rollout accepted; 1: at least one rejected; 2: the audit could not run."""
     from verification.bundle import decode_bundle
     from verification.errors import BundleFormatError
     from verification.model import load_model
     from verification.verifier import Expectation, Verifier
 
     try:
+        selected = [int(g) for g in groups.split(",") if g.strip()] if groups else None
         data = bundle.read_bytes()
         with console.status(f"loading model {model}…"):
             lm = load_model(model)
         networks = _accepted_networks(local_drand_seed, include_local=not no_local_drand)
         expected = Expectation(
-            window=window, hotkey=hotkey,
+            netuid=netuid, window=window, hotkey=hotkey,
             block_hash=bytes.fromhex(block_hash) if block_hash else None, block_time=block_time,
             fingerprint=bytes.fromhex(fingerprint) if fingerprint else None,
         )
@@ -73,9 +88,11 @@ def verify(
         except BundleFormatError:
             verdict = verifier.verify_bytes(data, expected)  # the format verdict, with its reason
         else:
+            n = parsed.header.n_groups if selected is None else len(set(selected))
             with _progress() as progress:
-                task = progress.add_task("verifying groups", total=parsed.header.n_groups)
-                verdict = verifier.verify(parsed, expected, progress=lambda n: progress.advance(task, n))
+                task = progress.add_task("verifying groups", total=n)
+                verdict = verifier.verify(parsed, expected, groups=selected,
+                                          progress=lambda k: progress.advance(task, k))
     except (RollproofError, ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_ERROR) from None
@@ -103,6 +120,9 @@ def _print_verdict(verdict) -> None:
         out.print(table)
     status = "[green]ACCEPTED[/green]" if verdict.ok else f"[red]REJECTED[/red] ({verdict.reason}: {verdict.detail})"
     out.print(f"bundle {status}; {verdict.n_rejected} of {len(verdict.rollouts)} rollouts rejected")
+
+
+_add_role_commands()
 
 
 def main() -> None:

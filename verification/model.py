@@ -225,8 +225,10 @@ def forward_hidden_logits(lm: LoadedModel, input_ids: torch.Tensor, attention_ma
                use_cache=use_cache, **kwargs)
     hidden = out.last_hidden_state
     logits = lm.model.get_output_embeddings()(hidden)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    return hidden.float(), logits.float(), (cache if use_cache else None)
+    cache = None
+    if use_cache:
+        cache = getattr(out, "cache", None) if _CACHE_ARG == "cache" else getattr(out, "past_key_values", None)
+    return hidden.float(), logits.float(), cache
 
 
 def log_softmax_t(logits: torch.Tensor) -> torch.Tensor:

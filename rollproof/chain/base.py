@@ -99,6 +99,11 @@ class Chain(ABC):
     def record_scores(self, keypair, window: int, uids: list[int], scores: list[int],
                       verified_root: bytes, report_hash: bytes) -> None: ...
 
+    def identity(self) -> str:
+        """A name for this chain instance (journals are kept per chain, so a fresh embedded chain
+        never meets an old journal)."""
+        return f"{self.name}-{self.netuid}-{self.block(0).hash.hex()[:12]}"
+
     # ---- time ---------------------------------------------------------------------------------
     def now(self) -> float:
         """The chain's clock (used by a local drand so that simulated chains stay consistent)."""

@@ -323,7 +323,8 @@ class EmbeddedEVM:
 
     def mine(self, n: int = 1) -> None:
         for _ in range(n):
-            self.tester.time_travel(self.head_time() + BLOCK_SECONDS)
+            # eth-tester mines the travelled-to block one second before the requested time
+            self.tester.time_travel(self.head_time() + BLOCK_SECONDS + 1)
 
     def fund(self, address: str, wei: int = FUND_WEI) -> None:
         tx = self.w3.eth.send_transaction({"from": self.admin, "to": address, "value": wei})

@@ -1,0 +1,115 @@
+"""`rollproof miner register` and `rollproof miner run`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from rollproof.cli_common import (
+    Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, WalletHotkey,
+    WalletName, WalletPath, chain_options, console, setup_logging, stop_on_signals, wallet_options,
+)
+from verification.errors import RollproofError
+
+app = typer.Typer(no_args_is_help=True, help="Register a miner and produce verifiable rollouts.")
+log = logging.getLogger("rollproof.miner")
+
+
+@app.command()
+def register(
+    wallet_name: str = WalletName, wallet_hotkey: str = WalletHotkey, wallet_path: str = WalletPath,
+    network: str = Network, netuid: int = Netuid, rpc_url: Optional[str] = RpcUrl,
+    registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
+    log_level: str = LogLevel,
+) -> None:
+    """Register the hotkey on the subnet (Bittensor: burned register paid by the coldkey)."""
+    from rollproof.setup import load_hotkey, open_chain
+
+    setup_logging(log_level)
+    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, None, None)
+    wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
+    try:
+        keypair, dev = load_hotkey(wallet, allow_dev=opts.is_embedded)
+        if dev:
+            console.print(f"[yellow]no wallet {wallet_name}/{wallet_hotkey}: using the development key "
+                          f"//rollproof/{wallet_name}/{wallet_hotkey}[/yellow]")
+        chain = open_chain(opts, keypair, wallet)
+        uid = chain.register(keypair)
+    except RollproofError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"hotkey {keypair.ss58_address} has uid {uid} on netuid {netuid} ({chain.name})")
+    if opts.is_embedded:
+        console.print("[dim]the embedded chain lives in this process only; `rollproof miner run` registers on it by itself[/dim]")
+
+
+@app.command()
+def run(
+    wallet_name: str = WalletName, wallet_hotkey: str = WalletHotkey, wallet_path: str = WalletPath,
+    network: str = Network, netuid: int = Netuid, rpc_url: Optional[str] = RpcUrl,
+    registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
+    drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
+    store: str = typer.Option("~/.rollproof/store", "--store", help="bundle store: a directory or s3://BUCKET/PREFIX"),
+    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (R2, MinIO)"),
+    groups: int = typer.Option(8, "--groups", min=1, help="GRPO groups per window"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows (default: run until stopped; 1 on the embedded chain)"),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/miner/...)"),
+    log_level: str = LogLevel,
+) -> None:
+    """Each window: derive problems, generate GRPO groups with proofs, publish the signed bundle,
+    commit its hash and location on chain. Ctrl-C stops after the current window."""
+    from miner.service import Miner
+    from rollproof.beacons import BeaconCache
+    from rollproof.setup import beacon_source, default_state_dir, load_hotkey, open_chain
+    from rollproof.storage import open_store
+    from verification.constants import GROUP_SIZE, MAX_NEW_TOKENS
+    from verification.model import load_model
+
+    setup_logging(log_level)
+    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed)
+    wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
+    if windows is None and opts.is_embedded:
+        windows = 1
+    stop = stop_on_signals()
+    try:
+        keypair, dev = load_hotkey(wallet, allow_dev=opts.is_embedded)
+        if dev:
+            log.warning("no wallet %s/%s: using the development key //rollproof/%s/%s",
+                        wallet_name, wallet_hotkey, wallet_name, wallet_hotkey)
+        with console.status(f"loading model {model}…"):
+            lm = load_model(model)
+        log.info("model %s, fingerprint %s", lm.name, lm.fingerprint.hex())
+        chain = open_chain(opts, keypair, wallet)
+        if opts.is_embedded:
+            uid = chain.register(keypair)
+            log.info("embedded chain: registered %s as uid %d", keypair.ss58_address, uid)
+        elif chain.uid_of(keypair.ss58_address) is None:
+            raise RollproofError(f"hotkey {keypair.ss58_address} is not registered on netuid {netuid}: "
+                                 f"run `rollproof miner register` first")
+        beacons = beacon_source(opts, chain)
+        root = (state_dir or default_state_dir("miner", wallet, netuid)).expanduser()
+        miner = Miner(chain, keypair, lm, open_store(store, endpoint_url=s3_endpoint), beacons,
+                      root / chain.identity(), n_groups=groups, batch_size=batch_size,
+                      beacon_cache=BeaconCache(root / "beacons"))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+                      TimeElapsedColumn(), console=console, transient=True) as progress:
+            def tokens_bar(window: int):
+                task = progress.add_task(f"window {window}", total=groups * GROUP_SIZE * MAX_NEW_TOKENS)
+                return lambda n: progress.advance(task, n)
+
+            def report(rec):
+                console.print(f"window {rec.window}: [bold]{rec.stage}[/bold] {rec.n_groups} groups, "
+                              f"{rec.n_tokens} tokens, bundle {rec.bundle_hash[:16]} at {rec.location} {rec.detail}")
+
+            records = miner.run(stop, max_windows=windows, on_window=report, on_tokens_factory=tokens_bar)
+    except RollproofError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    committed = [r for r in records if r.stage == "committed"]
+    if committed and committed[-1].location.startswith("file://"):
+        console.print(f"audit it offline: rollproof verify {committed[-1].location[len('file://'):]} --model {model}")

@@ -1,0 +1,100 @@
+"""Turning command-line options into the objects a role needs: hotkey, chain, beacon source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rollproof.beacons import DEFAULT_RELAYS, BeaconSource, HttpRelaySource, LocalBeaconSource
+from rollproof.chain.base import Chain
+from verification.errors import ConfigError
+
+EMBEDDED = "embedded"
+BITTENSOR_NETWORKS = ("finney", "test", "local", "archive")
+
+
+@dataclass
+class ChainOptions:
+    network: str = EMBEDDED  # "embedded", a bittensor network name or ws(s):// endpoint
+    netuid: int = 1
+    rpc_url: str | None = None  # an EVM JSON-RPC endpoint running the rollproof contracts
+    registry: str | None = None
+    ledger: str | None = None
+    evm_key: str | None = None  # hex private key of a funded EVM account (RPC chains)
+    drand: str | None = None  # "local" | "quicknet"; default: local on embedded, quicknet elsewhere
+    drand_relays: tuple[str, ...] = DEFAULT_RELAYS
+    local_drand_seed: str | None = None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.rpc_url is None and self.network == EMBEDDED
+
+    @property
+    def is_bittensor(self) -> bool:
+        return self.rpc_url is None and self.network != EMBEDDED
+
+
+@dataclass
+class WalletOptions:
+    name: str = "default"
+    hotkey: str = "default"
+    path: str = "~/.bittensor/wallets"
+
+
+def load_wallet(opts: WalletOptions):
+    import bittensor as bt
+
+    return bt.Wallet(name=opts.name, hotkey=opts.hotkey, path=str(Path(opts.path).expanduser()))
+
+
+def load_hotkey(opts: WalletOptions, *, allow_dev: bool):
+    """The wallet's hotkey keypair. With allow_dev (embedded chain only), a missing wallet falls back
+    to the development key //rollproof/<name>/<hotkey>, and says so."""
+    from bittensor.sp_core import Keypair
+
+    try:
+        return load_wallet(opts).hotkey, False
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        if allow_dev:
+            return Keypair.create_from_uri(f"//rollproof/{opts.name}/{opts.hotkey}"), True
+        raise ConfigError(f"cannot load hotkey {opts.name}/{opts.hotkey} from {opts.path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - the SDK's key-file errors have no common base
+        if allow_dev:
+            return Keypair.create_from_uri(f"//rollproof/{opts.name}/{opts.hotkey}"), True
+        raise ConfigError(f"cannot load hotkey {opts.name}/{opts.hotkey}: {exc}") from exc
+
+
+def open_chain(opts: ChainOptions, keypair=None, wallet_opts: WalletOptions | None = None,
+               *, auto_mine: bool = True) -> Chain:
+    if opts.rpc_url:
+        from rollproof.chain.evm import EVMChain
+
+        if not (opts.registry and opts.ledger):
+            raise ConfigError("--rpc-url needs --registry and --ledger (see `rollproof chain deploy`)")
+        keys = {keypair.ss58_address: opts.evm_key} if (keypair is not None and opts.evm_key) else None
+        return EVMChain.connect(opts.rpc_url, opts.registry, opts.ledger, evm_keys=keys)
+    if opts.network == EMBEDDED:
+        from rollproof.chain.evm import EVMChain
+
+        return EVMChain.embedded_chain(opts.netuid, auto_mine=auto_mine)
+    from rollproof.chain.bittensor_chain import BittensorChain
+
+    wallet = load_wallet(wallet_opts) if wallet_opts is not None else None
+    return BittensorChain(opts.network, opts.netuid, wallet=wallet)
+
+
+def beacon_source(opts: ChainOptions, chain: Chain) -> BeaconSource:
+    kind = opts.drand or ("local" if not opts.is_bittensor else "quicknet")
+    if kind == "local":
+        from verification.drand_local import DEFAULT_LOCAL_SEED, LocalDrand
+
+        return LocalBeaconSource(LocalDrand(opts.local_drand_seed or DEFAULT_LOCAL_SEED), clock=chain.now)
+    from verification.drand import PUBLIC_NETWORKS
+
+    if kind not in PUBLIC_NETWORKS:
+        raise ConfigError(f"unknown drand network {kind!r}; use local or one of {sorted(PUBLIC_NETWORKS)}")
+    return HttpRelaySource(PUBLIC_NETWORKS[kind], opts.drand_relays)
+
+
+def default_state_dir(role: str, wallet: WalletOptions, netuid: int) -> Path:
+    return Path("~/.rollproof").expanduser() / role / f"{wallet.name}-{wallet.hotkey}-{netuid}"

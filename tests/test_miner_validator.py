@@ -1,0 +1,177 @@
+"""Miner and validator services on the embedded chain: commitments, resume without double
+publishing, verdicts, weights and ledger on chain, crash-safe validator restarts."""
+
+import pytest
+
+from miner.service import Miner
+from rollproof.beacons import LocalBeaconSource
+from rollproof.chain.evm import EVMChain
+from rollproof.cheaters import EditedTokensMiner
+from rollproof.storage import Fetcher, FileStore
+from validator.service import Validator
+from verification.bundle import bundle_hash, decode_bundle
+from verification.challenge import window_of_block, window_start_block
+from verification.commitment import decode_commitment, encode_commitment
+from verification.verifier import Expectation, Verifier
+
+
+class Net:
+    def __init__(self, tmp_path, lm, local_drand, keys):
+        self.chain = EVMChain.embedded_chain(3)
+        self.beacons = LocalBeaconSource(local_drand, clock=self.chain.now)
+        self.store = FileStore(tmp_path / "store")
+        self.lm = lm
+        self.tmp = tmp_path
+        for k in keys:
+            self.chain.register(k)
+
+    def miner(self, key, cls=Miner, name="m", **kw):
+        return cls(self.chain, key, self.lm, self.store, self.beacons, self.tmp / name, n_groups=2, **kw)
+
+    def validator(self, key, name="v"):
+        self.chain.set_validator_permit(self.chain.uid_of(key.ss58_address))
+        return Validator(self.chain, key, self.lm, self.beacons, Fetcher(file_roots=[self.store.root]), self.tmp / name)
+
+    def next_window(self):
+        w = window_of_block(self.chain.current_block()) + 1
+        self.chain.mine(window_start_block(w) - self.chain.current_block())
+        return w
+
+    def open(self, validator, window):
+        while not validator.ready(window):
+            self.chain.mine(1)
+
+
+@pytest.fixture()
+def keys():
+    from bittensor.sp_core import Keypair
+
+    return [Keypair.create_from_uri(f"//test-net/{n}") for n in ("honest", "editor", "validator")]
+
+
+@pytest.fixture()
+def net(tmp_path, tiny, local_drand, keys):
+    return Net(tmp_path, tiny, local_drand, keys)
+
+
+def test_miner_commits_a_bundle_the_offline_verifier_accepts(net, keys, local_drand):
+    miner = net.miner(keys[0])
+    w = net.next_window()
+    rec = miner.run_window(w)
+    assert rec.stage == "committed"
+    on_chain = net.chain.commitment_of(keys[0].ss58_address, w)
+    c = decode_commitment(on_chain.data)
+    data = Fetcher(file_roots=[net.store.root]).fetch(c.location)
+    assert c.window == w and bundle_hash(data) == c.bundle_hash
+    start = net.chain.block(window_start_block(w))
+    verdict = Verifier(net.lm, [local_drand.info]).verify(
+        decode_bundle(data), Expectation(netuid=3, window=w, hotkey=keys[0].ss58_address,
+                                         block_hash=start.hash, block_time=start.timestamp))
+    assert verdict.ok, verdict.detail
+
+
+def test_restart_mid_window_reuses_the_bundle_and_commits_once(net, keys):
+    miner = net.miner(keys[0])
+    w = net.next_window()
+    calls = []
+    original = miner.chain.commit
+    # crash right after upload: the commit raises once, as a killed process would never reach it
+    def crash(*a, **kw):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    miner.chain.commit = crash
+    with pytest.raises(KeyboardInterrupt):
+        miner.run_window(w)
+    del miner.chain.commit
+    assert miner.state.record(w).stage == "uploaded"
+    built = miner.state.bundle_path(w).read_bytes()
+
+    restarted = net.miner(keys[0])  # a new process with the same journal
+    rec = restarted.run_window(w)
+    assert rec.stage == "committed" and rec.bundle_hash == bundle_hash(built).hex()
+    assert decode_commitment(net.chain.commitment_of(keys[0].ss58_address, w).data).bundle_hash == bundle_hash(built)
+    n_blocks = net.chain.current_block()
+    assert net.miner(keys[0]).run_window(w).stage == "committed"  # nothing more is sent
+    assert net.chain.current_block() == n_blocks
+    assert original is not None and calls == [1]
+
+
+def test_commitment_already_on_chain_is_not_sent_again(net, keys, tmp_path):
+    miner = net.miner(keys[0], name="fresh-journal")
+    w = net.next_window()
+    net.chain.commit(keys[0], w, encode_commitment(w, b"\x00" * 32, "file:///elsewhere"))
+    rec = miner.run_window(w)
+    assert rec.stage == "committed" and "found on chain" in rec.detail
+
+
+def test_a_miner_past_the_deadline_does_not_commit(net, keys):
+    miner = net.miner(keys[0])
+    w = net.next_window()
+    net.chain.mine(25)
+    assert miner.run_window(w).stage == "missed"
+    assert net.chain.commitment_of(keys[0].ss58_address, w) is None
+
+
+def test_validator_scores_writes_chain_and_survives_restart(net, keys):
+    honest, editor, vkey = keys
+    w = net.next_window()
+    net.miner(honest, name="h").run_window(w)
+    net.miner(editor, cls=EditedTokensMiner, name="e").run_window(w)
+    v = net.validator(vkey)
+    assert not v.ready(w)
+    net.open(v, w)
+
+    verified = []
+    real = v.verify_commitment
+    v.verify_commitment = lambda *a, **kw: verified.append(a[1].uid) or real(*a, **kw)
+    res = v.process_window(w)
+    by = {m["hotkey"]: m for m in res.report["miners"]}
+    assert by[honest.ss58_address]["reason"] == "ok" and by[honest.ss58_address]["weight"] == 65535
+    assert by[editor.ss58_address]["weight"] == 0
+    assert by[editor.ss58_address]["reason"] in ("sketch_mismatch", "sampling_mismatch")
+    assert res.wrote_ledger and res.wrote_weights
+    vuid = net.chain.uid_of(vkey.ss58_address)
+    assert net.chain.weights(vuid) == {m["uid"]: m["weight"] for m in res.report["miners"]}
+    assert net.chain.ledger_entry(vuid, w).report_hash == res.report_hash
+    assert sorted(verified) == sorted(m["uid"] for m in res.report["miners"])
+
+    # a restart finds the window finished: no re-verification, nothing written twice
+    again = net.validator(vkey)
+    again.verify_commitment = lambda *a, **kw: pytest.fail("re-verified after restart")
+    res2 = again.process_window(w)
+    assert res2.report_hash == res.report_hash and not res2.wrote_ledger and not res2.wrote_weights
+
+
+def test_validator_crash_after_scoring_resumes_without_rescoring(net, keys):
+    honest, _, vkey = keys
+    w = net.next_window()
+    net.miner(honest, name="h").run_window(w)
+    v = net.validator(vkey)
+    net.open(v, w)
+    real_record = net.chain.record_scores
+    net.chain.record_scores = lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        v.process_window(w)
+    net.chain.record_scores = real_record
+    assert v.state.stage(w) == "scored"
+    again = net.validator(vkey)
+    again.verify_commitment = lambda *a, **kw: pytest.fail("re-verified after restart")
+    res = again.process_window(w)
+    assert res.wrote_ledger and res.wrote_weights
+
+
+def test_validator_reasons_before_verification(net, keys, tmp_path):
+    honest, editor, vkey = keys
+    w = net.next_window()
+    # honest commits a hash that does not match the stored file; editor commits garbage
+    loc = net.store.put("x.rpb", b"not the committed bytes")
+    net.chain.commit(honest, w, encode_commitment(w, b"\x01" * 32, loc))
+    net.chain.commit(editor, w, b"garbage")
+    v = net.validator(vkey)
+    net.open(v, w)
+    res = v.process_window(w)
+    by = {m["hotkey"]: m for m in res.report["miners"]}
+    assert by[honest.ss58_address]["reason"] == "hash_mismatch"
+    assert by[editor.ss58_address]["reason"] == "bad_commitment"
+    assert not res.wrote_weights  # all zero: weights are left as they were
