@@ -21,16 +21,23 @@ log = logging.getLogger("rollproof.validator")
 
 def window_table(result, names: dict[int, tuple[str, str]] | None = None) -> Table:
     table = Table(title=f"window {result.window} (opening round {result.report['opening_round']})")
-    cols = ["uid", "miner"] + (["role"] if names else []) + ["verdict", "reason", "unique", "score", "weight", "detail"]
-    for c in cols:
-        table.add_column(c, overflow="fold")
+    table.add_column("uid", no_wrap=True)
+    table.add_column("miner", no_wrap=True)
+    if names:
+        table.add_column("role", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("reason", no_wrap=True)
+    table.add_column("rollouts", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("weight", justify="right", no_wrap=True)
+    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=60)
     for m in result.report["miners"]:
         ok = m["reason"] == "ok"
-        row = [str(m["uid"]), names[m["uid"]][0] if names else m["hotkey"][:12] + "…"]
+        row = [str(m["uid"]), names[m["uid"]][0] if names else m["hotkey"][:10] + "…"]
         if names:
             row.append(names[m["uid"]][1])
         row += ["[green]accept[/green]" if ok else "[red]reject[/red]", m["reason"], str(m["unique_rollouts"]),
-                f"{m['score']:.1f}", str(m["weight"]), m["detail"][:90]]
+                f"{m['score']:.1f}", str(m["weight"]), m["detail"]]
         table.add_row(*row)
     return table
 
