@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from miner.proof import assemble_bundle, build_groups
 from rollproof.beacons import BeaconCache, BeaconSource
 from rollproof.chain.base import Chain
+from rollproof.files import atomic_write
 from rollproof.storage import BundleStore, bundle_key
 from rollproof.windows import window_context
 from verification.bundle import Bundle, bundle_hash, encode_bundle
@@ -55,19 +55,10 @@ class MinerState:
         return WindowRecord(**json.loads(path.read_text()))
 
     def save(self, rec: WindowRecord) -> None:
-        _atomic_write(self.root / "windows" / f"{rec.window}.json", json.dumps(asdict(rec)).encode())
+        atomic_write(self.root / "windows" / f"{rec.window}.json", json.dumps(asdict(rec)).encode())
 
     def bundle_path(self, window: int) -> Path:
         return self.root / "bundles" / f"{window}.rpb"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 class Miner:
@@ -119,7 +110,7 @@ class Miner:
             ctx = window_context(self.chain, self.beacons, window, self.beacon_cache)
             bundle = self.make_bundle(ctx, on_tokens)
             data = encode_bundle(bundle)
-            _atomic_write(path, data)
+            atomic_write(path, data)
             rec = WindowRecord(window, "built", bundle_hash(data).hex(), n_groups=bundle.header.n_groups,
                                n_tokens=sum(len(r.completion) for _, r in bundle.rows()))
             self.state.save(rec)

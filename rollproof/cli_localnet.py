@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rollproof.cli_common import LogLevel, console, setup_logging
+from rollproof.cli_common import console, setup_logging
 from verification.errors import RollproofError
 
 

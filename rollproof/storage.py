@@ -7,12 +7,12 @@ StorageError (never returns partial data)."""
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from rollproof.files import atomic_write
 from verification.constants import FETCH_TIMEOUT_S, MAX_BUNDLE_BYTES
 from verification.errors import StorageError
 
@@ -48,13 +48,7 @@ class FileStore(BundleStore):
     def put(self, key: str, data: bytes) -> str:
         path = self.path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".part")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(path)
+            atomic_write(path, data)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc}") from exc
         return path.as_uri()

@@ -14,7 +14,7 @@ def test_file_store_round_trip_and_location(tmp_path):
     loc = store.put(key, b"bundle-bytes")
     assert loc.startswith("file://") and loc.endswith("rollproof/1/7/5Hot.rpb")
     assert store.get(key) == b"bundle-bytes" and store.exists(key)
-    assert not list((tmp_path / "s").rglob("*.part"))
+    assert not list((tmp_path / "s").rglob("*.tmp"))
     assert Fetcher(file_roots=[tmp_path / "s"]).fetch(loc) == b"bundle-bytes"
 
 

@@ -19,7 +19,8 @@ from rollproof.beacons import BeaconCache, BeaconSource
 from rollproof.chain.base import Chain, CommitmentRecord
 from rollproof.storage import Fetcher
 from rollproof.windows import opening_randomness
-from validator.state import ValidatorState, atomic_write
+from rollproof.files import atomic_write
+from validator.state import ValidatorState
 from verification.bundle import bundle_hash, canonical_json, completion_digest, decode_bundle, row_digest, rows_root
 from verification.challenge import groups_to_check, opening_seed, window_deadline_block, window_of_block, window_start_block
 from verification.commitment import decode_commitment

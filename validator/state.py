@@ -12,22 +12,12 @@ write, so no outcome is recomputed and nothing is written to the chain twice."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from rollproof.files import atomic_write
 from verification.scoring import MinerOutcome
 
 STAGES = ("scored", "ledgered", "weights_set")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 class ValidatorState:
