@@ -32,7 +32,7 @@ def localnet(
     from verification.model import load_model
 
     setup_logging(log_level)
-    out = Console(width=max(Console().width, 130))
+    out = Console(width=max(Console().width, 150))
     tmp = None
     if workdir is None:
         tmp = Path(tempfile.mkdtemp(prefix="rollproof-localnet-"))

@@ -25,18 +25,17 @@ def window_table(result, names: dict[int, tuple[str, str]] | None = None) -> Tab
     table.add_column("miner", no_wrap=True)
     if names:
         table.add_column("role", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
     table.add_column("reason", no_wrap=True)
     table.add_column("rollouts", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("weight", justify="right", no_wrap=True)
-    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=60)
+    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=52)
     for m in result.report["miners"]:
         ok = m["reason"] == "ok"
         row = [str(m["uid"]), names[m["uid"]][0] if names else m["hotkey"][:10] + "…"]
         if names:
             row.append(names[m["uid"]][1])
-        row += ["[green]accept[/green]" if ok else "[red]reject[/red]", m["reason"], str(m["unique_rollouts"]),
+        row += [f"[green]{m['reason']}[/green]" if ok else f"[red]{m['reason']}[/red]", str(m["unique_rollouts"]),
                 f"{m['score']:.1f}", str(m["weight"]), m["detail"]]
         table.add_row(*row)
     return table
