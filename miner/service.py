@@ -24,11 +24,12 @@ from rollproof.windows import window_context
 from verification.bundle import Bundle, bundle_hash, encode_bundle
 from verification.challenge import window_deadline_block, window_of_block, window_start_block
 from verification.commitment import encode_commitment
-from verification.errors import ChainError, ConfigError
+from verification.errors import BeaconUnavailableError, ChainError, ConfigError, StorageError
 from verification.model import LoadedModel
 from verification.window import WindowContext
 
 log = logging.getLogger("rollproof.miner")
+MAX_CONSECUTIVE_FAILURES = 10  # transient beacon/storage/chain failures retried before giving up
 
 
 @dataclass
@@ -145,10 +146,22 @@ class Miner:
             on_window: Callable[[WindowRecord], None] | None = None,
             on_tokens_factory: Callable[[int], Callable[[int], None] | None] | None = None) -> list[WindowRecord]:
         done: list[WindowRecord] = []
+        failures = 0
         while not stop.is_set():
             window = window_of_block(self.chain.current_block())
             on_tokens = on_tokens_factory(window) if on_tokens_factory else None
-            rec = self.run_window(window, on_tokens)
+            try:
+                rec = self.run_window(window, on_tokens)
+                failures = 0
+            except (BeaconUnavailableError, StorageError, ChainError) as exc:
+                failures += 1
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    raise
+                log.warning("window %d: %s; retrying at the next block (%d/%d)", window, exc, failures,
+                            MAX_CONSECUTIVE_FAILURES)
+                if self.chain.wait_for_block(self.chain.current_block() + 1, stop) is None:
+                    break
+                continue
             done.append(rec)
             if on_window:
                 on_window(rec)

@@ -175,3 +175,43 @@ def test_validator_reasons_before_verification(net, keys, tmp_path):
     assert by[honest.ss58_address]["reason"] == "hash_mismatch"
     assert by[editor.ss58_address]["reason"] == "bad_commitment"
     assert not res.wrote_weights  # all zero: weights are left as they were
+
+
+def test_miner_loop_retries_a_transient_storage_failure(tmp_path, tiny, local_drand, keys):
+    import threading
+
+    from verification.errors import StorageError
+
+    class FlakyStore(FileStore):
+        failures = 1
+
+        def put(self, key, data):
+            if self.failures:
+                self.failures -= 1
+                raise StorageError("bucket briefly unreachable")
+            return super().put(key, data)
+
+    chain = EVMChain.embedded_chain(3, auto_mine=True)
+    chain.register(keys[0])
+    store = FlakyStore(tmp_path / "store")
+    miner = Miner(chain, keys[0], tiny, store, LocalBeaconSource(local_drand, clock=chain.now), tmp_path / "m", n_groups=1)
+    (rec,) = miner.run(threading.Event(), max_windows=1)
+    assert rec.stage == "committed" and store.failures == 0
+    assert chain.commitment_of(keys[0].ss58_address, rec.window) is not None
+
+
+def test_validator_loop_finishes_a_window_on_a_self_mining_chain(tmp_path, tiny, local_drand, keys):
+    import threading
+
+    chain = EVMChain.embedded_chain(3, auto_mine=True)
+    for k in keys:
+        chain.register(k)
+    chain.set_validator_permit(chain.uid_of(keys[2].ss58_address))
+    beacons = LocalBeaconSource(local_drand, clock=chain.now)
+    store = FileStore(tmp_path / "store")
+    w = window_of_block(chain.current_block())
+    Miner(chain, keys[0], tiny, store, beacons, tmp_path / "m", n_groups=1).run_window(w)
+    v = Validator(chain, keys[2], tiny, beacons, Fetcher(file_roots=[store.root]), tmp_path / "v")
+    (res,) = v.run(threading.Event(), max_windows=1, poll_s=0.01)
+    assert res.window == w and res.wrote_weights
+    assert chain.weights(chain.uid_of(keys[2].ss58_address)) == {chain.uid_of(keys[0].ss58_address): 65535}

@@ -30,6 +30,7 @@ from verification.scoring import MinerOutcome, MinerScore, score_window, verifie
 from verification.verifier import Expectation, Verifier
 
 log = logging.getLogger("rollproof.validator")
+MAX_CONSECUTIVE_FAILURES = 10  # transient beacon/chain failures retried before giving up
 
 # validator-level reasons (before the Verifier runs), in check order
 VALIDATOR_REASONS = ("bad_commitment", "fetch_failed", "hash_mismatch")
@@ -201,10 +202,20 @@ class Validator:
     def run(self, stop: threading.Event, *, max_windows: int | None = None,
             on_result: Callable[[WindowResult], None] | None = None, poll_s: float = 2.0, **kw) -> list[WindowResult]:
         results: list[WindowResult] = []
+        failures = 0
         while not stop.is_set():
             window = self.next_window()
-            if window >= 0 and self.ready(window):
-                result = self.process_window(window, **kw)
+            try:
+                result = self.process_window(window, **kw) if window >= 0 and self.ready(window) else None
+                failures = 0
+            except (BeaconUnavailableError, ChainError) as exc:
+                failures += 1
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    raise
+                log.warning("window %d: %s; retrying at the next block (%d/%d)", window, exc, failures,
+                            MAX_CONSECUTIVE_FAILURES)
+                result = None
+            if result is not None:
                 results.append(result)
                 if on_result:
                     on_result(result)
