@@ -85,9 +85,6 @@ class Miner:
                               batch_size=self.batch_size, on_tokens=on_tokens)
         return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, groups)
 
-    def commitment_location(self, window: int, location: str, data: bytes) -> tuple[bytes, str]:
-        return bundle_hash(data), location
-
     # ---- one window -----------------------------------------------------------------------------
     def run_window(self, window: int, on_tokens: Callable[[int], None] | None = None) -> WindowRecord:
         rec = self.state.record(window)
@@ -123,9 +120,9 @@ class Miner:
 
         if self.chain.current_block() >= deadline:
             return self._missed(window, rec, "generation finished after the commitment deadline")
-        digest, location = self.commitment_location(window, rec.location, data)
         try:
-            self.chain.commit(self.keypair, window, encode_commitment(window, digest, location))
+            self.chain.commit(self.keypair, window,
+                              encode_commitment(window, bytes.fromhex(rec.bundle_hash), rec.location))
         except ChainError:
             if self.chain.commitment_of(self.hotkey, window) is None:
                 raise

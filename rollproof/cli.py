@@ -69,7 +69,7 @@ def verify(
     from verification.bundle import decode_bundle
     from verification.errors import BundleFormatError
     from verification.model import load_model
-    from verification.verifier import Expectation, Verifier
+    from verification.verifier import Expectation, Verifier, format_verdict
 
     try:
         selected = [int(g) for g in groups.split(",") if g.strip()] if groups else None
@@ -85,8 +85,8 @@ def verify(
         verifier = Verifier(lm, networks)
         try:
             parsed = decode_bundle(data)
-        except BundleFormatError:
-            verdict = verifier.verify_bytes(data, expected)  # the format verdict, with its reason
+        except BundleFormatError as exc:
+            verdict = format_verdict(exc)
         else:
             n = parsed.header.n_groups if selected is None else len(set(selected))
             with _progress() as progress:

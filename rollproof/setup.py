@@ -54,14 +54,10 @@ def load_hotkey(opts: WalletOptions, *, allow_dev: bool):
 
     try:
         return load_wallet(opts).hotkey, False
-    except (FileNotFoundError, OSError, ValueError) as exc:
-        if allow_dev:
-            return Keypair.create_from_uri(f"//rollproof/{opts.name}/{opts.hotkey}"), True
-        raise ConfigError(f"cannot load hotkey {opts.name}/{opts.hotkey} from {opts.path}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - the SDK's key-file errors have no common base
         if allow_dev:
             return Keypair.create_from_uri(f"//rollproof/{opts.name}/{opts.hotkey}"), True
-        raise ConfigError(f"cannot load hotkey {opts.name}/{opts.hotkey}: {exc}") from exc
+        raise ConfigError(f"cannot load hotkey {opts.name}/{opts.hotkey} from {opts.path}: {exc}") from exc
 
 
 def open_chain(opts: ChainOptions, keypair=None, wallet_opts: WalletOptions | None = None,

@@ -123,9 +123,7 @@ def _read_s3(client, bucket: str, key: str, max_bytes: int) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
-        if int(head.get("ContentLength", 0)) > max_bytes:
-            raise StorageError(f"s3://{bucket}/{key} is {head['ContentLength']} bytes, limit {max_bytes}")
+        # one request: the range caps the download at max_bytes + 1, which the length check catches
         body = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes}")["Body"]
         data = body.read(max_bytes + 1)
     except (BotoCoreError, ClientError) as exc:

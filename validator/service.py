@@ -10,6 +10,7 @@ Verification outcomes are journaled per miner as they finish (validator/state.py
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -21,13 +22,13 @@ from rollproof.storage import Fetcher
 from rollproof.windows import opening_randomness
 from rollproof.files import atomic_write
 from validator.state import ValidatorState
-from verification.bundle import bundle_hash, canonical_json, completion_digest, decode_bundle, row_digest, rows_root
+from verification.bundle import bundle_hash, canonical_json, completion_digest, decode_bundle, row_digest
 from verification.challenge import groups_to_check, opening_seed, window_deadline_block, window_of_block, window_start_block
 from verification.commitment import decode_commitment
 from verification.errors import BeaconUnavailableError, BundleFormatError, ChainError, CommitmentFormatError, StorageError
 from verification.model import LoadedModel
 from verification.scoring import MinerOutcome, MinerScore, score_window, verified_root
-from verification.verifier import Expectation, Verifier
+from verification.verifier import Expectation, Verifier, format_verdict
 
 log = logging.getLogger("rollproof.validator")
 MAX_CONSECUTIVE_FAILURES = 10  # transient beacon/chain failures retried before giving up
@@ -84,9 +85,10 @@ class Validator:
         try:
             bundle = decode_bundle(data)
         except BundleFormatError as exc:
-            verdict = self.verifier.verify_bytes(data, expected)
-            return fail(verdict.reason, str(exc), audit)
-        groups = groups_to_check(open_seed, rec.hotkey, rows_root(bundle.groups), bundle.header.n_groups)
+            return fail(format_verdict(exc).reason, str(exc), audit)
+        # the signed root: if it is not the rows' real root, the Verifier rejects every row anyway
+        groups = groups_to_check(open_seed, rec.hotkey, bytes.fromhex(bundle.header.rows_root),
+                                 bundle.header.n_groups)
         audit["checked_groups"] = groups
         verdict = self.verifier.verify(bundle, expected, groups=groups, progress=progress)
         audit["rollouts"] = [{"group": v.group, "rollout": v.rollout, "reason": v.reason, "detail": v.detail}
@@ -127,7 +129,7 @@ class Validator:
             self.state.set_stage(window, "scored")
             stage = "scored"
         report_bytes = self.state.report_path(window).read_bytes()
-        report = self.state.report(window)
+        report = json.loads(report_bytes)
         report_hash = hashlib.sha256(report_bytes).digest()
         uids = [m["uid"] for m in report["miners"]]
         weights = [m["weight"] for m in report["miners"]]

@@ -56,10 +56,6 @@ class ValidatorState:
         return self._dir(window) / "bundles" / f"{uid}.rpb"
 
     # report and stage
-    def report(self, window: int) -> dict | None:
-        path = self._dir(window) / "report.json"
-        return json.loads(path.read_text()) if path.is_file() else None
-
     def report_path(self, window: int) -> Path:
         return self._dir(window) / "report.json"
 

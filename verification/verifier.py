@@ -88,6 +88,11 @@ class Expectation:
     fingerprint: bytes | None = None
 
 
+def format_verdict(exc: BundleFormatError) -> BundleVerdict:
+    """The verdict on bytes that do not parse as a bundle (no rows to list)."""
+    return BundleVerdict(False, exc.code if exc.code in REASONS else "bundle_format", str(exc), None, None, [], [])
+
+
 class Verifier:
     def __init__(self, lm: LoadedModel, beacon_networks: Iterable[ChainInfo], *,
                  batch_size: int = 8, padding_side: str = "right"):
@@ -103,8 +108,7 @@ class Verifier:
         try:
             bundle = decode_bundle(data)
         except BundleFormatError as exc:
-            return BundleVerdict(False, exc.code if exc.code in REASONS else "bundle_format", str(exc),
-                                 None, None, [], [])
+            return format_verdict(exc)
         return self.verify(bundle, expected, **kw)
 
     def verify(self, bundle: Bundle, expected: Expectation | None = None, *,

@@ -158,26 +158,33 @@ class EVMChain(Chain):
                 ok = False
             self._neurons.append((uid, bytes(hotkey), owner, ok))
 
-    def neurons(self) -> list[Neuron]:
+    def _valid_uids(self) -> list[tuple[int, str]]:
+        """(uid, ss58 hotkey) of the first registration of each hotkey whose proof verifies."""
         self._refresh_neurons()
         seen: set[bytes] = set()
         out = []
         for uid, hotkey, _owner, ok in self._neurons:
-            if not ok or hotkey in seen:
-                continue
-            seen.add(hotkey)
-            permit = bool(self._call(self.registry.functions.validator_permit(uid), f"permit of {uid}"))
-            out.append(Neuron(uid, ss58_of(hotkey), permit))
+            if ok and hotkey not in seen:
+                seen.add(hotkey)
+                out.append((uid, ss58_of(hotkey)))
         return out
+
+    def neurons(self) -> list[Neuron]:
+        return [Neuron(uid, hotkey, bool(self._call(self.registry.functions.validator_permit(uid), f"permit of {uid}")))
+                for uid, hotkey in self._valid_uids()]
+
+    def uid_of(self, hotkey: str) -> int | None:
+        # registrations only: no permit reads (one RPC round trip per neuron on a remote node)
+        return next((uid for uid, hk in self._valid_uids() if hk == hotkey), None)
 
     def commitments(self, window: int) -> list[CommitmentRecord]:
         out = []
-        for n in self.neurons():
-            block = int(self._call(self.registry.functions.commitment_block(n.uid, window), "commitment block"))
+        for uid, hotkey in self._valid_uids():
+            block = int(self._call(self.registry.functions.commitment_block(uid, window), "commitment block"))
             if block == 0:
                 continue
-            data = bytes(self._call(self.registry.functions.commitment(n.uid, window), "commitment"))
-            out.append(CommitmentRecord(n.uid, n.hotkey, window, block, data))
+            data = bytes(self._call(self.registry.functions.commitment(uid, window), "commitment"))
+            out.append(CommitmentRecord(uid, hotkey, window, block, data))
         return out
 
     def weights_window(self, validator_uid: int) -> int | None:
