@@ -1,3 +1,4 @@
+import base64
 import copy
 import json
 
@@ -155,3 +156,25 @@ def test_size_limit(honest_bundle):
     with pytest.raises(BundleTooLargeError):
         decode_bundle(data, max_bytes=len(data) - 1)
     assert decode_bundle(data, max_bytes=len(data)).header == honest_bundle.header
+
+
+def test_nonzero_base64_padding_bits_are_rejected(honest_bundle):
+    raw = encode_bundle(honest_bundle)
+    doc = json.loads(raw[len(BUNDLE_MAGIC):])
+    # find a field whose last data character carries padding bits, and set one of them
+    field = next(
+        (g, r, k) for g in range(len(doc["groups"])) for r in range(len(doc["groups"][g]["rollouts"]))
+        for k in ("completion", "logprobs", "sketches")
+        if doc["groups"][g]["rollouts"][r][k].endswith("=")
+    )
+    g, r, k = field
+    text = doc["groups"][g]["rollouts"][r][k]
+    pad = len(text) - len(text.rstrip("="))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = text[-pad - 1]
+    tweaked = alphabet[alphabet.index(last) ^ 1]  # the lowest bit is always a padding bit here
+    doc["groups"][g]["rollouts"][r][k] = text[: -pad - 1] + tweaked + "=" * pad
+    assert base64.b64decode(doc["groups"][g]["rollouts"][r][k]) == base64.b64decode(text)
+    bad = BUNDLE_MAGIC + json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(BundleFormatError, match="non-canonical base64"):
+        decode_bundle(bad)

@@ -13,6 +13,8 @@ def test_every_mutation_is_rejected_with_a_reason(verifier, honest_bundle, data)
     raw = bytearray(encode_bundle(honest_bundle))
     original = bytes(raw)
     for _ in range(data.draw(st.integers(1, 3), label="n mutations")):
+        if not raw:  # an earlier truncation or deletion emptied it; the empty input is checked below
+            break
         i = data.draw(st.integers(0, len(raw) - 1), label="offset")
         kind = data.draw(st.sampled_from(["flip", "set", "delete", "insert", "truncate"]), label="kind")
         if kind == "flip":
@@ -31,3 +33,12 @@ def test_every_mutation_is_rejected_with_a_reason(verifier, honest_bundle, data)
     assert not verdict.ok
     assert verdict.reason in REASONS and verdict.reason != "ok"
     assert verdict.detail
+
+
+def test_empty_and_one_byte_inputs_are_rejected_with_a_reason(verifier, honest_bundle):
+    raw = encode_bundle(honest_bundle)
+    for data in (b"", raw[:1], raw[-1:]):
+        verdict = verifier.verify_bytes(data)
+        assert not verdict.ok
+        assert verdict.reason in REASONS and verdict.reason != "ok"
+        assert verdict.detail

@@ -197,6 +197,9 @@ def _b64decode(text: str, dtype: str, what: str) -> np.ndarray:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BundleFormatError(f"{what}: bad base64") from exc
+    if base64.b64encode(raw).decode("ascii") != text:
+        # nonzero padding bits decode to the same bytes; refusing them keeps one encoding per bundle
+        raise BundleFormatError(f"{what}: non-canonical base64 (nonzero padding bits)")
     item = np.dtype(dtype).itemsize
     if len(raw) % item:
         raise BundleFormatError(f"{what}: {len(raw)} bytes is not a whole number of {dtype}")
