@@ -24,6 +24,9 @@ Netuid = typer.Option(1, "--netuid", help="subnet uid")
 RpcUrl = typer.Option(None, "--rpc-url", help="EVM JSON-RPC endpoint running the rollproof contracts (anvil, Bittensor EVM)")
 Registry = typer.Option(None, "--registry", help="SubnetRegistry address (with --rpc-url)")
 Ledger = typer.Option(None, "--ledger", help="ScoreLedger address (with --rpc-url)")
+LedgerRpcUrl = typer.Option(None, "--ledger-rpc-url",
+                            help="with a Bittensor --network: record the score ledger in the ScoreLedger contract at "
+                                 "this EVM endpoint (the subtensor's EVM; needs --registry, --ledger, --evm-key)")
 EvmKey = typer.Option(None, "--evm-key", envvar="ROLLPROOF_EVM_KEY", help="funded EVM account key (with --rpc-url)")
 Drand = typer.Option(None, "--drand", help="'local' (default on EVM chains) or 'quicknet' (default on Bittensor)")
 LocalSeed = typer.Option(None, "--local-drand-seed", help="seed of the local drand chain")
@@ -33,9 +36,10 @@ LogLevel = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING")
 
 def chain_options(network: str, netuid: int, rpc_url: Optional[str], registry: Optional[str],
                   ledger: Optional[str], evm_key: Optional[str], drand: Optional[str],
-                  local_drand_seed: Optional[str]) -> ChainOptions:
+                  local_drand_seed: Optional[str], ledger_rpc_url: Optional[str] = None) -> ChainOptions:
     return ChainOptions(network=network, netuid=netuid, rpc_url=rpc_url, registry=registry, ledger=ledger,
-                        evm_key=evm_key, drand=drand, local_drand_seed=local_drand_seed)
+                        evm_key=evm_key, drand=drand, local_drand_seed=local_drand_seed,
+                        ledger_rpc_url=ledger_rpc_url)
 
 
 def wallet_options(name: str, hotkey: str, path: str) -> WalletOptions:

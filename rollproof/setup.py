@@ -21,6 +21,7 @@ class ChainOptions:
     registry: str | None = None
     ledger: str | None = None
     evm_key: str | None = None  # hex private key of a funded EVM account (RPC chains)
+    ledger_rpc_url: str | None = None  # with a Bittensor network: the EVM holding registry + ledger
     drand: str | None = None  # "local" | "quicknet"; default: local on embedded, quicknet elsewhere
     drand_relays: tuple[str, ...] = DEFAULT_RELAYS
     local_drand_seed: str | None = None
@@ -62,6 +63,8 @@ def load_hotkey(opts: WalletOptions, *, allow_dev: bool):
 
 def open_chain(opts: ChainOptions, keypair=None, wallet_opts: WalletOptions | None = None,
                *, auto_mine: bool = True) -> Chain:
+    if opts.ledger_rpc_url and not opts.is_bittensor:
+        raise ConfigError("--ledger-rpc-url goes with a Bittensor --network; on an EVM chain the ledger is already there")
     if opts.rpc_url:
         from rollproof.chain.evm import EVMChain
 
@@ -76,7 +79,17 @@ def open_chain(opts: ChainOptions, keypair=None, wallet_opts: WalletOptions | No
     from rollproof.chain.bittensor_chain import BittensorChain
 
     wallet = load_wallet(wallet_opts) if wallet_opts is not None else None
-    return BittensorChain(opts.network, opts.netuid, wallet=wallet)
+    ledger = None
+    if opts.ledger_rpc_url:
+        from rollproof.chain.evm import EVMChain
+
+        if not (opts.registry and opts.ledger and opts.evm_key and keypair is not None):
+            raise ConfigError("--ledger-rpc-url needs --registry, --ledger and --evm-key (see `rollproof chain deploy`)")
+        ledger = EVMChain.connect(opts.ledger_rpc_url, opts.registry, opts.ledger,
+                                  evm_keys={keypair.ss58_address: opts.evm_key})
+        if ledger.netuid != opts.netuid:
+            raise ConfigError(f"the registry at {opts.registry} is for netuid {ledger.netuid}, not {opts.netuid}")
+    return BittensorChain(opts.network, opts.netuid, wallet=wallet, ledger=ledger)
 
 
 def beacon_source(opts: ChainOptions, chain: Chain) -> BeaconSource:

@@ -57,3 +57,53 @@ def test_live_subtensor_reads():
     neurons = chain.neurons()
     assert all(n.uid >= 0 and n.hotkey for n in neurons)
     chain.commitments(head // 20)  # parses whatever is there without raising
+
+
+class _Subtensor:
+    """The two reads the ledger path makes of subtensor (block height, metagraph); everything the
+    test checks goes through the real EVM contracts."""
+
+    def __init__(self, block, neurons):
+        from types import SimpleNamespace
+
+        self.block = block
+        graph = SimpleNamespace(neurons=[SimpleNamespace(uid=u, hotkey=h, validator_permit=True) for u, h in neurons])
+        self.subnets = SimpleNamespace(metagraph=lambda netuid: graph)
+
+
+def test_score_ledger_on_the_subtensor_evm(alice, bob):
+    from rollproof.chain.evm import EVMChain
+    from verification.constants import WINDOW_BLOCKS
+
+    evm = EVMChain.embedded_chain(5)
+    evm.mine(3 * WINDOW_BLOCKS)
+    # subtensor uid 7 is alice; on the EVM registry she gets her own uid, with a permit from the admin
+    chain = BittensorChain("finney", 5, subtensor=_Subtensor(evm.current_block(), [(2, bob.ss58_address),
+                                                                                   (7, alice.ss58_address)]),
+                           ledger=evm)
+    assert chain.ledger_entry(7, 1) is None
+    evm.register(bob)
+    evm_uid = evm.register(alice)
+    assert evm_uid != 7
+    with pytest.raises(ChainError, match="permit"):
+        chain.record_scores(alice, 1, [2, 7], [65535, 0], b"\x01" * 32, b"\x02" * 32)
+    evm.set_validator_permit(evm_uid)
+    chain.record_scores(alice, 1, [2, 7], [65535, 0], b"\x01" * 32, b"\x02" * 32)
+    entry = chain.ledger_entry(7, 1)
+    assert entry is not None and entry.validator_uid == 7
+    assert entry.uids == (2, 7) and entry.scores == (65535, 0)
+    assert entry.verified_root == b"\x01" * 32 and entry.report_hash == b"\x02" * 32
+    assert evm.ledger_entry(evm_uid, 1) == entry.__class__(**{**entry.__dict__, "validator_uid": evm_uid})
+    assert chain.ledger_entry(2, 1) is None  # bob recorded nothing
+    with pytest.raises(ChainError, match="already recorded"):
+        chain.record_scores(alice, 1, [2], [1], b"\x00" * 32, b"\x00" * 32)
+
+
+def test_ledger_rpc_url_needs_the_contract_addresses():
+    from rollproof.setup import ChainOptions, open_chain
+    from verification.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--registry"):
+        open_chain(ChainOptions(network="finney", ledger_rpc_url="http://127.0.0.1:9"), keypair=None)
+    with pytest.raises(ConfigError, match="Bittensor"):
+        open_chain(ChainOptions(ledger_rpc_url="http://127.0.0.1:9"))

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from rollproof.cli_common import (
-    Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, WalletHotkey,
+    Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, WalletHotkey,
     WalletName, WalletPath, chain_options, console, setup_logging, stop_on_signals, wallet_options,
 )
 from verification.errors import RollproofError
@@ -46,6 +46,7 @@ def run(
     wallet_name: str = WalletName, wallet_hotkey: str = WalletHotkey, wallet_path: str = WalletPath,
     network: str = Network, netuid: int = Netuid, rpc_url: Optional[str] = RpcUrl,
     registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
+    ledger_rpc_url: Optional[str] = LedgerRpcUrl,
     drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
     file_root: list[Path] = typer.Option([Path("~/.rollproof/store")], "--file-root",
                                          help="directories file:// bundle locations may point into"),
@@ -65,7 +66,7 @@ def run(
     from verification.model import load_model
 
     setup_logging(log_level)
-    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed)
+    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
     stop = stop_on_signals()
     try:

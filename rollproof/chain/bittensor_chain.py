@@ -7,14 +7,18 @@ Mapping of the chain interface:
   commit / commitments        Commitments.set_commitment with Raw fields (submit_call, signer
                               hotkey) / query_map(Commitments.CommitmentOf, [netuid])
   set_weights                 bt.set_weights (clip, u16 quantize, commit-reveal chosen by the SDK)
-  record_scores / ledger      not on subtensor: the ledger lives in the validator's state directory
-                              and, with --ledger-rpc-url, in the ScoreLedger contract on an EVM.
+  record_scores / ledger      not on subtensor itself: with --ledger-rpc-url, the ScoreLedger
+                              contract on the subtensor's EVM (chain id 945/964; its block numbers
+                              are subtensor's, so windows agree), where the validator's hotkey holds
+                              an EVM-registry uid with a permit; without it, this process's memory
+                              (the report stays in the validator's state directory).
 
 Subtensor keeps only a hotkey's latest commitment; the commitment bytes carry their window, and a
 record counts for window w only if it landed in w's blocks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from rollproof.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
@@ -51,11 +55,12 @@ def fields_bytes(fields: list) -> bytes:
 class BittensorChain(Chain):
     name = "bittensor"
 
-    def __init__(self, network: str, netuid: int, *, wallet=None, subtensor=None):
+    def __init__(self, network: str, netuid: int, *, wallet=None, subtensor=None, ledger: Chain | None = None):
         self.network = network
         self.netuid = netuid
         self.wallet = wallet
         self._sub = subtensor
+        self.ledger = ledger  # an EVMChain running the rollproof contracts on the subtensor's EVM
         self._local_ledger: dict[tuple[int, int], LedgerEntry] = {}
 
     @property
@@ -128,7 +133,15 @@ class BittensorChain(Chain):
         return {int(d): int(v) for d, v in (rows or [])}
 
     def ledger_entry(self, validator_uid: int, window: int) -> LedgerEntry | None:
-        return self._local_ledger.get((validator_uid, window))
+        if self.ledger is None:
+            return self._local_ledger.get((validator_uid, window))
+        hotkey = next((n.hotkey for n in self.neurons() if n.uid == validator_uid), None)
+        ledger_uid = self.ledger.uid_of(hotkey) if hotkey is not None else None
+        if ledger_uid is None:
+            return None
+        entry = self.ledger.ledger_entry(ledger_uid, window)
+        # the entry is the subtensor validator's: report its subtensor uid, not its EVM-registry uid
+        return None if entry is None else replace(entry, validator_uid=validator_uid)
 
     # ---- writing ------------------------------------------------------------------------------
     def _wallet(self):
@@ -180,6 +193,10 @@ class BittensorChain(Chain):
 
     def record_scores(self, keypair, window: int, uids: list[int], scores: list[int],
                       verified_root: bytes, report_hash: bytes) -> None:
+        if self.ledger is not None:
+            self.ledger.register(keypair)  # idempotent: returns the existing EVM-registry uid
+            self.ledger.record_scores(keypair, window, uids, scores, verified_root, report_hash)
+            return
         validator_uid = self.uid_of(keypair.ss58_address)
         self._local_ledger[(validator_uid, window)] = LedgerEntry(
             validator_uid, window, tuple(uids), tuple(scores), verified_root, report_hash, self.current_block())
