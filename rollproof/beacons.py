@@ -14,6 +14,7 @@ from pathlib import Path
 from verification.drand import Beacon, ChainInfo, verify_beacon
 from verification.drand_local import LocalDrand
 from verification.errors import BeaconError, BeaconUnavailableError
+from verification.json_depth import loads_bounded
 
 DEFAULT_RELAYS = (
     "https://api.drand.sh",
@@ -22,6 +23,7 @@ DEFAULT_RELAYS = (
     "https://drand.cloudflare.com",
 )
 MAX_RELAY_RESPONSE = 16 * 1024
+RELAY_JSON_DEPTH = 4  # a relay's reply is one flat object; deeper text is refused before parsing
 
 
 class BeaconCache:
@@ -115,7 +117,7 @@ class HttpRelaySource(BeaconSource):
                     raw = resp.read(MAX_RELAY_RESPONSE + 1)
                 if len(raw) > MAX_RELAY_RESPONSE:
                     raise BeaconError("relay response too large")
-                data = json.loads(raw)
+                data = loads_bounded(raw, RELAY_JSON_DEPTH)
                 beacon = Beacon(
                     chain_hash=self.info.chain_hash(),
                     round=int(data["round"]),

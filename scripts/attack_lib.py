@@ -4,6 +4,7 @@ local network. Each attack is what a real cheater could do with full control of 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -137,8 +138,24 @@ def bytes_attacks(data: bytes) -> dict[str, bytes]:
     return {
         "truncated bundle": data[: len(data) // 2],
         "malformed bundle": data.replace(b'"groups":[', b'"groups":{', 1),
+        "deeply nested bundle (parser stack)": data[:8] + b"[" * 1_000_000 + b"]" * 1_000_000,
         "bad signature (byte flipped)": bytes(flipped),
     }
+
+
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def padding_bits_set(data: bytes) -> bytes | None:
+    """The same decoded content under a different byte string (and hash): the lowest bit of the
+    last base64 character before '=' padding is always a padding bit. None when no field is padded
+(every array a multiple of 3 bytes): then the bundle has no second encoding to try."""
+    match = re.search(rb'[A-Za-z0-9+/](?==+")', data)
+    if match is None:
+        return None
+    out = bytearray(data)
+    out[match.start()] = _B64_ALPHABET[_B64_ALPHABET.index(out[match.start()]) ^ 1]
+    return bytes(out)
 
 
 __all__ = [name for name in dir() if not name.startswith("_")] + ["BeaconModel", "encode_bundle"]

@@ -78,6 +78,12 @@ def build_attacks(lm, drand):
             data = A.encode_bundle(A.honest(lm, ctx, key))
             if kind == "oversized bundle":
                 return data + b" " * (MAX_BUNDLE_BYTES + 1 - len(data)), A.expectation(ctx, key, lm)
+            if kind == "same bundle, base64 padding bits set":
+                groups = 1
+                while (malleated := A.padding_bits_set(data)) is None:  # one more group until a field is padded
+                    groups += 1
+                    data = A.encode_bundle(A.honest(lm, ctx, key, groups))
+                return malleated, A.expectation(ctx, key, lm)
             return A.bytes_attacks(data)[kind], A.expectation(ctx, key, lm)
         return run
 
@@ -108,6 +114,8 @@ def build_attacks(lm, drand):
         "truncated bundle": raw("truncated bundle"),
         "oversized bundle": raw("oversized bundle"),
         "malformed bundle": raw("malformed bundle"),
+        "deeply nested bundle (parser stack)": raw("deeply nested bundle (parser stack)"),
+        "same bundle, base64 padding bits set": raw("same bundle, base64 padding bits set"),
         "bad signature (byte flipped)": raw("bad signature (byte flipped)"),
     }
 

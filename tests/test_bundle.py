@@ -1,6 +1,8 @@
 import base64
 import copy
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from verification.bundle import (
 )
 from verification.constants import BUNDLE_MAGIC, GROUP_SIZE, MAX_NEW_TOKENS, PROTOCOL_VERSION, SKETCH_DIM
 from verification.errors import BundleFormatError, BundleTooLargeError
+from verification.json_depth import nesting_depth
 
 
 @st.composite
@@ -147,8 +150,52 @@ def test_json_structure_attacks(honest_bundle):
     with pytest.raises(BundleFormatError):
         decode_bundle(BUNDLE_MAGIC + canonical_json(doc).replace(b'"reward":0', b'"reward":NaN', 1))
     # deep nesting
-    with pytest.raises(BundleFormatError):
+    with pytest.raises(BundleFormatError, match="nests 100000 deep"):
         decode_bundle(BUNDLE_MAGIC + b"[" * 100000 + b"]" * 100000)
+
+
+def test_deep_nesting_cannot_crash_the_parser():
+    """Even with the recursion limit raised (as some libraries do), a deeply nested body is refused
+    before the C JSON scanner can overflow its stack; in a subprocess so a crash fails the test
+    instead of killing the run."""
+    code = (
+        "import sys; sys.setrecursionlimit(10**7)\n"
+        "from verification.bundle import decode_bundle\n"
+        "from verification.constants import BUNDLE_MAGIC\n"
+        "from verification.errors import BundleFormatError\n"
+        "for body in (b'[' * 10**6, b'{\"a\":' * 10**6, b'[\"x\",' * 10**6):\n"
+        "    try:\n"
+        "        decode_bundle(BUNDLE_MAGIC + body)\n"
+        "    except BundleFormatError as exc:\n"
+        "        assert 'deep' in str(exc), exc\n"
+        "    else:\n"
+        "        raise SystemExit('accepted')\n"
+        "print('refused')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "refused"
+
+
+def _depth(value) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:\n\u00e9'),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet='[]{}"\\x', max_size=4), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300)
+@given(json_values, st.booleans())
+def test_nesting_depth_matches_the_structure(value, ascii_only):
+    assert nesting_depth(json.dumps(value, ensure_ascii=ascii_only).encode()) == _depth(value)
 
 
 def test_size_limit(honest_bundle):

@@ -172,7 +172,7 @@ class _Relay(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.end_headers()
-        self.wfile.write(json.dumps(body).encode())
+        self.wfile.write(body if isinstance(body, bytes) else json.dumps(body).encode())
 
     def log_message(self, *a):
         pass
@@ -187,6 +187,8 @@ def relay():
         str(v["round"]): {"round": v["round"], "signature": v["signature"]},
         # a relay lying: serves another round's valid beacon under this round
         "999": {"round": other["round"], "signature": other["signature"]},
+        # a hostile relay: 16 KiB of nesting, deep enough to crash an unguarded json parser
+        "998": b"[" * 16_000,
     }
     server = HTTPServer(("127.0.0.1", 0), _Relay)
     t = threading.Thread(target=server.serve_forever, daemon=True)
@@ -212,3 +214,9 @@ def test_http_relay_rejects_wrong_round_and_dead_relays(relay):
     assert src.get(v["round"]).round == v["round"]
     with pytest.raises(BeaconUnavailableError):
         HttpRelaySource(QUICKNET, ["http://127.0.0.1:9"], timeout=1).get(1)
+
+
+def test_http_relay_refuses_deeply_nested_replies(relay):
+    url, _v = relay
+    with pytest.raises(BeaconUnavailableError, match="nests 16000 deep"):
+        HttpRelaySource(QUICKNET, [url], timeout=2).get(998)

@@ -27,6 +27,7 @@ from verification.constants import (
     BUNDLE_MAGIC,
     MAX_BUNDLE_BYTES,
     MAX_GROUPS_PER_BUNDLE,
+    MAX_JSON_DEPTH,
     MAX_NEW_TOKENS,
     MAX_PROMPT_TOKENS,
     PROTOCOL_VERSION,
@@ -34,6 +35,7 @@ from verification.constants import (
 )
 from verification.drand import Beacon
 from verification.errors import BundleFormatError, BundleTooLargeError
+from verification.json_depth import nesting_depth
 from verification.merkle import merkle_root
 from verification.prf import prf
 
@@ -283,6 +285,9 @@ def decode_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
     if not data.startswith(BUNDLE_MAGIC):
         raise BundleFormatError("not a rollproof bundle (bad magic)")
     body = data[len(BUNDLE_MAGIC):]
+    depth = nesting_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise BundleFormatError(f"bundle body nests {depth} deep (limit {MAX_JSON_DEPTH})")
     try:
         obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:

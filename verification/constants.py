@@ -90,6 +90,11 @@ MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 MAX_GROUPS_PER_BUNDLE = 256
 # Bundle file magic.
 BUNDLE_MAGIC = b"RPROOF1\n"
+# Deepest nesting of JSON arrays/objects a bundle body may have; checked before the JSON parser
+# runs, because a deeply nested body (b"[" * 10**5) can overflow the C stack of Python's json
+# scanner and kill the validator process. A valid bundle nests 5 deep. Breaks: lowering it below 5
+# rejects every bundle; raising it far (thousands) reopens the crash.
+MAX_JSON_DEPTH = 16
 
 # ---- scoring ----------------------------------------------------------------------------------
 # Window score of a miner whose checked groups all verified = (rollouts in its bundle that no
