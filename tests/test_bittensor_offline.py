@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from subtensor_reads import SubtensorReads
+
 from rollproof.chain.bittensor_chain import MAX_FIELDS, RAW_FIELD_BYTES, BittensorChain, commitment_fields, fields_bytes
 from verification.errors import ChainError
 
@@ -59,18 +61,6 @@ def test_live_subtensor_reads():
     chain.commitments(head // 20)  # parses whatever is there without raising
 
 
-class _Subtensor:
-    """The two reads the ledger path makes of subtensor (block height, metagraph); everything the
-    test checks goes through the real EVM contracts."""
-
-    def __init__(self, block, neurons):
-        from types import SimpleNamespace
-
-        self.block = block
-        graph = SimpleNamespace(neurons=[SimpleNamespace(uid=u, hotkey=h, validator_permit=True) for u, h in neurons])
-        self.subnets = SimpleNamespace(metagraph=lambda netuid: graph)
-
-
 def test_score_ledger_on_the_subtensor_evm(alice, bob):
     from rollproof.chain.evm import EVMChain
     from verification.constants import WINDOW_BLOCKS
@@ -78,7 +68,7 @@ def test_score_ledger_on_the_subtensor_evm(alice, bob):
     evm = EVMChain.embedded_chain(5)
     evm.mine(3 * WINDOW_BLOCKS)
     # subtensor uid 7 is alice; on the EVM registry she gets her own uid, with a permit from the admin
-    chain = BittensorChain("finney", 5, subtensor=_Subtensor(evm.current_block(), [(2, bob.ss58_address),
+    chain = BittensorChain("finney", 5, subtensor=SubtensorReads(evm.current_block(), [(2, bob.ss58_address),
                                                                                    (7, alice.ss58_address)]),
                            ledger=evm)
     assert chain.ledger_entry(7, 1) is None
@@ -87,7 +77,10 @@ def test_score_ledger_on_the_subtensor_evm(alice, bob):
     assert evm_uid != 7
     with pytest.raises(ChainError, match="permit"):
         chain.record_scores(alice, 1, [2, 7], [65535, 0], b"\x01" * 32, b"\x02" * 32)
+    with pytest.raises(ChainError, match=f"rollproof chain permit {evm_uid} "):
+        chain.prepare_ledger(alice)
     evm.set_validator_permit(evm_uid)
+    assert chain.prepare_ledger(alice) == evm_uid
     chain.record_scores(alice, 1, [2, 7], [65535, 0], b"\x01" * 32, b"\x02" * 32)
     entry = chain.ledger_entry(7, 1)
     assert entry is not None and entry.validator_uid == 7

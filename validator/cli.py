@@ -76,6 +76,8 @@ def run(
         with console.status(f"loading model {model}…"):
             lm = load_model(model)
         chain = open_chain(opts, keypair, wallet)
+        if opts.ledger_rpc_url:
+            log.info("score ledger on %s: EVM-registry uid %s", opts.ledger_rpc_url, chain.prepare_ledger(keypair))
         if opts.is_embedded:
             uid = chain.register(keypair)
             chain.set_validator_permit(uid)

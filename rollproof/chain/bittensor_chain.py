@@ -132,6 +132,19 @@ class BittensorChain(Chain):
                                                            [self.netuid, validator_uid]))
         return {int(d): int(v) for d, v in (rows or [])}
 
+    def prepare_ledger(self, keypair) -> int | None:
+        """Register the validator's hotkey in the ledger's EVM registry (once) and check that it holds
+        a permit there, so a missing permit stops the validator at start, not after its first window.
+        Returns the EVM-registry uid, or None without a ledger."""
+        if self.ledger is None:
+            return None
+        uid = self.ledger.register(keypair)
+        if not self.ledger.validator_permit(uid):
+            raise ChainError(f"hotkey {keypair.ss58_address} holds uid {uid} in the ledger's EVM registry but no "
+                             f"validator permit: the deployer grants it with `rollproof chain permit {uid} "
+                             f"--rpc-url … --registry … --ledger … --admin-key …`")
+        return uid
+
     def ledger_entry(self, validator_uid: int, window: int) -> LedgerEntry | None:
         if self.ledger is None:
             return self._local_ledger.get((validator_uid, window))

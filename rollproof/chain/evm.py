@@ -169,9 +169,11 @@ class EVMChain(Chain):
                 out.append((uid, ss58_of(hotkey)))
         return out
 
+    def validator_permit(self, uid: int) -> bool:
+        return bool(self._call(self.registry.functions.validator_permit(uid), f"permit of {uid}"))
+
     def neurons(self) -> list[Neuron]:
-        return [Neuron(uid, hotkey, bool(self._call(self.registry.functions.validator_permit(uid), f"permit of {uid}")))
-                for uid, hotkey in self._valid_uids()]
+        return [Neuron(uid, hotkey, self.validator_permit(uid)) for uid, hotkey in self._valid_uids()]
 
     def uid_of(self, hotkey: str) -> int | None:
         # registrations only: no permit reads (one RPC round trip per neuron on a remote node)
