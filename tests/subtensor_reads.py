@@ -1,11 +1,15 @@
-"""A stand-in for the two subtensor reads the score-ledger path makes (block height and the
-metagraph), for tests without a subtensor node; everything they check goes through real EVM contracts."""
+"""A stand-in for subtensor's reads (block height, metagraph, storage items by the SDK's names), for
+tests without a subtensor node; what they check is the adapter's logic and the real EVM contracts."""
 
 from types import SimpleNamespace
 
 
 class SubtensorReads:
-    def __init__(self, block, neurons):
+    def __init__(self, block, neurons, storage=None):
         self.block = block
+        self.storage = storage or {}
         graph = SimpleNamespace(neurons=[SimpleNamespace(uid=u, hotkey=h, validator_permit=True) for u, h in neurons])
         self.subnets = SimpleNamespace(metagraph=lambda netuid: graph)
+
+    def query(self, item, params=None, block=None):
+        return self.storage.get(item.name)

@@ -100,3 +100,16 @@ def test_ledger_rpc_url_needs_the_contract_addresses():
         open_chain(ChainOptions(network="finney", ledger_rpc_url="http://127.0.0.1:9"), keypair=None)
     with pytest.raises(ConfigError, match="Bittensor"):
         open_chain(ChainOptions(ledger_rpc_url="http://127.0.0.1:9"))
+
+
+@pytest.mark.parametrize("limit,last,block,ready", [
+    (100, [0, 950], 1000, False),   # uid 1 set 50 blocks ago, the limit is 100
+    (100, [0, 900], 1000, True),    # exactly the limit: subtensor allows it
+    (100, [0, 0], 1000, True),      # never set
+    (0, [0, 999], 1000, True),      # no limit on this subnet
+    (100, [0], 1000, True),         # uid not in LastUpdate yet
+])
+def test_weights_ready_follows_the_subnet_rate_limit(alice, bob, limit, last, block, ready):
+    reads = SubtensorReads(block, [(0, alice.ss58_address), (1, bob.ss58_address)],
+                           storage={"WeightsSetRateLimit": limit, "LastUpdate": last})
+    assert BittensorChain("finney", 3, subtensor=reads).weights_ready(1) is ready

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from verification.commitment import Commitment, decode_commitment, encode_commitment
 from verification.constants import MAX_LOCATION_BYTES, SCORE_EXPONENT, U16_MAX
 from verification.errors import CommitmentFormatError
-from verification.scoring import MinerOutcome, normalize_u16, score_window, verified_root
+from verification.scoring import MinerOutcome, combine_windows, normalize_u16, score_window, verified_root
 
 locations = st.builds(lambda scheme, path: scheme + path,
                       st.sampled_from(["file:///", "s3://", "https://"]),
@@ -95,3 +95,41 @@ def test_verified_root_binds_uid_and_rows():
     assert verified_root([o1, o2]) == verified_root([o2, o1])
     o2_other_uid = MinerOutcome(3, "b", True, "ok", verified_rows=[b"\x02" * 32])
     assert verified_root([o1, o2]) != verified_root([o1, o2_other_uid])
+
+
+window_rows = st.lists(st.tuples(st.integers(0, 7), st.sampled_from(["hk-a", "hk-b"]), st.floats(0, 1e6)),
+                       max_size=8).map(lambda rows: list({uid: (uid, hk, sc) for uid, hk, sc in rows}.values()))
+
+
+@settings(max_examples=200)
+@given(window_rows)
+def test_one_window_combines_to_its_own_weights(rows):
+    registered = {uid: hk for uid, hk, _ in rows}
+    uids, weights = combine_windows([rows], registered)
+    ordered = sorted(rows)
+    assert uids == [u for u, _, _ in ordered]
+    assert weights == normalize_u16([sc for _, _, sc in ordered])
+
+
+@settings(max_examples=200)
+@given(st.lists(window_rows, min_size=1, max_size=5), st.dictionaries(st.integers(0, 7), st.sampled_from(["hk-a", "hk-b"])))
+def test_combined_weights_sum_scores_of_the_current_holder_only(windows, registered):
+    uids, weights = combine_windows(windows, registered)
+    totals = {}
+    for rows in windows:
+        for uid, hk, sc in rows:
+            if registered.get(uid) == hk:
+                totals[uid] = totals.get(uid, 0.0) + sc
+    assert uids == sorted(totals)
+    assert all(0 <= w <= U16_MAX for w in weights)
+    if totals and max(totals.values()) > 0:
+        best = max(totals, key=totals.get)
+        assert weights[uids.index(best)] == U16_MAX
+    # scores of a uid's earlier holder never count: a uid registered to nobody now gets no weight
+    assert all(registered.get(u) is not None for u in uids)
+
+
+def test_combined_weights_example():
+    # uid 3 re-registered (hk-b now): its hk-a scores are dropped
+    windows = [[(1, "hk-a", 10.0), (3, "hk-a", 50.0)], [(2, "hk-b", 10.0)], [(2, "hk-b", 10.0), (3, "hk-b", 5.0)]]
+    assert combine_windows(windows, {1: "hk-a", 2: "hk-b", 3: "hk-b"}) == ([1, 2, 3], [32768, 65535, 16384])

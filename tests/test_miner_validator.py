@@ -215,3 +215,43 @@ def test_validator_loop_finishes_a_window_on_a_self_mining_chain(tmp_path, tiny,
     (res,) = v.run(threading.Event(), max_windows=1, poll_s=0.01)
     assert res.window == w and res.wrote_weights
     assert chain.weights(chain.uid_of(keys[2].ss58_address)) == {chain.uid_of(keys[0].ss58_address): 65535}
+
+
+def test_windows_under_a_weight_rate_limit_count_in_the_next_set(net, keys):
+    """Subtensor refuses weights until WeightsSetRateLimit blocks passed since the last set; windows
+    closed meanwhile are skipped and their scores are summed into the next set."""
+    from verification.constants import WINDOW_BLOCKS
+
+    chain = net.chain
+    # the rule subtensor applies: each window is processed a few blocks after the next one started,
+    # so a limit of 2.5 windows lets the first window set weights and skips the next two
+    limit = 5 * WINDOW_BLOCKS // 2
+    last_set: dict[str, int] = {}
+    real_set_weights = chain.set_weights
+
+    def set_weights(keypair, window, uids, weights):
+        assert chain.weights_ready(0), "set while the rate limit holds"
+        real_set_weights(keypair, window, uids, weights)
+        last_set["block"] = chain.current_block()
+
+    chain.set_weights = set_weights
+    chain.weights_ready = lambda uid: "block" not in last_set or chain.current_block() - last_set["block"] >= limit
+    first, second = net.miner(keys[0], name="a"), net.miner(keys[1], name="b")
+    validator = net.validator(keys[2])
+    results = []
+    start = net.next_window()
+    for i in range(4):
+        w = start + i  # consecutive windows, as the validator's loop processes them
+        assert window_of_block(chain.current_block()) == w
+        # window 0: both; window 1: only the first; windows 2-3: only the second
+        for miner in ([first, second] if i == 0 else [first] if i == 1 else [second]):
+            assert miner.run_window(w).stage == "committed"
+        net.open(validator, w)
+        results.append(validator.process_window(w))
+    assert [r.wrote_weights for r in results] == [True, False, False, True]
+    assert [validator.state.stage(r.window) for r in results] == ["weights_set", "weights_skipped", "weights_skipped",
+                                                                   "weights_set"]
+    # the last set covers windows 1-3: the first miner scored once, the second twice (same score each)
+    per_window = {m["uid"]: m["score"] for m in results[1].report["miners"]}
+    assert per_window[0] > 0 and results[3].report["miners"][0]["weight"] == 65535
+    assert chain.weights(chain.uid_of(keys[2].ss58_address)) == {0: 32768, 1: 65535}

@@ -27,7 +27,7 @@ from verification.challenge import groups_to_check, opening_seed, window_deadlin
 from verification.commitment import decode_commitment
 from verification.errors import BeaconUnavailableError, BundleFormatError, ChainError, CommitmentFormatError, StorageError
 from verification.model import LoadedModel
-from verification.scoring import MinerOutcome, MinerScore, score_window, verified_root
+from verification.scoring import MinerOutcome, MinerScore, combine_windows, score_window, verified_root
 from verification.verifier import Expectation, Verifier, format_verdict
 
 log = logging.getLogger("rollproof.validator")
@@ -143,16 +143,35 @@ class Validator:
             stage = "ledgered"
         if stage == "ledgered":
             done = self.chain.weights_window(my_uid)
-            if done is None or done < window:
-                if any(weights):
-                    self.chain.set_weights(self.keypair, window, uids, weights)
+            if done is not None and done >= window:
+                self.state.set_stage(window, "weights_set")
+            elif not self.chain.weights_ready(my_uid):
+                log.info("window %d: the chain's weight rate limit has not passed; its scores count in the "
+                         "next window's weights", window)
+                self.state.set_stage(window, "weights_skipped")
+            else:
+                set_uids, set_weights = self._weights_to_set(window, report, uids, weights)
+                if any(set_weights):
+                    self.chain.set_weights(self.keypair, window, set_uids, set_weights)
                     wrote_weights = True
                 else:
                     log.warning("window %d: every miner scored zero; weights left unchanged", window)
-            self.state.set_stage(window, "weights_set")
+                self.state.set_stage(window, "weights_set")
         scores = [MinerScore(m["uid"], m["hotkey"], m["reason"], m["detail"], m["unique_rollouts"],
                              m["copied_rollouts"], m["score"], m["weight"], m["verdict"]) for m in report["miners"]]
         return WindowResult(window, report, report_hash, scores, wrote_ledger, wrote_weights)
+
+    def _weights_to_set(self, window: int, report: dict, uids: list[int], weights: list[int]) -> tuple[list[int], list[int]]:
+        """This window's weights, or, after windows skipped by the chain's rate limit, the weights of
+        their scores and this window's summed (verification.scoring.combine_windows)."""
+        skipped = self.state.skipped_run_before(window)
+        if not skipped:
+            return uids, weights
+        reports = [json.loads(self.state.report_path(w).read_bytes()) for w in skipped] + [report]
+        registered = {n.uid: n.hotkey for n in self.chain.neurons()}
+        rows = [[(m["uid"], m["hotkey"], float(m["score"])) for m in r["miners"]] for r in reports]
+        log.info("window %d: weights over windows %s", window, ", ".join(map(str, skipped + [window])))
+        return combine_windows(rows, registered)
 
     def _score(self, window, on_miner, progress_factory) -> dict:
         open_round, open_beacon = opening_randomness(self.chain, self.beacons, window, self.beacon_cache)

@@ -3,7 +3,7 @@
     windows/<w>/outcomes/<uid>.json   a miner's verification outcome (written as soon as it is known)
     windows/<w>/bundles/<uid>.rpb     the fetched bundle, kept for offline audit
     windows/<w>/report.json           the scored window (canonical JSON; its SHA-256 goes on chain)
-    windows/<w>/stage                 scored -> ledgered -> weights_set
+    windows/<w>/stage                 scored -> ledgered -> weights_set | weights_skipped
 
 Every file is written to a temporary name, fsynced and renamed, so a crash leaves either the old
 or the new version. A restart resumes from the stage on disk and re-checks the chain before any
@@ -17,7 +17,10 @@ from pathlib import Path
 from rollproof.files import atomic_write
 from verification.scoring import MinerOutcome
 
-STAGES = ("scored", "ledgered", "weights_set")
+STAGES = ("scored", "ledgered", "weights_set", "weights_skipped")
+# a window is finished once its weights were set, or skipped because the chain's weight rate limit
+# had not passed (its scores then count in the next set: validator/service.py)
+FINISHED = ("weights_set", "weights_skipped")
 
 
 class ValidatorState:
@@ -73,5 +76,15 @@ class ValidatorState:
 
     def last_finished_window(self) -> int | None:
         done = [int(p.name) for p in (self.root / "windows").glob("*") if p.name.isdigit()
-                and self.stage(int(p.name)) == "weights_set"]
+                and self.stage(int(p.name)) in FINISHED]
         return max(done, default=None)
+
+    def skipped_run_before(self, window: int) -> list[int]:
+        """The windows right before `window` whose weights were skipped, oldest first (stops at the
+        first window that set weights, never ran, or lacks its report)."""
+        run = []
+        w = window - 1
+        while w >= 0 and self.stage(w) == "weights_skipped" and self.report_path(w).is_file():
+            run.append(w)
+            w -= 1
+        return run[::-1]

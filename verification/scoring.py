@@ -83,6 +83,20 @@ def normalize_u16(scores: list[float]) -> list[int]:
     return [min(U16_MAX, int(round(s / top * U16_MAX))) for s in scores]
 
 
+def combine_windows(windows: list[list[tuple[int, str, float]]], registered: dict[int, str]) -> tuple[list[int], list[int]]:
+    """u16 weights over several windows, for chains whose weight rate limit spans windows: each
+    (uid, hotkey)'s window scores summed in window order, kept only while that hotkey still holds
+    the uid (a re-registered uid does not inherit its predecessor's scores), then normalize_u16.
+    Returns (uids ascending, weights)."""
+    totals: dict[int, float] = {}
+    for rows in windows:
+        for uid, hotkey, score in rows:
+            if registered.get(uid) == hotkey:
+                totals[uid] = totals.get(uid, 0.0) + score
+    uids = sorted(totals)
+    return uids, normalize_u16([totals[u] for u in uids])
+
+
 def verified_root(outcomes: list[MinerOutcome]) -> bytes:
     """Merkle root over PRF("verified", uid, row_digest) of every verified rollout, uid order."""
     leaves = [prf("verified", o.uid, d) for o in sorted(outcomes, key=lambda o: o.uid) for d in o.verified_rows]

@@ -78,6 +78,10 @@ class Chain(ABC):
     def weights_window(self, validator_uid: int) -> int | None:
         """The latest window the validator set weights for, or None."""
 
+    def weights_ready(self, validator_uid: int) -> bool:
+        """Whether the chain accepts the validator's weights now (False while a rate limit holds)."""
+        return True
+
     @abstractmethod
     def weights(self, validator_uid: int) -> dict[int, int]:
         """The u16 weights the validator set most recently."""

@@ -125,6 +125,19 @@ class BittensorChain(Chain):
     def weights_window(self, validator_uid: int) -> int | None:
         return None  # the validator's state directory tracks which windows it set
 
+    def weights_ready(self, validator_uid: int) -> bool:
+        """WeightsSetRateLimit blocks must pass since the validator's LastUpdate (subtensor refuses
+        earlier sets); with windows shorter than the limit most windows are skipped and their scores
+        are summed into the next set."""
+        import bittensor as bt
+
+        st = bt.storage.SubtensorModule
+        limit = int(self._read("the weights rate limit", lambda: self.sub.query(st.WeightsSetRateLimit, [self.netuid])) or 0)
+        last = self._read("LastUpdate", lambda: self.sub.query(st.LastUpdate, [self.netuid])) or []
+        if limit == 0 or validator_uid >= len(last) or int(last[validator_uid]) == 0:
+            return True
+        return self.current_block() - int(last[validator_uid]) >= limit
+
     def weights(self, validator_uid: int) -> dict[int, int]:
         import bittensor as bt
 
