@@ -59,6 +59,8 @@ def run(
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows (default: run until stopped; 1 on the embedded chain)"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/miner/...)"),
+    keep_bundles: int = typer.Option(3, "--keep-bundles", min=1,
+                                     help="windows whose bundle bytes stay in the journal (the store keeps what it published)"),
     log_level: str = LogLevel,
 ) -> None:
     """Each window: derive problems, generate GRPO groups with proofs, publish the signed bundle,
@@ -95,7 +97,7 @@ def run(
         root = (state_dir or default_state_dir("miner", wallet, netuid)).expanduser()
         miner = Miner(chain, keypair, lm, open_store(store, endpoint_url=s3_endpoint), beacons,
                       root / chain.identity(), n_groups=groups, batch_size=batch_size,
-                      beacon_cache=BeaconCache(root / "beacons"))
+                      beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             def tokens_bar(window: int):

@@ -30,6 +30,7 @@ from verification.window import WindowContext
 
 log = logging.getLogger("rollproof.miner")
 MAX_CONSECUTIVE_FAILURES = 10  # transient beacon/storage/chain failures retried before giving up
+DEFAULT_KEEP_BUNDLES = 3  # windows whose bundle bytes stay in the journal (a restart needs only the current one)
 
 
 @dataclass
@@ -61,13 +62,25 @@ class MinerState:
     def bundle_path(self, window: int) -> Path:
         return self.root / "bundles" / f"{window}.rpb"
 
+    def prune_bundles(self, before_window: int) -> int:
+        """Delete the kept bundle bytes of windows before `before_window` (they only serve a restart
+        inside their own window; the journal records stay). Returns how many were deleted."""
+        removed = 0
+        for path in (self.root / "bundles").glob("*.rpb"):
+            if path.stem.isdigit() and int(path.stem) < before_window:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
 
 class Miner:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, store: BundleStore, beacons: BeaconSource,
                  state_dir: Path, *, n_groups: int = 8, batch_size: int = 16,
-                 beacon_cache: BeaconCache | None = None):
+                 beacon_cache: BeaconCache | None = None, keep_bundles: int = DEFAULT_KEEP_BUNDLES):
         if n_groups < 1:
             raise ConfigError("a miner publishes at least one group per window")
+        if keep_bundles < 1:
+            raise ConfigError("keep_bundles must be at least 1 (the current window's bundle)")
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
@@ -78,6 +91,7 @@ class Miner:
         self.n_groups = n_groups
         self.batch_size = batch_size
         self.beacon_cache = beacon_cache
+        self.keep_bundles = keep_bundles
 
     # ---- the bundle; cheating miners in rollproof/localnet override this ----------------------
     def make_bundle(self, ctx: WindowContext, on_tokens: Callable[[int], None] | None = None) -> Bundle:
@@ -160,6 +174,7 @@ class Miner:
                     break
                 continue
             done.append(rec)
+            self.state.prune_bundles(window + 1 - self.keep_bundles)
             if on_window:
                 on_window(rec)
             if max_windows is not None and len(done) >= max_windows:

@@ -262,3 +262,32 @@ def test_windows_under_a_weight_rate_limit_count_in_the_next_set(net, keys):
         0: round(first_total / top * 65535), 1: round(second_total / top * 65535)}
     # the latest window alone would have given the first miner nothing
     assert [m["uid"] for m in results[3].report["miners"]] == [1]
+
+
+def test_miner_keeps_only_the_newest_bundles(tmp_path, tiny, local_drand, keys):
+    import threading
+
+    chain = EVMChain.embedded_chain(3, auto_mine=True)
+    chain.register(keys[0])
+    miner = Miner(chain, keys[0], tiny, FileStore(tmp_path / "store"), LocalBeaconSource(local_drand, clock=chain.now),
+                  tmp_path / "m", n_groups=1, keep_bundles=1)
+    first, second = miner.run(threading.Event(), max_windows=2)
+    assert second.window == first.window + 1
+    assert not miner.state.bundle_path(first.window).exists() and miner.state.bundle_path(second.window).is_file()
+    assert miner.state.record(first.window).stage == "committed"  # the journal stays
+    assert len(list((tmp_path / "store").rglob("*.rpb"))) == 2  # the published copies are the store's to keep
+
+
+def test_validator_prunes_bundles_of_finished_windows_only(tmp_path):
+    from validator.state import ValidatorState
+
+    state = ValidatorState(tmp_path / "v")
+    for w, stage in ((1, "weights_set"), (2, "weights_skipped"), (3, "scored")):
+        state.bundle_path(w, 0).parent.mkdir(parents=True)
+        state.bundle_path(w, 0).write_bytes(b"bundle")
+        state.save_report(w, b"{}")
+        state.set_stage(w, stage)
+    assert state.prune_bundles(2) == 1
+    assert not state.bundle_path(1, 0).exists() and state.bundle_path(2, 0).exists()
+    assert state.prune_bundles(10) == 1  # window 3 is not finished: its bundle stays
+    assert state.bundle_path(3, 0).exists() and state.report_path(1).is_file()

@@ -55,6 +55,8 @@ def run(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/validator/...)"),
+    keep_bundles: int = typer.Option(48, "--keep-bundles", min=0,
+                                     help="finished windows whose fetched bundles stay on disk for audit; 0 keeps all"),
     log_level: str = LogLevel,
 ) -> None:
     """Follow windows: after each deadline, open it with the pinned drand round, verify every
@@ -88,7 +90,7 @@ def run(
         validator = Validator(chain, keypair, lm, beacons,
                               Fetcher(file_roots=file_root, s3_client=s3, timeout=fetch_timeout),
                               root / chain.identity(), beacon_cache=BeaconCache(root / "beacons"),
-                              batch_size=batch_size)
+                              batch_size=batch_size, keep_bundles=keep_bundles or None)
         log.info("validator %s (uid %s) on %s netuid %d", keypair.ss58_address, chain.uid_of(keypair.ss58_address),
                  chain.name, netuid)
         validator.run(stop, max_windows=windows, on_result=lambda r: console.print(window_table(r)))

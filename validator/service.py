@@ -32,6 +32,9 @@ from verification.verifier import Expectation, Verifier, format_verdict
 
 log = logging.getLogger("rollproof.validator")
 MAX_CONSECUTIVE_FAILURES = 10  # transient beacon/chain failures retried before giving up
+# finished windows whose fetched bundles stay on disk for audit (48 x 20 blocks x 12 s = 3.2 hours);
+# every bundle is up to MAX_BUNDLE_BYTES, so an unbounded archive would fill the disk
+DEFAULT_KEEP_BUNDLES = 48
 
 # validator-level reasons (before the Verifier runs), in check order
 VALIDATOR_REASONS = ("bad_commitment", "fetch_failed", "hash_mismatch")
@@ -50,7 +53,8 @@ class WindowResult:
 class Validator:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, beacons: BeaconSource, fetcher: Fetcher,
                  state_dir, *, beacon_cache: BeaconCache | None = None, batch_size: int = 8,
-                 networks=None, required_fingerprint: bytes | None = None):
+                 networks=None, required_fingerprint: bytes | None = None,
+                 keep_bundles: int | None = DEFAULT_KEEP_BUNDLES):
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
@@ -61,6 +65,7 @@ class Validator:
         self.beacon_cache = beacon_cache
         self.verifier = Verifier(lm, networks or [beacons.info], batch_size=batch_size)
         self.fingerprint = required_fingerprint or lm.fingerprint
+        self.keep_bundles = keep_bundles  # None keeps every bundle
 
     # ---- one miner ------------------------------------------------------------------------------
     def verify_commitment(self, window: int, rec: CommitmentRecord, expected: Expectation, open_seed: bytes,
@@ -238,6 +243,8 @@ class Validator:
                 result = None
             if result is not None:
                 results.append(result)
+                if self.keep_bundles is not None:
+                    self.state.prune_bundles(result.window + 1 - self.keep_bundles)
                 if on_result:
                     on_result(result)
                 if max_windows is not None and len(results) >= max_windows:

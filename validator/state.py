@@ -1,7 +1,8 @@
 """The validator's crash-safe journal, one directory per window:
 
     windows/<w>/outcomes/<uid>.json   a miner's verification outcome (written as soon as it is known)
-    windows/<w>/bundles/<uid>.rpb     the fetched bundle, kept for offline audit
+    windows/<w>/bundles/<uid>.rpb     the fetched bundle, kept for offline audit (the newest
+                                      --keep-bundles finished windows; prune_bundles)
     windows/<w>/report.json           the scored window (canonical JSON; its SHA-256 goes on chain)
     windows/<w>/stage                 scored -> ledgered -> weights_set | weights_skipped
 
@@ -57,6 +58,18 @@ class ValidatorState:
 
     def bundle_path(self, window: int, uid: int) -> Path:
         return self._dir(window) / "bundles" / f"{uid}.rpb"
+
+    def prune_bundles(self, before_window: int) -> int:
+        """Delete the fetched bundles of finished windows before `before_window`; outcomes, reports
+        and stages stay (they are small and are what the chain's report hash refers to). Returns how
+        many bundle files were deleted."""
+        removed = 0
+        for wdir in (self.root / "windows").glob("*"):
+            if wdir.name.isdigit() and int(wdir.name) < before_window and self.stage(int(wdir.name)) in FINISHED:
+                for path in (wdir / "bundles").glob("*.rpb"):
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     # report and stage
     def report_path(self, window: int) -> Path:
