@@ -291,3 +291,17 @@ def test_validator_prunes_bundles_of_finished_windows_only(tmp_path):
     assert not state.bundle_path(1, 0).exists() and state.bundle_path(2, 0).exists()
     assert state.prune_bundles(10) == 1  # window 3 is not finished: its bundle stays
     assert state.bundle_path(3, 0).exists() and state.report_path(1).is_file()
+
+
+def test_validator_catches_up_at_most_a_few_windows_after_an_outage(net, keys):
+    from validator.service import MAX_CATCH_UP_WINDOWS
+
+    validator = net.validator(keys[2])
+    start = net.next_window()
+    assert validator.next_window() == start - 1  # empty journal: the last closed window
+    validator.state.set_stage(start - 1, "weights_set")
+    net.chain.mine(window_start_block(start + 1) - net.chain.current_block())
+    assert validator.next_window() == start  # one window behind: resume in order
+    net.chain.mine(window_start_block(start + 10) - net.chain.current_block())
+    last_closed = start + 9
+    assert validator.next_window() == last_closed - MAX_CATCH_UP_WINDOWS + 1

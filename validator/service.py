@@ -35,6 +35,9 @@ MAX_CONSECUTIVE_FAILURES = 10  # transient beacon/chain failures retried before 
 # finished windows whose fetched bundles stay on disk for audit (48 x 20 blocks x 12 s = 3.2 hours);
 # every bundle is up to MAX_BUNDLE_BYTES, so an unbounded archive would fill the disk
 DEFAULT_KEEP_BUNDLES = 48
+# after an outage, closed windows processed to catch up (older ones are skipped with a warning):
+# each costs a full verification, and miners need not keep old bundles online
+MAX_CATCH_UP_WINDOWS = 3
 
 # validator-level reasons (before the Verifier runs), in check order
 VALIDATOR_REASONS = ("bad_commitment", "fetch_failed", "hash_mismatch")
@@ -54,7 +57,7 @@ class Validator:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, beacons: BeaconSource, fetcher: Fetcher,
                  state_dir, *, beacon_cache: BeaconCache | None = None, batch_size: int = 8,
                  networks=None, required_fingerprint: bytes | None = None,
-                 keep_bundles: int | None = DEFAULT_KEEP_BUNDLES):
+                 keep_bundles: int | None = DEFAULT_KEEP_BUNDLES, max_catch_up: int = MAX_CATCH_UP_WINDOWS):
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
@@ -66,6 +69,7 @@ class Validator:
         self.verifier = Verifier(lm, networks or [beacons.info], batch_size=batch_size)
         self.fingerprint = required_fingerprint or lm.fingerprint
         self.keep_bundles = keep_bundles  # None keeps every bundle
+        self.max_catch_up = max(1, max_catch_up)
 
     # ---- one miner ------------------------------------------------------------------------------
     def verify_commitment(self, window: int, rec: CommitmentRecord, expected: Expectation, open_seed: bytes,
@@ -218,12 +222,21 @@ class Validator:
 
     # ---- the loop -------------------------------------------------------------------------------
     def next_window(self) -> int:
-        """The oldest closed window not finished yet, never further back than the last closed one
-        when the journal is empty."""
+        """The oldest closed window not finished yet: the last closed one when the journal is empty,
+        and never more than max_catch_up closed windows back (after a long outage)."""
         head = self.chain.current_block()
         last_closed = window_of_block(head) - 1
         finished = self.state.last_finished_window()
-        return last_closed if finished is None else min(finished + 1, last_closed + 1)
+        if finished is None:
+            return last_closed
+        nxt = min(finished + 1, last_closed + 1)
+        oldest = last_closed - self.max_catch_up + 1
+        if nxt < oldest:
+            log.warning("journal ends at window %d, %d windows behind: skipping windows %d..%d (their bundles "
+                        "may be gone and their weights are stale); resuming at %d", finished,
+                        last_closed - finished, nxt, oldest - 1, oldest)
+            return oldest
+        return nxt
 
     def run(self, stop: threading.Event, *, max_windows: int | None = None,
             on_result: Callable[[WindowResult], None] | None = None, poll_s: float = 2.0, **kw) -> list[WindowResult]:
