@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from rollproof.files import atomic_write
 from verification.drand import Beacon, ChainInfo, verify_beacon
 from verification.drand_local import LocalDrand
 from verification.errors import BeaconError, BeaconUnavailableError
@@ -50,11 +51,7 @@ class BeaconCache:
 
     def _store(self, info: ChainInfo, beacon: Beacon) -> None:
         """Write a beacon the caller has just verified against info."""
-        path = self._path(info, beacon.round)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(beacon.to_json()))
-        tmp.replace(path)
+        atomic_write(self._path(info, beacon.round), json.dumps(beacon.to_json()).encode())
 
 
 class BeaconSource:
