@@ -1,1 +1,1 @@
-"""rollproof miner: generation engine, proof builder, bundle publication, CLI."""
+"""rollproof miner: generation engine, proof builder, journaled window loop."""

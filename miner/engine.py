@@ -15,7 +15,7 @@ import torch
 
 from verification.constants import MAX_NEW_TOKENS
 from verification.model import LoadedModel, forward_hidden_logits, log_softmax_t
-from verification.sampling import gumbel_noise
+from verification.sampling import gumbel_noise, sample_token
 from verification.sketch import sketch
 
 
@@ -86,7 +86,7 @@ def _generate_batch(lm, reqs, vectors, max_new, proofs, stop_at_eos, on_tokens) 
                 continue
             if proofs:
                 noise = gumbel_noise(r.problem_seed, r.rollout_index, step, logp.shape[-1])
-                tok = int(np.argmax(logp[i].astype(np.float64) + noise))
+                tok = sample_token(logp[i], noise)
                 sks[i].append(sketch(h_np[i:i + 1], vectors)[0])
             else:
                 tok = int(torch.multinomial(torch.from_numpy(np.exp(logp[i])), 1))

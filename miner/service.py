@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from miner.proof import assemble_bundle, build_groups
-from rollproof.beacons import BeaconCache, BeaconSource
-from rollproof.chain.base import Chain
-from rollproof.files import atomic_write
-from rollproof.storage import BundleStore, bundle_key
-from rollproof.windows import window_context
+from adapters.beacons import BeaconCache, BeaconSource
+from adapters.chain.base import Chain
+from adapters.files import atomic_write
+from adapters.storage import BundleStore, bundle_key
+from adapters.windows import window_context
 from verification.bundle import Bundle, bundle_hash, encode_bundle
 from verification.challenge import window_deadline_block, window_of_block, window_start_block
 from verification.commitment import encode_commitment

@@ -27,10 +27,10 @@ def _root() -> None:
 
 
 def _add_role_commands() -> None:
-    from miner.cli import app as miner_app
+    from rollproof.cli_miner import app as miner_app
     from rollproof.cli_chain import app as chain_app
     from rollproof.cli_localnet import localnet
-    from validator.cli import app as validator_app
+    from rollproof.cli_validator import app as validator_app
 
     app.add_typer(miner_app, name="miner")
     app.add_typer(validator_app, name="validator")

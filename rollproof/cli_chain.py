@@ -26,7 +26,7 @@ def deploy(
     netuid: int = typer.Option(1, "--netuid"),
 ) -> None:
     """Deploy SubnetRegistry and ScoreLedger from the checked-in artifacts; prints their addresses."""
-    from rollproof.chain.evm import EVMChain
+    from adapters.chain.evm import EVMChain
     from verification.errors import ChainError
 
     try:
@@ -53,7 +53,7 @@ def permit(
     """Grant a validator permit (the registry's admin only)."""
     from eth_account import Account
 
-    from rollproof.chain.evm import EVMChain
+    from adapters.chain.evm import EVMChain
 
     try:
         chain = EVMChain.connect(rpc_url, registry, ledger)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from rollproof.setup import ChainOptions, WalletOptions
+from adapters.connect import ChainOptions, WalletOptions
 
 console = Console(stderr=True)
 

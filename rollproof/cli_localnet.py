@@ -28,7 +28,7 @@ def localnet(
     Exit code 0 only if honest miners are weighted, every cheater is at zero, the chain holds the
     weights and the ledger entry, and the offline audit agrees with the validator."""
     from rollproof.localnet import run_localnet
-    from validator.cli import window_table
+    from rollproof.cli_validator import window_table
     from verification.model import load_model
 
     setup_logging(log_level)

@@ -16,11 +16,11 @@ from pathlib import Path
 from bittensor.sp_core import Keypair
 
 from miner.service import Miner
-from rollproof.beacons import BeaconCache, LocalBeaconSource
-from rollproof.chain.evm import EVMChain
-from rollproof.cheaters import CopycatMiner, EditedTokensMiner, ModelSwapMiner, ReplayMiner, other_checkpoint
-from rollproof.storage import Fetcher, FileStore
-from rollproof.windows import window_context
+from adapters.beacons import BeaconCache, LocalBeaconSource
+from adapters.chain.evm import EVMChain
+from attacks.cheaters import CopycatMiner, EditedTokensMiner, ModelSwapMiner, ReplayMiner, other_checkpoint
+from adapters.storage import Fetcher, FileStore
+from adapters.windows import window_context
 from validator.service import Validator, WindowResult
 from verification.bundle import encode_bundle
 from verification.challenge import window_of_block, window_start_block

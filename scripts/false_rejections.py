@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import attack_lib as A
+from attacks import lib as A
 from report_lib import environment, md_table, write
 from verification.constants import GROUP_SIZE
 from verification.drand_local import LocalDrand

@@ -44,7 +44,7 @@ def test_deploy_register_commit_weights_ledger_on_anvil(anvil_url, alice, bob):
     from eth_account import Account
     from web3 import Web3
 
-    from rollproof.chain.evm import EVMChain
+    from adapters.chain.evm import EVMChain
     from verification.challenge import window_of_block
 
     w3 = Web3(Web3.HTTPProvider(anvil_url))
@@ -73,8 +73,8 @@ def test_bittensor_validator_records_its_ledger_on_an_evm_endpoint(anvil_url, al
     from subtensor_reads import SubtensorReads
     from web3 import Web3
 
-    from rollproof.chain.evm import EVMChain
-    from rollproof.setup import ChainOptions, open_chain
+    from adapters.chain.evm import EVMChain
+    from adapters.connect import ChainOptions, open_chain
     from verification.challenge import window_of_block
     from verification.errors import ChainError, ConfigError
 

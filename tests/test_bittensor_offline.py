@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from subtensor_reads import SubtensorReads
 
-from rollproof.chain.bittensor_chain import MAX_FIELDS, RAW_FIELD_BYTES, BittensorChain, commitment_fields, fields_bytes
+from adapters.chain.bittensor_chain import MAX_FIELDS, RAW_FIELD_BYTES, BittensorChain, commitment_fields, fields_bytes
 from verification.errors import ChainError
 
 
@@ -34,7 +34,7 @@ def test_wallet_hotkey_signs_a_bundle_the_verifier_accepts(tmp_path, tiny, ctx, 
     import bittensor as bt
 
     from miner.proof import build_bundle
-    from rollproof.setup import WalletOptions, load_hotkey
+    from adapters.connect import WalletOptions, load_hotkey
     from verification.verifier import Verifier
 
     bt.Wallet(name="w", hotkey="h", path=str(tmp_path)).create_new_hotkey(use_password=False, suppress=True)
@@ -62,7 +62,7 @@ def test_live_subtensor_reads():
 
 
 def test_score_ledger_on_the_subtensor_evm(alice, bob):
-    from rollproof.chain.evm import EVMChain
+    from adapters.chain.evm import EVMChain
     from verification.constants import WINDOW_BLOCKS
 
     evm = EVMChain.embedded_chain(5)
@@ -93,7 +93,7 @@ def test_score_ledger_on_the_subtensor_evm(alice, bob):
 
 
 def test_ledger_rpc_url_needs_the_contract_addresses():
-    from rollproof.setup import ChainOptions, open_chain
+    from adapters.connect import ChainOptions, open_chain
     from verification.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--registry"):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from py_arkworks_bls12381 import G1Point
 
-from rollproof.beacons import BeaconCache, HttpRelaySource, LocalBeaconSource
+from adapters.beacons import BeaconCache, HttpRelaySource, LocalBeaconSource
 from verification.drand import DEFAULT, PUBLIC_NETWORKS, QUICKNET, Beacon, verify_beacon
 from verification.drand_local import LocalDrand
 from verification.errors import BeaconError, BeaconUnavailableError

@@ -3,7 +3,7 @@ window inside the window, weights and ledger only after the window, once, by per
 
 import pytest
 
-from rollproof.chain.evm import EVMChain, public_key_of
+from adapters.chain.evm import EVMChain, public_key_of
 from verification.challenge import window_of_block, window_start_block
 from verification.errors import ChainError
 

@@ -4,10 +4,10 @@ publishing, verdicts, weights and ledger on chain, crash-safe validator restarts
 import pytest
 
 from miner.service import Miner
-from rollproof.beacons import LocalBeaconSource
-from rollproof.chain.evm import EVMChain
-from rollproof.cheaters import EditedTokensMiner
-from rollproof.storage import Fetcher, FileStore
+from adapters.beacons import LocalBeaconSource
+from adapters.chain.evm import EVMChain
+from attacks.cheaters import EditedTokensMiner
+from adapters.storage import Fetcher, FileStore
 from validator.service import Validator
 from verification.bundle import bundle_hash, decode_bundle
 from verification.challenge import window_of_block, window_start_block

@@ -4,7 +4,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from rollproof.storage import Fetcher, FileStore, S3Store, bundle_key, open_store
+from adapters.storage import Fetcher, FileStore, S3Store, bundle_key, open_store
 from verification.errors import StorageError
 
 

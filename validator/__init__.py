@@ -1,2 +1,2 @@
-"""rollproof validator (window loop, scoring and weight writing are being built; the verification
-pipeline it runs is verification.verifier.Verifier)."""
+"""rollproof validator: the window pipeline (fetch, verify with verification.verifier.Verifier,
+score, write weights and the ledger) and its crash-safe journal."""

@@ -16,13 +16,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from rollproof.beacons import BeaconCache, BeaconSource
-from rollproof.chain.base import Chain, CommitmentRecord
-from rollproof.storage import Fetcher
-from rollproof.windows import opening_randomness
-from rollproof.files import atomic_write
+from adapters.beacons import BeaconCache, BeaconSource
+from adapters.chain.base import Chain, CommitmentRecord
+from adapters.storage import Fetcher
+from adapters.windows import opening_randomness
+from adapters.files import atomic_write
 from validator.state import ValidatorState
-from verification.bundle import bundle_hash, canonical_json, completion_digest, decode_bundle, row_digest
+from verification.bundle import bundle_hash, completion_digest, decode_bundle, row_digest
+from verification.canonical import canonical_json
 from verification.challenge import groups_to_check, opening_seed, window_deadline_block, window_of_block, window_start_block
 from verification.commitment import decode_commitment
 from verification.errors import BeaconUnavailableError, BundleFormatError, ChainError, CommitmentFormatError, StorageError

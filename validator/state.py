@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rollproof.files import atomic_write
+from adapters.files import atomic_write
 from verification.scoring import MinerOutcome
 
 STAGES = ("scored", "ledgered", "weights_set", "weights_skipped")

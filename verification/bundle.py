@@ -37,16 +37,13 @@ from verification.drand import Beacon
 from verification.errors import BundleFormatError, BundleTooLargeError
 from verification.json_depth import nesting_depth
 from verification.merkle import merkle_root
+from verification.canonical import canonical_json
 from verification.prf import prf
 
 _HEX = re.compile(r"^(?:[0-9a-f]{2})*$")
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 MAX_HOTKEY_LEN = 64
 MAX_ENV_NAME_LEN = 32
-
-
-def canonical_json(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
 class _Strict(BaseModel):

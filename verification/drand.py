@@ -1,6 +1,6 @@
 """drand beacons: pinned chain parameters, signature verification for both schemes, round maths.
 
-Pure: no network. Sources that fetch or sign beacons live in rollproof/beacons.py and return
+Pure: no network. Sources that fetch or sign beacons live in adapters/beacons.py and return
 Beacon objects that must pass verify_beacon() before anything uses them.
 """
 

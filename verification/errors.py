@@ -42,12 +42,6 @@ class BeaconUnavailableError(BeaconError):
     code = "beacon_unavailable"
 
 
-class ChallengeError(RollproofError):
-    """The work does not answer the challenge derived from the window's public randomness."""
-
-    code = "bad_challenge"
-
-
 class ModelError(RollproofError):
     """A model cannot be loaded, or its fingerprint is not the one required."""
 

@@ -10,11 +10,11 @@ Tensors are taken from the model's state dict as float32 (the protocol's compute
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 
 import numpy as np
 
+from verification.canonical import canonical_json
 from verification.merkle import merkle_root
 from verification.prf import prf
 
@@ -36,7 +36,7 @@ def tensors_root(named_arrays: Iterable[tuple[str, np.ndarray]]) -> bytes:
 
 
 def model_fingerprint(root: bytes, tokenizer_json: str, chat_template: str, generation: dict) -> bytes:
-    gen = json.dumps(generation, sort_keys=True, separators=(",", ":")).encode()
+    gen = canonical_json(generation)
     return prf(
         "model",
         root,

@@ -47,6 +47,10 @@ class LoadedModel:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def teacher_forced(self, prompt: list[int], completions, *, batch_size: int = 8,
+                       padding_side: str = "right"):
+        return teacher_forced(self, prompt, completions, batch_size=batch_size, padding_side=padding_side)
+
 
 def _configure_torch() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -235,13 +239,31 @@ def log_softmax_t(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float() / TEMPERATURE, dim=-1)
 
 
-def teacher_forced(lm: LoadedModel, prompt: list[int], completion: list[int]):
-    """Recompute, for each completion token, the hidden state and full logprobs that predicted it.
+def teacher_forced(lm: LoadedModel, prompt: list[int], completions: list[np.ndarray], *,
+                   batch_size: int = 8, padding_side: str = "right") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Recompute, for each completion token, the final hidden state and full logprobs that predicted
+    it, in padded batches. Token ids outside the vocabulary are replaced by 0 for the forward pass
+    (the verifier rejects them as bad_token anyway).
 
-    Returns (hidden [C,H] float32 numpy, logprobs [C,V] float32 numpy)."""
-    ids = torch.tensor([prompt + completion], dtype=torch.long, device=lm.device)
-    mask = torch.ones_like(ids)
-    hidden, logits, _ = forward_hidden_logits(lm, ids, mask)
-    p, c = len(prompt), len(completion)
-    sl = slice(p - 1, p + c - 1)
-    return hidden[0, sl].cpu().numpy(), log_softmax_t(logits[0, sl]).cpu().numpy()
+    Returns one (hidden [C,H] float32, logprobs [C,V] float32) pair per completion."""
+    out = []
+    vocab = lm.vocab_size
+    for start in range(0, len(completions), batch_size):
+        chunk = completions[start:start + batch_size]
+        safe = [np.where(c < vocab, c, 0).astype(np.int64) for c in chunk]
+        width = len(prompt) + max(len(c) for c in safe)
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        offsets = []
+        for i, c in enumerate(safe):
+            n = len(prompt) + len(c)
+            off = width - n if padding_side == "left" else 0
+            ids[i, off:off + n] = torch.tensor(prompt + c.tolist(), dtype=torch.long)
+            mask[i, off:off + n] = 1
+            offsets.append(off)
+        hidden, logits, _ = forward_hidden_logits(lm, ids.to(lm.device), mask.to(lm.device))
+        p = len(prompt)
+        for i, c in enumerate(safe):
+            sl = slice(offsets[i] + p - 1, offsets[i] + p - 1 + len(c))
+            out.append((hidden[i, sl].cpu().numpy(), log_softmax_t(logits[i, sl]).cpu().numpy()))
+    return out

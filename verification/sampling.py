@@ -24,11 +24,6 @@ def gumbel_noise(problem_seed: bytes, rollout_index: int, position: int, vocab_s
     return -np.log(-np.log(u))
 
 
-def gumbel_noise_rows(problem_seed: bytes, rollout_index: int, positions: range | list[int],
-                      vocab_size: int) -> np.ndarray:
-    return np.stack([gumbel_noise(problem_seed, rollout_index, p, vocab_size) for p in positions])
-
-
 def sample_token(logprobs: np.ndarray, noise: np.ndarray) -> int:
     """The protocol's sampling rule on one position (logprobs already at temperature T)."""
     return int(np.argmax(logprobs.astype(np.float64) + noise))

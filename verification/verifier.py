@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from verification import environments
 from verification.bundle import Bundle, Group, decode_bundle, rows_root
 from verification.challenge import problem_round
 from verification.constants import (
     GROUP_SIZE,
-    GUMBEL_MARGIN,
     LOGPROB_ABS_TOL,
     MAX_NEW_TOKENS,
     SKETCH_TOL,
@@ -30,11 +30,13 @@ from verification.constants import (
 from verification.drand import ChainInfo, verify_beacon
 from verification.errors import BeaconError, BundleFormatError, RollproofError, SignatureError
 from verification.grpo import advantages
-from verification.model import LoadedModel, forward_hidden_logits, log_softmax_t
-from verification.sampling import gumbel_noise
+from verification.sampling import gumbel_noise, sampling_gap, token_passes
 from verification.signing import verify as verify_signature
-from verification.sketch import sketch, sketch_distance, sketch_vectors
+from verification.sketch import sketch, sketch_distance, sketch_passes, sketch_vectors
 from verification.window import WindowContext
+
+if TYPE_CHECKING:  # the model module needs torch; the verifier itself does not import it
+    from verification.model import LoadedModel
 
 # reason codes, in check order
 OK = "ok"
@@ -202,27 +204,8 @@ class Verifier:
 
     def recompute(self, prompt: list[int], completions: list[np.ndarray]):
         """Teacher-forced hidden states and logprobs for each completion, in padded batches."""
-        out = []
-        vocab = self.lm.vocab_size
-        for start in range(0, len(completions), self.batch_size):
-            chunk = completions[start:start + self.batch_size]
-            safe = [np.where(c < vocab, c, 0).astype(np.int64) for c in chunk]
-            width = len(prompt) + max(len(c) for c in safe)
-            ids = torch.zeros((len(chunk), width), dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            offsets = []
-            for i, c in enumerate(safe):
-                n = len(prompt) + len(c)
-                off = width - n if self.padding_side == "left" else 0
-                ids[i, off:off + n] = torch.tensor(prompt + c.tolist(), dtype=torch.long)
-                mask[i, off:off + n] = 1
-                offsets.append(off)
-            hidden, logits, _ = forward_hidden_logits(self.lm, ids.to(self.lm.device), mask.to(self.lm.device))
-            p = len(prompt)
-            for i, c in enumerate(safe):
-                sl = slice(offsets[i] + p - 1, offsets[i] + p - 1 + len(c))
-                out.append((hidden[i, sl].cpu().numpy(), log_softmax_t(logits[i, sl]).cpu().numpy()))
-        return out
+        return self.lm.teacher_forced(prompt, completions, batch_size=self.batch_size,
+                                      padding_side=self.padding_side)
 
     def check_rollout(self, g, r, seed, hidden, logp, vectors, env, problem) -> RolloutVerdict:
         """All per-token and reward checks of one rollout against recomputed (hidden, logprobs)."""
@@ -233,16 +216,14 @@ class Verifier:
         if np.any(tokens >= self.lm.vocab_size):
             return RolloutVerdict(g.index, r.index, False, "bad_token", "token id outside the vocabulary", ["bad_token"])
         dist = sketch_distance(sketch(hidden, vectors), r.sketches)
-        bad_sketch = np.flatnonzero(dist > SKETCH_TOL)
+        bad_sketch = np.flatnonzero([not sketch_passes(int(d)) for d in dist])
         if len(bad_sketch):
             failed.append("sketch_mismatch")
             details["sketch_mismatch"] = (f"{len(bad_sketch)}/{c} positions beyond {SKETCH_TOL} units "
                                           f"(first at {int(bad_sketch[0])}, max {int(dist.max())})")
-        gaps = np.empty(c)
-        for i in range(c):
-            scores = logp[i].astype(np.float64) + gumbel_noise(seed, r.index, i, logp.shape[-1])
-            gaps[i] = scores.max() - scores[tokens[i]]
-        bad_sample = np.flatnonzero(gaps > GUMBEL_MARGIN)
+        gaps = np.array([sampling_gap(logp[i], gumbel_noise(seed, r.index, i, logp.shape[-1]), int(tokens[i]))
+                         for i in range(c)])
+        bad_sample = np.flatnonzero([not token_passes(gap) for gap in gaps])
         if len(bad_sample):
             failed.append("sampling_mismatch")
             details["sampling_mismatch"] = (f"{len(bad_sample)}/{c} tokens are not the seeded sample "

@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from rollproof.files import atomic_write
+from adapters.files import atomic_write
 from verification.drand import Beacon, ChainInfo, verify_beacon
 from verification.drand_local import LocalDrand
 from verification.errors import BeaconError, BeaconUnavailableError

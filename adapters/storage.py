@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from rollproof.files import atomic_write
+from adapters.files import atomic_write
 from verification.constants import FETCH_TIMEOUT_S, MAX_BUNDLE_BYTES
 from verification.errors import StorageError
 

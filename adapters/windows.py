@@ -3,8 +3,8 @@ turn "window w" into the public randomness of that window."""
 
 from __future__ import annotations
 
-from rollproof.beacons import BeaconCache, BeaconSource
-from rollproof.chain.base import BlockInfo, Chain
+from adapters.beacons import BeaconCache, BeaconSource
+from adapters.chain.base import BlockInfo, Chain
 from verification.challenge import opening_round, problem_round, window_deadline_block, window_start_block
 from verification.window import WindowContext
 

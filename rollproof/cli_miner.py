@@ -27,7 +27,7 @@ def register(
     log_level: str = LogLevel,
 ) -> None:
     """Register the hotkey on the subnet (Bittensor: burned register paid by the coldkey)."""
-    from rollproof.setup import load_hotkey, open_chain
+    from adapters.connect import load_hotkey, open_chain
 
     setup_logging(log_level)
     opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, None, None)
@@ -66,9 +66,9 @@ def run(
     """Each window: derive problems, generate GRPO groups with proofs, publish the signed bundle,
     commit its hash and location on chain. Ctrl-C stops after the current window."""
     from miner.service import Miner
-    from rollproof.beacons import BeaconCache
-    from rollproof.setup import beacon_source, default_state_dir, load_hotkey, open_chain
-    from rollproof.storage import open_store
+    from adapters.beacons import BeaconCache
+    from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
+    from adapters.storage import open_store
     from verification.constants import GROUP_SIZE, MAX_NEW_TOKENS
     from verification.model import load_model
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from rollproof.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
+from adapters.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
 from verification.challenge import window_deadline_block, window_of_block
 from verification.commitment import decode_commitment
 from verification.errors import ChainError, CommitmentFormatError

@@ -14,10 +14,9 @@ import secrets
 import threading
 import time
 import warnings
-from pathlib import Path
 
-from rollproof.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
-from rollproof.contracts import load_artifact
+from adapters.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
+from adapters.contracts import load_artifact
 from verification.constants import WINDOW_BLOCKS
 from verification.errors import ChainError, SignatureError
 from verification.prf import prf
@@ -338,15 +337,3 @@ class EmbeddedEVM:
     def fund(self, address: str, wei: int = FUND_WEI) -> None:
         tx = self.w3.eth.send_transaction({"from": self.admin, "to": address, "value": wei})
         self.w3.eth.wait_for_transaction_receipt(tx)
-
-
-def load_or_create_evm_key(path: Path) -> str:
-    """A participant's EVM key file (hex, mode 0600), created on first use."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = "0x" + secrets.token_hex(32)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key

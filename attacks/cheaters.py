@@ -11,7 +11,7 @@ import torch
 
 from miner.proof import assemble_bundle, build_groups
 from miner.service import Miner
-from rollproof.storage import bundle_key
+from adapters.storage import bundle_key
 from verification.bundle import Bundle, decode_bundle
 from verification.model import LoadedModel
 from verification.window import WindowContext

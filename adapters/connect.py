@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rollproof.beacons import DEFAULT_RELAYS, BeaconSource, HttpRelaySource, LocalBeaconSource
-from rollproof.chain.base import Chain
+from adapters.beacons import DEFAULT_RELAYS, BeaconSource, HttpRelaySource, LocalBeaconSource
+from adapters.chain.base import Chain
 from verification.errors import ConfigError
 
 EMBEDDED = "embedded"
@@ -66,22 +66,22 @@ def open_chain(opts: ChainOptions, keypair=None, wallet_opts: WalletOptions | No
     if opts.ledger_rpc_url and not opts.is_bittensor:
         raise ConfigError("--ledger-rpc-url goes with a Bittensor --network; on an EVM chain the ledger is already there")
     if opts.rpc_url:
-        from rollproof.chain.evm import EVMChain
+        from adapters.chain.evm import EVMChain
 
         if not (opts.registry and opts.ledger):
             raise ConfigError("--rpc-url needs --registry and --ledger (see `rollproof chain deploy`)")
         keys = {keypair.ss58_address: opts.evm_key} if (keypair is not None and opts.evm_key) else None
         return EVMChain.connect(opts.rpc_url, opts.registry, opts.ledger, evm_keys=keys)
     if opts.network == EMBEDDED:
-        from rollproof.chain.evm import EVMChain
+        from adapters.chain.evm import EVMChain
 
         return EVMChain.embedded_chain(opts.netuid, auto_mine=auto_mine)
-    from rollproof.chain.bittensor_chain import BittensorChain
+    from adapters.chain.bittensor_chain import BittensorChain
 
     wallet = load_wallet(wallet_opts) if wallet_opts is not None else None
     ledger = None
     if opts.ledger_rpc_url:
-        from rollproof.chain.evm import EVMChain
+        from adapters.chain.evm import EVMChain
 
         if not (opts.registry and opts.ledger and opts.evm_key and keypair is not None):
             raise ConfigError("--ledger-rpc-url needs --registry, --ledger and --evm-key (see `rollproof chain deploy`)")

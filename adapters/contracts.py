@@ -1,7 +1,7 @@
 """The project's EVM contracts: compile the Vyper sources in `contracts/` offline and load the
-checked-in artifacts (`rollproof/contracts_artifacts/*.json`) that deployments use.
+checked-in artifacts (`adapters/contracts_artifacts/*.json`) that deployments use.
 
-`python -m rollproof.contracts` rewrites the artifacts; tests/test_contracts.py recompiles and
+`python -m adapters.contracts` rewrites the artifacts; tests/test_contracts.py recompiles and
 checks that they match the sources byte for byte."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def compile_source(name: str, source_dir: Path = SOURCE_DIR) -> dict:
 def load_artifact(name: str) -> dict:
     if name not in CONTRACT_NAMES:
         raise KeyError(f"unknown contract {name!r}")
-    text = resources.files("rollproof").joinpath("contracts_artifacts", f"{name}.json").read_text()
+    text = resources.files("adapters").joinpath("contracts_artifacts", f"{name}.json").read_text()
     return json.loads(text)
 
 

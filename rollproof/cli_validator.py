@@ -61,9 +61,9 @@ def run(
 ) -> None:
     """Follow windows: after each deadline, open it with the pinned drand round, verify every
     committed bundle, score, write the ledger entry and weights. Ctrl-C stops after the current window."""
-    from rollproof.beacons import BeaconCache
-    from rollproof.setup import beacon_source, default_state_dir, load_hotkey, open_chain
-    from rollproof.storage import Fetcher, make_s3_client
+    from adapters.beacons import BeaconCache
+    from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
+    from adapters.storage import Fetcher, make_s3_client
     from validator.service import Validator
     from verification.model import load_model
 
