@@ -159,19 +159,21 @@ class Fetcher:
         self.timeout = timeout
         self.max_bytes = max_bytes
 
-    def fetch(self, location: str) -> bytes:
+    def fetch(self, location: str, max_bytes: int | None = None) -> bytes:
+        """The bytes at location, at most max_bytes (default: the fetcher's bundle limit)."""
+        limit = self.max_bytes if max_bytes is None else max_bytes
         parsed = urllib.parse.urlparse(location)
         if parsed.scheme == "file":
             path = Path(urllib.parse.unquote(parsed.path)).resolve()
             if not any(root == path or root in path.parents for root in self.file_roots):
                 raise StorageError(f"{location} is outside the directories this validator reads")
-            return _read_file(path, self.max_bytes)
+            return _read_file(path, limit)
         if parsed.scheme == "s3":
             if self.s3_client is None:
                 self.s3_client = make_s3_client(timeout=self.timeout)
-            return _read_s3(self.s3_client, parsed.netloc, parsed.path.lstrip("/"), self.max_bytes)
+            return _read_s3(self.s3_client, parsed.netloc, parsed.path.lstrip("/"), limit)
         if parsed.scheme in ("http", "https"):
-            return _read_http(location, self.max_bytes, self.timeout)
+            return _read_http(location, limit, self.timeout)
         raise StorageError(f"unsupported location scheme {parsed.scheme!r}")
 
 

@@ -40,7 +40,7 @@ class ModelSwapMiner(Miner):
     def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
         groups = build_groups(self.swapped, ctx, self.hotkey, list(range(self.n_groups)),
                               batch_size=self.batch_size, on_tokens=on_tokens)
-        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, groups)
+        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, groups, self.lm.generation)
 
 
 class EditedTokensMiner(Miner):
@@ -54,7 +54,7 @@ class EditedTokensMiner(Miner):
             i = len(r.completion) // 2
             r.completion = r.completion.copy()
             r.completion[i] = np.uint32((int(r.completion[i]) + 1) % self.lm.vocab_size)
-        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, bundle.groups)
+        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, bundle.groups, self.lm.generation)
 
 
 class CopycatMiner(Miner):
@@ -69,7 +69,7 @@ class CopycatMiner(Miner):
     def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
         data = self.store.get(bundle_key(self.chain.netuid, ctx.window, self.victim))
         stolen = decode_bundle(data)
-        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, stolen.groups)
+        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, stolen.groups, self.lm.generation)
 
 
 class ReplayMiner(Miner):

@@ -74,12 +74,12 @@ def other_same_shape(lm: LoadedModel) -> LoadedModel:
 
 
 def honest(lm, ctx, key, groups=1) -> Bundle:
-    return assemble_bundle(ctx, key, lm.fingerprint, build_groups(lm, ctx, key.ss58_address, list(range(groups))))
+    return assemble_bundle(ctx, key, lm.fingerprint, build_groups(lm, ctx, key.ss58_address, list(range(groups))), lm.generation)
 
 
 def generated_by(model_lm, lm, ctx, key, groups=1) -> Bundle:
     """Generation (and its own proofs) by model_lm, signed as if by the agreed model."""
-    return assemble_bundle(ctx, key, lm.fingerprint, build_groups(model_lm, ctx, key.ss58_address, list(range(groups))))
+    return assemble_bundle(ctx, key, lm.fingerprint, build_groups(model_lm, ctx, key.ss58_address, list(range(groups))), lm.generation)
 
 
 def cheap_generation_honest_prefill(cheap, lm, ctx, key, groups=1) -> Bundle:
@@ -91,13 +91,13 @@ def cheap_generation_honest_prefill(cheap, lm, ctx, key, groups=1) -> Bundle:
         for r, (hidden, logp) in zip(g.rollouts, verifier.recompute(g.prompt.tolist(), [r.completion for r in g.rollouts])):
             r.logprobs = logp[np.arange(len(r.completion)), r.completion.astype(np.int64)].astype(np.float32)
             r.sketches = sketch(hidden, vectors)
-    return assemble_bundle(ctx, key, lm.fingerprint, bundle.groups)
+    return assemble_bundle(ctx, key, lm.fingerprint, bundle.groups, lm.generation)
 
 
 def resigned(bundle: Bundle, ctx: WindowContext, key, mutate) -> Bundle:
     b = copy.deepcopy(bundle)
     mutate(b)
-    return assemble_bundle(ctx, key, bytes.fromhex(b.header.model_fingerprint), b.groups)
+    return assemble_bundle(ctx, key, bytes.fromhex(b.header.model_fingerprint), b.groups, b.header)
 
 
 def edit_token(b: Bundle):

@@ -1,7 +1,8 @@
 # pragma version 0.4.3
 """
 @title rollproof subnet registry
-@notice One subnet: hotkeys to uids, per-window bundle commitments, u16 weights per validator.
+@notice One subnet: hotkeys to uids, per-window bundle commitments, u16 weights per validator,
+        and the trainer's checkpoint announcements (docs/protocol.md section 15).
         The sr25519 hotkey cannot be checked by the EVM, so each registration carries the
         hotkey's signature over (chain id, this contract, owner); readers drop registrations
         whose proof does not verify (docs/protocol.md section 12).
@@ -9,6 +10,7 @@
 
 MAX_UIDS: constant(uint256) = 4096
 MAX_COMMITMENT: constant(uint256) = 256
+MAX_CHECKPOINT_LOCATION: constant(uint256) = 200
 
 struct Neuron:
     hotkey: bytes32
@@ -37,9 +39,29 @@ event ValidatorPermit:
     uid: indexed(uint16)
     allowed: bool
 
+struct Announcement:
+    from_window: uint64
+    fingerprint: bytes32
+    manifest_hash: bytes32
+    location: Bytes[MAX_CHECKPOINT_LOCATION]
+    block: uint256
+
+event TrainerSet:
+    trainer: indexed(address)
+    hotkey: bytes32
+
+event CheckpointAnnounced:
+    index: indexed(uint256)
+    from_window: indexed(uint64)
+    fingerprint: bytes32
+    manifest_hash: bytes32
+    location: Bytes[MAX_CHECKPOINT_LOCATION]
+
 netuid: public(immutable(uint16))
 window_blocks: public(immutable(uint64))
 admin: public(immutable(address))
+# an announcement made in window v applies from window >= v + activation_windows
+activation_windows: public(immutable(uint64))
 
 neuron_count: public(uint16)
 neurons: public(HashMap[uint16, Neuron])
@@ -51,13 +73,20 @@ commitment_block: public(HashMap[uint16, HashMap[uint64, uint256]])
 weights_window: public(HashMap[uint16, uint64])
 weight_dests: HashMap[uint16, DynArray[uint16, MAX_UIDS]]
 weight_values: HashMap[uint16, DynArray[uint16, MAX_UIDS]]
+# the one account allowed to announce checkpoints, and the sr25519 key that signs its manifests
+trainer: public(address)
+trainer_hotkey: public(bytes32)
+announcement_count: public(uint256)
+announcements: public(HashMap[uint256, Announcement])
 
 
 @deploy
-def __init__(netuid_: uint16, window_blocks_: uint64):
+def __init__(netuid_: uint16, window_blocks_: uint64, activation_windows_: uint64):
     assert window_blocks_ > 0, "window_blocks"
+    assert activation_windows_ > 0, "activation_windows"
     netuid = netuid_
     window_blocks = window_blocks_
+    activation_windows = activation_windows_
     admin = msg.sender
 
 
@@ -110,6 +139,29 @@ def set_weights(uid: uint16, window: uint64, dests: DynArray[uint16, MAX_UIDS], 
     self.weight_dests[uid] = dests
     self.weight_values[uid] = weights
     log WeightsSet(validator_uid=uid, window=window, dests=dests, weights=weights)
+
+
+@external
+def set_trainer(trainer_: address, hotkey: bytes32):
+    assert msg.sender == admin, "admin only"
+    self.trainer = trainer_
+    self.trainer_hotkey = hotkey
+    log TrainerSet(trainer=trainer_, hotkey=hotkey)
+
+
+@external
+def announce_checkpoint(from_window: uint64, fingerprint: bytes32, manifest_hash: bytes32,
+                        location: Bytes[MAX_CHECKPOINT_LOCATION]):
+    assert self.trainer != empty(address) and msg.sender == self.trainer, "trainer only"
+    assert from_window >= self._current_window() + activation_windows, "announcement for a past window"
+    i: uint256 = self.announcement_count
+    if i > 0:
+        assert from_window > self.announcements[i - 1].from_window, "not after the last announcement"
+    self.announcements[i] = Announcement(from_window=from_window, fingerprint=fingerprint,
+                                         manifest_hash=manifest_hash, location=location, block=block.number)
+    self.announcement_count = i + 1
+    log CheckpointAnnounced(index=i, from_window=from_window, fingerprint=fingerprint,
+                            manifest_hash=manifest_hash, location=location)
 
 
 @view

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from verification.constants import MAX_NEW_TOKENS
 from verification.model import LoadedModel, forward_hidden_logits, log_softmax_t
 from verification.sampling import gumbel_noise, sample_token
 from verification.sketch import sketch
@@ -43,7 +42,7 @@ def generate(
     requests: Sequence[RolloutRequest],
     sketch_vectors: np.ndarray | None,
     *,
-    max_new_tokens: int = MAX_NEW_TOKENS,
+    max_new_tokens: int | None = None,
     batch_size: int = 16,
     proofs: bool = True,
     stop_at_eos: bool = True,
@@ -53,6 +52,7 @@ def generate(
     sketch is taken: the baseline the benchmark compares against (its output is not verifiable).
     stop_at_eos=False decodes exactly max_new_tokens per row (equal work for benchmarks; such
     rollouts are not valid protocol rollouts)."""
+    max_new_tokens = lm.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
     out: list[GeneratedRollout] = []
     for start in range(0, len(requests), batch_size):
         out.extend(_generate_batch(lm, requests[start:start + batch_size], sketch_vectors,
@@ -77,7 +77,7 @@ def _generate_batch(lm, reqs, vectors, max_new, proofs, stop_at_eos, on_tokens) 
     sks: list[list[np.ndarray]] = [[] for _ in range(b)]
     done = [False] * b
     for step in range(max_new):
-        logp = log_softmax_t(l_last).cpu().numpy()
+        logp = log_softmax_t(l_last, lm.temperature).cpu().numpy()
         h_np = h_last.cpu().numpy() if proofs else None
         next_tokens = []
         for i, r in enumerate(reqs):

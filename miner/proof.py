@@ -10,7 +10,8 @@ import numpy as np
 from miner.engine import GeneratedRollout, RolloutRequest, generate
 from verification import environments
 from verification.bundle import BeaconModel, Bundle, Group, Header, Rollout, rows_root
-from verification.constants import GROUP_SIZE, MAX_NEW_TOKENS, PROTOCOL_VERSION
+from verification.constants import PROTOCOL_VERSION
+from verification.generation import GenerationParams
 from verification.grpo import advantages
 from verification.model import LoadedModel
 from verification.signing import sign
@@ -19,14 +20,15 @@ from verification.window import WindowContext
 
 
 def build_groups(lm: LoadedModel, ctx: WindowContext, hotkey: str, group_indices: list[int], *,
-                 group_size: int = GROUP_SIZE, batch_size: int = 16,
+                 batch_size: int = 16,
                  on_tokens: Callable[[int], None] | None = None) -> list[Group]:
     vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
+    group_size = lm.generation.group_size
     plans = []
     requests = []
     for gi in group_indices:
         seed = ctx.problem_seed(hotkey, gi)
-        problem = environments.problem_for(seed)
+        _, problem = environments.problem_for(seed, lm.generation)
         prompt = lm.chat_prompt_ids(problem.prompt)
         plans.append((gi, problem, prompt))
         requests.extend(RolloutRequest(prompt, seed, r) for r in range(group_size))
@@ -46,8 +48,10 @@ def build_groups(lm: LoadedModel, ctx: WindowContext, hotkey: str, group_indices
 
 
 def assemble_bundle(ctx: WindowContext, keypair, fingerprint: bytes, groups: list[Group],
-                    *, group_size: int = GROUP_SIZE) -> Bundle:
-    """Header, rows root and signature over already-built groups (groups 0..n-1 in order)."""
+                    params: GenerationParams | Header) -> Bundle:
+    """Header, rows root and signature over already-built groups (groups 0..n-1 in order).
+    `params` supplies group_size and max_new_tokens: the checkpoint's GenerationParams, or the
+    header of a bundle being re-signed."""
     header = Header(
         protocol_version=PROTOCOL_VERSION,
         netuid=ctx.netuid,
@@ -57,8 +61,8 @@ def assemble_bundle(ctx: WindowContext, keypair, fingerprint: bytes, groups: lis
         hotkey=keypair.ss58_address,
         beacon=BeaconModel.from_beacon(ctx.beacon),
         model_fingerprint=fingerprint.hex(),
-        group_size=group_size,
-        max_new_tokens=MAX_NEW_TOKENS,
+        group_size=params.group_size,
+        max_new_tokens=params.max_new_tokens,
         n_groups=len(groups),
         rows_root=rows_root(groups).hex(),
     )
@@ -67,4 +71,4 @@ def assemble_bundle(ctx: WindowContext, keypair, fingerprint: bytes, groups: lis
 
 def build_bundle(lm: LoadedModel, ctx: WindowContext, keypair, n_groups: int, **kw) -> Bundle:
     groups = build_groups(lm, ctx, keypair.ss58_address, list(range(n_groups)), **kw)
-    return assemble_bundle(ctx, keypair, lm.fingerprint, groups)
+    return assemble_bundle(ctx, keypair, lm.fingerprint, groups, lm.generation)

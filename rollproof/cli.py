@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rollproof.cli_common import Threads, apply_threads
 from verification.errors import RollproofError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -62,6 +63,7 @@ def verify(
     groups: Optional[str] = typer.Option(None, help="check only these groups (comma-separated), e.g. the ones a validator opened"),
     local_drand_seed: Optional[str] = typer.Option(None, help="seed of an accepted local drand chain"),
     no_local_drand: bool = typer.Option(False, help="accept only the public drand networks"),
+    threads: Optional[int] = Threads,
 ) -> None:
     """Re-run every check on BUNDLE offline and print a verdict per rollout.
 
@@ -71,6 +73,7 @@ def verify(
     from verification.model import load_model
     from verification.verifier import Expectation, Verifier, format_verdict
 
+    apply_threads(threads)
     try:
         selected = [int(g) for g in groups.split(",") if g.strip()] if groups else None
         data = bundle.read_bytes()

@@ -32,6 +32,19 @@ Drand = typer.Option(None, "--drand", help="'local' (default on EVM chains) or '
 LocalSeed = typer.Option(None, "--local-drand-seed", help="seed of the local drand chain")
 Model = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory")
 LogLevel = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING")
+Threads = typer.Option(None, "--threads", help="CPU threads torch may use (default: torch's own choice)")
+
+
+def apply_threads(threads: Optional[int]) -> None:
+    """--threads: checked before any work (one-line error, exit code 2), then torch.set_num_threads."""
+    if threads is None:
+        return
+    if threads < 1:
+        console.print(f"[red]error:[/red] --threads must be at least 1, got {threads}")
+        raise typer.Exit(2)
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def chain_options(network: str, netuid: int, rpc_url: Optional[str], registry: Optional[str],

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rollproof.cli_common import console, setup_logging
+from rollproof.cli_common import Threads, apply_threads, console, setup_logging
 from verification.errors import RollproofError
 
 
@@ -20,17 +20,24 @@ def localnet(
     windows: int = typer.Option(2, "--windows", min=1, help="windows to run"),
     groups: int = typer.Option(2, "--groups", min=1, help="GRPO groups per miner per window"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="where the store and journals go (default: a temporary directory, removed after)"),
+    threads: Optional[int] = Threads,
+    train: bool = typer.Option(True, "--train/--no-train", help="run the trainer (checkpoints rotate by window)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="where the learning-curve PNG goes "
+                                        "(default: WORKDIR/learning.png, or ./rollproof-learning.png)"),
     log_level: str = typer.Option("WARNING", "--log-level"),
 ) -> None:
     """Embedded chain + local drand + bundle store + 2 honest and 4 cheating miners (model swap,
-    edited tokens, copycat, replay) + a validator, for a few windows. Prints a table per window,
-    the weights and ledger the chain holds, and the offline audit of every fetched bundle.
+    edited tokens, copycat, replay) + a validator + the trainer, for a few windows. Prints a table
+    per window with the checkpoint in force and the learning signal, the weights and ledger the
+    chain holds, the offline audit of every fetched bundle, and the learning curve (also as a PNG).
     Exit code 0 only if honest miners are weighted, every cheater is at zero, the chain holds the
     weights and the ledger entry, and the offline audit agrees with the validator."""
-    from rollproof.localnet import run_localnet
     from rollproof.cli_validator import window_table
+    from rollproof.learning_curve import checkpoint_table, curve_table, plot_curve
+    from rollproof.localnet import run_localnet
     from verification.model import load_model
 
+    apply_threads(threads)
     setup_logging(log_level)
     out = Console(width=max(Console().width, 150))
     tmp = None
@@ -47,8 +54,17 @@ def localnet(
                 if not msg.startswith("  "):
                     out.print(msg)
 
-            result = run_localnet(lm, root, windows=windows, n_groups=groups, on_event=event,
-                                  on_window=lambda res, names: out.print(window_table(res, names)))
+            def show(res, names, info) -> None:
+                if res.checkpoint_error:
+                    out.print(f"[red]window {res.window} skipped: {res.checkpoint_error}[/red]")
+                    return
+                out.print(window_table(res, names))
+                out.print(_window_caption(info))
+
+            result = run_localnet(lm, root, windows=windows, n_groups=groups, train=train, on_event=event,
+                                  on_window=show)
+            if train and result.training:
+                png = plot_curve(result, plot or (root / "learning.png" if workdir else Path("rollproof-learning.png")))
     except RollproofError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -68,6 +84,10 @@ def localnet(
         chain_table.add_row(str(uid), name, kind, str(result.chain_weights.get(uid, 0)),
                             f"{a.get('offline', '-')} ({mark})", a.get("validator", "-"))
     out.print(chain_table)
+    if train and result.training:
+        out.print(curve_table(result))
+        out.print(checkpoint_table(result))
+        out.print(f"learning curve written to {png}")
     for entry in result.ledger:
         out.print(f"ScoreLedger: window {entry['window']} validator uid {entry['validator_uid']} block {entry['block']} "
                   f"verified_root {entry['verified_root'].hex()[:16]}… report {entry['report_hash'].hex()[:16]}…")
@@ -78,3 +98,23 @@ def localnet(
     for p in result.problems:
         out.print(f"[red]problem:[/red] {p}")
     raise typer.Exit(1)
+
+
+def _window_caption(info: dict) -> str:
+    version = info.get("version")
+    parts = [f"checkpoint in force: {'v' + str(version) if version is not None else '?'} "
+             f"({info.get('fingerprint', '')[:16]}…)"]
+    rec = info.get("training")
+    if rec is not None:
+        parts.append(f"signal rate {rec.signal_rate:.0%} of {rec.groups} groups")
+        parts.append(f"mean reward {rec.mean_reward:.3f}")
+        step = rec.step
+        parts.append("step applied" if step and step["applied"] else f"no step ({rec.note or 'skipped'})")
+    pub = info.get("publication")
+    if pub is not None:
+        if pub.stage == "announced":
+            parts.append(f"[green]v{pub.version} announced for window {pub.from_window}[/green] (held-out "
+                         f"{pub.heldout:.3f} vs parent {pub.parent_heldout:.3f}, chance {pub.chance:.3f})")
+        else:
+            parts.append(f"[yellow]v{pub.version} withheld[/yellow]: {pub.note}")
+    return " · ".join(parts)

@@ -10,8 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rollproof.cli_common import (
-    Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, WalletHotkey,
-    WalletName, WalletPath, chain_options, console, setup_logging, stop_on_signals, wallet_options,
+    Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads, WalletHotkey,
+    WalletName, WalletPath, apply_threads, chain_options, console, setup_logging, stop_on_signals, wallet_options,
 )
 from verification.errors import RollproofError
 
@@ -61,6 +61,7 @@ def run(
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/miner/...)"),
     keep_bundles: int = typer.Option(3, "--keep-bundles", min=1,
                                      help="windows whose bundle bytes stay in the journal (the store keeps what it published)"),
+    threads: Optional[int] = Threads,
     log_level: str = LogLevel,
 ) -> None:
     """Each window: derive problems, generate GRPO groups with proofs, publish the signed bundle,
@@ -69,9 +70,9 @@ def run(
     from adapters.beacons import BeaconCache
     from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
     from adapters.storage import open_store
-    from verification.constants import GROUP_SIZE, MAX_NEW_TOKENS
     from verification.model import load_model
 
+    apply_threads(threads)
     setup_logging(log_level)
     opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed)
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
@@ -101,7 +102,8 @@ def run(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             def tokens_bar(window: int):
-                task = progress.add_task(f"window {window}", total=groups * GROUP_SIZE * MAX_NEW_TOKENS)
+                task = progress.add_task(f"window {window}", total=groups * lm.generation.group_size
+                                          * lm.generation.max_new_tokens)
                 return lambda n: progress.advance(task, n)
 
             def report(rec):

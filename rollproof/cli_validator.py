@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 
 from rollproof.cli_common import (
-    Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, WalletHotkey,
-    WalletName, WalletPath, chain_options, console, setup_logging, stop_on_signals, wallet_options,
+    Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
+    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, console, setup_logging, stop_on_signals,
+    wallet_options,
 )
 from verification.errors import RollproofError
 
@@ -57,6 +58,7 @@ def run(
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/validator/...)"),
     keep_bundles: int = typer.Option(48, "--keep-bundles", min=0,
                                      help="finished windows whose fetched bundles stay on disk for audit; 0 keeps all"),
+    threads: Optional[int] = Threads,
     log_level: str = LogLevel,
 ) -> None:
     """Follow windows: after each deadline, open it with the pinned drand round, verify every
@@ -67,6 +69,7 @@ def run(
     from validator.service import Validator
     from verification.model import load_model
 
+    apply_threads(threads)
     setup_logging(log_level)
     opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)

@@ -2,9 +2,10 @@
 
 An embedded EVM (py-evm) runs the project's contracts; a local seeded drand signs beacons on the
 chain's simulated clock; a directory is the bundle store; honest and cheating miners commit each
-window; a validator scores them, records the ledger entry and sets weights on chain; finally every
-fetched bundle is re-verified offline the way `rollproof verify` does and compared with the
-validator's verdict."""
+window; a validator scores them, records the ledger entry and sets weights on chain; the trainer
+trains on the rows the validator accepted and announces checkpoints, which miners and validator
+fetch, verify and switch to by window; finally every fetched bundle is re-verified offline the way
+`rollproof verify` does and compared with the validator's verdict."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from bittensor.sp_core import Keypair
 from miner.service import Miner
 from adapters.beacons import BeaconCache, LocalBeaconSource
 from adapters.chain.evm import EVMChain
+from adapters.checkpoints import ModelResolver
 from attacks.cheaters import CopycatMiner, EditedTokensMiner, ModelSwapMiner, ReplayMiner, other_checkpoint
 from adapters.storage import Fetcher, FileStore
 from adapters.windows import window_context
+from trainer.service import Publication, Trainer, TrainerConfig, WindowTraining
 from validator.service import Validator, WindowResult
 from verification.bundle import encode_bundle
 from verification.challenge import window_of_block, window_start_block
@@ -47,6 +50,13 @@ class LocalnetResult:
     ledger: list[dict] = field(default_factory=list)
     audits: list[dict] = field(default_factory=list)  # offline re-verification per fetched bundle
     problems: list[str] = field(default_factory=list)
+    training: list[WindowTraining] = field(default_factory=list)
+    publications: list[Publication] = field(default_factory=list)
+    published_at: dict[int, Publication] = field(default_factory=dict)  # window trained -> candidate made after it
+    checkpoints: dict[int, str] = field(default_factory=dict)  # window -> fingerprint hex in force
+    versions: dict[str, int] = field(default_factory=dict)  # fingerprint hex -> checkpoint version
+    base_heldout: float = 0.0
+    chance: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -58,9 +68,12 @@ def _key(name: str) -> Keypair:
 
 
 def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: int = 2,
-                 batch_size: int = 16, drand_seed: str | None = None,
+                 batch_size: int = 16, drand_seed: str | None = None, train: bool = True,
+                 trainer_config: TrainerConfig | None = None,
                  on_event: Callable[[str], None] | None = None,
-                 on_window: Callable[[WindowResult, dict], None] | None = None) -> LocalnetResult:
+                 on_window: Callable[[WindowResult, dict, dict], None] | None = None) -> LocalnetResult:
+    """on_window(result, names, info): info has the window's checkpoint version and fingerprint, the
+    trainer's record for it (signal rate, step) and any publication."""
     say = on_event or (lambda msg: log.info(msg))
     workdir = Path(workdir)
     chain = EVMChain.embedded_chain(NETUID)
@@ -71,9 +84,13 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     say(f"embedded chain: registry {chain.registry.address}, ledger {chain.ledger.address}, chain id {chain.chain_id}")
     say(f"local drand: {drand.info.chain_hash().hex()[:16]}… period {drand.period}s; store {store.root}")
 
+    # one resolver for every participant: each checkpoint is fetched from the store and verified
+    # (manifest hash, trainer signature, file hashes, fingerprint) once, as any node would
+    resolver = ModelResolver(chain, lm, Fetcher(file_roots=[store.root]))
+
     def miner(cls, name, **kw):
         return cls(chain, _key(name), lm, store, beacons, workdir / "miners" / name,
-                   n_groups=n_groups, batch_size=batch_size, beacon_cache=cache, **kw)
+                   n_groups=n_groups, batch_size=batch_size, beacon_cache=cache, resolver=resolver, **kw)
 
     honest = [Participant(f"honest-{i}", "honest", miner(Miner, f"honest-{i}")) for i in (1, 2)]
     swap = Participant("swapper", "model swap", miner(ModelSwapMiner, "swapper", swapped=other_checkpoint(lm)))
@@ -83,6 +100,13 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     participants = [*honest, swap, edit, copy]
 
     validator_key = _key("validator")
+    trainer_key = _key("trainer")
+    trainer = None
+    if train:
+        chain.set_trainer(trainer_key)
+        trainer = Trainer(chain, trainer_key, lm, store, workdir / "trainer", trainer_config)
+        say(f"trainer {trainer_key.ss58_address[:12]}…: LoRA rank {trainer.config.lora.rank}, "
+            f"held-out set of {trainer.config.heldout_problems} problems")
     for p in participants:
         chain.register(p.miner.keypair)
     chain.register(replay_key)
@@ -102,7 +126,12 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
         result.names[chain.uid_of(p.miner.hotkey)] = (p.name, p.kind)
     result.names[vuid] = ("validator", "validator")
     validator = Validator(chain, validator_key, lm, beacons, Fetcher(file_roots=[store.root]),
-                          workdir / "validator", beacon_cache=cache, batch_size=8)
+                          workdir / "validator", beacon_cache=cache, batch_size=8, resolver=resolver)
+    result.versions[lm.fingerprint.hex()] = 0
+    if trainer is not None:
+        base = trainer.heldout(lm)
+        result.base_heldout, result.chance = base.mean, base.chance
+        say(f"held-out reward of the base model {base.mean:.3f} (chance baseline {base.chance:.3f})")
 
     for window in range(first, first + windows):
         chain.mine(max(0, window_start_block(window) - chain.current_block()))
@@ -114,8 +143,29 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
             chain.mine(1)
         res = validator.process_window(window)
         result.windows.append(res)
+        fp = res.report.get("model_fingerprint", "")
+        result.checkpoints[window] = fp
+        info = {"window": window, "fingerprint": fp, "version": result.versions.get(fp), "training": None,
+                "publication": None}
+        if res.checkpoint_error:
+            result.problems.append(f"window {window}: the validator could not verify the checkpoint: "
+                                   f"{res.checkpoint_error}")
+        elif trainer is not None:
+            ledger = chain.ledger_entry(vuid, window)
+            rec = trainer.train_window(window, validator.state.report_path(window).read_bytes(),
+                                       _bundle_reader(validator, window),
+                                       ledger.report_hash if ledger else None)
+            result.training.append(rec)
+            info["training"] = rec
+            pub = trainer.maybe_publish(window_of_block(chain.current_block()))
+            if pub is not None:
+                result.publications.append(pub)
+                result.published_at[window] = pub
+                info["publication"] = pub
+                if pub.stage == "announced":
+                    result.versions[pub.fingerprint] = pub.version
         if on_window:
-            on_window(res, result.names)
+            on_window(res, result.names, info)
         _check_window(res, result)
 
     result.chain_weights = chain.weights(vuid)
@@ -126,15 +176,23 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     expected_weights = {m["uid"]: m["weight"] for m in last.report["miners"]}
     if result.chain_weights != expected_weights:
         result.problems.append("the chain's weights differ from the validator's report")
-    result.audits = _audit(lm, drand, validator, last)
+    result.audits = _audit(validator.model_for(last.window), drand, validator, last)
     for a in result.audits:
         if a["agrees"] is False:
             result.problems.append(f"offline verification of uid {a['uid']} disagrees with the validator")
     return result
 
 
+def _bundle_reader(validator: Validator, window: int):
+    def read(uid: int) -> bytes | None:
+        path = validator.state.bundle_path(window, uid)
+        return path.read_bytes() if path.is_file() else None
+
+    return read
+
+
 def _check_window(res: WindowResult, result: LocalnetResult) -> None:
-    for m in res.report["miners"]:
+    for m in res.report.get("miners", []):
         name, kind = result.names.get(m["uid"], ("?", "?"))
         if kind == "honest" and m["weight"] == 0:
             result.problems.append(f"window {res.window}: honest {name} got zero ({m['reason']})")

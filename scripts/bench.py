@@ -25,7 +25,7 @@ from miner.engine import RolloutRequest, generate
 from report_lib import environment, md_table, write
 from verification import environments
 from verification.bundle import encode_bundle
-from verification.constants import GROUP_SIZE, SKETCH_DIM
+from verification.constants import SKETCH_DIM
 from verification.drand_local import LocalDrand
 from verification.model import load_model
 from verification.sketch import sketch_vectors
@@ -47,8 +47,8 @@ def main() -> int:
     requests = []
     for gi in range(args.groups):
         seed = ctx.problem_seed(key.ss58_address, gi)
-        prompt = lm.chat_prompt_ids(environments.problem_for(seed).prompt)
-        requests += [RolloutRequest(prompt, seed, r) for r in range(GROUP_SIZE)]
+        prompt = lm.chat_prompt_ids(environments.problem_for(seed, lm.generation)[1].prompt)
+        requests += [RolloutRequest(prompt, seed, r) for r in range(lm.generation.group_size)]
 
     def timed(proofs: bool):
         torch.manual_seed(0)
@@ -99,7 +99,7 @@ def main() -> int:
         ["proof bytes per token (sketch)", f"{2 * SKETCH_DIM}"],
         ["bundle bytes per token (all fields, JSON+base64)", f"{result['bundle_bytes_per_token']:.1f}"],
     ]
-    md = (f"# Cost benchmark ({args.model}, {args.groups} groups x {GROUP_SIZE} rollouts, batch {args.batch})\n\n"
+    md = (f"# Cost benchmark ({args.model}, {args.groups} groups x {lm.generation.group_size} rollouts, batch {args.batch})\n\n"
           f"Command: `python scripts/bench.py --model {args.model} --groups {args.groups} --batch {args.batch}`\n\n"
           + md_table(["measure", "value"], rows))
     for r in rows:

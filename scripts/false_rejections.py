@@ -22,7 +22,6 @@ from rich.table import Table
 
 from attacks import lib as A
 from report_lib import environment, md_table, write
-from verification.constants import GROUP_SIZE
 from verification.drand_local import LocalDrand
 from verification.model import load_model
 from verification.verifier import Verifier
@@ -58,7 +57,7 @@ def main() -> int:
             positions += sum(len(r.completion) for _, r in b.rows())
             w += 1
     gen_s = time.time() - t0
-    console.print(f"{positions} honest positions in {sum(len(b.groups) for *_, b in bundles) * GROUP_SIZE} rollouts "
+    console.print(f"{positions} honest positions in {sum(len(b.groups) for *_, b in bundles) * lm.generation.group_size} rollouts "
                   f"({gen_s:.0f} s)")
     rows, data = [], {"model": args.model, "positions": positions, "cells": {}, "environment": environment()}
     base_threads = torch.get_num_threads()

@@ -11,7 +11,8 @@ from verification.verifier import Expectation
 
 
 def resign(bundle, ctx, key, fingerprint=None):
-    return assemble_bundle(ctx, key, fingerprint or bytes.fromhex(bundle.header.model_fingerprint), bundle.groups)
+    return assemble_bundle(ctx, key, fingerprint or bytes.fromhex(bundle.header.model_fingerprint), bundle.groups,
+                           bundle.header)
 
 
 def reasons(verdict):
@@ -141,13 +142,13 @@ def test_model_swap_same_shape(tiny, local_drand, ctx, alice, verifier):
 
     other = load_model("tiny:1")
     groups = build_groups(other, ctx, alice.ss58_address, [0])
-    forged = assemble_bundle(ctx, alice, tiny.fingerprint, groups)
+    forged = assemble_bundle(ctx, alice, tiny.fingerprint, groups, tiny.generation)
     v = verifier.verify(forged)
     assert not v.ok
     for r in v.rollouts:
         assert r.reason == "sketch_mismatch"
         assert {"sampling_mismatch", "logprob_mismatch"} <= set(r.failed)
-    honest_named = assemble_bundle(ctx, alice, other.fingerprint, groups)
+    honest_named = assemble_bundle(ctx, alice, other.fingerprint, groups, other.generation)
     assert verifier.verify(honest_named).reason == "wrong_model"
 
 

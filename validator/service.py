@@ -26,7 +26,15 @@ from verification.bundle import bundle_hash, completion_digest, decode_bundle, r
 from verification.canonical import canonical_json
 from verification.challenge import groups_to_check, opening_seed, window_deadline_block, window_of_block, window_start_block
 from verification.commitment import decode_commitment
-from verification.errors import BeaconUnavailableError, BundleFormatError, ChainError, CommitmentFormatError, StorageError
+from verification.constants import PROTOCOL_VERSION
+from verification.errors import (
+    BeaconUnavailableError,
+    BundleFormatError,
+    ChainError,
+    CheckpointError,
+    CommitmentFormatError,
+    StorageError,
+)
 from verification.model import LoadedModel
 from verification.scoring import MinerOutcome, MinerScore, combine_windows, score_window, verified_root
 from verification.verifier import Expectation, Verifier, format_verdict
@@ -52,13 +60,16 @@ class WindowResult:
     scores: list[MinerScore]
     wrote_ledger: bool
     wrote_weights: bool
+    checkpoint_error: str = ""  # set when the window was skipped: its checkpoint could not be verified
 
 
 class Validator:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, beacons: BeaconSource, fetcher: Fetcher,
                  state_dir, *, beacon_cache: BeaconCache | None = None, batch_size: int = 8,
-                 networks=None, required_fingerprint: bytes | None = None,
+                 networks=None, resolver=None,
                  keep_bundles: int | None = DEFAULT_KEEP_BUNDLES, max_catch_up: int = MAX_CATCH_UP_WINDOWS):
+        """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
+        for each window from chain data; without one every window uses `lm`."""
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
@@ -67,14 +78,30 @@ class Validator:
         self.fetcher = fetcher
         self.state = ValidatorState(state_dir)
         self.beacon_cache = beacon_cache
-        self.verifier = Verifier(lm, networks or [beacons.info], batch_size=batch_size)
-        self.fingerprint = required_fingerprint or lm.fingerprint
+        self.networks = list(networks or [beacons.info])
+        self.batch_size = batch_size
+        self.resolver = resolver
+        self._verifiers: dict[bytes, Verifier] = {}
         self.keep_bundles = keep_bundles  # None keeps every bundle
         self.max_catch_up = max(1, max_catch_up)
 
+    def model_for(self, window: int) -> LoadedModel:
+        """The checkpoint in force for window (CheckpointError when it cannot be verified)."""
+        return self.lm if self.resolver is None else self.resolver.model_for(window)
+
+    def verifier_for(self, lm: LoadedModel) -> Verifier:
+        v = self._verifiers.get(lm.fingerprint)
+        if v is None:
+            if len(self._verifiers) >= 4:
+                self._verifiers.clear()
+            v = self._verifiers[lm.fingerprint] = Verifier(lm, self.networks, batch_size=self.batch_size)
+        return v
+
     # ---- one miner ------------------------------------------------------------------------------
     def verify_commitment(self, window: int, rec: CommitmentRecord, expected: Expectation, open_seed: bytes,
-                          progress: Callable[[int], None] | None = None) -> tuple[MinerOutcome, dict]:
+                          progress: Callable[[int], None] | None = None,
+                          verifier: Verifier | None = None) -> tuple[MinerOutcome, dict]:
+        verifier = verifier or self.verifier_for(self.lm)
         def fail(reason: str, detail: str, audit: dict | None = None):
             return MinerOutcome(rec.uid, rec.hotkey, False, reason, detail, rec.block), audit or {}
 
@@ -100,7 +127,7 @@ class Validator:
         groups = groups_to_check(open_seed, rec.hotkey, bytes.fromhex(bundle.header.rows_root),
                                  bundle.header.n_groups)
         audit["checked_groups"] = groups
-        verdict = self.verifier.verify(bundle, expected, groups=groups, progress=progress)
+        verdict = verifier.verify(bundle, expected, groups=groups, progress=progress)
         audit["rollouts"] = [{"group": v.group, "rollout": v.rollout, "reason": v.reason, "detail": v.detail}
                              for v in verdict.rollouts if v.reason != "not_checked"]
         by_row = {(v.group, v.rollout): v for v in verdict.rollouts}
@@ -133,8 +160,17 @@ class Validator:
         opening round is not out, ChainError when the chain cannot be read or written."""
         my_uid = self.uid()
         stage = self.state.stage(window)
+        if stage == "checkpoint_failed":
+            detail = self.state.checkpoint_error(window)
+            return WindowResult(window, {}, b"", [], False, False, checkpoint_error=detail)
         if stage is None:
-            report = self._score(window, on_miner, progress_factory)
+            try:
+                lm = self.model_for(window)
+            except CheckpointError as exc:
+                log.error("window %d skipped: its checkpoint cannot be verified: %s", window, exc)
+                self.state.save_checkpoint_error(window, str(exc))
+                return WindowResult(window, {}, b"", [], False, False, checkpoint_error=str(exc))
+            report = self._score(window, lm, on_miner, progress_factory)
             self.state.save_report(window, canonical_json(report))
             self.state.set_stage(window, "scored")
             stage = "scored"
@@ -183,11 +219,12 @@ class Validator:
         log.info("window %d: weights over windows %s", window, ", ".join(map(str, skipped + [window])))
         return combine_windows(rows, registered)
 
-    def _score(self, window, on_miner, progress_factory) -> dict:
+    def _score(self, window, lm: LoadedModel, on_miner, progress_factory) -> dict:
         open_round, open_beacon = opening_randomness(self.chain, self.beacons, window, self.beacon_cache)
         start = self.chain.block(window_start_block(window))
         expected_base = dict(netuid=self.chain.netuid, window=window, block_hash=start.hash,
-                             block_time=start.timestamp, fingerprint=self.fingerprint)
+                             block_time=start.timestamp, fingerprint=lm.fingerprint)
+        verifier = self.verifier_for(lm)
         seed = opening_seed(self.chain.netuid, window, open_beacon.randomness)
         outcomes: list[MinerOutcome] = []
         audits: dict[int, dict] = {}
@@ -198,7 +235,8 @@ class Validator:
             saved = self.state.outcome(window, rec.uid)
             if saved is None:
                 progress = progress_factory(rec.uid, len(records)) if progress_factory else None
-                saved = self.verify_commitment(window, rec, Expectation(hotkey=rec.hotkey, **expected_base), seed, progress)
+                saved = self.verify_commitment(window, rec, Expectation(hotkey=rec.hotkey, **expected_base), seed,
+                                               progress, verifier)
                 self.state.save_outcome(window, *saved)
             outcome, audit = saved
             outcomes.append(outcome)
@@ -208,11 +246,11 @@ class Validator:
         scores = score_window(outcomes)
         blocks = {o.uid: o.commit_block for o in outcomes}
         return {
-            "protocol": "rollproof/1",
+            "protocol": f"rollproof/{PROTOCOL_VERSION}",
             "netuid": self.chain.netuid,
             "window": window,
             "validator": self.hotkey,
-            "model_fingerprint": self.fingerprint.hex(),
+            "model_fingerprint": lm.fingerprint.hex(),
             "block_hash": start.hash.hex(),
             "block_time": start.timestamp,
             "opening_round": open_round,

@@ -4,7 +4,10 @@
     windows/<w>/bundles/<uid>.rpb     the fetched bundle, kept for offline audit (the newest
                                       --keep-bundles finished windows; prune_bundles)
     windows/<w>/report.json           the scored window (canonical JSON; its SHA-256 goes on chain)
-    windows/<w>/stage                 scored -> ledgered -> weights_set | weights_skipped
+    windows/<w>/stage                 scored -> ledgered -> weights_set | weights_skipped, or
+                                      checkpoint_failed (the window's checkpoint could not be
+                                      verified: nothing verified, scored or written; detail in
+                                      windows/<w>/checkpoint_error)
 
 Every file is written to a temporary name, fsynced and renamed, so a crash leaves either the old
 or the new version. A restart resumes from the stage on disk and re-checks the chain before any
@@ -18,10 +21,11 @@ from pathlib import Path
 from adapters.files import atomic_write
 from verification.scoring import MinerOutcome
 
-STAGES = ("scored", "ledgered", "weights_set", "weights_skipped")
+STAGES = ("scored", "ledgered", "weights_set", "weights_skipped", "checkpoint_failed")
 # a window is finished once its weights were set, or skipped because the chain's weight rate limit
-# had not passed (its scores then count in the next set: validator/service.py)
-FINISHED = ("weights_set", "weights_skipped")
+# had not passed (its scores then count in the next set: validator/service.py), or because the
+# checkpoint in force could not be verified (the window is not scored at all)
+FINISHED = ("weights_set", "weights_skipped", "checkpoint_failed")
 
 
 class ValidatorState:
@@ -86,6 +90,14 @@ class ValidatorState:
         if stage not in STAGES:
             raise ValueError(stage)
         atomic_write(self._dir(window) / "stage", stage.encode())
+
+    def save_checkpoint_error(self, window: int, detail: str) -> None:
+        atomic_write(self._dir(window) / "checkpoint_error", detail.encode())
+        self.set_stage(window, "checkpoint_failed")
+
+    def checkpoint_error(self, window: int) -> str:
+        path = self._dir(window) / "checkpoint_error"
+        return path.read_text() if path.is_file() else ""
 
     def last_finished_window(self) -> int | None:
         # newest first, stopping at the first finished one: the loop asks every poll, and the journal

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 # Version tag carried in every bundle header and mixed into every PRF domain. Breaks: all bundles,
 # all derived seeds; a verifier refuses bundles of any other version.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Domain-separation prefix of every hash in the protocol. Breaks: every seed, noise, sketch vector,
 # Merkle root and signature message.
-PRF_PREFIX = b"rollproof/v1/"
+PRF_PREFIX = b"rollproof/v2/"
 
 # ---- windows and randomness -----------------------------------------------------------------
 # Blocks per window. Breaks: window numbering, hence problem seeds and deadlines.
@@ -24,10 +24,42 @@ WINDOW_BLOCKS = 20
 # block timing see the opening randomness before its commitment lands; changing it moves the round.
 OPENING_BUFFER_S = 6
 
+# ---- generation parameters (section 15: fixed per checkpoint by its manifest) -----------------
+# The sampling temperature, group size, completion length and environment mix are not constants:
+# each checkpoint's manifest fixes them and the model fingerprint binds them. These are the base
+# checkpoint's values (the model loaded from its source, before any training) and the ranges every
+# checkpoint must respect. Changing BASE_GENERATION changes the base model's fingerprint.
+BASE_GENERATION = {
+    "temperature_milli": 1000,
+    "group_size": 4,
+    "max_new_tokens": 96,
+    "environments": [
+        {"name": "sat", "weight": 1, "params": {"min_vars": 3, "max_vars": 5, "clause_ratio_milli": 1600, "k": 3}},
+        {"name": "arith", "weight": 1, "params": {}},
+    ],
+}
+# Temperature range in thousandths. token_t = argmax_j(log_softmax(logits/T)_j + G_j). Below ~0.1
+# the logprobs the trainer receives saturate; above 2 the text is noise.
+MIN_TEMPERATURE_MILLI = 100
+MAX_TEMPERATURE_MILLI = 2000
+# Rollouts per group. GRPO advantages need at least 2; more than 64 makes groups too large to open.
+MIN_GROUP_SIZE = 2
+MAX_GROUP_SIZE = 64
+# Largest weight of one environment in the mix (weights are small integers).
+MAX_ENVIRONMENT_WEIGHT = 1000
+
+# ---- checkpoints (section 15) ----------------------------------------------------------------
+# An announcement that lands in window v applies from windows >= v + ACTIVATION_WINDOWS (the
+# contract refuses earlier from_window). Gives miners and validators a full window to fetch and
+# check the checkpoint before it is in force. Breaks: which checkpoint a window uses.
+ACTIVATION_WINDOWS = 2
+# Largest checkpoint manifest a node parses, and largest file it names. Breaks: bigger checkpoints.
+MAX_MANIFEST_BYTES = 64 * 1024
+MAX_CHECKPOINT_FILE_BYTES = 4 * 1024 * 1024 * 1024
+# Longest checkpoint location URI (the registry stores 200 bytes). Breaks: long URIs.
+MAX_CHECKPOINT_LOCATION_BYTES = 200
+
 # ---- sampling proof (seeded Gumbel-max) ------------------------------------------------------
-# Sampling temperature. token_t = argmax_j(log_softmax(logits/T)_j + G_j). Breaks: every token
-# check, and the logprob values the trainer receives.
-TEMPERATURE = 1.0
 
 # A challenged token passes when its perturbed score is within this margin (nats) of the best
 # perturbed score. Honest fp32 recompute differs by < 1e-4 nats (docs/security.md); a substitute
@@ -65,17 +97,14 @@ SKETCH_TOL = 8
 GROUPS_CHECKED_PER_MINER = 4
 
 # ---- generation limits ------------------------------------------------------------------------
-# Longest completion a rollout may have; a rollout without EOS must be exactly this long.
-# Breaks: the termination check.
-MAX_NEW_TOKENS = 96
+# Upper bound on any checkpoint's max_new_tokens (a rollout without EOS must be exactly the
+# checkpoint's max_new_tokens long). Breaks: bundles of longer checkpoints are refused at parse.
+MAX_NEW_TOKENS = 512
 
 # Longest prompt, in tokens. Breaks: which environment instances are valid.
 MAX_PROMPT_TOKENS = 512
 
 # ---- GRPO -------------------------------------------------------------------------------------
-# Rollouts per group. Breaks: group shape, advantages.
-GROUP_SIZE = 4
-
 # Advantage = (r - mean) / (std + GRPO_EPS), population std. Breaks: advantage values.
 GRPO_EPS = 1e-4
 

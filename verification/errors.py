@@ -74,3 +74,11 @@ class CommitmentFormatError(RollproofError):
     """An on-chain commitment is not a well-formed rollproof commitment."""
 
     code = "bad_commitment"
+
+
+class CheckpointError(RollproofError):
+    """A checkpoint cannot be used: bad manifest or signature, a file whose hash or size differs,
+    a fingerprint that does not match, a checkpoint that cannot be fetched. The window is skipped;
+    a node never falls back to another model."""
+
+    code = "bad_checkpoint"

@@ -12,15 +12,16 @@ states by more than the protocol's tolerances.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from verification.constants import TEMPERATURE
+from verification.constants import BASE_GENERATION
 from verification.errors import ModelError
 from verification.fingerprint import model_fingerprint, tensors_root
+from verification.generation import GenerationParams
 from verification.prf import prf
 
 CHATML_TEMPLATE = (
@@ -35,12 +36,34 @@ class LoadedModel:
     name: str
     model: torch.nn.Module
     tokenizer: object
-    fingerprint: bytes
+    fingerprint: bytes  # model_fingerprint(weights_root, tokenizer, template, generation config)
     eos_ids: frozenset[int]
     vocab_size: int  # width of the logits
     hidden_size: int
+    weights_root: bytes  # tensors_root of the float32 state dict (or of a checkpoint, section 15)
+    generation: GenerationParams  # what the checkpoint fixes: temperature, group size, length, mix
+    tokenizer_json: str = field(repr=False, default="")
+    chat_template: str = field(repr=False, default="")
     device: str = "cpu"
     meta: dict = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        return self.generation.temperature
+
+    def with_generation(self, params: GenerationParams) -> "LoadedModel":
+        """The same weights under other generation params (a new fingerprint)."""
+        return replace(self, generation=params,
+                       fingerprint=compute_fingerprint(self.weights_root, self.tokenizer_json, self.chat_template,
+                                                       self.eos_ids, params))
+
+    def with_weights(self, model: torch.nn.Module, weights_root: bytes, params: GenerationParams,
+                     name: str, meta: dict | None = None) -> "LoadedModel":
+        """Another set of weights of the same architecture and tokenizer (a checkpoint)."""
+        model = model.to(device=self.device, dtype=torch.float32).eval()
+        fp = compute_fingerprint(weights_root, self.tokenizer_json, self.chat_template, self.eos_ids, params)
+        return replace(self, name=name, model=model, weights_root=weights_root, generation=params,
+                       fingerprint=fp, meta=meta or {})
 
     def chat_prompt_ids(self, user_text: str) -> list[int]:
         messages = [{"role": "user", "content": user_text}]
@@ -77,16 +100,30 @@ def _finish(name: str, model, tokenizer, device: str, meta: dict | None = None) 
             eos.add(int(e))
     if not eos:
         raise ModelError(f"model {name!r} declares no EOS token")
-    state = model.state_dict()
-    root = tensors_root((k, v.detach().to("cpu", torch.float32).numpy()) for k, v in state.items())
-    generation = {"eos_ids": sorted(eos), "temperature": TEMPERATURE}
-    fp = model_fingerprint(root, _tokenizer_json(tokenizer), template, generation)
+    root = state_dict_root(model)
+    params = GenerationParams.from_json(BASE_GENERATION)
+    tok_json = _tokenizer_json(tokenizer)
+    fp = compute_fingerprint(root, tok_json, template, eos, params)
     out_emb = model.get_output_embeddings()
     return LoadedModel(
         name=name, model=model, tokenizer=tokenizer, fingerprint=fp, eos_ids=frozenset(eos),
         vocab_size=int(out_emb.weight.shape[0]), hidden_size=int(model.config.hidden_size),
+        weights_root=root, generation=params, tokenizer_json=tok_json, chat_template=template,
         device=device, meta=meta or {},
     )
+
+
+def state_dict_root(model: torch.nn.Module) -> bytes:
+    """tensors_root over the model's HF state_dict() in float32: every name it lists, tied duplicates
+    (e.g. lm_head.weight beside embed_tokens.weight) included."""
+    state = model.state_dict()
+    return tensors_root((k, v.detach().to("cpu", torch.float32).numpy()) for k, v in state.items())
+
+
+def compute_fingerprint(weights_root: bytes, tokenizer_json: str, chat_template: str, eos_ids,
+                        params: GenerationParams) -> bytes:
+    generation = {"eos_ids": sorted(int(e) for e in eos_ids), "params": params.to_json()}
+    return model_fingerprint(weights_root, tokenizer_json, chat_template, generation)
 
 
 # ---- tiny seeded model ---------------------------------------------------------------------------
@@ -235,8 +272,9 @@ def forward_hidden_logits(lm: LoadedModel, input_ids: torch.Tensor, attention_ma
     return hidden.float(), logits.float(), cache
 
 
-def log_softmax_t(logits: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(logits.float() / TEMPERATURE, dim=-1)
+def log_softmax_t(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The protocol's logprobs: log_softmax(logits / T) in float32, T from the generation params."""
+    return torch.log_softmax(logits.float() / temperature, dim=-1)
 
 
 def teacher_forced(lm: LoadedModel, prompt: list[int], completions: list[np.ndarray], *,
@@ -265,5 +303,5 @@ def teacher_forced(lm: LoadedModel, prompt: list[int], completions: list[np.ndar
         p = len(prompt)
         for i, c in enumerate(safe):
             sl = slice(offsets[i] + p - 1, offsets[i] + p - 1 + len(c))
-            out.append((hidden[i, sl].cpu().numpy(), log_softmax_t(logits[i, sl]).cpu().numpy()))
+            out.append((hidden[i, sl].cpu().numpy(), log_softmax_t(logits[i, sl], lm.temperature).cpu().numpy()))
     return out

@@ -22,9 +22,7 @@ from verification import environments
 from verification.bundle import Bundle, Group, decode_bundle, rows_root
 from verification.challenge import problem_round
 from verification.constants import (
-    GROUP_SIZE,
     LOGPROB_ABS_TOL,
-    MAX_NEW_TOKENS,
     SKETCH_TOL,
 )
 from verification.drand import ChainInfo, verify_beacon
@@ -170,17 +168,17 @@ class Verifier:
             raise _Reject("wrong_model", f"bundle names model {h.model_fingerprint[:16]}…, required {required.hex()[:16]}…")
         if h.model_fingerprint != self.lm.fingerprint.hex():
             raise _Reject("wrong_model", "the loaded model is not the one the bundle names; load the right one")
-        if h.group_size != GROUP_SIZE or h.max_new_tokens != MAX_NEW_TOKENS:
+        gen = self.lm.generation
+        if h.group_size != gen.group_size or h.max_new_tokens != gen.max_new_tokens:
             raise _Reject("bad_params", f"group_size/max_new_tokens {h.group_size}/{h.max_new_tokens} "
-                                        f"are not the protocol's {GROUP_SIZE}/{MAX_NEW_TOKENS}")
+                                        f"are not the checkpoint's {gen.group_size}/{gen.max_new_tokens}")
         return WindowContext(h.netuid, h.window, bytes.fromhex(h.block_hash), h.block_time, beacon)
 
     # ---- group and rollout level ---------------------------------------------------------------
     def _check_group(self, g: Group, ctx: WindowContext, hotkey: str, vectors) -> list[RolloutVerdict]:
         seed = ctx.problem_seed(hotkey, g.index)
         try:
-            env_name = environments.environment_for(seed)
-            problem = environments.get(env_name).generate(seed)
+            env_name, problem = environments.problem_for(seed, self.lm.generation)
             expected_prompt = self.lm.chat_prompt_ids(problem.prompt)
         except RollproofError as exc:
             return [RolloutVerdict(g.index, r.index, False, "bad_problem", str(exc), ["bad_problem"]) for r in g.rollouts]
@@ -236,10 +234,11 @@ class Verifier:
             details["logprob_mismatch"] = (f"{len(bad_lp)}/{c} logprobs off by more than {LOGPROB_ABS_TOL} "
                                            f"(max {lp_err.max():.4g})")
         eos_at = [i for i, t in enumerate(tokens.tolist()) if t in self.lm.eos_ids]
-        if (eos_at and eos_at[0] != c - 1) or (not eos_at and c != MAX_NEW_TOKENS):
+        max_new = self.lm.generation.max_new_tokens
+        if (eos_at and eos_at[0] != c - 1) or (not eos_at and c != max_new):
             failed.append("bad_termination")
             details["bad_termination"] = (f"EOS at {eos_at[0]} of {c}" if eos_at
-                                          else f"stopped at {c} tokens without EOS (max {MAX_NEW_TOKENS})")
+                                          else f"stopped at {c} tokens without EOS (max {max_new})")
         text = self.lm.tokenizer.decode(tokens.tolist(), skip_special_tokens=True)
         reward = env.reward(problem, text)
         if reward != r.reward:

@@ -8,6 +8,9 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from verification.checkpoint import Announcement
+from verification.errors import ChainError
+
 
 @dataclass(frozen=True)
 class BlockInfo:
@@ -102,6 +105,20 @@ class Chain(ABC):
     @abstractmethod
     def record_scores(self, keypair, window: int, uids: list[int], scores: list[int],
                       verified_root: bytes, report_hash: bytes) -> None: ...
+
+    # ---- checkpoints (docs/protocol.md section 15) --------------------------------------------
+    def checkpoint_announcements(self) -> list[Announcement]:
+        """Every checkpoint announcement on chain, oldest first. A chain with no checkpoint registry
+        has none: every window uses the base model."""
+        return []
+
+    def trainer_hotkey(self) -> str | None:
+        """The ss58 hotkey whose signature a checkpoint manifest must carry (None: no trainer set)."""
+        return None
+
+    def announce_checkpoint(self, keypair, from_window: int, fingerprint: bytes, manifest_hash: bytes,
+                            location: str) -> None:
+        raise ChainError(f"{self.name} chains hold no checkpoint registry")
 
     def identity(self) -> str:
         """A name for this chain instance (journals are kept per chain, so a fresh embedded chain

@@ -158,6 +158,21 @@ class BittensorChain(Chain):
                              f"--rpc-url … --registry … --ledger … --admin-key …`")
         return uid
 
+    # checkpoints: announced in the SubnetRegistry on the subtensor's EVM (--ledger-rpc-url), whose
+    # block numbers are subtensor's, so the window rule reads the same blocks
+    def checkpoint_announcements(self):
+        return self.ledger.checkpoint_announcements() if self.ledger is not None else []
+
+    def trainer_hotkey(self) -> str | None:
+        return self.ledger.trainer_hotkey() if self.ledger is not None else None
+
+    def announce_checkpoint(self, keypair, from_window: int, fingerprint: bytes, manifest_hash: bytes,
+                            location: str) -> None:
+        if self.ledger is None:
+            raise ChainError("announcing checkpoints on Bittensor needs the registry on the subtensor EVM "
+                             "(--ledger-rpc-url, --registry, --ledger, --evm-key)")
+        self.ledger.announce_checkpoint(keypair, from_window, fingerprint, manifest_hash, location)
+
     def ledger_entry(self, validator_uid: int, window: int) -> LedgerEntry | None:
         if self.ledger is None:
             return self._local_ledger.get((validator_uid, window))

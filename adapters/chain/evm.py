@@ -17,7 +17,8 @@ import warnings
 
 from adapters.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
 from adapters.contracts import load_artifact
-from verification.constants import WINDOW_BLOCKS
+from verification.checkpoint import Announcement
+from verification.constants import ACTIVATION_WINDOWS, WINDOW_BLOCKS
 from verification.errors import ChainError, SignatureError
 from verification.prf import prf
 from verification.signing import sign, verify
@@ -69,6 +70,10 @@ class EVMChain(Chain):
             raise ChainError(f"cannot reach the rollproof contracts at {endpoint}: {exc}") from exc
         if self.window_blocks != WINDOW_BLOCKS:
             raise ChainError(f"registry uses {self.window_blocks}-block windows, the protocol {WINDOW_BLOCKS}")
+        activation = int(self._call(self.registry.functions.activation_windows(), "activation windows"))
+        if activation != ACTIVATION_WINDOWS:
+            raise ChainError(f"registry activates checkpoints after {activation} windows, the protocol "
+                             f"after {ACTIVATION_WINDOWS}")
         self._neurons: list[tuple[int, bytes, str, bool]] = []  # (uid, hotkey pubkey, owner, proof ok)
         for hotkey, key in (evm_keys or {}).items():
             self.add_evm_key(hotkey, key)
@@ -87,7 +92,7 @@ class EVMChain(Chain):
         returns (registry, ledger) addresses."""
         reg = load_artifact("SubnetRegistry")
         led = load_artifact("ScoreLedger")
-        registry = _deploy(w3, admin, reg, netuid, window_blocks)
+        registry = _deploy(w3, admin, reg, netuid, window_blocks, ACTIVATION_WINDOWS)
         ledger = _deploy(w3, admin, led, registry)
         return registry, ledger
 
@@ -195,6 +200,45 @@ class EVMChain(Chain):
     def weights(self, validator_uid: int) -> dict[int, int]:
         _w, dests, values = self._call(self.registry.functions.get_weights(validator_uid), "weights")
         return {int(d): int(v) for d, v in zip(dests, values)}
+
+    def checkpoint_announcements(self) -> list[Announcement]:
+        count = int(self._call(self.registry.functions.announcement_count(), "announcement count"))
+        out = []
+        for i in range(count):
+            from_window, fp, mh, location, block = self._call(self.registry.functions.announcements(i),
+                                                               f"announcement {i}")
+            try:
+                text = bytes(location).decode("utf-8")
+            except UnicodeDecodeError:
+                text = ""  # an undecodable location cannot be fetched; the resolver reports it
+            out.append(Announcement(int(from_window), bytes(fp), bytes(mh), text, int(block)))
+        return out
+
+    def trainer_hotkey(self) -> str | None:
+        key = bytes(self._call(self.registry.functions.trainer_hotkey(), "trainer hotkey"))
+        return None if key == bytes(32) else ss58_of(key)
+
+    def set_trainer(self, keypair, admin=None) -> str:
+        """Admin: make keypair's EVM account the trainer and its hotkey the manifest signer."""
+        acct = self.account_for(keypair)
+        fn = self.registry.functions.set_trainer(acct.address, public_key_of(keypair))
+        if self.embedded is not None and admin is None:
+            try:
+                self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": self.embedded.admin}))
+            except _web3_errors() as exc:
+                raise ChainError(f"set trainer refused: {exc}") from exc
+        elif admin is None:
+            raise ChainError("setting the trainer needs the admin key")
+        else:
+            self._transact(admin, fn, "set trainer")
+        return acct.address
+
+    def announce_checkpoint(self, keypair, from_window: int, fingerprint: bytes, manifest_hash: bytes,
+                            location: str) -> None:
+        self._transact(self.account_for(keypair),
+                       self.registry.functions.announce_checkpoint(from_window, fingerprint, manifest_hash,
+                                                                   location.encode()),
+                       f"checkpoint announcement for window {from_window}")
 
     def ledger_entry(self, validator_uid: int, window: int) -> LedgerEntry | None:
         uids, scores, root, report, block = self._call(self.ledger.functions.entry(validator_uid, window), "ledger entry")
@@ -311,29 +355,70 @@ def _deploy(w3, admin, artifact: dict, *args) -> str:
 
 
 class EmbeddedEVM:
-    """py-evm in process. Time is simulated: every mined block is BLOCK_SECONDS after its parent."""
+    """py-evm in process, on a simulated clock fully decoupled from the wall clock.
+
+    Every block, whether `mine()` made it or a transaction did (eth-tester mines one block per
+    transaction), is stamped exactly BLOCK_SECONDS after its parent; the genesis block is stamped
+    `start_time` (default: the wall clock at construction). So block times are monotone and
+    BLOCK_SECONDS apart whatever the wall clock does, and `EVMChain.now()` (the head's timestamp,
+    which the local drand beacon follows) advances only when blocks are mined.
+
+    Why: py-evm stamps each new pending block max(wall clock, parent + 1) and eth-tester's
+    `time_travel` refuses a time before the pending block's ("Space time continuum distortion").
+    Once the wall clock overtook the simulated chain (generation slower than BLOCK_SECONDS a block),
+    the next `time_travel(head + BLOCK_SECONDS)` raised, and transaction blocks jumped to the wall
+    clock. The backend below re-stamps the pending block before each block is mined (and right
+    after, so calls see the simulated time), so the wall clock never reaches a block and
+    `time_travel` is not used."""
 
     def __init__(self, start_time: int | None = None, auto_mine: bool = False):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from eth_tester import EthereumTester, PyEVMBackend
+            from eth_tester import EthereumTester
             from web3 import EthereumTesterProvider, Web3
 
-            self.tester = EthereumTester(PyEVMBackend())
+            start = int(start_time if start_time is not None else time.time())
+            backend_class = _simulated_clock_backend()
+            backend = backend_class(genesis_parameters=backend_class.generate_genesis_params(
+                overrides={"timestamp": start}))
+            backend.stamp_pending()
+            self.tester = EthereumTester(backend)
             self.w3 = Web3(EthereumTesterProvider(self.tester))
         self.admin = self.tester.get_accounts()[0]
         self.auto_mine = auto_mine
-        start = int(start_time if start_time is not None else time.time())
-        self.tester.time_travel(max(start, self.head_time() + 1))
 
     def head_time(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
     def mine(self, n: int = 1) -> None:
-        for _ in range(n):
-            # eth-tester mines the travelled-to block one second before the requested time
-            self.tester.time_travel(self.head_time() + BLOCK_SECONDS + 1)
+        if n > 0:
+            self.tester.mine_blocks(n)
 
     def fund(self, address: str, wei: int = FUND_WEI) -> None:
         tx = self.w3.eth.send_transaction({"from": self.admin, "to": address, "value": wei})
         self.w3.eth.wait_for_transaction_receipt(tx)
+
+
+def _simulated_clock_backend():
+    """eth-tester's PyEVMBackend whose blocks are stamped parent + BLOCK_SECONDS (see EmbeddedEVM)."""
+    from eth_tester import PyEVMBackend
+
+    class SimulatedClockBackend(PyEVMBackend):
+        def stamp_pending(self) -> None:
+            # py-evm builds the pending header (after each block, snapshot revert or import) with
+            # the wall clock; only its timestamp changes, the transactions applied to it stay
+            head = self.chain.get_canonical_head()
+            self.chain.header = self.chain.header.copy(timestamp=head.timestamp + BLOCK_SECONDS)
+
+        def mine_blocks(self, num_blocks=1, *args, **kwargs):
+            hashes = []
+            for _ in range(num_blocks):
+                self.stamp_pending()
+                hashes.extend(super().mine_blocks(1, *args, **kwargs))
+            self.stamp_pending()
+            return tuple(hashes)
+
+        def time_travel(self, to_timestamp):
+            raise ChainError("the embedded chain's clock is simulated: mine blocks to move it")
+
+    return SimulatedClockBackend

@@ -14,8 +14,10 @@ _ITEMS = ["apples", "marbles", "stamps", "books", "coins", "shells"]
 
 class ArithmeticEnvironment(Environment):
     name = "arith"
+    PARAM_RANGES: dict[str, tuple[int, int]] = {}
+    DEFAULT_PARAMS: dict[str, int] = {}
 
-    def generate(self, seed: bytes) -> Problem:
+    def generate(self, seed: bytes, params) -> Problem:
         rnd = SeededRandom(seed, self.name)
         who, item = rnd.choice(_NAMES), rnd.choice(_ITEMS)
         kind = rnd.below(3)
@@ -44,3 +46,7 @@ class ArithmeticEnvironment(Environment):
         except ValueError:
             return 0
         return REWARD_SCALE if value == problem.answer else 0
+
+    def chance_reward(self, problem: Problem) -> float:
+        """A random well-formed answer: a uniform integer in [0, 2 * answer]."""
+        return REWARD_SCALE / (2 * abs(problem.answer) + 1)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from verification.errors import EnvironmentSpecError
 from verification.prf import prf, uniform_below, word_stream
 
 REWARD_SCALE = 1_000_000  # rewards are integers in micro-units: 1.0 == 1_000_000
@@ -36,11 +37,37 @@ class SeededRandom:
 
 
 class Environment(ABC):
+    """An environment: problems from (seed, difficulty params), rewards by rule.
+
+    `params` are the environment's difficulty parameters from the checkpoint's generation params
+    (integers only). PARAM_RANGES names every parameter with its inclusive range; check_params
+    refuses a missing, unknown or out-of-range one."""
+
     name: str
+    PARAM_RANGES: dict[str, tuple[int, int]] = {}
+    DEFAULT_PARAMS: dict[str, int] = {}
+
+    def check_params(self, params: Mapping[str, int]) -> None:
+        if set(params) != set(self.PARAM_RANGES):
+            raise EnvironmentSpecError(f"environment {self.name!r} takes exactly the params "
+                                       f"{sorted(self.PARAM_RANGES)}, got {sorted(params)}")
+        for key, (lo, hi) in self.PARAM_RANGES.items():
+            v = params[key]
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise EnvironmentSpecError(f"{self.name}.{key} must be an integer in [{lo}, {hi}], got {v!r}")
+        self._check_relations(params)
+
+    def _check_relations(self, params: Mapping[str, int]) -> None:
+        """Constraints between params (e.g. min <= max); raise EnvironmentSpecError."""
 
     @abstractmethod
-    def generate(self, seed: bytes) -> Problem: ...
+    def generate(self, seed: bytes, params: Mapping[str, int]) -> Problem: ...
 
     @abstractmethod
     def reward(self, problem: Problem, completion: str) -> int:
         """Reward in micro-units, computed by rule from the completion text (never eval)."""
+
+    @abstractmethod
+    def chance_reward(self, problem: Problem) -> float:
+        """Expected reward (micro-units) of a uniformly random well-formed answer: the chance
+        baseline a learning curve is compared with."""

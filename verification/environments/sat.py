@@ -5,23 +5,28 @@ from __future__ import annotations
 import re
 
 from verification.environments.base import REWARD_SCALE, Environment, Problem, SeededRandom
+from verification.errors import EnvironmentSpecError
 
 _ASSIGN = re.compile(r"\bx(\d{1,3})\s*=\s*([01])\b")
 
 
 class SatEnvironment(Environment):
+    """Params: n drawn in [min_vars, max_vars]; m = max(2, n * clause_ratio_milli // 1000) clauses of
+    k = min(k, n) distinct variables."""
+
     name = "sat"
+    PARAM_RANGES = {"min_vars": (1, 10), "max_vars": (1, 10), "clause_ratio_milli": (100, 10_000), "k": (1, 5)}
+    DEFAULT_PARAMS = {"min_vars": 3, "max_vars": 5, "clause_ratio_milli": 1600, "k": 3}
 
-    def __init__(self, n_vars: tuple[int, int] = (3, 5), clause_ratio: float = 1.6, k: int = 3):
-        self.n_vars = n_vars
-        self.clause_ratio = clause_ratio
-        self.k = k
+    def _check_relations(self, params) -> None:
+        if params["min_vars"] > params["max_vars"]:
+            raise EnvironmentSpecError("sat.min_vars must be <= sat.max_vars")
 
-    def generate(self, seed: bytes) -> Problem:
+    def generate(self, seed: bytes, params) -> Problem:
         rnd = SeededRandom(seed, self.name)
-        n = rnd.between(*self.n_vars)
-        m = max(2, int(n * self.clause_ratio))
-        k = min(self.k, n)
+        n = rnd.between(params["min_vars"], params["max_vars"])
+        m = max(2, n * params["clause_ratio_milli"] // 1000)
+        k = min(params["k"], n)
         planted = [rnd.below(2) for _ in range(n)]
         clauses = []
         for _ in range(m):
@@ -55,3 +60,12 @@ class SatEnvironment(Environment):
             return 0
         ok = all(any((lit > 0) == bool(assignment[abs(lit)]) for lit in c) for c in problem.answer["clauses"])
         return REWARD_SCALE if ok else 0
+
+    def chance_reward(self, problem: Problem) -> float:
+        """Share of the 2^n assignments that satisfy every clause, times REWARD_SCALE."""
+        n, clauses = problem.answer["n"], problem.answer["clauses"]
+        good = 0
+        for bits in range(1 << n):
+            if all(any((lit > 0) == bool((bits >> (abs(lit) - 1)) & 1) for lit in c) for c in clauses):
+                good += 1
+        return REWARD_SCALE * good / (1 << n)

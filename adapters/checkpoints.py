@@ -1,0 +1,116 @@
+"""Publishing and fetching checkpoints, and the model in force for a window.
+
+A checkpoint lives in a bundle store beside the bundles, under
+    rollproof/<netuid>/checkpoints/<fingerprint hex>/{manifest.json, adapter.safetensors}
+and the chain's announcement holds the manifest's location; the other files are found next to it
+(same URI with the last path segment replaced by the file name).
+
+ModelResolver.model_for(window) derives the checkpoint from chain data alone (the window rule of
+docs/protocol.md section 15), fetches the manifest and files, checks the manifest's SHA-256 against
+the chain, its signature against the chain's trainer key, every file's SHA-256 and size, and the
+recomputed fingerprint; only then is the model used. Any failure is a CheckpointError: the caller
+skips the window. It never falls back to another model."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+from adapters.chain.base import Chain
+from adapters.storage import BundleStore, Fetcher
+from verification.checkpoint import Announcement, Manifest, checkpoint_for, manifest_hash, parse_manifest, verify_manifest_signature
+from verification.constants import MAX_MANIFEST_BYTES
+from verification.errors import CheckpointError, StorageError
+
+log = logging.getLogger("rollproof.checkpoints")
+MANIFEST_FILE = "manifest.json"
+DEFAULT_CACHED_MODELS = 3  # checkpoints kept loaded: the one in force, its predecessor, the next one
+
+
+def checkpoint_prefix(netuid: int, fingerprint_hex: str) -> str:
+    return f"rollproof/{netuid}/checkpoints/{fingerprint_hex}"
+
+
+def publish_checkpoint(store: BundleStore, manifest: Manifest, files: dict[str, bytes]) -> str:
+    """Upload the files, then the manifest; returns the manifest's location URI."""
+    prefix = checkpoint_prefix(manifest.netuid, manifest.fingerprint)
+    for f in manifest.files:
+        store.put(f"{prefix}/{f.name}", files[f.name])
+    return store.put(f"{prefix}/{MANIFEST_FILE}", manifest.to_bytes())
+
+
+def sibling(location: str, name: str) -> str:
+    head, sep, _ = location.rpartition("/")
+    if not sep:
+        raise CheckpointError(f"checkpoint location {location!r} has no directory part")
+    return f"{head}/{name}"
+
+
+def fetch_checkpoint(fetcher: Fetcher, ann: Announcement, trainer_hotkey: str | None) -> tuple[Manifest, dict[str, bytes]]:
+    """Manifest and files of an announcement, every check but the model ones done."""
+    if trainer_hotkey is None:
+        raise CheckpointError("a checkpoint is announced but the chain names no trainer key")
+    try:
+        data = fetcher.fetch(ann.location, max_bytes=MAX_MANIFEST_BYTES)
+    except StorageError as exc:
+        raise CheckpointError(f"cannot fetch the manifest at {ann.location}: {exc}") from None
+    if manifest_hash(data) != ann.manifest_hash:
+        raise CheckpointError("the manifest fetched does not hash to the announced manifest hash")
+    manifest = parse_manifest(data)
+    verify_manifest_signature(manifest, trainer_hotkey)
+    if manifest.fingerprint != ann.fingerprint.hex() or manifest.from_window != ann.from_window:
+        raise CheckpointError("the manifest's fingerprint or window differs from the announcement")
+    files = {}
+    for f in manifest.files:
+        try:
+            files[f.name] = fetcher.fetch(sibling(ann.location, f.name), max_bytes=f.size)
+        except StorageError as exc:
+            raise CheckpointError(f"cannot fetch checkpoint file {f.name}: {exc}") from None
+    return manifest, files
+
+
+class ModelResolver:
+    """The model in force for each window, loaded and verified once per checkpoint."""
+
+    def __init__(self, chain: Chain, base, fetcher: Fetcher, *, cached_models: int = DEFAULT_CACHED_MODELS):
+        self.chain = chain
+        self.base = base
+        self.fetcher = fetcher
+        self.cached_models = cached_models
+        self._models: OrderedDict[bytes, object] = OrderedDict()
+        self._failed: dict[bytes, str] = {}
+
+    def announcement_for(self, window: int) -> Announcement | None:
+        return checkpoint_for(window, self.chain.checkpoint_announcements())
+
+    def fingerprint_for(self, window: int) -> bytes:
+        ann = self.announcement_for(window)
+        return self.base.fingerprint if ann is None else ann.fingerprint
+
+    def model_for(self, window: int):
+        """The LoadedModel for window; CheckpointError when its checkpoint cannot be verified."""
+        ann = self.announcement_for(window)
+        if ann is None:
+            return self.base
+        return self.load(ann)
+
+    def load(self, ann: Announcement):
+        if ann.fingerprint in self._models:
+            self._models.move_to_end(ann.fingerprint)
+            return self._models[ann.fingerprint]
+        from verification.checkpoint_model import load_checkpoint  # torch: only once a checkpoint is in force
+
+        manifest, files = fetch_checkpoint(self.fetcher, ann, self.chain.trainer_hotkey())
+        lm = load_checkpoint(self.base, manifest, files)
+        self._models[ann.fingerprint] = lm
+        while len(self._models) > self.cached_models:
+            self._models.popitem(last=False)
+        log.info("checkpoint v%d (%s…) loaded and verified; in force from window %d",
+                 manifest.version, ann.fingerprint.hex()[:16], ann.from_window)
+        return lm
+
+    def add(self, lm) -> None:
+        """Register a model already verified locally (the trainer's own checkpoint)."""
+        self._models[lm.fingerprint] = lm
+        while len(self._models) > self.cached_models:
+            self._models.popitem(last=False)

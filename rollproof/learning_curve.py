@@ -1,0 +1,72 @@
+"""The learning curve of a local network run: mean reward of verified rows per window, held-out
+reward per checkpoint, the chance baseline; as a terminal table and a PNG (matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+
+def curve_table(result) -> Table:
+    table = Table(title="learning curve")
+    for c in ("window", "checkpoint", "trained rows", "mean reward", "signal rate", "step", "after the window"):
+        table.add_column(c, justify="left" if c in ("step", "after the window") else "right", no_wrap=True)
+    for rec in result.training:
+        fp = result.checkpoints.get(rec.window, "")
+        version = result.versions.get(fp)
+        step = rec.step
+        step_text = (f"applied: grad {step['grad_norm']:.2f}, kl {step['approx_kl']:.4f}" if step and step["applied"]
+                     else (rec.note or "-"))
+        pub = result.published_at.get(rec.window)
+        pub_text = "" if pub is None else (f"v{pub.version} announced for window {pub.from_window}"
+                                           if pub.stage == "announced" else f"v{pub.version} withheld")
+        table.add_row(str(rec.window), f"v{version}" if version is not None else fp[:8], str(rec.rows),
+                      f"{rec.mean_reward:.3f}", f"{rec.signal_rate:.0%} of {rec.groups}", step_text, pub_text)
+    return table
+
+
+def checkpoint_table(result) -> Table:
+    table = Table(title="held-out reward per checkpoint (paired against its parent, 95% interval)")
+    for c in ("checkpoint", "from window", "held-out", "parent", "difference", "chance", "bytes", "stage"):
+        table.add_column(c, justify="right", no_wrap=True)
+    table.add_row("v0 (base)", "-", f"{result.base_heldout:.3f}", "-", "-", f"{result.chance:.3f}", "-", "-")
+    for p in result.publications:
+        table.add_row(f"v{p.version}", str(p.from_window), f"{p.heldout:.3f}", f"{p.parent_heldout:.3f}",
+                      f"{p.difference:+.3f} ± {p.half_width:.3f}", f"{p.chance:.3f}", str(p.bytes), p.stage)
+    return table
+
+
+def plot_curve(result, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    windows = [r.window for r in result.training]
+    ax1.plot(windows, [r.mean_reward for r in result.training], marker="o", label="mean reward, verified rows")
+    ax1.plot(windows, [r.signal_rate for r in result.training], marker="s", linestyle="--",
+             label="signal rate (groups with reward variance)")
+    ax1.axhline(result.chance, color="grey", linestyle=":", label=f"chance baseline {result.chance:.3f}")
+    ax1.set_xlabel("window")
+    ax1.set_ylim(-0.02, 1.02)
+    ax1.set_title("rollouts per window")
+    ax1.legend(fontsize=8)
+    versions = [0] + [p.version for p in result.publications if p.stage == "announced"]
+    heldout = [result.base_heldout] + [p.heldout for p in result.publications if p.stage == "announced"]
+    ax2.plot(versions, heldout, marker="o", label="held-out reward")
+    ax2.axhline(result.chance, color="grey", linestyle=":", label="chance baseline")
+    for p in result.publications:
+        if p.stage != "announced":
+            ax2.scatter([p.version], [p.heldout], marker="x", color="red", label="withheld candidate")
+    ax2.set_xlabel("checkpoint version")
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_title("held-out reward per checkpoint")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,215 @@
+"""Slow windows: the embedded chain's simulated clock survives a wall clock that runs ahead of it
+(or behind), the local network survives generation slower than the block time, a miner never
+sends a commitment that cannot land in its window, and a slow miner waits for the next window
+instead of starting every window late."""
+
+import threading
+
+import pytest
+from typer.testing import CliRunner
+
+from adapters.beacons import LocalBeaconSource
+from adapters.chain.evm import BLOCK_SECONDS, EVMChain
+from adapters.storage import FileStore
+from miner.service import Miner
+from rollproof.cli import app
+from verification.challenge import window_deadline_block, window_of_block, window_start_block
+from verification.constants import WINDOW_BLOCKS
+
+
+@pytest.fixture()
+def wall_clock(monkeypatch):
+    """py-evm stamps each new pending block max(wall clock, parent + 1) with eth._utils.headers.eth_now;
+    this makes that wall clock jump `step` seconds (default one hour) ahead at every reading."""
+    import eth._utils.headers as headers
+
+    real = headers.eth_now
+    state = {"offset": 0, "step": 3600}
+
+    def now():
+        state["offset"] += state["step"]
+        return real() + state["offset"]
+
+    monkeypatch.setattr(headers, "eth_now", now)
+    return state
+
+
+def _assert_simulated(chain):
+    times = [chain.block(n).timestamp for n in range(chain.current_block() + 1)]
+    assert [b - a for a, b in zip(times, times[1:])] == [BLOCK_SECONDS] * (len(times) - 1)
+    assert chain.now() == times[-1]
+
+
+@pytest.mark.parametrize("step", [3600, -10**8])
+def test_embedded_clock_ignores_the_wall_clock(wall_clock, keys, step):
+    wall_clock["step"] = step  # hours ahead at every reading, or decades behind
+    chain = EVMChain.embedded_chain(1)
+    chain.mine(2)  # used to raise "Space time continuum distortion" once the wall clock was ahead
+    chain.register(keys[0])  # transaction blocks used to be stamped with the wall clock
+    w = window_of_block(chain.current_block()) + 1
+    chain.mine(window_start_block(w) - chain.current_block())
+    chain.commit(keys[0], w, b"x")
+    chain.mine(3)
+    _assert_simulated(chain)
+
+
+def test_localnet_survives_generation_slower_than_the_block_time(wall_clock, tiny, tmp_path, monkeypatch):
+    from rollproof.localnet import run_localnet
+
+    chains = []
+    make = EVMChain.embedded_chain.__func__
+    monkeypatch.setattr(EVMChain, "embedded_chain",
+                        classmethod(lambda cls, *a, **kw: chains.append(make(cls, *a, **kw)) or chains[-1]))
+    result = run_localnet(tiny, tmp_path, windows=2, n_groups=1)
+    assert result.ok, result.problems
+    assert len(result.windows) == 2 and wall_clock["offset"] >= 24 * 3600  # the wall clock ran days ahead
+    _assert_simulated(chains[0])
+
+
+# ---- the miner's timing -------------------------------------------------------------------------
+
+@pytest.fixture()
+def keys():
+    from bittensor.sp_core import Keypair
+
+    return [Keypair.create_from_uri(f"//slow-windows/{n}") for n in ("a", "b")]
+
+
+class SlowMiner(Miner):
+    """Generation that takes `blocks` blocks of chain time."""
+
+    def __init__(self, *a, blocks: int = 0, **kw):
+        super().__init__(*a, **kw)
+        self.blocks = blocks
+        self.started: list[int] = []
+
+    def make_bundle(self, ctx, on_tokens=None):
+        self.started.append(ctx.window)
+        bundle = super().make_bundle(ctx, on_tokens)
+        self.chain.mine(self.blocks)
+        return bundle
+
+
+def _setup(tmp_path, tiny, local_drand, keys, auto_mine=False):
+    chain = EVMChain.embedded_chain(netuid=1, auto_mine=auto_mine)
+    chain.register(keys[0])
+    beacons = LocalBeaconSource(local_drand, clock=chain.now)
+    store = FileStore(tmp_path / "store")
+
+    def miner(blocks=0, name="m"):
+        return SlowMiner(chain, keys[0], tiny, store, beacons, tmp_path / name, n_groups=1, blocks=blocks)
+
+    return chain, miner
+
+
+def _to_block(chain, number):
+    assert number >= chain.current_block()
+    chain.mine(number - chain.current_block())
+
+
+def test_no_commitment_is_sent_in_the_windows_last_block(tmp_path, tiny, local_drand, keys):
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys)
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_deadline_block(w) - 1)  # a commitment sent now lands at the deadline
+    m = miner()
+    rec = m.run_window(w)
+    assert rec.stage == "missed" and "no block left" in rec.detail
+    assert m.started == [] and chain.current_block() == window_deadline_block(w) - 1  # nothing generated or sent
+
+
+def test_generation_ending_in_the_last_block_is_missed_not_left_uploaded(tmp_path, tiny, local_drand, keys):
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys)
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_start_block(w))
+    m = miner(blocks=WINDOW_BLOCKS - 1)
+    rec = m.run_window(w)
+    assert rec.stage == "missed" and "finished too late" in rec.detail
+    assert m.state.record(w).stage == "missed" and m.state.generation_blocks() == WINDOW_BLOCKS - 1
+    assert chain.current_block() == window_deadline_block(w) - 1 and chain.commitment_of(keys[0].ss58_address, w) is None
+
+
+def test_a_commitment_that_lands_after_the_deadline_marks_the_window_missed(tmp_path, tiny, local_drand, keys):
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys)
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_deadline_block(w) - 2)  # one block left: the miner sends
+    real_commit = chain.commit
+
+    def late_commit(*a, **kw):  # another transaction takes that block first
+        chain.mine(1)
+        return real_commit(*a, **kw)
+
+    chain.commit = late_commit
+    m = miner()
+    rec = m.run_window(w)
+    assert rec.stage == "missed" and "did not land before the deadline" in rec.detail
+    assert m.state.record(w).stage == "missed"
+
+
+def test_a_restart_closes_a_window_left_uploaded(tmp_path, tiny, local_drand, keys):
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys)
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_start_block(w))
+    m = miner()
+    real_commit = chain.commit
+
+    def crash(*a, **kw):
+        raise KeyboardInterrupt
+
+    chain.commit = crash
+    with pytest.raises(KeyboardInterrupt):
+        m.run_window(w)
+    chain.commit = real_commit
+    assert m.state.record(w).stage == "uploaded"
+    _to_block(chain, window_start_block(w + 1) + 2)
+    (rec,) = miner().run(threading.Event(), max_windows=1)  # a new process with the same journal
+    assert rec.window == w + 1 and rec.stage == "committed"
+    old = m.state.record(w)
+    assert old.stage == "missed" and "no block left" in old.detail and m.state.open_windows() == []
+
+
+def test_a_slow_miner_waits_for_the_next_window_instead_of_starting_late(tmp_path, tiny, local_drand, keys):
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys)
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_start_block(w) + 10)
+    m = miner(blocks=15)  # generation takes 15 of the window's 20 blocks
+    assert m.run_window(w).stage == "missed"  # no estimate yet: it starts, and ends 5 blocks into w + 1
+    assert m.state.generation_blocks() == 15
+    rec = miner(blocks=15).run_window(w + 1)  # a restart remembers the estimate
+    assert rec.stage == "skipped" and "waiting for window" in rec.detail and m.state.record(w + 1) is None
+    _to_block(chain, window_start_block(w + 2))
+    assert m.run_window(w + 2).stage == "committed"
+    assert m.started == [w, w + 2]
+
+
+def test_the_miner_loop_skips_the_late_window_and_commits_on_time(tmp_path, tiny, local_drand, keys):
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys, auto_mine=True)  # waiting mines the blocks
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_start_block(w) + 10)
+    m = miner(blocks=15)
+    records = m.run(threading.Event(), max_windows=3)
+    assert [(r.window, r.stage) for r in records] == [(w, "missed"), (w + 2, "committed"), (w + 3, "committed")]
+    assert m.started == [w, w + 2, w + 3]  # window w + 1 (5 blocks late) was never started
+
+
+# ---- --threads ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["miner", "run"], ["validator", "run"], ["localnet"], ["verify", __file__]])
+def test_threads_out_of_range_is_a_one_line_error(args):
+    out = CliRunner().invoke(app, [*args, "--threads", "0", "--model", "tiny"])
+    assert out.exit_code == 2, out.output
+    assert out.output.strip() == "error: --threads must be at least 1, got 0"
+
+
+def test_threads_sets_torchs_thread_count():
+    import torch
+
+    from rollproof.cli_common import apply_threads
+
+    before = torch.get_num_threads()
+    try:
+        apply_threads(1)
+        assert torch.get_num_threads() == 1
+        apply_threads(None)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,67 @@
+"""Turning the policy's adapter into a signed checkpoint (manifest + adapter file), checked by the
+same code miners and validators load it with before it leaves the trainer."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from trainer.adapter_files import adapter_config, adapter_tensors, adapter_to_bytes
+from trainer.policy import Policy
+from verification.checkpoint import Manifest, ManifestFile, lora_weights_root
+from verification.checkpoint_model import ADAPTER_FILE, load_checkpoint
+from verification.constants import PROTOCOL_VERSION
+from verification.errors import CheckpointError
+from verification.fingerprint import tensors_root
+from verification.generation import GenerationParams
+from verification.model import LoadedModel
+from verification.signing import sign
+
+
+@dataclass
+class BuiltCheckpoint:
+    manifest: Manifest
+    files: dict[str, bytes]
+    model: LoadedModel  # the merged checkpoint model (verified by load_checkpoint)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(len(b) for b in self.files.values()) + len(self.manifest.to_bytes())
+
+
+def protocol_adapter_config(policy: Policy) -> dict:
+    cfg = adapter_config(policy)
+    alpha = cfg["alpha"]
+    if float(alpha) != int(alpha):
+        raise CheckpointError(f"the protocol's LoRA alpha is an integer, the policy's is {alpha}")
+    return {"kind": "lora", "rank": int(cfg["rank"]), "alpha": int(alpha),
+            "target_modules": list(cfg["target_modules"])}
+
+
+def build_checkpoint(base: LoadedModel, policy: Policy, *, keypair, netuid: int, version: int,
+                     from_window: int, parent_fingerprint: bytes, params: GenerationParams) -> BuiltCheckpoint:
+    tensors = adapter_tensors(policy)
+    data = adapter_to_bytes(tensors, adapter_config(policy))
+    config = protocol_adapter_config(policy)
+    arrays = {k: v.numpy() for k, v in tensors.items()}
+    root = lora_weights_root(base.weights_root, tensors_root(arrays.items()), config)
+    unsigned = Manifest(
+        protocol_version=PROTOCOL_VERSION, netuid=netuid, version=version, from_window=from_window,
+        base_fingerprint=base.fingerprint.hex(), parent_fingerprint=parent_fingerprint.hex(),
+        fingerprint="00" * 32, weights_root=root.hex(), adapter=config,
+        files=(ManifestFile(ADAPTER_FILE, hashlib.sha256(data).hexdigest(), len(data)),),
+        generation=params, trainer_hotkey=keypair.ss58_address)
+    # the fingerprint needs the merged model's identity only through weights_root and params, so it
+    # is computed without merging; load_checkpoint below merges and checks it
+    from verification.model import compute_fingerprint
+
+    fp = compute_fingerprint(root, base.tokenizer_json, base.chat_template, base.eos_ids, params)
+    body = replace(unsigned, fingerprint=fp.hex())
+    manifest = replace(body, signature=sign(keypair, body.signing_message()).hex())
+    files = {ADAPTER_FILE: data}
+    model = load_checkpoint(base, manifest, files)
+    if not np.isfinite([float(v.abs().max()) for v in tensors.values()]).all():
+        raise CheckpointError("the adapter has non-finite values")
+    return BuiltCheckpoint(manifest, files, model)

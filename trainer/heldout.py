@@ -1,0 +1,88 @@
+"""The acceptance gate's measurement: mean reward on a fixed held-out problem set.
+
+Held-out problem i of netuid n has seed PRF("heldout", n, i): miners' problem seeds are PRF outputs
+over window seeds and hotkeys, so no trained problem is ever a held-out one. Each problem is drawn
+from the checkpoint's environment mix and difficulty params as a miner's would be, and answered with
+the protocol's seeded sampling at the checkpoint's temperature (`rollouts` rollouts per problem);
+the noise is fixed by (seed, rollout, position), so two checkpoints are compared on the same
+problems with the same noise: a paired comparison. The chance baseline is the mean over the same
+problems of each environment's chance_reward (a uniformly random well-formed answer)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from miner.engine import RolloutRequest, generate
+from verification import environments
+from verification.environments.base import REWARD_SCALE
+from verification.generation import GenerationParams
+from verification.model import LoadedModel
+from verification.prf import prf
+from verification.sketch import sketch_vectors
+
+
+@dataclass
+class HeldoutResult:
+    fingerprint: str
+    rewards: list[float]  # per problem, mean over its rollouts, in [0, 1]
+    chance: float  # mean chance reward in [0, 1]
+    correct_share: float  # rollouts with full reward
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.rewards)) if self.rewards else 0.0
+
+
+@dataclass
+class PairedDifference:
+    mean: float
+    half_width: float  # 95% normal-approximation half width
+    n: int
+    per_problem: list[float] = field(default_factory=list)
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+
+def heldout_seeds(netuid: int, n: int) -> list[bytes]:
+    return [prf("heldout", netuid, i) for i in range(n)]
+
+
+def evaluate(lm: LoadedModel, params: GenerationParams, netuid: int, n_problems: int, *,
+             rollouts: int = 2, batch_size: int = 16) -> HeldoutResult:
+    """Held-out reward of lm under params (its temperature must be params.temperature)."""
+    vectors = sketch_vectors(prf("heldout-sketch", netuid), lm.hidden_size)
+    plans, requests = [], []
+    for seed in heldout_seeds(netuid, n_problems):
+        name, problem = environments.problem_for(seed, params)
+        prompt = lm.chat_prompt_ids(problem.prompt)
+        plans.append((name, problem))
+        requests.extend(RolloutRequest(prompt, seed, r) for r in range(rollouts))
+    out = generate(lm, requests, vectors, batch_size=batch_size)
+    rewards, chance, full = [], [], 0
+    for k, (name, problem) in enumerate(plans):
+        env = environments.get(name)
+        rs = [env.reward(problem, lm.tokenizer.decode(g.completion, skip_special_tokens=True))
+              for g in out[k * rollouts:(k + 1) * rollouts]]
+        full += sum(1 for r in rs if r == REWARD_SCALE)
+        rewards.append(sum(rs) / len(rs) / REWARD_SCALE)
+        chance.append(env.chance_reward(problem) / REWARD_SCALE)
+    return HeldoutResult(lm.fingerprint.hex(), rewards, float(np.mean(chance)), full / max(1, len(requests)))
+
+
+def paired_difference(after: HeldoutResult, before: HeldoutResult) -> PairedDifference:
+    """Mean per-problem difference after - before with a 95% interval (1.96 standard errors)."""
+    d = np.asarray(after.rewards) - np.asarray(before.rewards)
+    n = len(d)
+    if n < 2:
+        return PairedDifference(float(d.mean()) if n else 0.0, math.inf, n, d.tolist())
+    half = 1.96 * float(d.std(ddof=1)) / math.sqrt(n)
+    return PairedDifference(float(d.mean()), half, n, d.tolist())

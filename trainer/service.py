@@ -1,0 +1,252 @@
+"""The trainer's window loop: verified rows in, checkpoints out.
+
+For each closed window a validator has scored: take the rows the validator accepted
+(trainer/rows.py), drop stale ones, run one GRPO step with circuit breakers (trainer/step.py), and
+journal it. Every `publish_every` applied steps, build a candidate checkpoint, evaluate it on the
+held-out set against its parent (the acceptance gate), and, if it is not worse than the parent by
+more than `gate_margin`, upload it and announce it on chain for window current + ACTIVATION_WINDOWS.
+Withheld candidates are logged and journaled; the policy keeps training."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from adapters.chain.base import Chain
+from adapters.checkpoints import publish_checkpoint
+from adapters.storage import BundleStore
+from trainer.adapter_files import adapter_tensors, load_adapter_into
+from trainer.checkpointing import BuiltCheckpoint, build_checkpoint
+from trainer.heldout import HeldoutResult, evaluate, paired_difference
+from trainer.journal import TrainerJournal
+from trainer.policy import LoraSettings, make_policy
+from trainer.rows import WindowRows, accepted_rows, drop_stale
+from trainer.step import StepResult, TrainConfig, TrainingRow, make_optimizer, train_step
+from verification.challenge import window_of_block
+from verification.checkpoint import manifest_hash, parse_manifest
+from verification.constants import ACTIVATION_WINDOWS
+from verification.environments.base import REWARD_SCALE
+from verification.errors import ChainError, StorageError
+from verification.generation import GenerationParams
+from verification.model import LoadedModel
+
+log = logging.getLogger("rollproof.trainer")
+
+
+@dataclass
+class TrainerConfig:
+    """max_staleness: rows of a checkpoint more than this many versions behind the newest announced
+    one are dropped. Publishing every window, rows arrive ACTIVATION_WINDOWS + 1 versions behind, so
+    the default leaves one version of slack above that.
+    gate_margin: a candidate is withheld when its held-out reward is below its parent's by more than
+    this (reward units, 0..1); 0.02 is about one held-out problem in 48."""
+
+    publish_every: int = 1  # applied steps between candidates
+    max_staleness: int = ACTIVATION_WINDOWS + 2
+    heldout_problems: int = 48
+    heldout_rollouts: int = 2
+    gate_margin: float = 0.02
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    params: GenerationParams | None = None  # generation params of the next checkpoints (default: the base's)
+
+
+@dataclass
+class WindowTraining:
+    window: int
+    rows: int
+    groups: int
+    signal_rate: float
+    dropped_stale: int
+    step: dict | None  # StepResult as a dict, None when no step ran
+    note: str = ""
+    mean_reward: float = 0.0  # mean reward (0..1) of the window's verified rows
+
+
+@dataclass
+class Publication:
+    version: int
+    stage: str  # announced | withheld
+    fingerprint: str
+    from_window: int
+    heldout: float
+    parent_heldout: float
+    chance: float
+    difference: float
+    half_width: float
+    bytes: int
+    note: str = ""
+
+
+class Trainer:
+    def __init__(self, chain: Chain, keypair, base: LoadedModel, store: BundleStore, state_dir: Path,
+                 config: TrainerConfig | None = None):
+        self.chain = chain
+        self.keypair = keypair
+        self.base = base
+        self.store = store
+        self.config = config or TrainerConfig()
+        self.params = self.config.params or base.generation
+        self.journal = TrainerJournal(state_dir)
+        self.policy = make_policy(base, self.config.lora)
+        self.optimizer = make_optimizer(self.policy, self.config.train)
+        self.trained_windows: set[int] = set()
+        self.steps_applied = 0
+        self.steps_since_publish = 0
+        self.version = 0  # newest announced version (0: the base model)
+        self.versions: dict[str, int] = {base.fingerprint.hex(): 0}
+        self._heldout: dict[str, HeldoutResult] = {}
+        self._restore()
+
+    # ---- state ----------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        state = self.journal.load_state()
+        if state is not None:
+            load_adapter_into(self.policy, state["adapter"], state["adapter_config"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.trained_windows = set(state["trained_windows"])
+            self.steps_applied = state["steps_applied"]
+            self.steps_since_publish = state["steps_since_publish"]
+            log.info("trainer resumed: %d steps, %d windows trained", self.steps_applied, len(self.trained_windows))
+        self._reconcile()
+        for pub in self.journal.publications():
+            if pub["stage"] == "announced":
+                self.versions[pub["fingerprint"]] = pub["version"]
+                self.version = max(self.version, pub["version"])
+
+    def _reconcile(self) -> None:
+        """A crash between upload and journal: a version journaled as built is announced if the chain
+        holds its fingerprint, else expired (never announced later: one checkpoint per version)."""
+        pending = [p for p in self.journal.publications() if p["stage"] == "built"]
+        if not pending:
+            return
+        on_chain = {a.fingerprint.hex() for a in self.chain.checkpoint_announcements()}
+        for pub in pending:
+            pub["stage"] = "announced" if pub["fingerprint"] in on_chain else "expired"
+            self.journal.save_publication(pub["version"], pub)
+            log.info("checkpoint v%d was %s before the restart", pub["version"], pub["stage"])
+
+    def _save_state(self) -> None:
+        from trainer.adapter_files import adapter_config
+
+        self.journal.save_state({
+            "adapter": adapter_tensors(self.policy), "adapter_config": adapter_config(self.policy),
+            "optimizer": self.optimizer.state_dict(), "trained_windows": sorted(self.trained_windows),
+            "steps_applied": self.steps_applied, "steps_since_publish": self.steps_since_publish,
+        })
+
+    @property
+    def parent_fingerprint(self) -> str:
+        return max(self.versions, key=lambda fp: self.versions[fp])
+
+    # ---- one window -----------------------------------------------------------------------------
+    def train_window(self, window: int, report_bytes: bytes, bundle_bytes: Callable[[int], bytes | None],
+                     ledger_report_hash: bytes | None = None) -> WindowTraining:
+        """Train on one scored window (at most once; a repeat returns the journaled record)."""
+        if window in self.trained_windows:
+            return WindowTraining(**self.journal.window(window))
+        rows: WindowRows = accepted_rows(report_bytes, bundle_bytes, ledger_report_hash)
+        fresh, stale = drop_stale(rows.rows, self.versions, self.version, self.config.max_staleness)
+        step: StepResult | None = None
+        note = ""
+        trainable = [r for r in fresh if r.advantage != 0.0]
+        if not trainable:
+            note = "no row with a non-zero advantage" if fresh else "no verified rows"
+        else:
+            step = train_step(self.policy, self.optimizer,
+                              [TrainingRow(r.prompt, r.completion, r.logprobs, r.advantage) for r in trainable],
+                              self.config.train)
+            if step.applied:
+                self.steps_applied += 1
+                self.steps_since_publish += 1
+            else:
+                note = f"step skipped by the circuit breaker: {step.reason}"
+                log.warning("window %d: %s (grad norm %.3g, clipped share %.2f)", window, note,
+                            step.grad_norm, step.clipped_share)
+        mean_reward = (sum(r.reward for r in rows.rows) / len(rows.rows) / REWARD_SCALE) if rows.rows else 0.0
+        record = WindowTraining(window, len(trainable), rows.groups, rows.signal_rate, stale,
+                                asdict(step) if step else None, note, mean_reward)
+        self.trained_windows.add(window)
+        self._save_state()  # the update and "window trained" land in one atomic write
+        self.journal.save_window(window, asdict(record))
+        return record
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def heldout(self, lm: LoadedModel) -> HeldoutResult:
+        key = lm.fingerprint.hex()
+        if key not in self._heldout:
+            self._heldout[key] = evaluate(lm, self.params if lm is not self.base else self.base.generation,
+                                          self.chain.netuid, self.config.heldout_problems,
+                                          rollouts=self.config.heldout_rollouts)
+        return self._heldout[key]
+
+    def parent_model(self, resolver=None) -> LoadedModel:
+        fp = self.parent_fingerprint
+        if fp == self.base.fingerprint.hex():
+            return self.base
+        if resolver is not None:
+            for m in resolver._models.values():
+                if m.fingerprint.hex() == fp:
+                    return m
+        built = self._rebuild(self.versions[fp])
+        return built
+
+    def _rebuild(self, version: int) -> LoadedModel:
+        from verification.checkpoint_model import ADAPTER_FILE, load_checkpoint
+
+        data = self.journal.manifest_bytes(version)
+        manifest = parse_manifest(data)
+        prefix = self.journal.root / "published" / f"{version}.{ADAPTER_FILE}"
+        return load_checkpoint(self.base, manifest, {ADAPTER_FILE: prefix.read_bytes()})
+
+    def maybe_publish(self, current_window: int | None = None, resolver=None) -> Publication | None:
+        """Build, gate and announce a candidate once publish_every steps were applied since the last."""
+        if self.steps_since_publish < self.config.publish_every:
+            return None
+        current_window = window_of_block(self.chain.current_block()) if current_window is None else current_window
+        version = max([self.version] + [p["version"] for p in self.journal.publications()]) + 1
+        from_window = current_window + ACTIVATION_WINDOWS
+        parent_fp = bytes.fromhex(self.parent_fingerprint)
+        built: BuiltCheckpoint = build_checkpoint(self.base, self.policy, keypair=self.keypair,
+                                                  netuid=self.chain.netuid, version=version,
+                                                  from_window=from_window, parent_fingerprint=parent_fp,
+                                                  params=self.params)
+        parent = self.parent_model(resolver)
+        before, after = self.heldout(parent), self.heldout(built.model)
+        diff = paired_difference(after, before)
+        pub = Publication(version, "withheld", built.manifest.fingerprint, from_window, after.mean, before.mean,
+                          after.chance, diff.mean, diff.half_width, built.size_bytes)
+        self.steps_since_publish = 0
+        self._save_state()
+        if after.mean < before.mean - self.config.gate_margin:
+            pub.note = (f"held-out reward {after.mean:.3f} is below the parent's {before.mean:.3f} by more "
+                        f"than {self.config.gate_margin}")
+            log.warning("checkpoint v%d withheld: %s", version, pub.note)
+            self.journal.save_publication(version, asdict(pub))
+            return pub
+        from verification.checkpoint_model import ADAPTER_FILE
+        from adapters.files import atomic_write
+
+        atomic_write(self.journal.root / "published" / f"{version}.{ADAPTER_FILE}", built.files[ADAPTER_FILE])
+        self.journal.save_publication(version, asdict(pub) | {"stage": "built"}, built.manifest.to_bytes())
+        try:
+            location = publish_checkpoint(self.store, built.manifest, built.files)
+            self.chain.announce_checkpoint(self.keypair, from_window, bytes.fromhex(built.manifest.fingerprint),
+                                           manifest_hash(built.manifest.to_bytes()), location)
+        except (StorageError, ChainError) as exc:
+            pub.stage, pub.note = "withheld", f"could not publish: {exc}"
+            log.error("checkpoint v%d not announced: %s", version, exc)
+            self.journal.save_publication(version, asdict(pub) | {"stage": "expired"})
+            return pub
+        pub.stage = "announced"
+        self.journal.save_publication(version, asdict(pub))
+        self.versions[built.manifest.fingerprint] = version
+        self.version = version
+        if resolver is not None:
+            resolver.add(built.model)
+        log.info("checkpoint v%d announced for window %d: held-out %.3f (parent %.3f, chance %.3f), %d bytes",
+                 version, from_window, after.mean, before.mean, after.chance, built.size_bytes)
+        return pub
+

@@ -1,0 +1,215 @@
+"""Checkpoints: signed manifests, on-chain announcements and the rule that picks the checkpoint in
+force for a window (docs/protocol.md section 15). Pure: no torch, no network.
+
+A checkpoint is a LoRA adapter on the base model (the model loaded from its source, whose
+fingerprint uses BASE_GENERATION). Its weights root is
+
+    weights_root = PRF("lora-weights", base_weights_root, tensors_root(adapter tensors),
+                       canonical_json(adapter config))
+
+and its fingerprint is model_fingerprint(weights_root, tokenizer, chat template,
+{"eos_ids", "params": generation}) exactly as for the base (section 7), so a bundle names the
+checkpoint it was generated with. The manifest (canonical JSON, integers and strings only) is signed
+by the trainer's sr25519 hotkey over PRF("checkpoint-manifest", canonical_json(body)); the chain
+holds (from_window, fingerprint, SHA-256 of the manifest file, location).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from verification.canonical import canonical_json
+from verification.challenge import window_of_block
+from verification.constants import (
+    ACTIVATION_WINDOWS,
+    MAX_CHECKPOINT_FILE_BYTES,
+    MAX_CHECKPOINT_LOCATION_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_MANIFEST_BYTES,
+    PROTOCOL_VERSION,
+)
+from verification.errors import CheckpointError, EnvironmentSpecError
+from verification.generation import GenerationParams
+from verification.json_depth import nesting_depth
+from verification.prf import prf
+
+_HEX32 = re.compile(r"^[0-9a-f]{64}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MANIFEST_KEYS = {"protocol_version", "netuid", "version", "from_window", "base_fingerprint",
+                 "parent_fingerprint", "fingerprint", "weights_root", "adapter", "files", "generation",
+                 "trainer_hotkey", "signature"}
+ADAPTER_KEYS = {"kind", "rank", "alpha", "target_modules"}
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    protocol_version: int
+    netuid: int
+    version: int  # 1, 2, ... (the base model is version 0 and has no manifest)
+    from_window: int
+    base_fingerprint: str
+    parent_fingerprint: str
+    fingerprint: str
+    weights_root: str
+    adapter: dict  # {"kind": "lora", "rank": int, "alpha": int, "target_modules": [str, ...]}
+    files: tuple[ManifestFile, ...]
+    generation: GenerationParams
+    trainer_hotkey: str
+    signature: str = ""
+
+    def body(self) -> dict:
+        return {
+            "protocol_version": self.protocol_version, "netuid": self.netuid, "version": self.version,
+            "from_window": self.from_window, "base_fingerprint": self.base_fingerprint,
+            "parent_fingerprint": self.parent_fingerprint, "fingerprint": self.fingerprint,
+            "weights_root": self.weights_root, "adapter": dict(self.adapter),
+            "files": [{"name": f.name, "sha256": f.sha256, "size": f.size} for f in self.files],
+            "generation": self.generation.to_json(), "trainer_hotkey": self.trainer_hotkey,
+        }
+
+    def signing_message(self) -> bytes:
+        return prf("checkpoint-manifest", canonical_json(self.body()))
+
+    def to_bytes(self) -> bytes:
+        return canonical_json({**self.body(), "signature": self.signature})
+
+    def file(self, name: str) -> ManifestFile:
+        for f in self.files:
+            if f.name == name:
+                return f
+        raise CheckpointError(f"manifest lists no file {name!r}")
+
+
+def lora_weights_root(base_weights_root: bytes, adapter_tensors_root: bytes, adapter_config: dict) -> bytes:
+    return prf("lora-weights", base_weights_root, adapter_tensors_root, canonical_json(adapter_config))
+
+
+def manifest_hash(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def parse_manifest(data: bytes) -> Manifest:
+    """Parse and shape-check manifest bytes (canonical JSON). Raises CheckpointError."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise CheckpointError(f"manifest is {len(data)} bytes, limit {MAX_MANIFEST_BYTES}")
+    if nesting_depth(data) > MAX_JSON_DEPTH:
+        raise CheckpointError("manifest nests too deep")
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"manifest is not JSON: {exc}") from None
+    if not isinstance(obj, dict) or set(obj) != MANIFEST_KEYS:
+        raise CheckpointError(f"manifest must have exactly the keys {sorted(MANIFEST_KEYS)}")
+    if canonical_json(obj) != data:
+        raise CheckpointError("manifest is not in canonical form")
+    for key in ("protocol_version", "netuid", "version", "from_window"):
+        if not _nonneg_int(obj[key]):
+            raise CheckpointError(f"manifest {key} must be a non-negative integer")
+    if obj["protocol_version"] != PROTOCOL_VERSION:
+        raise CheckpointError(f"manifest is for protocol {obj['protocol_version']}, this is {PROTOCOL_VERSION}")
+    if obj["version"] < 1:
+        raise CheckpointError("checkpoint versions start at 1 (0 is the base model)")
+    for key in ("base_fingerprint", "parent_fingerprint", "fingerprint", "weights_root"):
+        if not isinstance(obj[key], str) or not _HEX32.match(obj[key]):
+            raise CheckpointError(f"manifest {key} must be 64 lowercase hex digits")
+    adapter = obj["adapter"]
+    if (not isinstance(adapter, dict) or set(adapter) != ADAPTER_KEYS or adapter["kind"] != "lora"
+            or not _nonneg_int(adapter["rank"]) or not 1 <= adapter["rank"] <= 1024
+            or not _nonneg_int(adapter["alpha"]) or not 1 <= adapter["alpha"] <= 1 << 16
+            or not isinstance(adapter["target_modules"], list) or not adapter["target_modules"]
+            or not all(isinstance(m, str) and _FILE_NAME.match(m) for m in adapter["target_modules"])):
+        raise CheckpointError("manifest adapter must be {kind: lora, rank 1..1024, alpha 1..65536, target_modules}")
+    files = obj["files"]
+    if not isinstance(files, list) or not 1 <= len(files) <= 16:
+        raise CheckpointError("manifest must list 1 to 16 files")
+    parsed_files = []
+    for f in files:
+        if (not isinstance(f, dict) or set(f) != {"name", "sha256", "size"} or not isinstance(f["name"], str)
+                or not _FILE_NAME.match(f["name"]) or not isinstance(f["sha256"], str)
+                or not _HEX32.match(f["sha256"]) or not _nonneg_int(f["size"])
+                or f["size"] > MAX_CHECKPOINT_FILE_BYTES):
+            raise CheckpointError("each manifest file needs a plain name, a sha256 and a size within limits")
+        parsed_files.append(ManifestFile(f["name"], f["sha256"], f["size"]))
+    if len({f.name for f in parsed_files}) != len(parsed_files):
+        raise CheckpointError("manifest lists a file twice")
+    try:
+        generation = GenerationParams.from_json(obj["generation"])
+    except EnvironmentSpecError as exc:
+        raise CheckpointError(f"manifest generation params: {exc}") from None
+    if not isinstance(obj["trainer_hotkey"], str) or not 1 <= len(obj["trainer_hotkey"]) <= 64:
+        raise CheckpointError("manifest trainer_hotkey must be an ss58 address")
+    if not isinstance(obj["signature"], str) or not re.match(r"^[0-9a-f]{128}$", obj["signature"]):
+        raise CheckpointError("manifest signature must be 128 lowercase hex digits")
+    return Manifest(obj["protocol_version"], obj["netuid"], obj["version"], obj["from_window"],
+                    obj["base_fingerprint"], obj["parent_fingerprint"], obj["fingerprint"], obj["weights_root"],
+                    {"kind": "lora", "rank": adapter["rank"], "alpha": adapter["alpha"],
+                     "target_modules": list(adapter["target_modules"])},
+                    tuple(parsed_files), generation, obj["trainer_hotkey"], obj["signature"])
+
+
+def verify_manifest_signature(manifest: Manifest, trainer_hotkey: str) -> None:
+    """Raise CheckpointError unless the manifest names trainer_hotkey and carries its signature."""
+    from verification.errors import SignatureError
+    from verification.signing import verify
+
+    if manifest.trainer_hotkey != trainer_hotkey:
+        raise CheckpointError(f"manifest is signed by {manifest.trainer_hotkey}, the chain's trainer is {trainer_hotkey}")
+    try:
+        verify(trainer_hotkey, manifest.signing_message(), bytes.fromhex(manifest.signature))
+    except SignatureError as exc:
+        raise CheckpointError(f"manifest signature: {exc}") from None
+
+
+# ---- announcements and the window rule -----------------------------------------------------------
+@dataclass(frozen=True)
+class Announcement:
+    """What the chain holds for one checkpoint: from_window, fingerprint, manifest SHA-256, location,
+    and the block the announcement landed in."""
+
+    from_window: int
+    fingerprint: bytes
+    manifest_hash: bytes
+    location: str
+    block: int
+
+    def __post_init__(self):
+        if len(self.fingerprint) != 32 or len(self.manifest_hash) != 32:
+            raise CheckpointError("announcement fingerprint and manifest hash are 32 bytes")
+        if len(self.location.encode()) > MAX_CHECKPOINT_LOCATION_BYTES:
+            raise CheckpointError("announcement location is too long")
+
+    @property
+    def valid(self) -> bool:
+        """Landed at least ACTIVATION_WINDOWS before the window it applies from."""
+        return window_of_block(self.block) + ACTIVATION_WINDOWS <= self.from_window
+
+
+def checkpoint_for(window: int, announcements: Iterable[Announcement]) -> Announcement | None:
+    """The announcement in force for `window`: among valid announcements with from_window <= window,
+    the one with the greatest from_window (ties: the later block). None means the base model."""
+    best: Announcement | None = None
+    for a in announcements:
+        if not a.valid or a.from_window > window:
+            continue
+        if best is None or (a.from_window, a.block) > (best.from_window, best.block):
+            best = a
+    return best
+
+
+def invalid_announcements(announcements: Sequence[Announcement]) -> list[Announcement]:
+    return [a for a in announcements if not a.valid]
+
+
+def _nonneg_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0

@@ -1,0 +1,112 @@
+"""Generation parameters: what a checkpoint fixes about how rollouts are made and scored.
+
+A checkpoint's manifest carries one GenerationParams; the model fingerprint binds it (section 7 of
+docs/protocol.md), so a trainer can change temperature, group size, completion length, the
+environment mix and each environment's difficulty without a protocol release, and a bundle made
+under other parameters names another fingerprint (`wrong_model`).
+
+Canonical form (hashed through canonical_json, integers only):
+    {"temperature_milli": int, "group_size": int, "max_new_tokens": int,
+     "environments": [{"name": str, "weight": int, "params": {str: int}}, ...]}
+The environment list order is significant: it maps problem seeds to environments (environment_for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from verification.constants import (
+    MAX_ENVIRONMENT_WEIGHT,
+    MAX_GROUP_SIZE,
+    MAX_NEW_TOKENS,
+    MAX_TEMPERATURE_MILLI,
+    MIN_GROUP_SIZE,
+    MIN_TEMPERATURE_MILLI,
+)
+from verification.errors import EnvironmentSpecError
+from verification.prf import prf, uniform_below, word_stream
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    name: str
+    weight: int
+    params: tuple[tuple[str, int], ...]  # sorted (key, value) pairs
+
+    @property
+    def params_dict(self) -> dict[str, int]:
+        return dict(self.params)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature_milli: int
+    group_size: int
+    max_new_tokens: int
+    environments: tuple[EnvironmentSpec, ...]
+
+    @property
+    def temperature(self) -> float:
+        return self.temperature_milli / 1000
+
+    def to_json(self) -> dict:
+        return {
+            "temperature_milli": self.temperature_milli,
+            "group_size": self.group_size,
+            "max_new_tokens": self.max_new_tokens,
+            "environments": [{"name": e.name, "weight": e.weight, "params": dict(e.params)}
+                             for e in self.environments],
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping) -> "GenerationParams":
+        """Parse and range-check; every failure is an EnvironmentSpecError naming the field."""
+        if not isinstance(obj, Mapping) or set(obj) != {"temperature_milli", "group_size", "max_new_tokens",
+                                                          "environments"}:
+            raise EnvironmentSpecError("generation params must have exactly temperature_milli, group_size, "
+                                       "max_new_tokens, environments")
+        t, g, m = obj["temperature_milli"], obj["group_size"], obj["max_new_tokens"]
+        for name, v, lo, hi in (("temperature_milli", t, MIN_TEMPERATURE_MILLI, MAX_TEMPERATURE_MILLI),
+                                ("group_size", g, MIN_GROUP_SIZE, MAX_GROUP_SIZE),
+                                ("max_new_tokens", m, 1, MAX_NEW_TOKENS)):
+            if not _is_int(v) or not lo <= v <= hi:
+                raise EnvironmentSpecError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        envs = obj["environments"]
+        if not isinstance(envs, list) or not envs:
+            raise EnvironmentSpecError("environments must be a non-empty list")
+        specs, seen = [], set()
+        for e in envs:
+            if not isinstance(e, Mapping) or set(e) != {"name", "weight", "params"}:
+                raise EnvironmentSpecError("each environment needs exactly name, weight, params")
+            name, weight, params = e["name"], e["weight"], e["params"]
+            if not isinstance(name, str) or name in seen:
+                raise EnvironmentSpecError(f"environment name {name!r} is not a string or is repeated")
+            if not _is_int(weight) or not 1 <= weight <= MAX_ENVIRONMENT_WEIGHT:
+                raise EnvironmentSpecError(f"weight of {name!r} must be in [1, {MAX_ENVIRONMENT_WEIGHT}]")
+            if not isinstance(params, Mapping) or not all(isinstance(k, str) and _is_int(v)
+                                                          for k, v in params.items()):
+                raise EnvironmentSpecError(f"params of {name!r} must map strings to integers")
+            seen.add(name)
+            specs.append(EnvironmentSpec(name, int(weight), tuple(sorted((k, int(v)) for k, v in params.items()))))
+        out = cls(int(t), int(g), int(m), tuple(specs))
+        from verification import environments  # the registry checks each environment's own params
+
+        for spec in out.environments:
+            environments.get(spec.name).check_params(spec.params_dict)
+        return out
+
+    def environment_for(self, seed: bytes) -> EnvironmentSpec:
+        """The environment of a problem seed: u = uniform_below(word_stream(PRF("env-choice", seed)),
+        total weight); the first environment whose cumulative weight exceeds u."""
+        total = sum(e.weight for e in self.environments)
+        u = uniform_below(word_stream(prf("env-choice", seed)), total)
+        for e in self.environments:
+            if u < e.weight:
+                return e
+            u -= e.weight
+        raise AssertionError("unreachable: u < total weight")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
