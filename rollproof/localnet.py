@@ -68,7 +68,7 @@ def _key(name: str) -> Keypair:
 
 
 def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: int = 2,
-                 batch_size: int = 16, drand_seed: str | None = None, train: bool = True,
+                 batch_size: int = 16, drand_seed: str | None = None, train: bool = True, cheaters: bool = True,
                  trainer_config: TrainerConfig | None = None,
                  on_event: Callable[[str], None] | None = None,
                  on_window: Callable[[WindowResult, dict, dict], None] | None = None) -> LocalnetResult:
@@ -93,11 +93,14 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
                    n_groups=n_groups, batch_size=batch_size, beacon_cache=cache, resolver=resolver, **kw)
 
     honest = [Participant(f"honest-{i}", "honest", miner(Miner, f"honest-{i}")) for i in (1, 2)]
-    swap = Participant("swapper", "model swap", miner(ModelSwapMiner, "swapper", swapped=other_checkpoint(lm)))
-    edit = Participant("editor", "edited tokens", miner(EditedTokensMiner, "editor"))
-    copy = Participant("copycat", "copycat", miner(CopycatMiner, "copycat", victim=honest[0].miner.hotkey))
+    participants = list(honest)
+    if cheaters:
+        participants += [
+            Participant("swapper", "model swap", miner(ModelSwapMiner, "swapper", swapped=other_checkpoint(lm))),
+            Participant("editor", "edited tokens", miner(EditedTokensMiner, "editor")),
+            Participant("copycat", "copycat", miner(CopycatMiner, "copycat", victim=honest[0].miner.hotkey)),
+        ]
     replay_key = _key("replayer")
-    participants = [*honest, swap, edit, copy]
 
     validator_key = _key("validator")
     trainer_key = _key("trainer")
@@ -109,17 +112,20 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
             f"held-out set of {trainer.config.heldout_problems} problems")
     for p in participants:
         chain.register(p.miner.keypair)
-    chain.register(replay_key)
+    if cheaters:
+        chain.register(replay_key)
     vuid = chain.register(validator_key)
     chain.set_validator_permit(vuid)
 
     # the replayer's one honest bundle, made for the window before the first one it will replay into
     first = window_of_block(chain.current_block()) + 2
     chain.mine(max(0, window_start_block(first - 1) - chain.current_block()))
-    old_ctx = window_context(chain, beacons, first - 1, cache)
-    old = Miner(chain, replay_key, lm, store, beacons, workdir / "miners" / "replayer-old", n_groups=n_groups,
-                batch_size=batch_size).make_bundle(old_ctx)
-    participants.append(Participant("replayer", "replay", miner(ReplayMiner, "replayer", old_bundle=encode_bundle(old))))
+    if cheaters:
+        old_ctx = window_context(chain, beacons, first - 1, cache)
+        old = Miner(chain, replay_key, lm, store, beacons, workdir / "miners" / "replayer-old", n_groups=n_groups,
+                    batch_size=batch_size).make_bundle(old_ctx)
+        participants.append(Participant("replayer", "replay",
+                                         miner(ReplayMiner, "replayer", old_bundle=encode_bundle(old))))
 
     result = LocalnetResult()
     for p in participants:

@@ -205,6 +205,10 @@ def run_setting(lm, name, params, temperature_milli, args, rescore) -> dict:
             for g in sorted(args.group_sizes):
                 row = metrics(rew[:, :g], cor[:, :g], lens[:, :g], chance, s_per_row_step, g)
                 rows.append({"rescored": vlabel, "max_new_tokens": m, **row})
+    per_problem = []
+    for i, p in enumerate(problems):
+        texts = [decode(completions[i * g_max + r], skip_special_tokens=True) for r in range(g_max)]
+        per_problem.append({"prompt": p.prompt, "right": sum(env.reward(p, t) == REWARD_SCALE for t in texts)})
     examples = [decode(completions[i * g_max][:args.max_new_tokens], skip_special_tokens=True)
                 for i in range(min(3, args.problems))]
     return {
@@ -213,6 +217,7 @@ def run_setting(lm, name, params, temperature_milli, args, rescore) -> dict:
         "max_new_tokens_sampled": args.max_new_tokens, "sampler": sampler, "wall_s": wall,
         "tokens": int(sum(len(c) for c in completions)), "s_per_row_step": s_per_row_step,
         "example_prompt": problems[0].prompt, "example_completions": examples, "rows": rows,
+        "per_problem": per_problem,
     }
 
 
@@ -266,7 +271,16 @@ def main() -> int:
     ap.add_argument("--merge", action="store_true", help="keep the settings of an existing report (replaced by key)")
     ap.add_argument("--notes", help="markdown file appended to the report as Notes")
     ap.add_argument("--name", default=NAME, help="report name under reports/")
+    ap.add_argument("--render-only", action="store_true",
+                    help="re-render the existing report (with --notes) without sampling")
     args = ap.parse_args()
+    if args.render_only:
+        data = json.loads((REPORTS / f"{args.name}.json").read_text())
+        if args.notes:
+            data["notes"] = open(args.notes).read()
+        jp, mp = write(args.name, data, render(data["settings"], data))
+        print(f"wrote {jp} and {mp}")
+        return 0
     args.temperatures = [int(t) for t in args.temperatures.split(",") if t]
     args.group_sizes = [int(g) for g in args.group_sizes.split(",") if g]
     args.truncations = [int(m) for m in args.truncations.split(",") if m]

@@ -67,8 +67,9 @@ def test_known_problem_bytes():
 
 
 def test_different_seeds_differ():
-    prompts = {ENV.generate(bytes([i]) * 32, ENV.DEFAULT_PARAMS).prompt for i in range(64)}
-    assert len(prompts) > 40
+    p = {**ENV.DEFAULT_PARAMS, "max_digits": 3}
+    prompts = {ENV.generate(bytes([i]) * 32, p).prompt for i in range(64)}
+    assert len(prompts) >= 60
 
 
 _CORRECT_FORMS = [

@@ -7,11 +7,12 @@ shards hold 79 and 52 tokens, so a per-rank token mean would weight them wrongly
 Tolerances, and why:
   * SGD: the weight change is lr x the clipped all-reduced gradient, so weights compare gradients. The
     runs differ only in float32 summation order (per-rank partial sums, then the all-reduce, versus one
-    sequence of micro-batches): max |W_ddp - W_1| <= 1e-5 x max |W_1 - W_0| (measured 9e-7).
+    sequence of micro-batches): max |W_ddp - W_1| <= 5e-5 x max |W_1 - W_0| (measured 2.5e-6; a
+    per-rank token mean, the bug this guards against, gives 0.31).
   * AdamW: the update lr * m/(sqrt(v) + eps) amplifies a gradient difference dg by up to 1/eps where
     |g| ~ eps = 1e-8, and a few of the 300k gradient entries are that small, so with dg ~ 1e-9 a few
     entries move by up to ~0.1 lr: every entry within 0.1 lr (measured 0.03 lr), 99% within 1e-4 lr
-    (measured 1.4e-5 lr).
+    (measured: 99.9%; the 99th percentile is 1.4e-5 lr). A per-rank token mean gives 4 lr and 12%.
   * StepResult: loss, grad norm, ratio within rtol 1e-5, approx KL (a sum of ~1e-3 terms of both
     signs' rounding) within rtol 1e-4; clip counts, token and row counts, applied/reason exactly.
 """
@@ -71,7 +72,7 @@ def test_torchrun_two_ranks_equal_one_process(tiny, tmp_path):
         moved = max(float((one_tensors[k] - initial[k]).abs().max()) for k in one_tensors)
         assert moved > 0
         if kind == "sgd":
-            assert float(diff.max()) <= 1e-5 * moved, (float(diff.max()), moved)
+            assert float(diff.max()) <= 5e-5 * moved, (float(diff.max()), moved)
         else:
             assert float(diff.max()) <= 0.1 * lr, float(diff.max()) / lr
             assert float((diff <= 1e-4 * lr).double().mean()) >= 0.99

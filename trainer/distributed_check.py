@@ -23,7 +23,7 @@ from verification.model import LoadedModel
 from verification.prf import prf
 
 CHECK_CONFIG = {"micro_batch_size": 2}  # 12 rows: 6 micro-batches in 1 process, 3 per rank on 2 ranks
-SGD_LR = 0.1
+SGD_LR = 0.01
 OPTIMIZERS = ("sgd", "adamw")
 
 

@@ -29,12 +29,14 @@ ADAPTER_NAME = "default"  # peft's adapter slot; it never appears in saved tenso
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """rank 16 / alpha 32 (scale alpha/rank = 2): rank 16 is far above what RL needs (one reward
-    bit per rollout; rank-1 adapters already match full fine-tuning in RL, Schulman et al. 2025,
-    "LoRA Without Regret"), while keeping the adapter small (about 1% of SmolLM2's bytes). alpha = 2 x
-    rank is peft's common default; keeping alpha fixed when changing rank keeps the best learning rate
-    roughly rank-independent. Dropout 0: RL updates are already noisy, and dropout would make the new
-    policy's logprobs differ from the behaviour policy's at ratio 1."""
+    """rank 16 / alpha 32 (scale alpha/rank = 2). Rank 16 is far above what RL needs (about one
+    bit of reward per rollout; rank-1 adapters already match full fine-tuning in RL: Schulman et al.
+    2025, "LoRA Without Regret") and keeps the adapter small: 19.6 MB against 538 MB of float32
+    SmolLM2 (3.6%; scripts/checkpoint_bytes.py). alpha 32 with peft's alpha/rank scale is the setting
+    under which that study found the best learning rate nearly independent of rank: change the rank,
+    keep alpha. All seven projections are adapted (attention and MLP): adapters on attention alone
+    train markedly worse in the same study. Dropout 0: RL updates are already noisy, and dropout would
+    make the new policy's logprobs differ from the behaviour policy's even before any update."""
 
     rank: int = 16
     alpha: float = 32.0

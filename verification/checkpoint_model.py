@@ -33,12 +33,12 @@ def check_file(manifest: Manifest, name: str, data: bytes) -> None:
 
 
 def decode_adapter(data: bytes, manifest: Manifest, base: LoadedModel) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.numpy import load
 
     try:
         tensors = load(data)
-    except (SafetensorsError, ValueError, OSError) as exc:
+    except (SafetensorError, ValueError, OSError) as exc:
         raise CheckpointError(f"adapter file is not safetensors: {exc}") from None
     rank, targets = manifest.adapter["rank"], set(manifest.adapter["target_modules"])
     modules = dict(base.model.named_modules())

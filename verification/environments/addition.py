@@ -84,7 +84,8 @@ class AdditionEnvironment(Environment):
         "max_digits": (1, 12),
         "format_credit_milli": (0, 500),
     }
-    DEFAULT_PARAMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "format_credit_milli": 0}
+    # the base model's learning zone (reports/learning_zone.md); raise max_digits, then min_digits, then terms
+    DEFAULT_PARAMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "format_credit_milli": 0}
 
     def _check_relations(self, params: Mapping[str, int]) -> None:
         if params["min_terms"] > params["max_terms"]:

@@ -1,0 +1,267 @@
+"""The closed loop on the tiny model: verified rows -> GRPO steps -> gated, signed checkpoints
+announced on chain -> miners and validator switch by window; forged checkpoints are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from adapters.checkpoints import ModelResolver, fetch_checkpoint
+from adapters.storage import Fetcher
+from rollproof.localnet import run_localnet
+from trainer.rows import TrainingDataError, VerifiedRow, accepted_rows, drop_stale
+from trainer.service import TrainerConfig
+from verification.checkpoint import Announcement, checkpoint_for, manifest_hash, parse_manifest
+from verification.constants import ACTIVATION_WINDOWS
+from verification.errors import ChainError, CheckpointError
+
+from trainer_env import parity_registered
+
+
+@pytest.fixture(scope="module")
+def loop_run(tmp_path_factory):
+    from verification.model import load_model
+
+    with parity_registered() as params:
+        lm = load_model("tiny").with_generation(params)
+        root = tmp_path_factory.mktemp("loop")
+        cfg = TrainerConfig(heldout_problems=6, heldout_rollouts=2, gate_margin=1.0)
+        result = run_localnet(lm, root, windows=5, n_groups=2, cheaters=False, trainer_config=cfg)
+        yield lm, root, result
+
+
+def test_checkpoints_rotate_by_window(loop_run):
+    lm, _root, result = loop_run
+    assert result.ok, result.problems
+    announced = [p for p in result.publications if p.stage == "announced"]
+    assert announced, [t.note for t in result.training]
+    assert any(t.step and t.step["applied"] for t in result.training)
+    assert 0 < result.training[0].signal_rate <= 1
+    # a later window ran under a trained checkpoint, named by the validator's report
+    later = {w: fp for w, fp in result.checkpoints.items() if fp != lm.fingerprint.hex()}
+    assert later, result.checkpoints
+    first_pub = announced[0]
+    assert min(later) == first_pub.from_window
+    for w, fp in result.checkpoints.items():
+        assert (fp == lm.fingerprint.hex()) == (w < first_pub.from_window)
+
+
+def _first_announcement(root):
+    from adapters.chain.evm import EVMChain  # noqa: F401 - the run's chain is gone; read what it published
+
+    pubs = sorted((root / "trainer" / "published").glob("*.manifest"))
+    return pubs[0].read_bytes()
+
+
+def test_manifest_and_files_are_checked(loop_run):
+    with parity_registered():
+        _check_manifest_and_files(*loop_run[:2])
+
+
+def _check_manifest_and_files(lm, root):
+    from verification.canonical import canonical_json
+    from verification.checkpoint import verify_manifest_signature
+    from verification.checkpoint_model import load_checkpoint
+
+    data = _first_announcement(root)
+    manifest = parse_manifest(data)
+    store = root / "store"
+    location = (store / "rollproof" / "1" / "checkpoints" / manifest.fingerprint / "manifest.json").as_uri()
+    ann = Announcement(manifest.from_window, bytes.fromhex(manifest.fingerprint), manifest_hash(data), location, 0)
+    fetcher = Fetcher(file_roots=[store])
+    got, files = fetch_checkpoint(fetcher, ann, manifest.trainer_hotkey)
+    assert load_checkpoint(lm, got, files).fingerprint.hex() == manifest.fingerprint
+    # another trainer key, a wrong manifest hash, a tampered adapter, another base: all refused
+    with pytest.raises(CheckpointError, match="trainer"):
+        fetch_checkpoint(fetcher, ann, "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY")
+    with pytest.raises(CheckpointError, match="hash"):
+        fetch_checkpoint(fetcher, dataclasses.replace(ann, manifest_hash=b"\1" * 32), manifest.trainer_hotkey)
+    bad = dict(files)
+    bad["adapter.safetensors"] = bytes(reversed(bad["adapter.safetensors"]))
+    with pytest.raises(CheckpointError, match="SHA-256|bytes"):
+        load_checkpoint(lm, got, bad)
+    with pytest.raises(CheckpointError, match="base"):
+        load_checkpoint(load_model_other(lm), got, files)
+    # a forged signature: one hex digit of the signature changed
+    doc = json.loads(data)
+    doc["signature"] = ("0" if doc["signature"][0] != "0" else "1") + doc["signature"][1:]
+    with pytest.raises(CheckpointError, match="signature"):
+        verify_manifest_signature(parse_manifest(canonical_json(doc)), manifest.trainer_hotkey)
+    # a manifest whose fingerprint does not match its contents
+    doc = json.loads(data)
+    doc["fingerprint"] = "ab" * 32
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        load_checkpoint(lm, parse_manifest(canonical_json(doc)), files)
+
+
+def load_model_other(lm):
+    from verification.model import load_model
+
+    return load_model("tiny:5").with_generation(lm.generation)
+
+
+def test_window_rule():
+    fp = [bytes([i]) * 32 for i in range(4)]
+    anns = [Announcement(10, fp[1], fp[0], "x", block=8 * 20),  # landed in window 8: valid from 10
+            Announcement(12, fp[2], fp[0], "x", block=11 * 20),  # landed in window 11: too late for 12
+            Announcement(15, fp[3], fp[0], "x", block=12 * 20)]
+    assert checkpoint_for(9, anns) is None
+    assert checkpoint_for(10, anns).fingerprint == fp[1]
+    assert checkpoint_for(13, anns).fingerprint == fp[1]  # the invalid one never applies
+    assert checkpoint_for(15, anns).fingerprint == fp[3]
+    assert ACTIVATION_WINDOWS == 2
+
+
+def test_contract_refuses_past_windows_and_strangers(tiny, alice, bob):
+    from adapters.chain.evm import EVMChain
+    from verification.challenge import window_of_block
+
+    chain = EVMChain.embedded_chain(1)
+    chain.set_trainer(alice)
+    assert chain.trainer_hotkey() == alice.ss58_address
+    now = window_of_block(chain.current_block())
+    with pytest.raises(ChainError, match="past window"):
+        chain.announce_checkpoint(alice, now + ACTIVATION_WINDOWS - 1, b"\1" * 32, b"\2" * 32, "file:///x")
+    with pytest.raises(ChainError, match="trainer only"):
+        chain.announce_checkpoint(bob, now + 5, b"\1" * 32, b"\2" * 32, "file:///x")
+    chain.announce_checkpoint(alice, now + 5, b"\1" * 32, b"\2" * 32, "file:///x")
+    with pytest.raises(ChainError, match="not after"):
+        chain.announce_checkpoint(alice, now + 5, b"\3" * 32, b"\2" * 32, "file:///y")
+    (ann,) = chain.checkpoint_announcements()
+    assert (ann.from_window, ann.fingerprint, ann.location) == (now + 5, b"\1" * 32, "file:///x")
+    assert ann.valid
+
+
+def test_resolver_never_falls_back(tiny, alice, tmp_path):
+    """An announced checkpoint that cannot be fetched is an error for its windows, not the base model."""
+    from adapters.chain.evm import EVMChain
+    from verification.challenge import window_of_block
+
+    chain = EVMChain.embedded_chain(1)
+    chain.set_trainer(alice)
+    w = window_of_block(chain.current_block()) + ACTIVATION_WINDOWS
+    chain.announce_checkpoint(alice, w, b"\1" * 32, b"\2" * 32, (tmp_path / "missing.json").as_uri())
+    resolver = ModelResolver(chain, tiny, Fetcher(file_roots=[tmp_path]))
+    assert resolver.model_for(w - 1) is tiny
+    with pytest.raises(CheckpointError, match="cannot fetch"):
+        resolver.model_for(w)
+
+
+def test_rows_need_their_verdict(loop_run):
+    _lm, root, result = loop_run
+    vdir = root / "validator"
+    window = result.training[0].window
+    report = (vdir / "windows" / str(window) / "report.json").read_bytes()
+
+    def bundles(uid):
+        p = vdir / "windows" / str(window) / "bundles" / f"{uid}.rpb"
+        return p.read_bytes() if p.is_file() else None
+
+    rows = accepted_rows(report, bundles)
+    assert rows.rows and all(isinstance(r, VerifiedRow) for r in rows.rows)
+    with pytest.raises(TrainingDataError, match="ledger"):
+        accepted_rows(report, bundles, ledger_report_hash=b"\0" * 32)
+    doc = json.loads(report)
+    doc["verified_root"] = "00" * 32
+    with pytest.raises(TrainingDataError, match="verified_root"):
+        accepted_rows(json.dumps(doc).encode(), bundles)
+    doc = json.loads(report)
+    doc["miners"][0]["rollouts"] = [dict(r, reason="ok") for r in doc["miners"][0]["rollouts"]] + [
+        {"group": 99, "rollout": 0, "reason": "ok", "detail": ""}]
+    assert accepted_rows(json.dumps(doc).encode(), bundles).rows  # an unknown row adds nothing
+    with pytest.raises(TrainingDataError, match="missing"):
+        accepted_rows(report, lambda uid: None)
+
+
+def test_staleness_drops_old_rows():
+    import numpy as np
+
+    rows = [VerifiedRow(1, 0, 0, 0, [1], [2], np.zeros(1, np.float32), 1.0, 0, fp) for fp in ("a", "b", "c", "zz")]
+    kept, dropped = drop_stale(rows, {"a": 0, "b": 3, "c": 5}, current_version=5, max_staleness=2)
+    assert [r.fingerprint for r in kept] == ["b", "c"] and dropped == 2
+
+
+def _scored_window(root, window):
+    vdir = root / "validator" / "windows" / str(window)
+
+    def bundles(uid):
+        p = vdir / "bundles" / f"{uid}.rpb"
+        return p.read_bytes() if p.is_file() else None
+
+    return (vdir / "report.json").read_bytes(), bundles
+
+
+def _fresh_trainer(lm, state_dir, store_dir, **cfg):
+    from bittensor.sp_core import Keypair
+
+    from adapters.chain.evm import EVMChain
+    from adapters.storage import FileStore
+    from trainer.service import Trainer
+
+    chain = EVMChain.embedded_chain(1)
+    key = Keypair.create_from_uri("//rollproof-test/trainer")
+    chain.set_trainer(key)
+    config = TrainerConfig(heldout_problems=4, heldout_rollouts=1, **cfg)
+    return Trainer(chain, key, lm, FileStore(store_dir), state_dir, config), chain
+
+
+def _windows_with_signal(result):
+    return [t.window for t in result.training if t.step and t.step["applied"]]
+
+
+def test_acceptance_gate_withholds_worse_candidates(loop_run, tmp_path):
+    lm, root, result = loop_run
+    window = _windows_with_signal(result)[0]
+    with parity_registered():
+        trainer, chain = _fresh_trainer(lm, tmp_path / "t", tmp_path / "store", gate_margin=-1.0)
+        rec = trainer.train_window(window, *_scored_window(root, window))
+        assert rec.step["applied"]
+        pub = trainer.maybe_publish()
+    assert pub.stage == "withheld" and "below the parent" in pub.note
+    assert chain.checkpoint_announcements() == []
+    assert trainer.journal.publication(pub.version)["stage"] == "withheld"
+
+
+def test_trainer_restart_never_trains_a_window_twice(loop_run, tmp_path):
+    from trainer.adapter_files import adapter_tensors
+
+    lm, root, result = loop_run
+    w1, w2 = _windows_with_signal(result)[:2]
+    with parity_registered():
+        a, _ = _fresh_trainer(lm, tmp_path / "t", tmp_path / "store")
+        a.train_window(w1, *_scored_window(root, w1))
+        after_one = adapter_tensors(a.policy)
+        b, _ = _fresh_trainer(lm, tmp_path / "t", tmp_path / "store")  # a restart from the journal
+        assert b.trained_windows == {w1} and b.steps_applied == 1
+        assert all((after_one[k] == v).all() for k, v in adapter_tensors(b.policy).items())
+        again = b.train_window(w1, *_scored_window(root, w1))
+        assert again.window == w1 and b.steps_applied == 1
+        assert all((after_one[k] == v).all() for k, v in adapter_tensors(b.policy).items())
+        assert b.optimizer.state_dict()["state"].keys() == a.optimizer.state_dict()["state"].keys()
+        b.train_window(w2, *_scored_window(root, w2))
+        assert b.steps_applied == 2
+        # a publication journaled as built whose announcement never landed is expired, not re-sent
+        b.journal.save_publication(7, {"version": 7, "stage": "built", "fingerprint": "cd" * 32})
+        c, _ = _fresh_trainer(lm, tmp_path / "t", tmp_path / "store")
+        assert c.journal.publication(7)["stage"] == "expired"
+        assert c.trained_windows == {w1, w2}
+
+
+def test_bundle_of_the_previous_checkpoint_is_wrong_model(loop_run):
+    """After the rotation, a bundle made with the base model is refused for a window whose
+    checkpoint is the trained one."""
+    from verification.verifier import Expectation, Verifier
+
+    lm, root, result = loop_run
+    rotated = sorted(w for w, fp in result.checkpoints.items() if fp != lm.fingerprint.hex())
+    assert rotated
+    old_window = min(result.checkpoints)
+    data = next((root / "validator" / "windows" / str(old_window) / "bundles").glob("*.rpb")).read_bytes()
+    from verification.drand_local import LocalDrand
+
+    with parity_registered():
+        verifier = Verifier(lm, [LocalDrand().info])
+        verdict = verifier.verify_bytes(data, Expectation(fingerprint=bytes.fromhex(result.checkpoints[rotated[0]])))
+    assert verdict.reason == "wrong_model"
