@@ -114,3 +114,33 @@ class ModelResolver:
         self._models[lm.fingerprint] = lm
         while len(self._models) > self.cached_models:
             self._models.popitem(last=False)
+
+
+def find_checkpoint(store_root, fingerprint_hex: str) -> tuple[Manifest, dict[str, bytes]]:
+    """An offline auditor's lookup: the checkpoint with this fingerprint in a file store (any netuid).
+    Checks the manifest's form, its signature against the trainer key it names (the caller compares
+    that key with the chain's, when it has one) and every file's SHA-256."""
+    from pathlib import Path
+
+    from verification.checkpoint_model import check_file
+
+    root = Path(store_root).expanduser().resolve()
+    hits = sorted(root.glob(f"rollproof/*/checkpoints/{fingerprint_hex}/{MANIFEST_FILE}"))
+    if not hits:
+        raise CheckpointError(f"no checkpoint {fingerprint_hex[:16]}… under {root}")
+    fetcher = Fetcher(file_roots=[root])
+    location = hits[0].as_uri()
+    try:
+        data = fetcher.fetch(location, max_bytes=MAX_MANIFEST_BYTES)
+    except StorageError as exc:
+        raise CheckpointError(str(exc)) from None
+    manifest = parse_manifest(data)
+    verify_manifest_signature(manifest, manifest.trainer_hotkey)
+    files = {}
+    for f in manifest.files:
+        try:
+            files[f.name] = fetcher.fetch(sibling(location, f.name), max_bytes=f.size)
+        except StorageError as exc:
+            raise CheckpointError(f"cannot read checkpoint file {f.name}: {exc}") from None
+        check_file(manifest, f.name, files[f.name])
+    return manifest, files

@@ -9,8 +9,8 @@ commitment for a window).
 Timing: a commitment is sent only if it can land in its window (`commit_blocks_left`); a window
 whose journal was left at built/uploaded when its deadline passed (a crash, a failed commit) is
 closed as committed or missed. The miner journals how many blocks its last generation took
-(`state_dir/timing.json`) and does not start a window with fewer blocks left than that: it waits
-for the next window's start, where it has the whole window."""
+(`state_dir/timing.json`) and does not start a window late with fewer blocks left than that: it
+waits for the next window's start, where it has the whole window."""
 
 from __future__ import annotations
 
@@ -162,8 +162,12 @@ class Miner:
             data = path.read_bytes()
             log.info("window %d: resuming with the bundle built before the restart", window)
         else:
+            # a late start that the last generation's duration says cannot commit in time waits for
+            # the next window; a window's first block is always tried (and re-measured), so a miner
+            # slower than a whole window once is not parked forever
             estimate = self.state.generation_blocks()
-            if estimate is not None and left <= estimate:
+            at_start = commit_blocks_left(window, window_start_block(window))
+            if estimate is not None and left <= min(estimate, at_start - 1):
                 why = (f"{left} blocks left for the commitment and generation takes about {estimate}: "
                        f"waiting for window {window + 1}")
                 log.info("window %d: %s", window, why)

@@ -63,6 +63,11 @@ def verify(
     groups: Optional[str] = typer.Option(None, help="check only these groups (comma-separated), e.g. the ones a validator opened"),
     local_drand_seed: Optional[str] = typer.Option(None, help="seed of an accepted local drand chain"),
     no_local_drand: bool = typer.Option(False, help="accept only the public drand networks"),
+    checkpoints: Optional[Path] = typer.Option(None, "--checkpoints", file_okay=False,
+                                               help="a bundle store holding checkpoints: the one the bundle "
+                                                    "names is loaded on top of --model (its base)"),
+    trainer_hotkey: Optional[str] = typer.Option(None, "--trainer-hotkey",
+                                                 help="the chain's trainer key: the checkpoint's manifest must be signed by it"),
     threads: Optional[int] = Threads,
 ) -> None:
     """Re-run every check on BUNDLE offline and print a verdict per rollout.
@@ -79,6 +84,8 @@ def verify(
         data = bundle.read_bytes()
         with console.status(f"loading model {model}…"):
             lm = load_model(model)
+        if checkpoints is not None:
+            lm = _checkpoint_model(lm, data, checkpoints, trainer_hotkey)
         networks = _accepted_networks(local_drand_seed, include_local=not no_local_drand)
         expected = Expectation(
             netuid=netuid, window=window, hotkey=hotkey,
@@ -104,6 +111,28 @@ def verify(
     else:
         _print_verdict(verdict)
     raise typer.Exit(EXIT_ACCEPT if verdict.ok else EXIT_REJECT)
+
+
+def _checkpoint_model(base, data: bytes, store: Path, trainer_hotkey: Optional[str]):
+    """The model the bundle names: the base itself, or a checkpoint from the store on top of it."""
+    from adapters.checkpoints import find_checkpoint
+    from verification.bundle import decode_bundle
+    from verification.checkpoint_model import load_checkpoint
+    from verification.errors import BundleFormatError, CheckpointError
+
+    try:
+        named = decode_bundle(data).header.model_fingerprint
+    except BundleFormatError:
+        return base  # the verdict will say why the bytes do not parse
+    if named == base.fingerprint.hex():
+        return base
+    manifest, files = find_checkpoint(store, named)
+    if trainer_hotkey is not None and manifest.trainer_hotkey != trainer_hotkey:
+        raise CheckpointError(f"checkpoint {named[:16]}… is signed by {manifest.trainer_hotkey}, not {trainer_hotkey}")
+    lm = load_checkpoint(base, manifest, files)
+    console.print(f"checkpoint v{manifest.version} ({named[:16]}…) on base {base.name}, signed by "
+                  f"{manifest.trainer_hotkey}{'' if trainer_hotkey else ' (not checked against a chain)'}")
+    return lm
 
 
 def _progress() -> Progress:

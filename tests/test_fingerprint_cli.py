@@ -39,7 +39,7 @@ def test_cli_verify_accepts_then_rejects(tmp_path, honest_bundle):
     res = _cli("verify", str(good), "--model", "tiny", "--json")
     assert res.returncode == 0, res.stderr
     verdict = json.loads(res.stdout)
-    assert verdict["ok"] and len(verdict["rollouts"]) == 8
+    assert verdict["ok"] and len(verdict["rollouts"]) == 2 * honest_bundle.header.group_size
     # flip one byte of the hotkey signature
     raw = bytearray(good.read_bytes())
     at = raw.rfind(b'"signature":"') + 14

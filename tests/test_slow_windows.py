@@ -181,6 +181,17 @@ def test_a_slow_miner_waits_for_the_next_window_instead_of_starting_late(tmp_pat
     assert m.started == [w, w + 2]
 
 
+def test_a_window_start_is_tried_even_after_a_generation_longer_than_a_window(tmp_path, tiny, local_drand, keys):
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys)
+    m = miner()
+    m.state.set_generation_blocks(2 * WINDOW_BLOCKS)  # once very slow: no window could ever fit it
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_start_block(w) + 1)
+    assert m.run_window(w).stage == "skipped"
+    _to_block(chain, window_start_block(w + 1))
+    assert m.run_window(w + 1).stage == "committed" and m.state.generation_blocks() == 0  # measured again
+
+
 def test_the_miner_loop_skips_the_late_window_and_commits_on_time(tmp_path, tiny, local_drand, keys):
     chain, miner = _setup(tmp_path, tiny, local_drand, keys, auto_mine=True)  # waiting mines the blocks
     w = window_of_block(chain.current_block()) + 1

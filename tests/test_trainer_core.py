@@ -94,11 +94,13 @@ def test_untrained_policy_logprobs_equal_teacher_forced(tiny):
 
 def test_policy_logprobs_at_other_temperature(tiny):
     policy = make_policy(tiny)
+    assert policy.temperature == tiny.temperature  # the checkpoint's, by default
+    t = tiny.temperature + 0.35
     prompt, completion = [5, 9, 200, 3], [17, 250, 4, 4, 90]
-    logp, _ = completion_logprobs(policy, [prompt], [completion], temperature=0.7)
+    logp, _ = completion_logprobs(policy, [prompt], [completion], temperature=t)
     ids = torch.tensor([prompt + completion])
     _, logits, _ = forward_hidden_logits(tiny, ids, torch.ones_like(ids))
-    full = torch.log_softmax(logits[0, len(prompt) - 1:-1] / 0.7, dim=-1)
+    full = torch.log_softmax(logits[0, len(prompt) - 1:-1] / t, dim=-1)
     expected = full[torch.arange(len(completion)), torch.tensor(completion)]
     torch.testing.assert_close(logp[0].detach(), expected, rtol=0, atol=1e-5)
     at_one, _ = completion_logprobs(policy, [prompt], [completion])
@@ -315,15 +317,17 @@ def test_huge_learning_rate_trips_the_breakers_on_the_next_batch(tiny, rows):
 def test_step_with_kl_term(tiny, rows):
     policy = make_policy(tiny)
     optimizer = make_optimizer(policy)
-    config = TrainConfig(kl_coef=0.1)
-    assert train_step(policy, optimizer, rows, config).applied
-    plain = train_step(policy, optimizer, rows, TrainConfig())
-    policy2 = make_policy(tiny)
-    optimizer2 = make_optimizer(policy2)
-    train_step(policy2, optimizer2, rows, config)
-    with_kl = train_step(policy2, optimizer2, rows, config)
-    # after one applied step the adapter differs from the base, so the KL term adds to the loss
-    assert with_kl.loss > plain.loss
+    sub = rows[:4]
+    assert train_step(policy, optimizer, sub).applied  # the adapter now differs from the base
+    adapter, state = adapter_tensors(policy), _optimizer_state(optimizer)
+    plain = train_step(policy, optimizer, sub)
+    load_adapter_into(policy, adapter, adapter_config(policy))
+    optimizer.load_state_dict(state)
+    with_kl = train_step(policy, optimizer, sub, TrainConfig(kl_coef=0.1))
+    assert plain.applied and with_kl.applied
+    assert with_kl.approx_kl == pytest.approx(plain.approx_kl, rel=1e-6)  # same state, same ratios
+    assert with_kl.loss > plain.loss  # plus 0.1 x a positive KL to the base model
+    assert with_kl.grad_norm != plain.grad_norm
 
 
 # ---- adapter files and merge ---------------------------------------------------------------------
@@ -338,6 +342,8 @@ def test_adapter_file_round_trip(tiny, tmp_path):
     assert loaded_config == config == LoraSettings().to_dict()
     _assert_bit_identical(tensors, loaded)
     assert adapter_to_bytes(tensors, config) == adapter_to_bytes(dict(reversed(list(tensors.items()))), config)
+    # safetensors writes metadata keys in (randomised) hash-map order: the bytes must not depend on it
+    assert {adapter_to_bytes(tensors, config) for _ in range(8)} == {(tmp_path / "a.safetensors").read_bytes()}
     fresh = make_policy(tiny)
     load_adapter_into(fresh, loaded, loaded_config)
     _assert_bit_identical(adapter_tensors(fresh), tensors)

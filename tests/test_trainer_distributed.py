@@ -29,8 +29,8 @@ import pytest
 import torch
 
 from trainer.adapter_files import adapter_tensors, load_adapter
-from trainer.distributed_check import OPTIMIZERS, fixed_rows, train_fixed
 from trainer.distributed import shard_rows
+from trainer.distributed_check import OPTIMIZERS, fixed_rows, train_fixed
 from trainer.policy import make_policy
 from trainer.step import TrainConfig
 
@@ -48,7 +48,7 @@ def test_torchrun_two_ranks_equal_one_process(tiny, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "trainer.distributed_check", "--out", str(tmp_path), "--steps", str(STEPS)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ddp_results = json.loads((tmp_path / "results.json").read_text())

@@ -265,3 +265,30 @@ def test_bundle_of_the_previous_checkpoint_is_wrong_model(loop_run):
         verifier = Verifier(lm, [LocalDrand().info])
         verdict = verifier.verify_bytes(data, Expectation(fingerprint=bytes.fromhex(result.checkpoints[rotated[0]])))
     assert verdict.reason == "wrong_model"
+
+
+def test_verify_audits_a_bundle_of_an_old_checkpoint(loop_run):
+    """`rollproof verify --checkpoints STORE` loads the checkpoint a bundle names (on its base) and
+    reaches the validator's verdict; without it the bundle names an unknown model."""
+    from typer.testing import CliRunner
+
+    from rollproof.cli import app
+
+    lm, root, result = loop_run
+    rotated = sorted(w for w, fp in result.checkpoints.items() if fp != lm.fingerprint.hex())
+    path = next((root / "validator" / "windows" / str(rotated[0]) / "bundles").glob("*.rpb"))
+    runner = CliRunner()
+    with parity_registered():
+        # the tiny model with the test environment as its base generation params
+        from verification import model as model_mod
+
+        real = model_mod.load_model
+        model_mod.load_model = lambda spec, device="cpu": real(spec, device).with_generation(lm.generation)
+        try:
+            ok = runner.invoke(app, ["verify", str(path), "--model", "tiny", "--checkpoints", str(root / "store"), "--json"])
+            bare = runner.invoke(app, ["verify", str(path), "--model", "tiny", "--json"])
+        finally:
+            model_mod.load_model = real
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout[ok.stdout.index("{"):])["reason"] == "ok"
+    assert bare.exit_code == 1 and "wrong_model" in bare.stdout

@@ -3,8 +3,10 @@
 File format: one safetensors file. Tensors are float32, contiguous, named after the base model's
 module they adapt: "<module path>.lora_A.weight" [rank, in] and "<module path>.lora_B.weight"
 [out, rank], e.g. "model.layers.0.self_attn.q_proj.lora_A.weight" (no peft wrapper prefix, no
-adapter slot name). The header metadata holds {"format": ADAPTER_FORMAT, "config": canonical JSON of
-LoraSettings.to_dict()}. Same tensors and config give the same bytes.
+adapter slot name). The header metadata has one key, METADATA_KEY, whose value is the canonical JSON
+of {"format": ADAPTER_FORMAT, "config": LoraSettings.to_dict()}: one key, because safetensors writes
+metadata keys in hash-map order, which varies between processes. Same tensors and config give the
+same bytes.
 
 merge_adapter computes W' = W + (B @ A) * (alpha / rank) for each adapted Linear, in float32 on
 CPU, as a fixed sequence of elementwise IEEE operations (one rank-1 outer product added at a time,
@@ -26,10 +28,11 @@ from pathlib import Path
 
 import torch
 
-from verification.canonical import canonical_json
 from trainer.policy import ADAPTER_NAME, LoraSettings, Policy
+from verification.canonical import canonical_json
 
 ADAPTER_FORMAT = "rollproof-lora/1"
+METADATA_KEY = "rollproof_lora"
 _PEFT_PREFIX = "base_model.model."
 _NAME = re.compile(r"^(?P<module>[A-Za-z0-9_.]+)\.lora_(?P<part>[AB])\.weight$")
 
@@ -93,8 +96,8 @@ def adapter_to_bytes(tensors: dict[str, torch.Tensor], config: dict) -> bytes:
 
     validate_adapter(tensors, config)
     clean = {k: tensors[k].detach().to("cpu", torch.float32).contiguous() for k in sorted(tensors)}
-    metadata = {"format": ADAPTER_FORMAT, "config": canonical_json(LoraSettings.from_dict(config).to_dict()).decode()}
-    return save(clean, metadata=metadata)
+    header = {"format": ADAPTER_FORMAT, "config": LoraSettings.from_dict(config).to_dict()}
+    return save(clean, metadata={METADATA_KEY: canonical_json(header).decode()})
 
 
 def adapter_from_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
@@ -103,10 +106,14 @@ def adapter_from_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
     header_len = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
     if header_len <= 0 or 8 + header_len > len(data):
         raise ValueError("not a safetensors file")
-    metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
-    if metadata.get("format") != ADAPTER_FORMAT:
-        raise ValueError(f"not a {ADAPTER_FORMAT} adapter (format {metadata.get('format')!r})")
-    config = LoraSettings.from_dict(json.loads(metadata["config"])).to_dict()
+    try:
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+        header = json.loads(metadata.get(METADATA_KEY, "{}"))
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(f"unreadable adapter header: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != ADAPTER_FORMAT:
+        raise ValueError(f"not a {ADAPTER_FORMAT} adapter")
+    config = LoraSettings.from_dict(header["config"]).to_dict()
     tensors = load(data)
     validate_adapter(tensors, config)
     return tensors, config

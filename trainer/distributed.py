@@ -34,13 +34,15 @@ def init_from_env(backend: str = "gloo") -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def wrap_policy(policy: Policy, config: TrainConfig = TrainConfig()) -> DistributedDataParallel:
+def wrap_policy(policy: Policy, config: TrainConfig | None = None) -> DistributedDataParallel:
     """DDP over the policy's completion scorer (its trainable parameters are the adapter's). DDP
     broadcasts rank 0's parameters at construction; build it once and reuse it for every step."""
     if not dist.is_initialized():
         raise RuntimeError("init the process group first (init_from_env)")
-    return DistributedDataParallel(policy.scorer(config.temperature), broadcast_buffers=False,
-                                   find_unused_parameters=False)
+    config = config or TrainConfig()
+    # buffers (the rotary frequencies) are identical on every rank; DDP's default re-broadcast of them
+    # costs a few hundred bytes per forward and needs no version-specific option
+    return DistributedDataParallel(policy.scorer(config.temperature), find_unused_parameters=False)
 
 
 def shard_rows(rows: Sequence[TrainingRow], rank: int, world_size: int) -> list[TrainingRow]:
@@ -73,10 +75,11 @@ def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 def distributed_train_step(policy: Policy, ddp: DistributedDataParallel, optimizer: torch.optim.Optimizer,
-                           rows: Sequence[TrainingRow], config: TrainConfig = TrainConfig(), *,
+                           rows: Sequence[TrainingRow], config: TrainConfig | None = None, *,
                            check_rows: bool = True) -> StepResult:
     """One step over all rows, this rank running its shard. Call on every rank with the same rows,
     the same config and an optimizer over policy.adapter_parameters()."""
+    config = config or TrainConfig()
     rank, world_size = dist.get_rank(), dist.get_world_size()
     rows = list(rows)
     if len(rows) < world_size:

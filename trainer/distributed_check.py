@@ -80,9 +80,9 @@ def train_fixed(lm: LoadedModel, optimizer_kind: str, steps: int) -> tuple[dict,
 
 
 def run(out: Path, steps: int = 2) -> None:
-    from verification.model import load_model
     from trainer.adapter_files import save_adapter
     from trainer.policy import LoraSettings
+    from verification.model import load_model
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = 0

@@ -30,12 +30,15 @@ OPENING_BUFFER_S = 6
 # checkpoint's values (the model loaded from its source, before any training) and the ranges every
 # checkpoint must respect. Changing BASE_GENERATION changes the base model's fingerprint.
 BASE_GENERATION = {
-    "temperature_milli": 1000,
-    "group_size": 4,
-    "max_new_tokens": 96,
+    # measured on SmolLM2-135M-Instruct (docs/security.md, reports/learning_zone.md): one-digit
+    # two-term addition at T=0.7 is solved 59-62% of the time, so 91% of groups of 8 have reward
+    # variance (GRPO's signal), against a chance baseline of 0.059; sat and arith give ~0 signal.
+    "temperature_milli": 700,
+    "group_size": 8,
+    "max_new_tokens": 24,
     "environments": [
-        {"name": "sat", "weight": 1, "params": {"min_vars": 3, "max_vars": 5, "clause_ratio_milli": 1600, "k": 3}},
-        {"name": "arith", "weight": 1, "params": {}},
+        {"name": "add", "weight": 1,
+         "params": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "format_credit_milli": 0}},
     ],
 }
 # Temperature range in thousandths. token_t = argmax_j(log_softmax(logits/T)_j + G_j). Below ~0.1
