@@ -4,6 +4,6 @@ localnet) and the local network. It sits on top of every other package and nothi
 Layers, each importing only the ones below it:
   verification/   pure protocol (no network, no chain, no torch in its pure modules)
   adapters/       chain (EVM, Bittensor), bundle storage, drand beacon sources, files
-  miner/ validator/ trainer/ attacks/   the roles (attacks: cheating miners for the attack suite)
+  miner/ validator/ trainer/ adversary/   the roles (adversary: cheating miners for the attack suite)
   rollproof/      CLI and local network
 """

@@ -31,10 +31,12 @@ def _add_role_commands() -> None:
     from rollproof.cli_miner import app as miner_app
     from rollproof.cli_chain import app as chain_app
     from rollproof.cli_localnet import localnet
+    from rollproof.cli_trainer import app as trainer_app
     from rollproof.cli_validator import app as validator_app
 
     app.add_typer(miner_app, name="miner")
     app.add_typer(validator_app, name="validator")
+    app.add_typer(trainer_app, name="trainer")
     app.add_typer(chain_app, name="chain")
     app.command()(localnet)
 

@@ -62,3 +62,26 @@ def permit(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print(f"uid {uid}: validator permit {'revoked' if revoke else 'granted'}")
+
+
+@app.command()
+def trainer(
+    hotkey: str = typer.Option(..., "--hotkey", help="the trainer's ss58 hotkey (it signs checkpoint manifests)"),
+    trainer_address: str = typer.Option(..., "--trainer-address", help="the EVM account of the trainer's --evm-key"),
+    rpc_url: str = typer.Option(..., "--rpc-url"),
+    registry: str = typer.Option(..., "--registry"),
+    ledger: str = typer.Option(..., "--ledger"),
+    admin_key: str = typer.Option(..., "--admin-key", envvar="ROLLPROOF_ADMIN_KEY"),
+) -> None:
+    """Name the trainer (the registry's admin only): the one account that may announce checkpoints."""
+    from eth_account import Account
+
+    from adapters.chain.evm import EVMChain
+
+    try:
+        chain = EVMChain.connect(rpc_url, registry, ledger)
+        chain.set_trainer(hotkey, trainer_address, admin=Account.from_key(admin_key))
+    except (RollproofError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"trainer: {hotkey} (EVM {trainer_address})")

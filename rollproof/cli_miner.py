@@ -61,6 +61,8 @@ def run(
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/miner/...)"),
     keep_bundles: int = typer.Option(3, "--keep-bundles", min=1,
                                      help="windows whose bundle bytes stay in the journal (the store keeps what it published)"),
+    checkpoint_root: list[Path] = typer.Option([Path("~/.rollproof/store")], "--checkpoint-root",
+                                               help="directories file:// checkpoint locations may point into"),
     threads: Optional[int] = Threads,
     log_level: str = LogLevel,
 ) -> None:
@@ -69,7 +71,9 @@ def run(
     from miner.service import Miner
     from adapters.beacons import BeaconCache
     from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
-    from adapters.storage import open_store
+    from adapters.checkpoints import ModelResolver
+    from adapters.storage import Fetcher, make_s3_client, open_store
+    from verification.constants import MAX_CHECKPOINT_FILE_BYTES
     from verification.model import load_model
 
     apply_threads(threads)
@@ -96,9 +100,12 @@ def run(
                                  f"run `rollproof miner register` first")
         beacons = beacon_source(opts, chain)
         root = (state_dir or default_state_dir("miner", wallet, netuid)).expanduser()
+        s3 = make_s3_client(s3_endpoint) if s3_endpoint else None
+        resolver = ModelResolver(chain, lm, Fetcher(file_roots=checkpoint_root, s3_client=s3,
+                                                    max_bytes=MAX_CHECKPOINT_FILE_BYTES))
         miner = Miner(chain, keypair, lm, open_store(store, endpoint_url=s3_endpoint), beacons,
                       root / chain.identity(), n_groups=groups, batch_size=batch_size,
-                      beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles)
+                      beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             def tokens_bar(window: int):

@@ -50,7 +50,7 @@ def run(
     ledger_rpc_url: Optional[str] = LedgerRpcUrl,
     drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
     file_root: list[Path] = typer.Option([Path("~/.rollproof/store")], "--file-root",
-                                         help="directories file:// bundle locations may point into"),
+                                         help="directories file:// bundle and checkpoint locations may point into"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint for s3:// locations"),
     fetch_timeout: float = typer.Option(30.0, "--fetch-timeout", help="seconds per bundle download"),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
@@ -66,6 +66,7 @@ def run(
     from adapters.beacons import BeaconCache
     from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
     from adapters.storage import Fetcher, make_s3_client
+    from adapters.checkpoints import ModelResolver
     from validator.service import Validator
     from verification.model import load_model
 
@@ -90,10 +91,11 @@ def run(
         beacons = beacon_source(opts, chain)
         root = (state_dir or default_state_dir("validator", wallet, netuid)).expanduser()
         s3 = make_s3_client(s3_endpoint, timeout=fetch_timeout) if s3_endpoint else None
-        validator = Validator(chain, keypair, lm, beacons,
-                              Fetcher(file_roots=file_root, s3_client=s3, timeout=fetch_timeout),
+        fetcher = Fetcher(file_roots=file_root, s3_client=s3, timeout=fetch_timeout)
+        resolver = ModelResolver(chain, lm, fetcher)
+        validator = Validator(chain, keypair, lm, beacons, fetcher,
                               root / chain.identity(), beacon_cache=BeaconCache(root / "beacons"),
-                              batch_size=batch_size, keep_bundles=keep_bundles or None)
+                              batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver)
         log.info("validator %s (uid %s) on %s netuid %d", keypair.ss58_address, chain.uid_of(keypair.ss58_address),
                  chain.name, netuid)
         validator.run(stop, max_windows=windows, on_result=lambda r: console.print(window_table(r)))

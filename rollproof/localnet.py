@@ -20,7 +20,7 @@ from miner.service import Miner
 from adapters.beacons import BeaconCache, LocalBeaconSource
 from adapters.chain.evm import EVMChain
 from adapters.checkpoints import ModelResolver
-from attacks.cheaters import CopycatMiner, EditedTokensMiner, ModelSwapMiner, ReplayMiner, other_checkpoint
+from adversary.cheaters import CopycatMiner, EditedTokensMiner, ModelSwapMiner, ReplayMiner, other_checkpoint
 from adapters.storage import Fetcher, FileStore
 from adapters.windows import window_context
 from trainer.service import Publication, Trainer, TrainerConfig, WindowTraining
@@ -106,7 +106,7 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     trainer_key = _key("trainer")
     trainer = None
     if train:
-        chain.set_trainer(trainer_key)
+        chain.set_trainer(trainer_key.ss58_address, chain.account_for(trainer_key).address)
         trainer = Trainer(chain, trainer_key, lm, store, workdir / "trainer", trainer_config)
         say(f"trainer {trainer_key.ss58_address[:12]}…: LoRA rank {trainer.config.lora.rank}, "
             f"held-out set of {trainer.config.heldout_problems} problems")

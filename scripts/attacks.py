@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from attacks import lib as A
+from adversary import lib as A
 from report_lib import auc, environment, extrapolated_threshold, md_table, write
 from verification.constants import MAX_BUNDLE_BYTES
 from verification.drand_local import LocalDrand

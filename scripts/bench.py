@@ -20,7 +20,7 @@ import time
 import torch
 from rich.console import Console
 
-from attacks import lib as A
+from adversary import lib as A
 from miner.engine import RolloutRequest, generate
 from report_lib import environment, md_table, write
 from verification import environments

@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from attacks import lib as A
+from adversary import lib as A
 from report_lib import environment, md_table, write
 from verification.drand_local import LocalDrand
 from verification.model import load_model

@@ -1,4 +1,4 @@
-"""Layers only point down: verification <- adapters <- roles (miner, validator, trainer, attacks) <- app.
+"""Layers only point down: verification <- adapters <- roles (miner, validator, trainer, adversary) <- app.
 Parsed from the source (every import statement, at any depth), so a function-level import that
 reaches up a layer fails here too."""
 
@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYER = {"verification": 0, "adapters": 1, "miner": 2, "validator": 2, "trainer": 2, "attacks": 3, "rollproof": 4}
+LAYER = {"verification": 0, "adapters": 1, "miner": 2, "validator": 2, "trainer": 2, "adversary": 3, "rollproof": 4}
 # roles may use each other only where listed (the trainer reads validator reports, attacks subclass the miner)
-ALLOWED_SIDEWAYS = {("trainer", "validator"), ("trainer", "miner"), ("attacks", "miner"), ("attacks", "validator")}
+ALLOWED_SIDEWAYS = {("trainer", "validator"), ("trainer", "miner"), ("adversary", "miner"), ("adversary", "validator")}
 # modules of the pure core that must not pull heavy or networked dependencies
 PURE_FORBIDDEN = ("torch", "transformers", "bittensor", "web3", "boto3")
 MODEL_BOUND = {"verification/model.py", "verification/signing.py", "verification/checkpoint_model.py"}

@@ -6,7 +6,7 @@ import pytest
 from miner.service import Miner
 from adapters.beacons import LocalBeaconSource
 from adapters.chain.evm import EVMChain
-from attacks.cheaters import EditedTokensMiner
+from adversary.cheaters import EditedTokensMiner
 from adapters.storage import Fetcher, FileStore
 from validator.service import Validator
 from verification.bundle import bundle_hash, decode_bundle

@@ -119,7 +119,7 @@ def test_contract_refuses_past_windows_and_strangers(tiny, alice, bob):
     from verification.challenge import window_of_block
 
     chain = EVMChain.embedded_chain(1)
-    chain.set_trainer(alice)
+    chain.set_trainer(alice.ss58_address, chain.account_for(alice).address)
     assert chain.trainer_hotkey() == alice.ss58_address
     now = window_of_block(chain.current_block())
     with pytest.raises(ChainError, match="past window"):
@@ -140,7 +140,7 @@ def test_resolver_never_falls_back(tiny, alice, tmp_path):
     from verification.challenge import window_of_block
 
     chain = EVMChain.embedded_chain(1)
-    chain.set_trainer(alice)
+    chain.set_trainer(alice.ss58_address, chain.account_for(alice).address)
     w = window_of_block(chain.current_block()) + ACTIVATION_WINDOWS
     chain.announce_checkpoint(alice, w, b"\1" * 32, b"\2" * 32, (tmp_path / "missing.json").as_uri())
     resolver = ModelResolver(chain, tiny, Fetcher(file_roots=[tmp_path]))
@@ -202,7 +202,7 @@ def _fresh_trainer(lm, state_dir, store_dir, **cfg):
 
     chain = EVMChain.embedded_chain(1)
     key = Keypair.create_from_uri("//rollproof-test/trainer")
-    chain.set_trainer(key)
+    chain.set_trainer(key.ss58_address, chain.account_for(key).address)
     config = TrainerConfig(heldout_problems=4, heldout_rollouts=1, **cfg)
     return Trainer(chain, key, lm, FileStore(store_dir), state_dir, config), chain
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from trainer.policy import ADAPTER_NAME, LoraSettings, Policy
+from verification.checkpoint_model import lora_delta  # the protocol's merge: one definition
 from verification.canonical import canonical_json
 
 ADAPTER_FORMAT = "rollproof-lora/1"
@@ -155,19 +156,6 @@ def load_adapter_into(policy: Policy, tensors: dict[str, torch.Tensor], config: 
             if p.shape != tensors[name].shape:
                 raise ValueError(f"{name!r}: shape {tuple(tensors[name].shape)}, policy has {tuple(p.shape)}")
             p.copy_(tensors[name].to(p.device, p.dtype))
-
-
-def lora_delta(a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
-    """(B @ A) * scaling in float32 on CPU by a fixed order of elementwise operations (bit-reproducible)."""
-    a = a.detach().to("cpu", torch.float32).contiguous()
-    b = b.detach().to("cpu", torch.float32).contiguous()
-    acc = torch.zeros((b.shape[0], a.shape[1]), dtype=torch.float32)
-    term = torch.empty_like(acc)
-    for k in range(a.shape[0]):
-        torch.mul(b[:, k:k + 1], a[k:k + 1, :], out=term)
-        acc.add_(term)
-    acc.mul_(torch.tensor(scaling, dtype=torch.float32))
-    return acc
 
 
 def merge_adapter(base_model: torch.nn.Module, adapter_tensors: dict[str, torch.Tensor], config: dict, *,

@@ -250,3 +250,33 @@ class Trainer:
                  version, from_window, after.mean, before.mean, after.chance, built.size_bytes)
         return pub
 
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self, stop, source, *, max_windows: int | None = None, poll_s: float = 5.0,
+            on_window: Callable[[WindowTraining, Publication | None], None] | None = None) -> list[WindowTraining]:
+        """Train on every scored window of `source` (trainer/sources.py) not trained yet, oldest
+        first, publishing as configured; then wait for more. A window whose rows cannot be tied to
+        a verdict is logged and marked trained with no step (it is never retried into a fallback)."""
+        from trainer.rows import TrainingDataError
+
+        done: list[WindowTraining] = []
+        while not stop.is_set():
+            pending = [w for w in source.scored_windows() if w not in self.trained_windows]
+            for window in pending:
+                try:
+                    rec = self.train_window(window, *source.window(window))
+                except TrainingDataError as exc:
+                    log.error("window %d: not trained: %s", window, exc)
+                    rec = WindowTraining(window, 0, 0, 0.0, 0, None, f"not trained: {exc}")
+                    self.trained_windows.add(window)
+                    self._save_state()
+                    self.journal.save_window(window, asdict(rec))
+                pub = self.maybe_publish()
+                done.append(rec)
+                if on_window:
+                    on_window(rec, pub)
+                if (max_windows is not None and len(done) >= max_windows) or stop.is_set():
+                    return done
+            if stop.wait(poll_s):
+                break
+        return done

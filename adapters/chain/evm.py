@@ -218,10 +218,16 @@ class EVMChain(Chain):
         key = bytes(self._call(self.registry.functions.trainer_hotkey(), "trainer hotkey"))
         return None if key == bytes(32) else ss58_of(key)
 
-    def set_trainer(self, keypair, admin=None) -> str:
-        """Admin: make keypair's EVM account the trainer and its hotkey the manifest signer."""
-        acct = self.account_for(keypair)
-        fn = self.registry.functions.set_trainer(acct.address, public_key_of(keypair))
+    def set_trainer(self, hotkey: str, evm_address: str, admin=None) -> None:
+        """Admin: the account allowed to announce checkpoints, and the hotkey that signs manifests.
+        On the embedded chain the admin is the tester's first account."""
+        from bittensor.sp_core import Keypair
+
+        try:
+            pubkey = bytes(Keypair(ss58_address=hotkey).public_key)
+            fn = self.registry.functions.set_trainer(self.w3.to_checksum_address(evm_address), pubkey)
+        except (ValueError, TypeError) as exc:
+            raise ChainError(f"bad trainer hotkey or address: {exc}") from None
         if self.embedded is not None and admin is None:
             try:
                 self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": self.embedded.admin}))
@@ -231,7 +237,6 @@ class EVMChain(Chain):
             raise ChainError("setting the trainer needs the admin key")
         else:
             self._transact(admin, fn, "set trainer")
-        return acct.address
 
     def announce_checkpoint(self, keypair, from_window: int, fingerprint: bytes, manifest_hash: bytes,
                             location: str) -> None:

@@ -1,0 +1,89 @@
+"""`rollproof trainer run`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rollproof.cli_common import (
+    Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
+    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, console, setup_logging, stop_on_signals,
+    wallet_options,
+)
+from verification.errors import RollproofError
+
+app = typer.Typer(no_args_is_help=True, help="Train the next checkpoint on verified rollouts.")
+log = logging.getLogger("rollproof.trainer")
+
+
+@app.command()
+def run(
+    wallet_name: str = WalletName, wallet_hotkey: str = WalletHotkey, wallet_path: str = WalletPath,
+    network: str = Network, netuid: int = Netuid, rpc_url: Optional[str] = RpcUrl,
+    registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
+    ledger_rpc_url: Optional[str] = LedgerRpcUrl,
+    drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
+    validator_state: Path = typer.Option(..., "--validator-state", file_okay=False,
+                                         help="journal of a validator on this machine (its --state-dir/<chain identity>)"),
+    validator_hotkey: Optional[str] = typer.Option(None, "--validator-hotkey",
+                                                   help="that validator's hotkey: each report must match its ledger entry"),
+    store: str = typer.Option("~/.rollproof/store", "--store", help="where checkpoints are published: a directory or s3://…"),
+    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint"),
+    lr: float = typer.Option(5e-5, "--lr", min=1e-9, max=1.0, help="AdamW learning rate of the LoRA adapter"),
+    publish_every: int = typer.Option(1, "--publish-every", min=1, help="applied steps between candidate checkpoints"),
+    heldout: int = typer.Option(48, "--heldout", min=2, help="held-out problems of the acceptance gate"),
+    gate_margin: float = typer.Option(0.02, "--gate-margin", min=0.0, max=1.0,
+                                      help="withhold a candidate whose held-out reward is below its parent's by more"),
+    state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/trainer/...)"),
+    windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows"),
+    threads: Optional[int] = Threads,
+    log_level: str = LogLevel,
+) -> None:
+    """Each scored window: take the rows the validator accepted (tied to its report and ledger
+    entry), run a GRPO step with circuit breakers, and every --publish-every steps gate a candidate
+    on the held-out set and announce it on chain. The wallet's hotkey signs the manifests and must be
+    the registry's trainer (`rollproof chain trainer`). Ctrl-C stops after the current window."""
+    from adapters.connect import default_state_dir, load_hotkey, open_chain
+    from adapters.storage import open_store
+    from trainer.service import Trainer, TrainerConfig
+    from trainer.sources import ValidatorJournal
+    from trainer.step import TrainConfig
+    from verification.model import load_model
+
+    apply_threads(threads)
+    setup_logging(log_level)
+    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
+    wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
+    stop = stop_on_signals()
+    try:
+        if opts.is_embedded:
+            raise RollproofError("the trainer follows a chain other processes write to: use --rpc-url (or "
+                                 "`rollproof localnet`, which runs the trainer on the embedded chain)")
+        keypair, _ = load_hotkey(wallet, allow_dev=False)
+        chain = open_chain(opts, keypair, wallet)
+        if chain.trainer_hotkey() != keypair.ss58_address:
+            raise RollproofError(f"the registry's trainer is {chain.trainer_hotkey()}, not {keypair.ss58_address}: "
+                                 f"the deployer runs `rollproof chain trainer --hotkey {keypair.ss58_address} --trainer-address … …`")
+        source = ValidatorJournal(validator_state, chain, validator_hotkey)
+        with console.status(f"loading model {model}…"):
+            lm = load_model(model)
+        root = (state_dir or default_state_dir("trainer", wallet, netuid)).expanduser()
+        config = TrainerConfig(publish_every=publish_every, heldout_problems=heldout, gate_margin=gate_margin,
+                               train=TrainConfig(lr=lr))
+        trainer = Trainer(chain, keypair, lm, open_store(store, endpoint_url=s3_endpoint), root / chain.identity(),
+                          config)
+
+        def report(rec, pub) -> None:
+            console.print(f"window {rec.window}: {rec.rows} rows, signal {rec.signal_rate:.0%}, "
+                          f"{'step applied' if rec.step and rec.step['applied'] else rec.note}")
+            if pub is not None:
+                console.print(f"  checkpoint v{pub.version} {pub.stage} for window {pub.from_window}: held-out "
+                              f"{pub.heldout:.3f} (parent {pub.parent_heldout:.3f}, chance {pub.chance:.3f}) {pub.note}")
+
+        trainer.run(stop, source, max_windows=windows, on_window=report)
+    except RollproofError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=False)
+        raise typer.Exit(2) from None
