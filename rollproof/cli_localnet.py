@@ -17,7 +17,7 @@ from verification.errors import RollproofError
 
 def localnet(
     model: str = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory"),
-    windows: int = typer.Option(2, "--windows", min=1, help="windows to run"),
+    windows: int = typer.Option(4, "--windows", min=1, help="windows to run (a checkpoint announced after the first is in force from the fourth)"),
     groups: int = typer.Option(2, "--groups", min=1, help="GRPO groups per miner per window"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="where the store and journals go (default: a temporary directory, removed after)"),
     threads: Optional[int] = Threads,

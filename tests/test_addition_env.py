@@ -188,3 +188,18 @@ def test_chance_reward_matches_random_well_formed_answers(p):
         sigma = (REWARD_SCALE - p["format_credit_milli"] * 1000) * (q * (1 - q) / n) ** 0.5
         assert abs(total / n - expected) <= 5 * sigma + 1e-6
         assert expected < 0.1 * REWARD_SCALE + p["format_credit_milli"] * 1000
+
+
+def test_curriculum_raises_digits_then_terms():
+    from verification.constants import BASE_GENERATION
+    from verification.generation import GenerationParams
+
+    params = GenerationParams.from_json(BASE_GENERATION)
+    seen = []
+    while params is not None and len(seen) < 40:
+        seen.append(params.environments[0].params_dict)
+        params = params.harder()
+    assert seen[1]["max_digits"] == 2 and seen[1]["min_digits"] == 1
+    assert all(AdditionEnvironment().check_params(p) is None for p in seen)
+    assert seen[-1]["max_terms"] == seen[-1]["min_terms"] == 10 and seen[-1]["min_digits"] == 12
+    assert params is None  # the last setting has no harder one

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +293,36 @@ def test_verify_audits_a_bundle_of_an_old_checkpoint(loop_run):
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout[ok.stdout.index("{"):])["reason"] == "ok"
     assert bare.exit_code == 1 and "wrong_model" in bare.stdout
+
+
+def test_trainer_service_under_torchrun_matches_one_process(loop_run, tmp_path):
+    """The same trainer code under torchrun with 2 CPU processes (gloo, DDP) makes the same update
+    as 1 process, within AdamW's amplification of float32 summation order (0.1 x lr per weight;
+    see tests/test_trainer_distributed.py)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    _lm, root, result = loop_run
+    window = _windows_with_signal(result)[0]
+    script = str(Path(__file__).resolve().parent / "torchrun_trainer.py")
+    journal = str(root / "validator")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, script, journal, str(window), str(tmp_path / "one"), str(tmp_path / "one.st")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
+                          journal, str(window), str(tmp_path / "two"), str(tmp_path / "two.st")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "world 2" in two.stdout and "world 1" in one.stdout
+    a, b = load_file(tmp_path / "one.st"), load_file(tmp_path / "two.st")
+    lr = TrainerConfig().train.lr
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= 0.1 * lr, worst
+    # the step moved the adapter (LoRA B starts at zero), by far more than the two runs differ
+    moved = max(float(a[k].abs().max()) for k in a if k.endswith("lora_B.weight"))
+    assert moved > 100 * worst

@@ -24,6 +24,7 @@ from trainer.journal import TrainerJournal
 from trainer.policy import LoraSettings, make_policy
 from trainer.rows import WindowRows, accepted_rows, drop_stale
 from trainer.step import StepResult, TrainConfig, TrainingRow, make_optimizer, train_step
+from verification.canonical import canonical_json
 from verification.challenge import window_of_block
 from verification.checkpoint import manifest_hash, parse_manifest
 from verification.constants import ACTIVATION_WINDOWS
@@ -51,6 +52,9 @@ class TrainerConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     params: GenerationParams | None = None  # generation params of the next checkpoints (default: the base's)
+    # curriculum: above this held-out correct share of the parent, candidates use harder params
+    # (prime-rl and grail train where the model solves 20-80%; None disables it)
+    raise_difficulty_above: float | None = 0.8
 
 
 @dataclass
@@ -92,12 +96,20 @@ class Trainer:
         self.journal = TrainerJournal(state_dir)
         self.policy = make_policy(base, self.config.lora)
         self.optimizer = make_optimizer(self.policy, self.config.train)
+        # under torchrun (torch.distributed initialised, world > 1) the step is DDP over the ranks,
+        # each given the same rows; rank 0 alone writes the journal, publishes and announces
+        self.rank, self.world = _distributed_rank()
+        self.ddp = None
+        if self.world > 1:
+            from trainer.distributed import wrap_policy
+
+            self.ddp = wrap_policy(self.policy, self.config.train)
         self.trained_windows: set[int] = set()
         self.steps_applied = 0
         self.steps_since_publish = 0
         self.version = 0  # newest announced version (0: the base model)
         self.versions: dict[str, int] = {base.fingerprint.hex(): 0}
-        self._heldout: dict[str, HeldoutResult] = {}
+        self._heldout: dict[tuple[str, bytes], HeldoutResult] = {}
         self._restore()
 
     # ---- state ----------------------------------------------------------------------------------
@@ -115,6 +127,9 @@ class Trainer:
             if pub["stage"] == "announced":
                 self.versions[pub["fingerprint"]] = pub["version"]
                 self.version = max(self.version, pub["version"])
+        if self.version and self.config.params is None:
+            # the curriculum continues from the newest announced checkpoint's params
+            self.params = parse_manifest(self.journal.manifest_bytes(self.version)).generation
 
     def _reconcile(self) -> None:
         """A crash between upload and journal: a version journaled as built is announced if the chain
@@ -131,6 +146,8 @@ class Trainer:
     def _save_state(self) -> None:
         from trainer.adapter_files import adapter_config
 
+        if self.rank != 0:
+            return
         self.journal.save_state({
             "adapter": adapter_tensors(self.policy), "adapter_config": adapter_config(self.policy),
             "optimizer": self.optimizer.state_dict(), "trained_windows": sorted(self.trained_windows),
@@ -155,10 +172,19 @@ class Trainer:
         if not trainable:
             note = "no row with a non-zero advantage" if fresh else "no verified rows"
         else:
-            step = train_step(self.policy, self.optimizer,
-                              [TrainingRow(r.prompt, r.completion, r.logprobs, r.advantage) for r in trainable],
-                              self.config.train)
-            if step.applied:
+            batch = [TrainingRow(r.prompt, r.completion, r.logprobs, r.advantage) for r in trainable]
+            if self.ddp is not None:
+                from trainer.distributed import distributed_train_step
+
+                if len(batch) < self.world:
+                    note = f"{len(batch)} rows cannot be sharded over {self.world} ranks"
+                else:
+                    step = distributed_train_step(self.policy, self.ddp, self.optimizer, batch, self.config.train)
+            else:
+                step = train_step(self.policy, self.optimizer, batch, self.config.train)
+            if step is None:
+                pass
+            elif step.applied:
                 self.steps_applied += 1
                 self.steps_since_publish += 1
             else:
@@ -170,15 +196,18 @@ class Trainer:
                                 asdict(step) if step else None, note, mean_reward)
         self.trained_windows.add(window)
         self._save_state()  # the update and "window trained" land in one atomic write
-        self.journal.save_window(window, asdict(record))
+        if self.rank == 0:
+            self.journal.save_window(window, asdict(record))
         return record
 
     # ---- checkpoints ----------------------------------------------------------------------------
-    def heldout(self, lm: LoadedModel) -> HeldoutResult:
-        key = lm.fingerprint.hex()
+    def heldout(self, lm: LoadedModel, params: GenerationParams | None = None) -> HeldoutResult:
+        """Held-out reward of lm's weights under params (default: lm's own), cached."""
+        params = params or lm.generation
+        key = (lm.fingerprint.hex(), canonical_json(params.to_json()))
         if key not in self._heldout:
-            self._heldout[key] = evaluate(lm, self.params if lm is not self.base else self.base.generation,
-                                          self.chain.netuid, self.config.heldout_problems,
+            model = lm if params == lm.generation else lm.with_generation(params)
+            self._heldout[key] = evaluate(model, params, self.chain.netuid, self.config.heldout_problems,
                                           rollouts=self.config.heldout_rollouts)
         return self._heldout[key]
 
@@ -201,20 +230,52 @@ class Trainer:
         prefix = self.journal.root / "published" / f"{version}.{ADAPTER_FILE}"
         return load_checkpoint(self.base, manifest, {ADAPTER_FILE: prefix.read_bytes()})
 
+    def _maybe_raise_difficulty(self, parent: LoadedModel) -> None:
+        """Curriculum: when the parent solves more than raise_difficulty_above of the held-out
+        problems under the current params, the next checkpoints use the next harder params."""
+        if self.config.raise_difficulty_above is None:
+            return
+        current = self.heldout(parent, self.params)
+        if current.correct_share <= self.config.raise_difficulty_above:
+            return
+        nxt = self.params.harder()
+        if nxt is not None:
+            log.info("held-out correct share %.2f > %.2f: next checkpoints use harder params %s",
+                     current.correct_share, self.config.raise_difficulty_above, nxt.to_json()["environments"])
+            self.params = nxt
+
     def maybe_publish(self, current_window: int | None = None, resolver=None) -> Publication | None:
         """Build, gate and announce a candidate once publish_every steps were applied since the last."""
         if self.steps_since_publish < self.config.publish_every:
             return None
+        if self.world > 1:
+            return self._publish_on_rank0(current_window, resolver)
+        return self._publish(current_window, resolver)
+
+    def _publish_on_rank0(self, current_window, resolver) -> Publication | None:
+        """Rank 0 publishes; every rank then learns the versions it knows (for the staleness rule)."""
+        import torch.distributed as dist
+
+        pub = self._publish(current_window, resolver) if self.rank == 0 else None
+        self.steps_since_publish = 0
+        shared = [pub, self.versions, self.version, self.params]
+        dist.broadcast_object_list(shared, src=0)
+        pub, self.versions, self.version, self.params = shared
+        return pub
+
+    def _publish(self, current_window, resolver) -> Publication | None:
         current_window = window_of_block(self.chain.current_block()) if current_window is None else current_window
         version = max([self.version] + [p["version"] for p in self.journal.publications()]) + 1
         from_window = current_window + ACTIVATION_WINDOWS
         parent_fp = bytes.fromhex(self.parent_fingerprint)
+        parent = self.parent_model(resolver)
+        self._maybe_raise_difficulty(parent)
         built: BuiltCheckpoint = build_checkpoint(self.base, self.policy, keypair=self.keypair,
                                                   netuid=self.chain.netuid, version=version,
                                                   from_window=from_window, parent_fingerprint=parent_fp,
                                                   params=self.params)
-        parent = self.parent_model(resolver)
-        before, after = self.heldout(parent), self.heldout(built.model)
+        # parent and candidate on the same problems (the candidate's params) with the same noise
+        before, after = self.heldout(parent, self.params), self.heldout(built.model)
         diff = paired_difference(after, before)
         pub = Publication(version, "withheld", built.manifest.fingerprint, from_window, after.mean, before.mean,
                           after.chance, diff.mean, diff.half_width, built.size_bytes)
@@ -280,3 +341,17 @@ class Trainer:
             if stop.wait(poll_s):
                 break
         return done
+
+
+def _distributed_rank() -> tuple[int, int]:
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from trainer.distributed import init_from_env
+
+        init_from_env()
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

@@ -96,6 +96,21 @@ class GenerationParams:
             environments.get(spec.name).check_params(spec.params_dict)
         return out
 
+    def harder(self) -> "GenerationParams | None":
+        """Every environment one curriculum step harder (those without a harder setting unchanged);
+        None when none can get harder."""
+        from verification import environments
+
+        specs, changed = [], False
+        for e in self.environments:
+            nxt = environments.get(e.name).harder(e.params_dict)
+            changed |= nxt is not None
+            specs.append(EnvironmentSpec(e.name, e.weight, tuple(sorted((nxt or e.params_dict).items()))))
+        if not changed:
+            return None
+        return GenerationParams.from_json({**self.to_json(), "environments": [
+            {"name": e.name, "weight": e.weight, "params": e.params_dict} for e in specs]})
+
     def environment_for(self, seed: bytes) -> EnvironmentSpec:
         """The environment of a problem seed: u = uniform_below(word_stream(PRF("env-choice", seed)),
         total weight); the first environment whose cumulative weight exceeds u."""

@@ -87,6 +87,19 @@ class AdditionEnvironment(Environment):
     # the base model's learning zone (reports/learning_zone.md); raise max_digits, then min_digits, then terms
     DEFAULT_PARAMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "format_credit_milli": 0}
 
+    def harder(self, params: Mapping[str, int]) -> dict[str, int] | None:
+        """Raise max_digits, then min_digits, then max_terms, then min_terms; then drop format credit."""
+        p = dict(params)
+        for key, bound in (("max_digits", 12), ("min_digits", p["max_digits"]), ("max_terms", 10),
+                           ("min_terms", p["max_terms"])):
+            if p[key] < bound:
+                p[key] += 1
+                return p
+        if p["format_credit_milli"] > 0:
+            p["format_credit_milli"] = 0
+            return p
+        return None
+
     def _check_relations(self, params: Mapping[str, int]) -> None:
         if params["min_terms"] > params["max_terms"]:
             raise EnvironmentSpecError("add.min_terms must be <= add.max_terms")

@@ -60,6 +60,11 @@ class Environment(ABC):
     def _check_relations(self, params: Mapping[str, int]) -> None:
         """Constraints between params (e.g. min <= max); raise EnvironmentSpecError."""
 
+    def harder(self, params: Mapping[str, int]) -> dict[str, int] | None:
+        """The next step of this environment's curriculum (None: no harder setting). Not consensus:
+        the trainer proposes params in a checkpoint's manifest, and they bind only through it."""
+        return None
+
     @abstractmethod
     def generate(self, seed: bytes, params: Mapping[str, int]) -> Problem: ...
 
