@@ -2,7 +2,7 @@
 
 A miner writes through a `BundleStore` (filesystem by default, or any S3-compatible service:
 AWS S3, Cloudflare R2, MinIO) and commits the returned location URI on chain. A validator reads
-any committed location with `fetch_location`, which enforces a size limit and a timeout and raises
+any committed location with `Fetcher.fetch`, which enforces a size limit and a timeout and raises
 StorageError (never returns partial data)."""
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ against the committed hash the report names, recomputes the verified rows (rows 
 whose rollout verdict is "ok") and their Merkle root exactly as verification.scoring.verified_root
 does, and compares it with the report's verified_root. A mismatch rejects the whole report: no row
 is trained on without its verdict. Rows of miners that scored zero (copycats) are not trained on;
-identical (prompt, completion) pairs are kept once.
+a (prompt, completion) pair already taken from an earlier group is dropped (equal rollouts inside
+one group are kept: they are that group's samples, and its advantages count each of them).
 
 Staleness: rows generated under a checkpoint more than `max_staleness` versions older than the
 trainer's current version are dropped and counted (prime-rl's max_off_policy_steps)."""
@@ -92,22 +93,27 @@ def accepted_rows(report_bytes: bytes, bundle_bytes: Callable[[int], bytes | Non
             raise TrainingDataError(f"the bundle of uid {m['uid']} is not of this window and checkpoint")
         ok = {(r["group"], r["rollout"]) for r in m.get("rollouts", []) if r["reason"] == "ok"}
         trained_groups: dict[int, set[int]] = {}
-        for g, r in bundle.rows():
-            if (g.index, r.index) not in ok:
-                continue
-            leaves.append(prf("verified", m["uid"], row_digest(g.index, g.environment, g.prompt, r)))
-            if m.get("weight", 0) <= 0:
-                out.dropped_unscored += 1
-                continue
-            digest = completion_digest(g.prompt, r)
-            if digest in seen:
-                out.dropped_copies += 1
-                continue
-            seen.add(digest)
-            out.rows.append(VerifiedRow(window, m["uid"], g.index, r.index, [int(t) for t in g.prompt],
-                                        [int(t) for t in r.completion], np.asarray(r.logprobs, np.float32),
-                                        r.advantage / ADVANTAGE_SCALE, int(r.reward), fingerprint))
-            trained_groups.setdefault(g.index, set()).add(int(r.reward))
+        for g in bundle.groups:
+            group_digests = set()
+            for r in g.rollouts:
+                if (g.index, r.index) not in ok:
+                    continue
+                leaves.append(prf("verified", m["uid"], row_digest(g.index, g.environment, g.prompt, r)))
+                if m.get("weight", 0) <= 0:
+                    out.dropped_unscored += 1
+                    continue
+                # the same (prompt, completion) in an earlier group is a copy; within one group equal
+                # rollouts are the group's own samples, and its advantages count each of them
+                digest = completion_digest(g.prompt, r)
+                if digest in seen:
+                    out.dropped_copies += 1
+                    continue
+                group_digests.add(digest)
+                out.rows.append(VerifiedRow(window, m["uid"], g.index, r.index, [int(t) for t in g.prompt],
+                                            [int(t) for t in r.completion], np.asarray(r.logprobs, np.float32),
+                                            r.advantage / ADVANTAGE_SCALE, int(r.reward), fingerprint))
+                trained_groups.setdefault(g.index, set()).add(int(r.reward))
+            seen |= group_digests
         out.groups += len(trained_groups)
         out.groups_with_signal += sum(1 for rewards in trained_groups.values() if len(rewards) > 1)
     if merkle_root(leaves) != root:

@@ -1,6 +1,6 @@
 """The rollout bundle: versioned schema, canonical bytes, row digests, signature, safe parsing.
 
-Wire format (docs/protocol.md section 6):
+Wire format (docs/protocol.md section 9):
     BUNDLE_MAGIC || canonical_json({"header": H, "signature": hex, "groups": [...]})
 canonical_json = UTF-8 JSON, keys sorted, no whitespace, ASCII only; values are only integers,
 strings and lists/objects of them (no floats anywhere: float data travels as base64 of

@@ -1,4 +1,4 @@
-"""Binary Merkle tree over 32-byte leaves (docs/protocol.md section 5).
+"""Binary Merkle tree over 32-byte leaves (docs/protocol.md section 7).
 
 leaf node = PRF("merkle-leaf", leaf); inner = PRF("merkle-node", left, right); an odd node at the
 end of a level is carried up unchanged; the root of zero leaves is PRF("merkle-empty").
