@@ -30,7 +30,7 @@ CELLS = [
     # name, batch size, padding, threads, attention, dtype, allowed
     ("reference: batch 8, right pad, 2 threads, sdpa, fp32", 8, "right", 2, "sdpa", torch.float32, True),
     ("batch 1", 1, "right", 2, "sdpa", torch.float32, True),
-    ("batch 4 (all rollouts of a group)", 4, "right", 2, "sdpa", torch.float32, True),
+    ("batch 4", 4, "right", 2, "sdpa", torch.float32, True),
     ("left padding", 8, "left", 2, "sdpa", torch.float32, True),
     ("1 thread", 8, "right", 1, "sdpa", torch.float32, True),
     ("eager attention", 8, "right", 2, "eager", torch.float32, True),

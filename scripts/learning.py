@@ -30,6 +30,60 @@ from verification.model import load_model
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+def final_comparison(lm, store: Path, fingerprint: str, problems: int, rollouts: int) -> dict:
+    """Base vs the last checkpoint on the same held-out problems with the same noise (paired): under
+    the base task's params and, when the curriculum moved them, under the checkpoint's own."""
+    from adapters.checkpoints import find_checkpoint
+    from verification.checkpoint_model import load_checkpoint
+
+    manifest, files = find_checkpoint(store, fingerprint)
+    final_lm = load_checkpoint(lm, manifest, files)
+    out = {"version": manifest.version, "final_params": manifest.generation.to_json()}
+    tasks = {"base_task": lm.generation}
+    if manifest.generation != lm.generation:
+        tasks["checkpoint_task"] = manifest.generation
+    for name, params in tasks.items():
+        before = evaluate(lm.with_generation(params), params, 1, problems, rollouts=rollouts)
+        after = evaluate(final_lm.with_generation(params), params, 1, problems, rollouts=rollouts)
+        d = paired_difference(after, before)
+        out[name] = {"base": before.mean, "final": after.mean, "chance": before.chance, "difference": d.mean,
+                     "low": d.low, "high": d.high, "n": d.n, "base_correct": before.correct_share,
+                     "final_correct": after.correct_share,
+                     "params": params.to_json()["environments"][0]["params"]}
+    return out
+
+
+def result_from_journals(lm, root: Path):
+    """A LocalnetResult rebuilt from the trainer's and validator's journals of a finished run."""
+    import json
+
+    from rollproof.localnet import LocalnetResult
+    from trainer.service import Publication, WindowTraining
+    from verification.constants import ACTIVATION_WINDOWS
+
+    result = LocalnetResult()
+    result.versions[lm.fingerprint.hex()] = 0
+    for path in sorted((root / "trainer" / "windows").glob("*.json"), key=lambda p: int(p.stem)):
+        rec = WindowTraining(**json.loads(path.read_text()))
+        result.training.append(rec)
+        report = root / "validator" / "windows" / str(rec.window) / "report.json"
+        result.checkpoints[rec.window] = json.loads(report.read_text())["model_fingerprint"]
+    pubs = sorted((root / "trainer" / "published").glob("*.json"), key=lambda p: int(p.stem))
+    for path in pubs:
+        pub = Publication(**json.loads(path.read_text()))
+        result.publications.append(pub)
+        if pub.stage == "announced":
+            result.versions[pub.fingerprint] = pub.version
+    trained = {r.window for r in result.training}
+    for pub in result.publications:
+        # a candidate is made after training window w, while the chain is in window w + 1, for
+        # window w + 1 + ACTIVATION_WINDOWS
+        w = pub.from_window - 1 - ACTIVATION_WINDOWS
+        if w in trained:
+            result.published_at[w] = pub
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2")
@@ -42,6 +96,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--name", default="learning")
+    ap.add_argument("--from-workdir", type=Path, default=None,
+                    help="do not run the network: rebuild the report from a finished run's journals")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -64,28 +120,27 @@ def main() -> None:
             line += f"; v{pub.version} {pub.stage} (held-out {pub.heldout:.3f} vs {pub.parent_heldout:.3f})"
         console.print(f"{line}  [{time.time() - t0:.0f} s]")
 
-    result = run_localnet(lm, root, windows=args.windows, n_groups=args.groups, cheaters=False,
-                          trainer_config=cfg, on_window=show)
+    if args.from_workdir is not None:
+        root = args.from_workdir
+        result = result_from_journals(lm, root)
+    else:
+        result = run_localnet(lm, root, windows=args.windows, n_groups=args.groups, cheaters=False,
+                              trainer_config=cfg, on_window=show)
     loop_s = time.time() - t0
     console.print(curve_table(result))
     console.print(checkpoint_table(result))
     announced = [p for p in result.publications if p.stage == "announced"]
     final = None
     if announced:
-        from adapters.checkpoints import find_checkpoint
-        from verification.checkpoint_model import load_checkpoint
-
-        manifest, files = find_checkpoint(root / "store", announced[-1].fingerprint)
-        final_lm = load_checkpoint(lm, manifest, files)
-        before = evaluate(lm, lm.generation, 1, args.final_problems, rollouts=args.final_rollouts)
-        after = evaluate(final_lm, manifest.generation, 1, args.final_problems, rollouts=args.final_rollouts)
-        diff = paired_difference(after, before)
-        final = {"version": manifest.version, "base": before.mean, "final": after.mean, "chance": before.chance,
-                 "difference": diff.mean, "low": diff.low, "high": diff.high, "n": diff.n,
-                 "base_correct": before.correct_share, "final_correct": after.correct_share}
-        console.print(f"held-out ({args.final_problems} problems x {args.final_rollouts}): base {before.mean:.3f} -> "
-                      f"v{manifest.version} {after.mean:.3f}, paired {diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] "
-                      f"(95%), chance {before.chance:.3f}")
+        final = final_comparison(lm, root / "store", announced[-1].fingerprint, args.final_problems,
+                                 args.final_rollouts)
+        result.base_heldout, result.chance = final["base_task"]["base"], final["base_task"]["chance"]
+        for task, f in final.items():
+            if isinstance(f, dict):
+                console.print(f"held-out on the {task.replace('_', ' ')} ({args.final_problems} problems x "
+                              f"{args.final_rollouts}): base {f['base']:.3f} -> v{final['version']} {f['final']:.3f}, "
+                              f"paired {f['difference']:+.3f} [{f['low']:+.3f}, {f['high']:+.3f}] (95%), "
+                              f"chance {f['chance']:.3f}")
     png = plot_curve(result, DOCS / f"{args.name}.png")
     wall = time.time() - t0
     data = {
@@ -106,10 +161,14 @@ def main() -> None:
           f"miners per window)\n\n`python3 scripts/learning.py --model {args.model} --windows {args.windows} "
           f"--groups {args.groups}`; wall time {wall / 60:.1f} min on {environment()['threads']} threads.\n\n")
     if final:
-        md += (f"Held-out ({args.final_problems} problems x {args.final_rollouts} rollouts, seeded sampling at the "
-               f"checkpoint temperature): base **{final['base']:.3f}** -> v{final['version']} **{final['final']:.3f}**; "
-               f"paired difference **{final['difference']:+.3f}** (95% interval [{final['low']:+.3f}, "
-               f"{final['high']:+.3f}]); chance baseline {final['chance']:.3f}.\n\n")
+        for task, f in final.items():
+            if not isinstance(f, dict):
+                continue
+            md += (f"Held-out on the {task.replace('_', ' ')} (params {f['params']}; {args.final_problems} problems x "
+                   f"{args.final_rollouts} rollouts, seeded sampling, the same problems and noise for both): base "
+                   f"**{f['base']:.3f}** -> v{final['version']} **{f['final']:.3f}**; paired difference "
+                   f"**{f['difference']:+.3f}** (95% interval [{f['low']:+.3f}, {f['high']:+.3f}]); chance baseline "
+                   f"{f['chance']:.3f}; fully correct rollouts {f['base_correct']:.1%} -> {f['final_correct']:.1%}.\n\n")
     else:
         md += "No checkpoint was announced.\n\n"
     md += md_table(["window", "checkpoint", "trained rows", "mean reward", "signal rate", "step"], rows)
