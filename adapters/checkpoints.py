@@ -60,13 +60,18 @@ def fetch_checkpoint(fetcher: Fetcher, ann: Announcement, trainer_hotkey: str | 
     verify_manifest_signature(manifest, trainer_hotkey)
     if manifest.fingerprint != ann.fingerprint.hex() or manifest.from_window != ann.from_window:
         raise CheckpointError("the manifest's fingerprint or window differs from the announcement")
+    return manifest, _fetch_files(fetcher, ann.location, manifest)
+
+
+def _fetch_files(fetcher: Fetcher, manifest_location: str, manifest: Manifest) -> dict[str, bytes]:
+    """Every file the manifest lists, read beside it, each bounded by its stated size."""
     files = {}
     for f in manifest.files:
         try:
-            files[f.name] = fetcher.fetch(sibling(ann.location, f.name), max_bytes=f.size)
+            files[f.name] = fetcher.fetch(sibling(manifest_location, f.name), max_bytes=f.size)
         except StorageError as exc:
             raise CheckpointError(f"cannot fetch checkpoint file {f.name}: {exc}") from None
-    return manifest, files
+    return files
 
 
 class ModelResolver:
@@ -109,12 +114,6 @@ class ModelResolver:
                  manifest.version, ann.fingerprint.hex()[:16], ann.from_window)
         return lm
 
-    def add(self, lm) -> None:
-        """Register a model already verified locally (the trainer's own checkpoint)."""
-        self._models[lm.fingerprint] = lm
-        while len(self._models) > self.cached_models:
-            self._models.popitem(last=False)
-
 
 def find_checkpoint(store_root, fingerprint_hex: str) -> tuple[Manifest, dict[str, bytes]]:
     """An offline auditor's lookup: the checkpoint with this fingerprint in a file store (any netuid).
@@ -136,11 +135,7 @@ def find_checkpoint(store_root, fingerprint_hex: str) -> tuple[Manifest, dict[st
         raise CheckpointError(str(exc)) from None
     manifest = parse_manifest(data)
     verify_manifest_signature(manifest, manifest.trainer_hotkey)
-    files = {}
-    for f in manifest.files:
-        try:
-            files[f.name] = fetcher.fetch(sibling(location, f.name), max_bytes=f.size)
-        except StorageError as exc:
-            raise CheckpointError(f"cannot read checkpoint file {f.name}: {exc}") from None
-        check_file(manifest, f.name, files[f.name])
+    files = _fetch_files(fetcher, location, manifest)
+    for name, data in files.items():
+        check_file(manifest, name, data)
     return manifest, files

@@ -84,10 +84,14 @@ def verify(
     try:
         selected = [int(g) for g in groups.split(",") if g.strip()] if groups else None
         data = bundle.read_bytes()
+        try:
+            parsed, format_error = decode_bundle(data), None
+        except BundleFormatError as exc:
+            parsed, format_error = None, exc
         with console.status(f"loading model {model}…"):
             lm = load_model(model)
-        if checkpoints is not None:
-            lm = _checkpoint_model(lm, data, checkpoints, trainer_hotkey)
+        if checkpoints is not None and parsed is not None:
+            lm = _checkpoint_model(lm, parsed.header.model_fingerprint, checkpoints, trainer_hotkey)
         networks = _accepted_networks(local_drand_seed, include_local=not no_local_drand)
         expected = Expectation(
             netuid=netuid, window=window, hotkey=hotkey,
@@ -95,10 +99,8 @@ def verify(
             fingerprint=bytes.fromhex(fingerprint) if fingerprint else None,
         )
         verifier = Verifier(lm, networks)
-        try:
-            parsed = decode_bundle(data)
-        except BundleFormatError as exc:
-            verdict = format_verdict(exc)
+        if format_error is not None:
+            verdict = format_verdict(format_error)
         else:
             n = parsed.header.n_groups if selected is None else len(set(selected))
             with _progress() as progress:
@@ -115,17 +117,13 @@ def verify(
     raise typer.Exit(EXIT_ACCEPT if verdict.ok else EXIT_REJECT)
 
 
-def _checkpoint_model(base, data: bytes, store: Path, trainer_hotkey: Optional[str]):
-    """The model the bundle names: the base itself, or a checkpoint from the store on top of it."""
+def _checkpoint_model(base, named: str, store: Path, trainer_hotkey: Optional[str]):
+    """The model the bundle names (fingerprint hex): the base itself, or a checkpoint from the
+    store on top of it."""
     from adapters.checkpoints import find_checkpoint
-    from verification.bundle import decode_bundle
     from verification.checkpoint_model import load_checkpoint
-    from verification.errors import BundleFormatError, CheckpointError
+    from verification.errors import CheckpointError
 
-    try:
-        named = decode_bundle(data).header.model_fingerprint
-    except BundleFormatError:
-        return base  # the verdict will say why the bytes do not parse
     if named == base.fingerprint.hex():
         return base
     manifest, files = find_checkpoint(store, named)

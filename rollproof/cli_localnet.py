@@ -116,5 +116,5 @@ def _window_caption(info: dict) -> str:
             parts.append(f"[green]v{pub.version} announced for window {pub.from_window}[/green] (held-out "
                          f"{pub.heldout:.3f} vs parent {pub.parent_heldout:.3f}, chance {pub.chance:.3f})")
         else:
-            parts.append(f"[yellow]v{pub.version} withheld[/yellow]: {pub.note}")
+            parts.append(f"[yellow]v{pub.version} {pub.stage}[/yellow]: {pub.note}")
     return " · ".join(parts)

@@ -73,7 +73,6 @@ def run(
     from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
     from adapters.checkpoints import ModelResolver
     from adapters.storage import Fetcher, make_s3_client, open_store
-    from verification.constants import MAX_CHECKPOINT_FILE_BYTES
     from verification.model import load_model
 
     apply_threads(threads)
@@ -101,8 +100,7 @@ def run(
         beacons = beacon_source(opts, chain)
         root = (state_dir or default_state_dir("miner", wallet, netuid)).expanduser()
         s3 = make_s3_client(s3_endpoint) if s3_endpoint else None
-        resolver = ModelResolver(chain, lm, Fetcher(file_roots=checkpoint_root, s3_client=s3,
-                                                    max_bytes=MAX_CHECKPOINT_FILE_BYTES))
+        resolver = ModelResolver(chain, lm, Fetcher(file_roots=checkpoint_root, s3_client=s3))
         miner = Miner(chain, keypair, lm, open_store(store, endpoint_url=s3_endpoint), beacons,
                       root / chain.identity(), n_groups=groups, batch_size=batch_size,
                       beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver)

@@ -20,7 +20,7 @@ def curve_table(result) -> Table:
                      else (rec.note or "-"))
         pub = result.published_at.get(rec.window)
         pub_text = "" if pub is None else (f"v{pub.version} announced for window {pub.from_window}"
-                                           if pub.stage == "announced" else f"v{pub.version} withheld")
+                                           if pub.stage == "announced" else f"v{pub.version} {pub.stage}")
         table.add_row(str(rec.window), f"v{version}" if version is not None else fp[:8], str(rec.rows),
                       f"{rec.mean_reward:.3f}", f"{rec.signal_rate:.0%} of {rec.groups}", step_text, pub_text)
     return table
@@ -59,7 +59,7 @@ def plot_curve(result, path: Path) -> Path:
     ax2.axhline(result.chance, color="grey", linestyle=":", label="chance baseline")
     for p in result.publications:
         if p.stage != "announced":
-            ax2.scatter([p.version], [p.heldout], marker="x", color="red", label="withheld candidate")
+            ax2.scatter([p.version], [p.heldout], marker="x", color="red", label=f"{p.stage} candidate")
     ax2.set_xlabel("checkpoint version")
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_title("held-out reward per checkpoint")

@@ -16,7 +16,7 @@ from verification.constants import PROTOCOL_VERSION
 from verification.errors import CheckpointError
 from verification.fingerprint import tensors_root
 from verification.generation import GenerationParams
-from verification.model import LoadedModel
+from verification.model import LoadedModel, compute_fingerprint
 from verification.signing import sign
 
 
@@ -55,8 +55,6 @@ def build_checkpoint(base: LoadedModel, policy: Policy, *, keypair, netuid: int,
         generation=params, trainer_hotkey=keypair.ss58_address)
     # the fingerprint needs the merged model's identity only through weights_root and params, so it
     # is computed without merging; load_checkpoint below merges and checks it
-    from verification.model import compute_fingerprint
-
     fp = compute_fingerprint(root, base.tokenizer_json, base.chat_template, base.eos_ids, params)
     body = replace(unsigned, fingerprint=fp.hex())
     manifest = replace(body, signature=sign(keypair, body.signing_message()).hex())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from adapters.chain.base import Chain
 from adapters.checkpoints import publish_checkpoint
+from adapters.files import atomic_write
 from adapters.storage import BundleStore
 from trainer.adapter_files import adapter_tensors, load_adapter_into
 from trainer.checkpointing import BuiltCheckpoint, build_checkpoint
@@ -27,6 +28,7 @@ from trainer.step import StepResult, TrainConfig, TrainingRow, make_optimizer, t
 from verification.canonical import canonical_json
 from verification.challenge import window_of_block
 from verification.checkpoint import manifest_hash, parse_manifest
+from verification.checkpoint_model import ADAPTER_FILE
 from verification.constants import ACTIVATION_WINDOWS
 from verification.environments.base import REWARD_SCALE
 from verification.errors import ChainError, StorageError
@@ -72,7 +74,7 @@ class WindowTraining:
 @dataclass
 class Publication:
     version: int
-    stage: str  # announced | withheld
+    stage: str  # announced | withheld (the gate) | expired (it could not be published)
     fingerprint: str
     from_window: int
     heldout: float
@@ -110,6 +112,7 @@ class Trainer:
         self.version = 0  # newest announced version (0: the base model)
         self.versions: dict[str, int] = {base.fingerprint.hex(): 0}
         self._heldout: dict[tuple[str, bytes], HeldoutResult] = {}
+        self._newest: LoadedModel | None = None  # the newest announced checkpoint, merged (the next parent)
         self._restore()
 
     # ---- state ----------------------------------------------------------------------------------
@@ -182,12 +185,10 @@ class Trainer:
                     step = distributed_train_step(self.policy, self.ddp, self.optimizer, batch, self.config.train)
             else:
                 step = train_step(self.policy, self.optimizer, batch, self.config.train)
-            if step is None:
-                pass
-            elif step.applied:
+            if step is not None and step.applied:
                 self.steps_applied += 1
                 self.steps_since_publish += 1
-            else:
+            elif step is not None:
                 note = f"step skipped by the circuit breaker: {step.reason}"
                 log.warning("window %d: %s (grad norm %.3g, clipped share %.2f)", window, note,
                             step.grad_norm, step.clipped_share)
@@ -211,24 +212,22 @@ class Trainer:
                                           rollouts=self.config.heldout_rollouts)
         return self._heldout[key]
 
-    def parent_model(self, resolver=None) -> LoadedModel:
+    def parent_model(self) -> LoadedModel:
+        """The newest announced checkpoint (the base before any): kept merged in memory since its
+        announcement, rebuilt from the journal only after a restart."""
         fp = self.parent_fingerprint
         if fp == self.base.fingerprint.hex():
             return self.base
-        if resolver is not None:
-            for m in resolver._models.values():
-                if m.fingerprint.hex() == fp:
-                    return m
-        built = self._rebuild(self.versions[fp])
-        return built
+        if self._newest is None or self._newest.fingerprint.hex() != fp:
+            from verification.checkpoint_model import load_checkpoint
 
-    def _rebuild(self, version: int) -> LoadedModel:
-        from verification.checkpoint_model import ADAPTER_FILE, load_checkpoint
+            version = self.versions[fp]
+            manifest = parse_manifest(self.journal.manifest_bytes(version))
+            self._newest = load_checkpoint(self.base, manifest, {ADAPTER_FILE: self._adapter_path(version).read_bytes()})
+        return self._newest
 
-        data = self.journal.manifest_bytes(version)
-        manifest = parse_manifest(data)
-        prefix = self.journal.root / "published" / f"{version}.{ADAPTER_FILE}"
-        return load_checkpoint(self.base, manifest, {ADAPTER_FILE: prefix.read_bytes()})
+    def _adapter_path(self, version: int) -> Path:
+        return self.journal.root / "published" / f"{version}.{ADAPTER_FILE}"
 
     def _maybe_raise_difficulty(self, parent: LoadedModel) -> None:
         """Curriculum: when the parent solves more than raise_difficulty_above of the held-out
@@ -244,31 +243,31 @@ class Trainer:
                      current.correct_share, self.config.raise_difficulty_above, nxt.to_json()["environments"])
             self.params = nxt
 
-    def maybe_publish(self, current_window: int | None = None, resolver=None) -> Publication | None:
+    def maybe_publish(self, current_window: int | None = None) -> Publication | None:
         """Build, gate and announce a candidate once publish_every steps were applied since the last."""
         if self.steps_since_publish < self.config.publish_every:
             return None
         if self.world > 1:
-            return self._publish_on_rank0(current_window, resolver)
-        return self._publish(current_window, resolver)
+            return self._publish_on_rank0(current_window)
+        return self._publish(current_window)
 
-    def _publish_on_rank0(self, current_window, resolver) -> Publication | None:
+    def _publish_on_rank0(self, current_window) -> Publication | None:
         """Rank 0 publishes; every rank then learns the versions it knows (for the staleness rule)."""
         import torch.distributed as dist
 
-        pub = self._publish(current_window, resolver) if self.rank == 0 else None
+        pub = self._publish(current_window) if self.rank == 0 else None
         self.steps_since_publish = 0
         shared = [pub, self.versions, self.version, self.params]
         dist.broadcast_object_list(shared, src=0)
         pub, self.versions, self.version, self.params = shared
         return pub
 
-    def _publish(self, current_window, resolver) -> Publication | None:
+    def _publish(self, current_window) -> Publication | None:
         current_window = window_of_block(self.chain.current_block()) if current_window is None else current_window
         version = max([self.version] + [p["version"] for p in self.journal.publications()]) + 1
         from_window = current_window + ACTIVATION_WINDOWS
         parent_fp = bytes.fromhex(self.parent_fingerprint)
-        parent = self.parent_model(resolver)
+        parent = self.parent_model()
         self._maybe_raise_difficulty(parent)
         built: BuiltCheckpoint = build_checkpoint(self.base, self.policy, keypair=self.keypair,
                                                   netuid=self.chain.netuid, version=version,
@@ -287,30 +286,25 @@ class Trainer:
             log.warning("checkpoint v%d withheld: %s", version, pub.note)
             self.journal.save_publication(version, asdict(pub))
             return pub
-        from verification.checkpoint_model import ADAPTER_FILE
-        from adapters.files import atomic_write
-
-        atomic_write(self.journal.root / "published" / f"{version}.{ADAPTER_FILE}", built.files[ADAPTER_FILE])
+        atomic_write(self._adapter_path(version), built.files[ADAPTER_FILE])
         self.journal.save_publication(version, asdict(pub) | {"stage": "built"}, built.manifest.to_bytes())
         try:
             location = publish_checkpoint(self.store, built.manifest, built.files)
             self.chain.announce_checkpoint(self.keypair, from_window, bytes.fromhex(built.manifest.fingerprint),
                                            manifest_hash(built.manifest.to_bytes()), location)
         except (StorageError, ChainError) as exc:
-            pub.stage, pub.note = "withheld", f"could not publish: {exc}"
+            pub.stage, pub.note = "expired", f"could not publish: {exc}"
             log.error("checkpoint v%d not announced: %s", version, exc)
-            self.journal.save_publication(version, asdict(pub) | {"stage": "expired"})
+            self.journal.save_publication(version, asdict(pub))
             return pub
         pub.stage = "announced"
         self.journal.save_publication(version, asdict(pub))
         self.versions[built.manifest.fingerprint] = version
         self.version = version
-        if resolver is not None:
-            resolver.add(built.model)
+        self._newest = built.model
         log.info("checkpoint v%d announced for window %d: held-out %.3f (parent %.3f, chance %.3f), %d bytes",
                  version, from_window, after.mean, before.mean, after.chance, built.size_bytes)
         return pub
-
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, stop, source, *, max_windows: int | None = None, poll_s: float = 5.0,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from adapters.chain.base import Chain
+from trainer.rows import TrainingDataError
 from validator.state import FINISHED, ValidatorState
 from verification.errors import ConfigError
 
@@ -30,7 +31,8 @@ class ValidatorJournal:
         return [w for w in windows if self.state.stage(w) in FINISHED and self.state.report_path(w).is_file()]
 
     def window(self, window: int) -> tuple[bytes, Callable[[int], bytes | None], bytes | None]:
-        """(report bytes, uid -> bundle bytes, the ledger's report hash or None without a validator key)."""
+        """(report bytes, uid -> bundle bytes, the ledger's report hash or None without a validator key).
+        TrainingDataError when the validator recorded no ledger entry for the window."""
         report = self.state.report_path(window).read_bytes()
 
         def bundle(uid: int) -> bytes | None:
@@ -40,5 +42,7 @@ class ValidatorJournal:
         ledger = None
         if self.validator_uid is not None:
             entry = self.chain.ledger_entry(self.validator_uid, window)
-            ledger = entry.report_hash if entry is not None else b"\0" * 32  # no entry: nothing to tie to
+            if entry is None:
+                raise TrainingDataError(f"validator uid {self.validator_uid} has no ledger entry for window {window}")
+            ledger = entry.report_hash
         return report, bundle, ledger
