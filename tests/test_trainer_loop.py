@@ -323,9 +323,10 @@ def test_trainer_service_under_torchrun_matches_one_process(loop_run, tmp_path):
     assert a.keys() == b.keys()
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst <= 0.1 * lr, worst
-    # the step moved the adapter (LoRA B starts at zero), by far more than the two runs differ
+    # the step moved the adapter (LoRA B starts at zero; AdamW's first step moves a weight by about lr),
+    # by an order of magnitude more than the two runs differ (measured: moved 1.0 lr, worst 0.011 lr)
     moved = max(float(a[k].abs().max()) for k in a if k.endswith("lora_B.weight"))
-    assert moved > 100 * worst
+    assert moved >= 0.5 * lr and moved > 10 * worst, (moved, worst)
 
 
 def test_sigkill_at_any_point_changes_nothing(loop_run, tmp_path):
