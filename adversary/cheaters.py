@@ -11,8 +11,9 @@ import torch
 
 from miner.proof import assemble_bundle, build_groups
 from miner.service import Miner
-from adapters.storage import bundle_key
 from verification.bundle import Bundle, decode_bundle
+from verification.commitment import bundle_name, decode_commitment
+from verification.errors import StorageError
 from verification.model import LoadedModel
 from verification.window import WindowContext
 
@@ -67,7 +68,11 @@ class CopycatMiner(Miner):
         self.victim = victim
 
     def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
-        data = self.store.get(bundle_key(self.chain.netuid, ctx.window, self.victim))
+        # as any copier would: the victim's commitment names its bundle (under the shared store)
+        rec = self.chain.commitment_of(self.victim, ctx.window)
+        if rec is None:
+            raise StorageError(f"the victim {self.victim} has not committed window {ctx.window} yet")
+        data = self.store.get(bundle_name(ctx.window, decode_commitment(rec.data).bundle_hash))
         stolen = decode_bundle(data)
         return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, stolen.groups, self.lm.generation)
 
@@ -83,3 +88,25 @@ class ReplayMiner(Miner):
 
     def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
         return decode_bundle(self.old_bundle)
+
+
+class CreditThiefMiner(Miner):
+    """Computes another miner's honest rows itself (they are a deterministic function of model,
+    window seed and the victim's hotkey, so it needs no access to the victim's bundle), appends them
+    to its own honest groups as extra groups and commits first: unless every group's problem is
+    checked, the extra groups pass whenever the opening misses them, and the victim's identical
+    rows look like copies of the thief's."""
+
+    kind = "credit thief"
+
+    def __init__(self, *a, victim: str, stolen_groups: int = 1, **kw):
+        super().__init__(*a, **kw)
+        self.victim = victim
+        self.stolen_groups = stolen_groups
+
+    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
+        own = build_groups(self.lm, ctx, self.hotkey, list(range(self.n_groups)),
+                           batch_size=self.batch_size, on_tokens=on_tokens)
+        theirs = build_groups(self.lm, ctx, self.victim, list(range(self.stolen_groups)), batch_size=self.batch_size)
+        appended = [replace(g, index=len(own) + i) for i, g in enumerate(theirs)]
+        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, own + appended, self.lm.generation)

@@ -30,6 +30,28 @@ STATS = ("max_sketch_dist", "max_gap", "max_logprob_err")
 MEANS = {"max_sketch_dist": "mean_sketch_dist", "max_gap": "mean_gap", "max_logprob_err": "mean_logprob_err"}
 
 
+class _LastGroupView:
+    """A bundle view whose only group is the last one, so a mutation meant for a whole bundle edits
+    just the group the opening does not pick."""
+
+    def __init__(self, bundle):
+        self.header, self.signature, self.groups = bundle.header, bundle.signature, bundle.groups[-1:]
+
+    def rows(self):
+        return [(g, r) for g in self.groups for r in g.rollouts]
+
+
+def _last_group_only(bundle):
+    return _LastGroupView(bundle)
+
+
+def _shift_prompt(b) -> None:
+    """Change the first prompt token (the rows no longer answer the derived problem)."""
+    g = b.groups[0]
+    g.prompt = g.prompt.copy()
+    g.prompt[0] = (int(g.prompt[0]) + 1) % 200
+
+
 def build_attacks(lm, drand):
     """(names of the model-level attacks whose statistics are reported, {name: attack})."""
     variants = {}
@@ -70,6 +92,23 @@ def build_attacks(lm, drand):
         stolen = A.honest(lm, ctx, victim)
         return A.resigned(stolen, ctx, key, lambda b: None), A.expectation(ctx, key, lm)
 
+    def credit_theft(ctx, key):
+        """Another miner's honest rows (computable without its bundle) appended as an extra group
+        that the opening does not pick; only the attacker's own group is opened."""
+        own = A.honest(lm, ctx, key, 2)
+        victim = A.honest(lm, ctx, A.keypair(30_000 + ctx.window), 1)
+        stolen = replace(victim.groups[0], index=len(own.groups))
+        bundle = A.assemble_bundle(ctx, key, lm.fingerprint, own.groups + [stolen], lm.generation)
+        return bundle, A.expectation(ctx, key, lm), list(range(len(own.groups)))
+
+    def unopened(fn):
+        """An honest bundle edited by fn in its last group, which the opening does not pick."""
+        def run(ctx, key):
+            bundle = A.honest(lm, ctx, key, 2)
+            return (A.resigned(bundle, ctx, key, lambda b: fn(_last_group_only(b))), A.expectation(ctx, key, lm),
+                    list(range(len(bundle.groups) - 1)))
+        return run
+
     def cheap_gen(ctx, key):
         return A.cheap_generation_honest_prefill(v("tiny:1", A.other_same_shape), lm, ctx, key), A.expectation(ctx, key, lm)
 
@@ -106,6 +145,10 @@ def build_attacks(lm, drand):
         "bundle replayed from another window": replay_window,
         "bundle replayed from another hotkey": replay_hotkey,
         "another miner's completions copied": copy_other_miner,
+        "credit theft: another miner's rows appended as an unopened group": credit_theft,
+        "unopened group: rewards misreported": unopened(A.misreport_reward),
+        "unopened group: advantages misreported": unopened(A.misreport_advantage),
+        "unopened group: problem not derived": unopened(_shift_prompt),
         "forged drand beacon": beacon_attack(A.forged_beacon),
         "stale drand beacon (previous round)": beacon_attack(lambda c: drand.sign(c.beacon.round - 1)),
         "future drand beacon (next round)": beacon_attack(lambda c: drand.sign(c.beacon.round + 5)),
@@ -151,9 +194,10 @@ def main() -> int:
             detected, reasons, rejected_rows, rows = 0, {}, 0, 0
             for t in range(trials):
                 ctx, key = A.window_ctx(drand, 2000 + t), A.keypair(100 + t)
-                subject, exp = attack(ctx, key)
-                verdict = (verifier.verify_bytes(subject, exp) if isinstance(subject, bytes)
-                           else verifier.verify(subject, exp))
+                subject, exp, *opened = attack(ctx, key)  # opened: the groups the opening picks
+                groups = opened[0] if opened else None
+                verdict = (verifier.verify_bytes(subject, exp, groups=groups) if isinstance(subject, bytes)
+                           else verifier.verify(subject, exp, groups=groups))
                 detected += not verdict.ok
                 reasons[verdict.reason] = reasons.get(verdict.reason, 0) + 1
                 rows += len(verdict.rollouts)

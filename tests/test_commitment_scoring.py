@@ -1,65 +1,68 @@
-"""Commitment bytes, window scoring, u16 normalization, the verified-rollout root."""
+"""Window scoring, u16 normalization, the verified-rollout root (the commitment codec: test_commitment_codec.py)."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verification.commitment import Commitment, decode_commitment, encode_commitment
-from verification.constants import MAX_LOCATION_BYTES, SCORE_EXPONENT, U16_MAX
-from verification.errors import CommitmentFormatError
+from verification.constants import SCORE_EXPONENT, U16_MAX
 from verification.scoring import MinerOutcome, combine_windows, normalize_u16, score_window, verified_root
 
-locations = st.builds(lambda scheme, path: scheme + path,
-                      st.sampled_from(["file:///", "s3://", "https://"]),
-                      st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=150))
+
+def _outcome(uid, rows, ok=True, block=10, reason="ok", foreign=()):
+    return MinerOutcome(uid, f"hk{uid}", ok, reason, "", block, [bytes([r]) * 32 for r in rows], [],
+                        [bytes([r]) * 32 for r in foreign])
 
 
-@given(st.integers(0, 2**64 - 1), st.binary(min_size=32, max_size=32), locations)
-def test_commitment_round_trip(window, digest, location):
-    data = encode_commitment(window, digest, location)
-    assert decode_commitment(data) == Commitment(window, digest, location)
-    assert Commitment(window, digest, location).encode() == data
-
-
-@given(st.binary(max_size=300))
-def test_commitment_parser_only_raises_its_typed_error(data):
-    try:
-        c = decode_commitment(data)
-    except CommitmentFormatError:
-        return
-    assert encode_commitment(c.window, c.bundle_hash, c.location) == data
-
-
-@pytest.mark.parametrize("location", ["", "ftp://x", "file:///a b", "s3://" + "x" * MAX_LOCATION_BYTES])
-def test_bad_locations_are_refused(location):
-    with pytest.raises(CommitmentFormatError):
-        encode_commitment(1, b"\x00" * 32, location)
-
-
-def _outcome(uid, rows, ok=True, block=10, reason="ok"):
-    return MinerOutcome(uid, f"hk{uid}", ok, reason, "", block, [bytes([r]) * 32 for r in rows], [])
-
-
-def test_failed_miner_scores_zero_and_copies_count_once():
+def test_accepted_bundles_keep_every_row_and_failed_ones_score_zero():
     scores = score_window([
         _outcome(0, [1, 2, 3, 4], block=10),
-        _outcome(1, [1, 2, 3, 4], block=11),  # identical rows, later: copycat
-        _outcome(2, [5, 6], block=9),
+        _outcome(1, [1, 2, 3, 4], block=11),  # equal rows of two accepted bundles: both are own problems
+        _outcome(2, [5, 6, 6], block=9),  # a group's two equal samples both count
         _outcome(3, [7, 8, 9], ok=False, reason="sketch_mismatch"),
-        _outcome(4, [5, 6], ok=False, block=12, reason="bad_problem"),  # failed and copied: reported copycat
+        _outcome(4, [5, 6, 20], ok=False, block=3, reason="bad_problem", foreign=[5, 6]),  # committed first
     ])
     by = {s.uid: s for s in scores}
-    assert by[0].unique_rollouts == 4 and by[0].weight == U16_MAX
-    assert by[1].reason == "copycat" and by[1].weight == 0 and by[1].copied_rollouts == 4
-    assert by[2].score == pytest.approx(2 ** SCORE_EXPONENT)
+    assert by[0].credited_rollouts == 4 and by[0].weight == U16_MAX
+    assert by[1].credited_rollouts == 4 and by[1].weight == U16_MAX and by[1].reason == "ok"
+    assert by[2].score == pytest.approx(3 ** SCORE_EXPONENT)
     assert by[3].reason == "sketch_mismatch" and by[3].weight == 0
+    # the copier committed first and still holds nothing; the owner of the problems keeps its credit
     assert by[4].reason == "copycat" and by[4].verdict == "bad_problem" and "uid 2" in by[4].detail
+    assert by[4].weight == 0 and by[4].credited_rollouts == 0
 
 
-def test_earlier_commit_wins_a_tie_by_uid():
-    a, b = score_window([_outcome(5, [1], block=3), _outcome(2, [1], block=3)])
-    assert (a.uid, a.unique_rollouts) == (2, 1)
-    assert (b.uid, b.reason) == (5, "copycat")
+def test_only_rows_rejected_as_foreign_make_a_copycat():
+    # a failed miner whose rows equal an accepted miner's by chance (same short answer to the same
+    # prompt) but whose own problems are right keeps its real reason
+    a, b = score_window([_outcome(1, [1, 2]), _outcome(2, [1, 2], ok=False, reason="sampling_mismatch")])
+    assert (a.reason, b.reason) == ("ok", "sampling_mismatch")
+
+
+outcome_sets = st.lists(
+    st.tuples(st.booleans(), st.lists(st.integers(0, 40), max_size=12), st.integers(0, 30), st.booleans()),
+    min_size=1, max_size=8)
+
+
+@settings(max_examples=300)
+@given(outcome_sets)
+def test_credit_does_not_depend_on_commit_order_or_on_failed_miners(spec):
+    outcomes = [_outcome(uid, rows, ok=ok, block=block, reason="ok" if ok else "bad_problem",
+                         foreign=rows if steal else [])
+                for uid, (ok, rows, block, steal) in enumerate(spec)]
+    scores = {s.uid: s for s in score_window(outcomes)}
+    reversed_blocks = {s.uid: s for s in score_window(
+        [_outcome(o.uid, [d[0] for d in o.row_digests], ok=o.ok, block=100 - o.commit_block, reason=o.reason,
+                  foreign=[d[0] for d in o.foreign_rows]) for o in outcomes])}
+    survivors = {s.uid: s for s in score_window([o for o in outcomes if o.ok])}
+    for o in outcomes:
+        s = scores[o.uid]
+        assert s.credited_rollouts == (len(o.row_digests) if o.ok else 0)
+        assert s.score == (float(len(o.row_digests)) ** SCORE_EXPONENT if o.ok else 0.0)
+        assert (s.credited_rollouts, s.weight) == (reversed_blocks[o.uid].credited_rollouts, reversed_blocks[o.uid].weight)
+        if o.ok:
+            assert s.weight == survivors[o.uid].weight  # failed miners change no one's weight
+        else:
+            assert s.weight == 0
 
 
 @given(st.lists(st.integers(1, 60), min_size=2, max_size=6))

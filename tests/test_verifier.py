@@ -166,3 +166,48 @@ def test_out_of_vocab_token(verifier, bundle_copy, ctx, alice):
     bundle_copy.groups[0].rollouts[0].completion[0] = 10**6
     v = verifier.verify(resign(bundle_copy, ctx, alice))
     assert reasons(v)[(0, 0)] == "bad_token"
+
+
+def test_unopened_groups_get_every_check_that_needs_no_model(verifier, honest_bundle, ctx, alice, bob):
+    """Group 0 is not opened: its problem, token range, termination, reward and advantages are still
+    checked, so it can hold neither another miner's problem nor misreported rewards."""
+    import pytest
+
+    from verification.errors import ConfigError
+
+    def edited(edit):
+        b = copy.deepcopy(honest_bundle)
+        edit(b.groups[0])
+        return verifier.verify(resign(b, ctx, alice), groups=[1])
+
+    def foreign(g):  # bob's problem in alice's group 0
+        theirs = build_groups(verifier.lm, ctx, bob.ss58_address, [0])[0]
+        g.prompt, g.rollouts = theirs.prompt, theirs.rollouts
+
+    def reward(g):
+        g.rollouts[0].reward = 1_000_000 - g.rollouts[0].reward
+
+    def advantage(g):
+        g.rollouts[1].advantage += 5
+
+    def truncate(g):
+        r = g.rollouts[0]
+        r.completion, r.logprobs, r.sketches = r.completion[:3], r.logprobs[:3], r.sketches[:3]
+
+    def token(g):
+        g.rollouts[0].completion[0] = 10**6
+
+    for edit, reason in ((foreign, "bad_problem"), (reward, "reward_mismatch"), (advantage, "advantage_mismatch"),
+                         (truncate, "bad_termination"), (token, "bad_token")):
+        v = edited(edit)
+        assert not v.ok and v.reason == reason, (edit.__name__, v.reason)
+        assert v.checked_groups == [1]
+        assert all(r.reason in ("ok", "not_checked") for r in v.rollouts if r.group == 1)
+    # an edit the model-free checks cannot see (a logprob) stays not_checked in an unopened group
+    b = copy.deepcopy(honest_bundle)
+    b.groups[0].rollouts[0].logprobs[2] += 0.5
+    assert verifier.verify(resign(b, ctx, alice), groups=[1]).ok
+    with pytest.raises(ConfigError):
+        verifier.verify(honest_bundle, groups=[2])
+    with pytest.raises(ConfigError):
+        verifier.verify(honest_bundle, groups=[-1])

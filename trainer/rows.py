@@ -6,9 +6,10 @@ that validator fetched. For every miner the report lists with verdict "ok" it ch
 against the committed hash the report names, recomputes the verified rows (rows of checked groups
 whose rollout verdict is "ok") and their Merkle root exactly as verification.scoring.verified_root
 does, and compares it with the report's verified_root. A mismatch rejects the whole report: no row
-is trained on without its verdict. Rows of miners that scored zero (copycats) are not trained on;
-a (prompt, completion) pair already taken from an earlier group is dropped (equal rollouts inside
-one group are kept: they are that group's samples, and its advantages count each of them).
+is trained on without its verdict. Rows of miners that scored zero are not trained on. Equal
+(prompt, completion) pairs in different groups are all kept: every group's problem is its miner's
+own (docs/protocol.md section 13), so equal rows are independent samples of the policy on a prompt
+two problems share, and each group's advantages count its own rows.
 
 Staleness: rows generated under a checkpoint more than `max_staleness` versions older than the
 trainer's current version are dropped and counted (prime-rl's max_off_policy_steps)."""
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from verification.bundle import bundle_hash, completion_digest, decode_bundle, row_digest
+from verification.bundle import bundle_hash, decode_bundle, row_digest
 from verification.constants import ADVANTAGE_SCALE
 from verification.errors import BundleFormatError, RollproofError
 from verification.merkle import merkle_root
@@ -56,7 +57,6 @@ class WindowRows:
     rows: list[VerifiedRow] = field(default_factory=list)
     groups: int = 0  # groups with at least one trained row
     groups_with_signal: int = 0  # of those, groups whose rewards differ
-    dropped_copies: int = 0
     dropped_unscored: int = 0
 
     @property
@@ -78,7 +78,6 @@ def accepted_rows(report_bytes: bytes, bundle_bytes: Callable[[int], bytes | Non
         raise TrainingDataError(f"not a validator report: {exc}") from None
     out = WindowRows(window, fingerprint)
     leaves: list[bytes] = []
-    seen: set[bytes] = set()
     for m in sorted(miners, key=lambda m: m["uid"]):
         if m.get("verdict") != "ok":
             continue
@@ -94,7 +93,6 @@ def accepted_rows(report_bytes: bytes, bundle_bytes: Callable[[int], bytes | Non
         ok = {(r["group"], r["rollout"]) for r in m.get("rollouts", []) if r["reason"] == "ok"}
         trained_groups: dict[int, set[int]] = {}
         for g in bundle.groups:
-            group_digests = set()
             for r in g.rollouts:
                 if (g.index, r.index) not in ok:
                     continue
@@ -102,18 +100,10 @@ def accepted_rows(report_bytes: bytes, bundle_bytes: Callable[[int], bytes | Non
                 if m.get("weight", 0) <= 0:
                     out.dropped_unscored += 1
                     continue
-                # the same (prompt, completion) in an earlier group is a copy; within one group equal
-                # rollouts are the group's own samples, and its advantages count each of them
-                digest = completion_digest(g.prompt, r)
-                if digest in seen:
-                    out.dropped_copies += 1
-                    continue
-                group_digests.add(digest)
                 out.rows.append(VerifiedRow(window, m["uid"], g.index, r.index, [int(t) for t in g.prompt],
                                             [int(t) for t in r.completion], np.asarray(r.logprobs, np.float32),
                                             r.advantage / ADVANTAGE_SCALE, int(r.reward), fingerprint))
                 trained_groups.setdefault(g.index, set()).add(int(r.reward))
-            seen |= group_digests
         out.groups += len(trained_groups)
         out.groups_with_signal += sum(1 for rewards in trained_groups.values() if len(rewards) > 1)
     if merkle_root(leaves) != root:

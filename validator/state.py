@@ -45,7 +45,8 @@ class ValidatorState:
         o = doc["outcome"]
         outcome = MinerOutcome(o["uid"], o["hotkey"], o["ok"], o["reason"], o["detail"], o["commit_block"],
                                [bytes.fromhex(d) for d in o["row_digests"]],
-                               [bytes.fromhex(d) for d in o["verified_rows"]])
+                               [bytes.fromhex(d) for d in o["verified_rows"]],
+                               [bytes.fromhex(d) for d in o.get("foreign_rows", [])])
         return outcome, doc["audit"]
 
     def save_outcome(self, window: int, outcome: MinerOutcome, audit: dict) -> None:
@@ -55,6 +56,7 @@ class ValidatorState:
                 "detail": outcome.detail, "commit_block": outcome.commit_block,
                 "row_digests": [d.hex() for d in outcome.row_digests],
                 "verified_rows": [d.hex() for d in outcome.verified_rows],
+                "foreign_rows": [d.hex() for d in outcome.foreign_rows],
             },
             "audit": audit,
         }
@@ -98,6 +100,26 @@ class ValidatorState:
     def checkpoint_error(self, window: int) -> str:
         path = self._dir(window) / "checkpoint_error"
         return path.read_text() if path.is_file() else ""
+
+    def _newest_first(self) -> list[int]:
+        return sorted((int(p.name) for p in (self.root / "windows").glob("*") if p.name.isdigit()), reverse=True)
+
+    def newest_window(self) -> int | None:
+        """The newest window with a stage (scored or later): windows are scored in order."""
+        return next((w for w in self._newest_first() if self.stage(w) is not None), None)
+
+    def unwritten_windows(self) -> list[int]:
+        """Scored windows whose chain writes are not done (stage scored or ledgered), oldest first.
+        Writes go in window order, so none is older than the newest window whose weights were set
+        or skipped: the scan stops there."""
+        out = []
+        for w in self._newest_first():
+            stage = self.stage(w)
+            if stage in ("weights_set", "weights_skipped"):
+                break
+            if stage in ("scored", "ledgered"):
+                out.append(w)
+        return out[::-1]
 
     def last_finished_window(self) -> int | None:
         # newest first, stopping at the first finished one: the loop asks every poll, and the journal

@@ -221,11 +221,9 @@ def row_digest(group_index: int, environment: str, prompt: np.ndarray, rollout: 
 
 
 def completion_digest(prompt: np.ndarray, rollout: Rollout) -> bytes:
-    """What copycat detection compares across miners: PRF("copy", u32le prompt, u32le completion).
-
-    The prompt is included because two honest miners' different problems can end in the same short
-    completion ("x1=1 x2=0 ..."); a copy only helps a copier if it answers the copier's own
-    prompt, so the pair is what must be unique."""
+    """What copycat labelling compares across miners: PRF("copy", u32le prompt, u32le completion).
+    A failed miner whose bad_problem rows equal an accepted miner's rows is reported as a copycat
+    (docs/protocol.md section 13); it plays no part in crediting rows."""
     return prf("copy", np.ascontiguousarray(prompt, dtype="<u4").tobytes(),
                np.ascontiguousarray(rollout.completion, dtype="<u4").tobytes())
 

@@ -1,4 +1,4 @@
-"""Window scoring: per-miner outcomes -> copycat de-duplication -> scores -> u16 weights, and the
+"""Window scoring: per-miner outcomes -> scores -> copycat labels -> u16 weights, and the
 Merkle root over verified rollouts that the score ledger records. Pure: the validator and an
 offline auditor compute the same numbers from the same bundles and beacons."""
 
@@ -23,6 +23,9 @@ class MinerOutcome:
     commit_block: int = 0
     row_digests: list[bytes] = field(default_factory=list)  # completion_digest of every row, bundle order
     verified_rows: list[bytes] = field(default_factory=list)  # row_digest of every checked, accepted row
+    # completion_digest of every row the Verifier rejected as bad_problem: rows that answer no
+    # problem of this miner (what a copier's look like)
+    foreign_rows: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -31,45 +34,40 @@ class MinerScore:
     hotkey: str
     reason: str  # final reason: the verdict's, or "copycat"
     detail: str
-    unique_rollouts: int
-    copied_rollouts: int
+    credited_rollouts: int  # rows of an accepted bundle: every one answers the miner's own problem
     score: float
     weight: int = 0
     verdict: str = "ok"  # what verification alone said (an offline audit reproduces this)
 
 
 def score_window(outcomes: list[MinerOutcome]) -> list[MinerScore]:
-    """Scores in uid order. Rows already published by an earlier committer (block, then uid) count
-    for the earlier one only; a failed miner scores 0 and protects no rows. A failed miner whose
-    rows were published earlier by another is reported as "copycat"."""
-    seen: dict[bytes, int] = {}
-    scored: dict[int, MinerScore] = {}
-    for o in sorted(outcomes, key=lambda o: (o.commit_block, o.uid)):
-        if not o.ok:
-            sources = sorted({seen[d] for d in o.row_digests if d in seen})
-            if sources:
-                detail = (f"rows published earlier by uid {', '.join(map(str, sources))}; "
-                          f"the bundle also fails {o.reason}: {o.detail}")
-                scored[o.uid] = MinerScore(o.uid, o.hotkey, "copycat", detail, 0, 0, 0.0, verdict=o.reason)
-            else:
-                scored[o.uid] = MinerScore(o.uid, o.hotkey, o.reason, o.detail, 0, 0, 0.0, verdict=o.reason)
+    """Scores in uid order. An accepted bundle's every row is credited to its miner (the Verifier
+    checked every group's problem, so each row answers one of that miner's own problems and no row
+    can be another miner's); a failed miner scores 0. A failed miner whose bad_problem rows equal rows
+    of an accepted bundle in the window is reported as "copycat" naming their uids, whatever the
+    commit order: the owner of a problem keeps its credit even when a copier commits first."""
+    owners: dict[bytes, set[int]] = {}
+    for o in outcomes:
+        if o.ok:
+            for d in o.row_digests:
+                owners.setdefault(d, set()).add(o.uid)
+    scored: list[MinerScore] = []
+    for o in sorted(outcomes, key=lambda o: o.uid):
+        if o.ok:
+            n = len(o.row_digests)
+            scored.append(MinerScore(o.uid, o.hotkey, o.reason, o.detail, n, float(n) ** SCORE_EXPONENT))
             continue
-        unique = [d for d in dict.fromkeys(o.row_digests) if d not in seen]
-        copied = len(o.row_digests) - len(unique)
-        for d in unique:
-            seen[d] = o.uid
-        reason, detail = o.reason, o.detail
-        if copied and not unique:
-            reason, detail = "copycat", f"all {copied} rollouts were published earlier by another miner"
-        elif copied:
-            detail = f"{copied} rollouts published earlier by another miner count zero"
-        scored[o.uid] = MinerScore(o.uid, o.hotkey, reason, detail, len(unique), copied,
-                                   float(len(unique)) ** SCORE_EXPONENT, verdict=o.reason)
-    result = [scored[u] for u in sorted(scored)]
-    weights = normalize_u16([s.score for s in result])
-    for s, w in zip(result, weights):
+        sources = sorted({u for d in o.foreign_rows for u in owners.get(d, ()) if u != o.uid})
+        if sources:
+            detail = (f"holds rows of uid {', '.join(map(str, sources))}'s problems; "
+                      f"the bundle fails {o.reason}: {o.detail}")
+            scored.append(MinerScore(o.uid, o.hotkey, "copycat", detail, 0, 0.0, verdict=o.reason))
+        else:
+            scored.append(MinerScore(o.uid, o.hotkey, o.reason, o.detail, 0, 0.0, verdict=o.reason))
+    weights = normalize_u16([s.score for s in scored])
+    for s, w in zip(scored, weights):
         s.weight = w
-    return result
+    return scored
 
 
 def normalize_u16(scores: list[float]) -> list[int]:

@@ -3,10 +3,13 @@ rollout and say why. Used unchanged by the validator and by the offline `rollpro
 
 Check order (first failure is the reason; later failures are listed in `failed`):
   bundle level: format -> rows_root -> signature -> window/hotkey/block -> beacon -> model -> params
-  group level:  problem (environment + prompt tokens derived from the window seed)
-  rollout level: tokens in range -> sketch -> sampling -> logprobs -> termination -> reward
-  group level:  advantages
-A bundle-level failure rejects every rollout with that reason.
+  every group:  problem (environment + prompt tokens derived from the window seed), then the checks
+                that need no model run: tokens in range -> termination -> reward -> advantages
+  opened groups (the model run): tokens in range -> sketch -> sampling -> logprobs -> termination
+                -> reward, then advantages
+A bundle-level failure rejects every rollout with that reason. Every group's problem is checked, so
+each row of an accepted bundle answers one of its own signer's problems (docs/protocol.md section 13:
+no other miner's rows can be appended to it).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from verification.constants import (
     SKETCH_TOL,
 )
 from verification.drand import ChainInfo, verify_beacon
-from verification.errors import BeaconError, BundleFormatError, RollproofError, SignatureError
+from verification.errors import BeaconError, BundleFormatError, ConfigError, RollproofError, SignatureError
 from verification.grpo import advantages
 from verification.sampling import gumbel_noise, sampling_gap, token_passes
 from verification.signing import verify as verify_signature
@@ -117,6 +120,9 @@ class Verifier:
         expected = expected or Expectation()
         h = bundle.header
         checked = list(range(h.n_groups)) if groups is None else sorted(set(groups))
+        outside = [i for i in checked if not 0 <= i < h.n_groups]
+        if outside:
+            raise ConfigError(f"group {outside[0]} is not in this bundle (it has groups 0..{h.n_groups - 1})")
         try:
             ctx = self._check_header(bundle, expected)
         except _Reject as rej:
@@ -125,12 +131,10 @@ class Verifier:
             return BundleVerdict(False, rej.reason, rej.detail, h.hotkey, h.window, checked, rows)
         verdicts: list[RolloutVerdict] = []
         vectors = sketch_vectors(ctx.sketch_key, self.lm.hidden_size)
+        opened = set(checked)
         for g in bundle.groups:
-            if g.index not in checked:
-                verdicts.extend(RolloutVerdict(g.index, r.index, False, "not_checked") for r in g.rollouts)
-                continue
-            verdicts.extend(self._check_group(g, ctx, h.hotkey, vectors))
-            if progress:
+            verdicts.extend(self._check_group(g, ctx, h.hotkey, vectors, run_model=g.index in opened))
+            if progress and g.index in opened:
                 progress(1)
         ok = all(v.ok for v in verdicts if v.reason != "not_checked")
         first_bad = next((v for v in verdicts if not v.ok and v.reason != "not_checked"), None)
@@ -175,7 +179,11 @@ class Verifier:
         return WindowContext(h.netuid, h.window, bytes.fromhex(h.block_hash), h.block_time, beacon)
 
     # ---- group and rollout level ---------------------------------------------------------------
-    def _check_group(self, g: Group, ctx: WindowContext, hotkey: str, vectors) -> list[RolloutVerdict]:
+    def _check_group(self, g: Group, ctx: WindowContext, hotkey: str, vectors, *,
+                     run_model: bool = True) -> list[RolloutVerdict]:
+        """All checks of one group. Without run_model (a group the opening did not pick) only the
+        checks that need no model: problem, token range, termination, reward and advantages; the
+        rollouts that pass them are `not_checked`."""
         seed = ctx.problem_seed(hotkey, g.index)
         try:
             env_name, problem = environments.problem_for(seed, self.lm.generation)
@@ -187,18 +195,49 @@ class Verifier:
                       f"(environment {g.environment!r}, derived {env_name!r})")
             return [RolloutVerdict(g.index, r.index, False, "bad_problem", detail, ["bad_problem"]) for r in g.rollouts]
         env = environments.get(env_name)
-        verdicts = []
-        recomputed = self.recompute(expected_prompt, [r.completion for r in g.rollouts])
-        for r, (hidden, logp) in zip(g.rollouts, recomputed):
-            verdicts.append(self.check_rollout(g, r, seed, hidden, logp, vectors, env, problem))
+        if run_model:
+            recomputed = self.recompute(expected_prompt, [r.completion for r in g.rollouts])
+            verdicts = [self.check_rollout(g, r, seed, hidden, logp, vectors, env, problem)
+                        for r, (hidden, logp) in zip(g.rollouts, recomputed)]
+        else:
+            verdicts = [self.check_rollout_without_model(g, r, env, problem) for r in g.rollouts]
         expected_adv = advantages([r.reward for r in g.rollouts])
         for v, r, a in zip(verdicts, g.rollouts, expected_adv):
             if r.advantage != a:
                 v.failed.append("advantage_mismatch")
-                if v.ok:
+                if v.ok or v.reason == "not_checked":
                     v.ok, v.reason = False, "advantage_mismatch"
                     v.detail = f"advantage {r.advantage} != recomputed {a} (micro-units)"
         return verdicts
+
+    def check_rollout_without_model(self, g, r, env, problem) -> RolloutVerdict:
+        """The model-free checks of a rollout in a group the opening did not pick: token range,
+        termination and reward. Passing them leaves it `not_checked` (not ok: its tokens were not
+        recomputed)."""
+        tokens = r.completion.astype(np.int64)
+        if np.any(tokens >= self.lm.vocab_size):
+            return RolloutVerdict(g.index, r.index, False, "bad_token", "token id outside the vocabulary", ["bad_token"])
+        failed, details = self._termination_and_reward(tokens, r, env, problem)
+        if failed:
+            return RolloutVerdict(g.index, r.index, False, failed[0], details[failed[0]], failed)
+        return RolloutVerdict(g.index, r.index, False, "not_checked")
+
+    def _termination_and_reward(self, tokens: np.ndarray, r, env, problem) -> tuple[list[str], dict[str, str]]:
+        failed: list[str] = []
+        details: dict[str, str] = {}
+        c = len(tokens)
+        eos_at = [i for i, t in enumerate(tokens.tolist()) if t in self.lm.eos_ids]
+        max_new = self.lm.generation.max_new_tokens
+        if (eos_at and eos_at[0] != c - 1) or (not eos_at and c != max_new):
+            failed.append("bad_termination")
+            details["bad_termination"] = (f"EOS at {eos_at[0]} of {c}" if eos_at
+                                          else f"stopped at {c} tokens without EOS (max {max_new})")
+        text = self.lm.tokenizer.decode(tokens.tolist(), skip_special_tokens=True)
+        reward = env.reward(problem, text)
+        if reward != r.reward:
+            failed.append("reward_mismatch")
+            details["reward_mismatch"] = f"reported reward {r.reward}, recomputed {reward}"
+        return failed, details
 
     def recompute(self, prompt: list[int], completions: list[np.ndarray]):
         """Teacher-forced hidden states and logprobs for each completion, in padded batches."""
@@ -233,17 +272,9 @@ class Verifier:
             failed.append("logprob_mismatch")
             details["logprob_mismatch"] = (f"{len(bad_lp)}/{c} logprobs off by more than {LOGPROB_ABS_TOL} "
                                            f"(max {lp_err.max():.4g})")
-        eos_at = [i for i, t in enumerate(tokens.tolist()) if t in self.lm.eos_ids]
-        max_new = self.lm.generation.max_new_tokens
-        if (eos_at and eos_at[0] != c - 1) or (not eos_at and c != max_new):
-            failed.append("bad_termination")
-            details["bad_termination"] = (f"EOS at {eos_at[0]} of {c}" if eos_at
-                                          else f"stopped at {c} tokens without EOS (max {max_new})")
-        text = self.lm.tokenizer.decode(tokens.tolist(), skip_special_tokens=True)
-        reward = env.reward(problem, text)
-        if reward != r.reward:
-            failed.append("reward_mismatch")
-            details["reward_mismatch"] = f"reported reward {r.reward}, recomputed {reward}"
+        more_failed, more_details = self._termination_and_reward(tokens, r, env, problem)
+        failed += more_failed
+        details |= more_details
         stats = {"tokens": c, "max_sketch_dist": int(dist.max()), "max_gap": float(gaps.max()),
                  "max_logprob_err": float(lp_err.max()), "mean_sketch_dist": float(dist.mean()),
                  "mean_gap": float(gaps.mean()), "mean_logprob_err": float(lp_err.mean()),
