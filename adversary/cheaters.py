@@ -11,6 +11,7 @@ import torch
 
 from miner.proof import assemble_bundle, build_groups
 from miner.service import Miner
+from verification import environments
 from verification.bundle import Bundle, decode_bundle
 from verification.commitment import bundle_name, decode_commitment
 from verification.errors import StorageError
@@ -99,14 +100,26 @@ class CreditThiefMiner(Miner):
 
     kind = "credit thief"
 
-    def __init__(self, *a, victim: str, stolen_groups: int = 1, **kw):
+    def __init__(self, *a, victim: str, victim_groups: int = 2, **kw):
         super().__init__(*a, **kw)
         self.victim = victim
-        self.stolen_groups = stolen_groups
+        self.victim_groups = victim_groups  # how many of the victim's groups it may steal from
 
     def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
         own = build_groups(self.lm, ctx, self.hotkey, list(range(self.n_groups)),
                            batch_size=self.batch_size, on_tokens=on_tokens)
-        theirs = build_groups(self.lm, ctx, self.victim, list(range(self.stolen_groups)), batch_size=self.batch_size)
-        appended = [replace(g, index=len(own) + i) for i, g in enumerate(theirs)]
-        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, own + appended, self.lm.generation)
+        theirs = build_groups(self.lm, ctx, self.victim, list(range(self.victim_groups)), batch_size=self.batch_size)
+        # steal a group that answers a problem the thief does not have at the appended index (in a
+        # small problem space the two may coincide; then the rows would be the thief's own problem
+        # and nothing would be stolen): append one more honest group of its own until one fits
+        while True:
+            target = len(own)
+            mine = self.lm.chat_prompt_ids(
+                environments.problem_for(ctx.problem_seed(self.hotkey, target), self.lm.generation)[1].prompt)
+            stolen = next((g for g in theirs if list(map(int, g.prompt)) != mine), None)
+            if stolen is not None:
+                break
+            own += build_groups(self.lm, ctx, self.hotkey, [target], batch_size=self.batch_size)
+        self.stolen_index = target
+        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, own + [replace(stolen, index=target)],
+                               self.lm.generation)

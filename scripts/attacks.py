@@ -21,6 +21,7 @@ from rich.table import Table
 
 from adversary import lib as A
 from report_lib import auc, environment, extrapolated_threshold, md_table, write
+from verification import environments
 from verification.constants import MAX_BUNDLE_BYTES
 from verification.drand_local import LocalDrand
 from verification.model import load_model
@@ -96,8 +97,16 @@ def build_attacks(lm, drand):
         """Another miner's honest rows (computable without its bundle) appended as an extra group
         that the opening does not pick; only the attacker's own group is opened."""
         own = A.honest(lm, ctx, key, 2)
-        victim = A.honest(lm, ctx, A.keypair(30_000 + ctx.window), 1)
-        stolen = replace(victim.groups[0], index=len(own.groups))
+        n = len(own.groups)
+        mine = lm.chat_prompt_ids(environments.problem_for(ctx.problem_seed(key.ss58_address, n), lm.generation)[1].prompt)
+        # a victim whose problem is not, by the coincidence of a small problem space, the thief's own
+        # problem at the appended index (then its rows would answer the thief's problem, and computing
+        # them costs the thief as much as its own: nothing is stolen)
+        for i in range(100):
+            victim = A.honest(lm, ctx, A.keypair(30_000 + 100 * ctx.window + i), 1)
+            if list(map(int, victim.groups[0].prompt)) != mine:
+                break
+        stolen = replace(victim.groups[0], index=n)
         bundle = A.assemble_bundle(ctx, key, lm.fingerprint, own.groups + [stolen], lm.generation)
         return bundle, A.expectation(ctx, key, lm), list(range(len(own.groups)))
 
