@@ -17,7 +17,8 @@ import logging
 from collections import OrderedDict
 
 from adapters.chain.base import Chain
-from adapters.storage import BundleStore, Fetcher
+from adapters.fetch import Fetcher
+from adapters.storage import BundleStore
 from verification.checkpoint import Announcement, Manifest, checkpoint_for, manifest_hash, parse_manifest, verify_manifest_signature
 from verification.constants import MAX_MANIFEST_BYTES
 from verification.errors import CheckpointError, StorageError

@@ -2,16 +2,15 @@
 
 A miner writes through a `BundleStore` (filesystem by default, or any S3-compatible service:
 AWS S3, Cloudflare R2, MinIO) and commits the returned location URI on chain. A validator reads
-any committed location with `Fetcher.fetch`, which enforces a size limit and a timeout and raises
-StorageError (never returns partial data)."""
+any committed location with `adapters.fetch.Fetcher`."""
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
+from adapters.fetch import read_local_file
+from adapters.fetch import read_s3_object as _read_s3
 from adapters.files import atomic_write
 from verification.constants import FETCH_TIMEOUT_S, MAX_BUNDLE_BYTES
 from verification.errors import StorageError
@@ -54,7 +53,7 @@ class FileStore(BundleStore):
         return path.as_uri()
 
     def get(self, key: str, max_bytes: int = MAX_BUNDLE_BYTES) -> bytes:
-        return _read_file(self.path(key), max_bytes)
+        return read_local_file(self.path(key), max_bytes)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -62,26 +61,45 @@ class FileStore(BundleStore):
 
 class S3Store(BundleStore):
     """An S3-compatible bucket through boto3. `endpoint_url` selects R2/MinIO; credentials come from
-    the usual boto3 sources (environment, ~/.aws). Locations are s3://bucket/key."""
+    the usual boto3 sources (environment, ~/.aws) and are used only to write.
+
+    Locations: with `public_url` (the public HTTPS address of the bucket: an R2 public bucket's
+    r2.dev URL or custom domain, an S3 bucket with a public-read policy, a CDN in front of it), an
+    object with key K is at `<public_url>/K`, readable by every validator without credentials;
+    without it, `s3://bucket/K`, which only a validator holding read credentials for this bucket can
+    fetch (one operator's own miners and validators, not a public subnet)."""
 
     def __init__(self, bucket: str, *, prefix: str = "", endpoint_url: str | None = None,
-                 region: str | None = None, client=None, timeout: float = FETCH_TIMEOUT_S):
+                 region: str | None = None, client=None, timeout: float = FETCH_TIMEOUT_S,
+                 public_url: str | None = None):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.public_url = check_public_url(public_url) if public_url is not None else None
         self.client = client or make_s3_client(endpoint_url, region, timeout)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def location(self, key: str) -> str:
+        """The URI validators fetch for key."""
+        if self.public_url is not None:
+            return f"{self.public_url}/{self._key(key)}"
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def base_location(self) -> str:
+        """The location every key is under, ending in "/" (what a commitment carries as its base)."""
+        return self.location("")
+
     def put(self, key: str, data: bytes) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
+            # no ACL: R2 has none and new S3 buckets refuse them; public read is the bucket's policy
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
                                    ContentType="application/octet-stream")
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"cannot upload s3://{self.bucket}/{self._key(key)}: {exc}") from exc
-        return f"s3://{self.bucket}/{self._key(key)}"
+        return self.location(key)
 
     def get(self, key: str, max_bytes: int = MAX_BUNDLE_BYTES) -> bytes:
         return _read_s3(self.client, self.bucket, self._key(key), max_bytes)
@@ -108,80 +126,27 @@ def make_s3_client(endpoint_url: str | None = None, region: str | None = None, t
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "auto", config=config)
 
 
-def _read_file(path: Path, max_bytes: int) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc}") from exc
-    if len(data) > max_bytes:
-        raise StorageError(f"{path} is larger than {max_bytes} bytes")
-    return data
+def check_public_url(url: str) -> str:
+    """A bucket's public address: http(s)://host[/path], no query, fragment, credentials or
+    whitespace; returned without a trailing "/"."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise StorageError(f"public URL {url!r} must be https://host[/path] (the bucket's public address)")
+    if parsed.query or parsed.fragment or parsed.username or parsed.password:
+        raise StorageError(f"public URL {url!r} must not carry a query, fragment or credentials")
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in url):
+        raise StorageError("public URL contains whitespace or control characters")
+    return url.rstrip("/")
 
 
-def _read_s3(client, bucket: str, key: str, max_bytes: int) -> bytes:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        # one request: the range caps the download at max_bytes + 1, which the length check catches
-        body = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{max_bytes}")["Body"]
-        data = body.read(max_bytes + 1)
-    except (BotoCoreError, ClientError) as exc:
-        raise StorageError(f"cannot fetch s3://{bucket}/{key}: {exc}") from exc
-    if len(data) > max_bytes:
-        raise StorageError(f"s3://{bucket}/{key} is larger than {max_bytes} bytes")
-    return data
-
-
-def _read_http(url: str, max_bytes: int, timeout: float) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - scheme checked by caller
-            length = resp.headers.get("Content-Length")
-            if length is not None and int(length) > max_bytes:
-                raise StorageError(f"{url} is {length} bytes, limit {max_bytes}")
-            data = resp.read(max_bytes + 1)
-    except (OSError, urllib.error.URLError, ValueError) as exc:
-        raise StorageError(f"cannot fetch {url}: {exc}") from exc
-    if len(data) > max_bytes:
-        raise StorageError(f"{url} is larger than {max_bytes} bytes")
-    return data
-
-
-class Fetcher:
-    """Reads committed locations for a validator. file:// is allowed only under `file_roots` (a
-    validator must not read arbitrary local files because a miner said so); s3:// uses the
-    validator's own client; http(s):// needs nothing."""
-
-    def __init__(self, *, file_roots: list[Path] | None = None, s3_client=None,
-                 timeout: float = FETCH_TIMEOUT_S, max_bytes: int = MAX_BUNDLE_BYTES):
-        self.file_roots = [Path(r).expanduser().resolve() for r in (file_roots or [])]
-        self.s3_client = s3_client
-        self.timeout = timeout
-        self.max_bytes = max_bytes
-
-    def fetch(self, location: str, max_bytes: int | None = None) -> bytes:
-        """The bytes at location, at most max_bytes (default: the fetcher's bundle limit)."""
-        limit = self.max_bytes if max_bytes is None else max_bytes
-        parsed = urllib.parse.urlparse(location)
-        if parsed.scheme == "file":
-            path = Path(urllib.parse.unquote(parsed.path)).resolve()
-            if not any(root == path or root in path.parents for root in self.file_roots):
-                raise StorageError(f"{location} is outside the directories this validator reads")
-            return _read_file(path, limit)
-        if parsed.scheme == "s3":
-            if self.s3_client is None:
-                self.s3_client = make_s3_client(timeout=self.timeout)
-            return _read_s3(self.s3_client, parsed.netloc, parsed.path.lstrip("/"), limit)
-        if parsed.scheme in ("http", "https"):
-            return _read_http(location, limit, self.timeout)
-        raise StorageError(f"unsupported location scheme {parsed.scheme!r}")
-
-
-def open_store(spec: str, *, endpoint_url: str | None = None) -> BundleStore:
-    """`s3://bucket[/prefix]` or a directory path."""
+def open_store(spec: str, *, endpoint_url: str | None = None, public_url: str | None = None) -> BundleStore:
+    """`s3://bucket[/prefix]` or a directory path. `public_url` (s3 stores only): the bucket's
+    public HTTPS address, which the miner then commits instead of s3://."""
     if spec.startswith("s3://"):
         bucket, _, prefix = spec[5:].partition("/")
         if not bucket:
             raise StorageError("s3 store needs a bucket: s3://bucket[/prefix]")
-        return S3Store(bucket, prefix=prefix, endpoint_url=endpoint_url)
+        return S3Store(bucket, prefix=prefix, endpoint_url=endpoint_url, public_url=public_url)
+    if public_url is not None:
+        raise StorageError("a public URL goes with an s3:// store (--store s3://BUCKET/PREFIX)")
     return FileStore(spec)

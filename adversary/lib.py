@@ -16,7 +16,7 @@ from verification.bundle import BeaconModel, Bundle, encode_bundle
 from verification.drand_local import LocalDrand
 from verification.grpo import advantages
 from verification.model import LoadedModel, build_tiny_model, load_model
-from verification.sketch import sketch, sketch_vectors
+from verification.sketch import sketch_vectors
 from verification.verifier import Expectation, Verifier
 from verification.window import WindowContext
 
@@ -88,9 +88,10 @@ def cheap_generation_honest_prefill(cheap, lm, ctx, key, groups=1) -> Bundle:
     verifier = Verifier(lm, [])
     vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
     for g in bundle.groups:
-        for r, (hidden, logp) in zip(g.rollouts, verifier.recompute(g.prompt.tolist(), [r.completion for r in g.rollouts])):
-            r.logprobs = logp[np.arange(len(r.completion)), r.completion.astype(np.int64)].astype(np.float32)
-            r.sketches = sketch(hidden, vectors)
+        seed = ctx.problem_seed(key.ss58_address, g.index)
+        for r, (sketches, logprobs, _) in zip(g.rollouts, verifier.recompute(g.prompt.tolist(), g.rollouts, seed, vectors)):
+            r.logprobs = logprobs.astype(np.float32)
+            r.sketches = sketches
     return assemble_bundle(ctx, key, lm.fingerprint, bundle.groups, lm.generation)
 
 

@@ -1,8 +1,12 @@
 """Generation with the protocol's seeded Gumbel-max sampling on Hugging Face transformers.
 
 One KV-cached decoding pass yields, for every completion token, the token, its logprob and the
-sketch of the hidden state that predicted it: the proof costs no second forward pass. Rows of a
-batch are left-padded with explicit position ids, so results equal batch-1 decoding.
+sketch of the hidden state that predicted it: the proof costs no second forward pass. Each step runs
+batched tensor ops on the model's device (verification/tensor_ops.py): the noise keys of every row
+are drawn once per batch (one PRF word per position) and moved to the device, the noise itself is
+computed there, and only the chosen tokens, logprobs and sketches come
+back, once, at the end. Rows of a batch are left-padded with explicit position ids, so results equal
+batch-1 decoding.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from verification import tensor_ops
+from verification.constants import SKETCH_SCALE
 from verification.model import LoadedModel, forward_hidden_logits, log_softmax_t
-from verification.sampling import gumbel_noise, sample_token
-from verification.sketch import sketch
+from verification.sampling import noise_keys
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ def generate(
 
 def _generate_batch(lm, reqs, vectors, max_new, proofs, stop_at_eos, on_tokens) -> list[GeneratedRollout]:
     b = len(reqs)
+    dev = lm.device
     pad = _pad_token(lm)
     width = max(len(r.prompt) for r in reqs)
     ids = torch.full((b, width), pad, dtype=torch.long)
@@ -69,44 +75,44 @@ def _generate_batch(lm, reqs, vectors, max_new, proofs, stop_at_eos, on_tokens) 
     for i, r in enumerate(reqs):
         ids[i, width - len(r.prompt):] = torch.tensor(r.prompt, dtype=torch.long)
         mask[i, width - len(r.prompt):] = 1
-    ids, mask = ids.to(lm.device), mask.to(lm.device)
+    ids, mask = ids.to(dev), mask.to(dev)
+    keys = tensor_ops.keys_tensor(np.stack([noise_keys(r.problem_seed, r.rollout_index, max_new) for r in reqs]), dev)
+    vec = torch.from_numpy(np.asarray(vectors, dtype=np.float64)).to(dev) if proofs else None
+    eos = torch.tensor(sorted(lm.eos_ids), dtype=torch.long, device=dev)
     hidden, logits, cache = forward_hidden_logits(lm, ids, mask, use_cache=True)
     h_last, l_last = hidden[:, -1], logits[:, -1]
-    tokens: list[list[int]] = [[] for _ in range(b)]
-    lps: list[list[float]] = [[] for _ in range(b)]
-    sks: list[list[np.ndarray]] = [[] for _ in range(b)]
-    done = [False] * b
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    toks, lps, sks, live = [], [], [], []
     for step in range(max_new):
-        logp = log_softmax_t(l_last, lm.temperature).cpu().numpy()
-        h_np = h_last.cpu().numpy() if proofs else None
-        next_tokens = []
-        for i, r in enumerate(reqs):
-            if done[i]:
-                next_tokens.append(pad)
-                continue
-            if proofs:
-                noise = gumbel_noise(r.problem_seed, r.rollout_index, step, logp.shape[-1])
-                tok = sample_token(logp[i], noise)
-                sks[i].append(sketch(h_np[i:i + 1], vectors)[0])
-            else:
-                tok = int(torch.multinomial(torch.from_numpy(np.exp(logp[i])), 1))
-            tokens[i].append(tok)
-            lps[i].append(float(logp[i, tok]))
-            if stop_at_eos and tok in lm.eos_ids:
-                done[i] = True
-            next_tokens.append(tok)
+        logp = log_softmax_t(l_last, lm.temperature)
+        if proofs:
+            tok = tensor_ops.sample_tokens(logp, keys[:, step])
+            sks.append(tensor_ops.sketch(h_last, vec, SKETCH_SCALE))
+        else:
+            tok = torch.multinomial(logp.exp(), 1).squeeze(-1)
+        live.append(~done)
+        tok = torch.where(done, torch.full_like(tok, pad), tok)
+        toks.append(tok)
+        lps.append(logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1))
+        if stop_at_eos:
+            done = done | torch.isin(tok, eos)
         if on_tokens:
-            on_tokens(sum(1 for i in range(b) if len(tokens[i]) == step + 1))
-        if all(done) or step == max_new - 1:
+            on_tokens(int(live[-1].sum()))
+        if step == max_new - 1 or (stop_at_eos and bool(done.all())):
             break
-        step_ids = torch.tensor(next_tokens, dtype=torch.long, device=lm.device).unsqueeze(1)
-        mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long, device=lm.device)], dim=1)
-        positions = (mask.sum(-1, keepdim=True) - 1)
-        hidden, logits, cache = forward_hidden_logits(lm, step_ids, mask, past_key_values=cache,
+        mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long, device=dev)], dim=1)
+        positions = mask.sum(-1, keepdim=True) - 1
+        hidden, logits, cache = forward_hidden_logits(lm, tok.unsqueeze(1), mask, past_key_values=cache,
                                                       position_ids=positions, use_cache=True)
         h_last, l_last = hidden[:, -1], logits[:, -1]
+    # one transfer: [B, steps] tokens, logprobs and liveness, [B, steps, K] sketches
+    tokens = torch.stack(toks, 1).cpu().numpy()
+    logprobs = torch.stack(lps, 1).float().cpu().numpy()
+    lengths = torch.stack(live, 1).sum(1).cpu().numpy()
+    sketches = torch.stack(sks, 1).cpu().numpy() if proofs else None
     results = []
     for i in range(b):
-        sk = np.stack(sks[i]).astype(np.int16) if proofs else np.zeros((len(tokens[i]), 0), np.int16)
-        results.append(GeneratedRollout(tokens[i], np.asarray(lps[i], dtype=np.float32), sk))
+        n = int(lengths[i])
+        sk = sketches[i, :n].astype(np.int16) if proofs else np.zeros((n, 0), np.int16)
+        results.append(GeneratedRollout(tokens[i, :n].tolist(), logprobs[i, :n].astype(np.float32), sk))
     return results

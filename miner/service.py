@@ -10,7 +10,13 @@ Timing: a commitment is sent only if it can land in its window (`commit_blocks_l
 whose journal was left at built/uploaded when its deadline passed (a crash, a failed commit) is
 closed as committed or missed. The miner journals how many blocks its last generation took
 (`state_dir/timing.json`) and does not start a window late with fewer blocks left than that: it
-waits for the next window's start, where it has the whole window."""
+waits for the next window's start, where it has the whole window.
+
+Outages: `run` never exits because the chain, the store or the drand relays are down, however
+long: it retries with capped exponential backoff (adapters/outage.py), logs one line when a
+dependency goes down and one when it is back, and resumes from the journal. It stops only on
+ChainRefusedError (not registered, an EVM key that does not own the uid: `preflight` checks both
+before any work)."""
 
 from __future__ import annotations
 
@@ -25,17 +31,25 @@ from miner.proof import assemble_bundle, build_groups
 from adapters.beacons import BeaconCache, BeaconSource
 from adapters.chain.base import Chain
 from adapters.files import atomic_write
-from adapters.storage import BundleStore, bundle_key
+from adapters.outage import Backoff, Outages
+from adapters.storage import BundleStore
 from adapters.windows import window_context
 from verification.bundle import Bundle, bundle_hash, encode_bundle
 from verification.challenge import window_deadline_block, window_of_block, window_start_block
-from verification.commitment import encode_commitment
-from verification.errors import BeaconUnavailableError, ChainError, CheckpointError, ConfigError, StorageError
+from verification.commitment import bundle_name, encode_commitment
+from verification.errors import (
+    BeaconUnavailableError,
+    ChainError,
+    ChainRefusedError,
+    CheckpointError,
+    ConfigError,
+    StorageError,
+    WindowBeforeBeaconError,
+)
 from verification.model import LoadedModel
 from verification.window import WindowContext
 
 log = logging.getLogger("rollproof.miner")
-MAX_CONSECUTIVE_FAILURES = 10  # transient beacon/storage/chain failures retried before giving up
 DEFAULT_KEEP_BUNDLES = 3  # windows whose bundle bytes stay in the journal (a restart needs only the current one)
 
 
@@ -111,10 +125,10 @@ class Miner:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, store: BundleStore, beacons: BeaconSource,
                  state_dir: Path, *, n_groups: int = 8, batch_size: int = 16,
                  beacon_cache: BeaconCache | None = None, keep_bundles: int = DEFAULT_KEEP_BUNDLES,
-                 resolver=None):
+                 resolver=None, backoff: Backoff | None = None):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
         for each window from chain data; without one every window uses `lm`. `self.lm` is the model
-        of the window being mined."""
+        of the window being mined. `backoff`: the retry delays of `run` during outages."""
         if n_groups < 1:
             raise ConfigError("a miner publishes at least one group per window")
         if keep_bundles < 1:
@@ -132,6 +146,13 @@ class Miner:
         self.batch_size = batch_size
         self.beacon_cache = beacon_cache
         self.keep_bundles = keep_bundles
+        self.outages = Outages(log, backoff)
+        self._in_hand: set[int] = set()  # windows whose bundle this process built or already resumed
+
+    def preflight(self) -> int:
+        """Before any work: the chain will take this hotkey's commitments (registered; on EVM chains
+        the EVM key owns the uid). Returns the uid; ChainRefusedError says what to fix."""
+        return self.chain.preflight(self.keypair)
 
     # ---- the bundle; cheating miners in rollproof/localnet override this ----------------------
     def make_bundle(self, ctx: WindowContext, on_tokens: Callable[[int], None] | None = None) -> Bundle:
@@ -141,6 +162,15 @@ class Miner:
 
     # ---- one window -----------------------------------------------------------------------------
     def run_window(self, window: int, on_tokens: Callable[[int], None] | None = None) -> WindowRecord:
+        """One window, start to end (idempotent: a second call resumes from the journal). Raises
+        ChainError, StorageError or BeaconUnavailableError when a dependency fails on the way."""
+        rec = self.prepare_window(window, on_tokens)
+        return self.commit_window(rec) if rec.stage == "uploaded" else rec
+
+    def prepare_window(self, window: int, on_tokens: Callable[[int], None] | None = None) -> WindowRecord:
+        """Everything before the commitment transaction: the journal, the chain's record, the
+        bundle (built or resumed) and its upload. Returns the record at "uploaded", or a final one
+        (committed, missed, skipped)."""
         rec = self.state.record(window)
         if rec is not None and rec.stage in ("committed", "missed"):
             return rec
@@ -160,7 +190,9 @@ class Miner:
         generated = False
         if rec is not None and path.is_file():
             data = path.read_bytes()
-            log.info("window %d: resuming with the bundle built before the restart", window)
+            if window not in self._in_hand:  # once, not at every retry of an upload
+                log.info("window %d: resuming with the bundle built before the restart", window)
+                self._in_hand.add(window)
         else:
             # a late start that the last generation's duration says cannot commit in time waits for
             # the next window; a window's first block is always tried (and re-measured), so a miner
@@ -173,7 +205,12 @@ class Miner:
                 log.info("window %d: %s", window, why)
                 return WindowRecord(window, "skipped", detail=why)
             generated = True
-            ctx = window_context(self.chain, self.beacons, window, self.beacon_cache)
+            try:
+                ctx = window_context(self.chain, self.beacons, window, self.beacon_cache)
+            except WindowBeforeBeaconError as exc:  # a fresh chain's first window: nothing to mine
+                log.info("window %d: %s", window, exc)
+                return WindowRecord(window, "skipped", detail=str(exc))
+            self.outages.beacon.ok()
             try:
                 self.lm = self.base_lm if self.resolver is None else self.resolver.model_for(window)
             except CheckpointError as exc:
@@ -184,26 +221,37 @@ class Miner:
             rec = WindowRecord(window, "built", bundle_hash(data).hex(), n_groups=bundle.header.n_groups,
                                n_tokens=sum(len(r.completion) for _, r in bundle.rows()))
             self.state.save(rec)
+            self._in_hand.add(window)
 
         if rec.stage == "built":
-            location = self.store.put(bundle_key(self.chain.netuid, window, self.hotkey), data)
+            # the canonical name under the store's base: the commitment then carries only the base
+            location = self.store.put(bundle_name(window, bytes.fromhex(rec.bundle_hash)), data)
+            self.outages.store.ok()
             rec.stage, rec.location = "uploaded", location
             self.state.save(rec)
         if generated:
             self.state.set_generation_blocks(self.chain.current_block() - started)
+        return rec
 
+    def commit_window(self, rec: WindowRecord) -> WindowRecord:
+        """Send the commitment of an uploaded window, if it can still land in its window."""
+        window = rec.window
+        deadline = window_deadline_block(window)
         if commit_blocks_left(window, self.chain.current_block()) < 1:
             return self._missed(window, rec, f"generation finished too late: no block left before the deadline "
                                              f"block {deadline} for the commitment to land")
         try:
             self.chain.commit(self.keypair, window,
                               encode_commitment(window, bytes.fromhex(rec.bundle_hash), rec.location))
+        except ChainRefusedError:
+            raise
         except ChainError as exc:
             if self.chain.commitment_of(self.hotkey, window) is None:
                 if commit_blocks_left(window, self.chain.current_block()) < 1:
                     return self._missed(window, rec, f"the commitment did not land before the deadline "
                                                      f"block {deadline}: {exc}")
                 raise
+        self.outages.writes.ok()
         rec.stage = "committed"
         self.state.save(rec)
         log.info("window %d: committed %s at %s", window, rec.bundle_hash[:16], rec.location)
@@ -224,36 +272,78 @@ class Miner:
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, max_windows: int | None = None,
             on_window: Callable[[WindowRecord], None] | None = None,
-            on_tokens_factory: Callable[[int], Callable[[int], None] | None] | None = None) -> list[WindowRecord]:
+            on_tokens_factory: Callable[[int], Callable[[int], None] | None] | None = None,
+            poll_s: float = 2.0) -> list[WindowRecord]:
+        """Mine every window until `stop` (or `max_windows` windows were reported). Transient
+        ChainError, StorageError and BeaconUnavailableError are retried with backoff for as long as
+        they last; ChainRefusedError is raised."""
         done: list[WindowRecord] = []
-        failures = 0
-        unsettled = True  # a restart may find earlier windows left at built/uploaded
+        reported: set[int] = set()
+        checked = False  # preflight passed
+        unsettled = True  # a restart (or an outage) may leave earlier windows at built/uploaded
+        tokens: tuple[int | None, Callable[[int], None] | None] = (None, None)
         while not stop.is_set():
-            window = window_of_block(self.chain.current_block())
-            on_tokens = on_tokens_factory(window) if on_tokens_factory else None
+            committing = False
             try:
+                if not checked:
+                    uid = self.preflight()
+                    log.info("hotkey %s holds uid %d on netuid %d", self.hotkey, uid, self.chain.netuid)
+                    checked = True
+                window = window_of_block(self.chain.current_block())
+                if tokens[0] != window:  # one progress callback per window, not per retry
+                    tokens = (window, on_tokens_factory(window) if on_tokens_factory else None)
                 if unsettled:
                     self.settle_open_windows(window)
                     unsettled = False
-                rec = self.run_window(window, on_tokens)
-                failures = 0
+                rec = self.prepare_window(window, tokens[1])
+                if rec.stage == "uploaded":
+                    committing = True
+                    rec = self.commit_window(rec)
+            except ChainRefusedError:
+                raise
             except (BeaconUnavailableError, StorageError, ChainError) as exc:
                 unsettled = True
-                failures += 1
-                if failures >= MAX_CONSECUTIVE_FAILURES:
-                    raise
-                log.warning("window %d: %s; retrying at the next block (%d/%d)", window, exc, failures,
-                            MAX_CONSECUTIVE_FAILURES)
-                if self.chain.wait_for_block(self.chain.current_block() + 1, stop) is None:
+                if stop.wait(self._failed(exc, committing)):
                     break
                 continue
-            if rec.stage != "skipped":  # a skipped window was logged; wait for the next one's start
+            self.outages.chain.ok()
+            if rec.stage != "skipped" and rec.window not in reported:  # a skipped window was logged
+                reported.add(rec.window)
                 done.append(rec)
                 self.state.prune_bundles(window + 1 - self.keep_bundles)
                 if on_window:
                     on_window(rec)
                 if max_windows is not None and len(done) >= max_windows:
                     break
-            if self.chain.wait_for_block(window_start_block(window + 1), stop) is None:
-                break
+            try:
+                if self.chain.wait_for_block(window_start_block(window + 1), stop, poll_s) is None:
+                    break
+            except ChainRefusedError:
+                raise
+            except ChainError as exc:
+                if stop.wait(self.outages.chain.failed(exc)):
+                    break
         return done
+
+    def _failed(self, exc: Exception, committing: bool) -> float:
+        """Record a failure with the dependency it belongs to; returns the delay before the retry.
+        A commitment that fails while the chain still answers reads is the chain refusing it (its
+        text says why), not the chain being unreachable."""
+        dep = self.outages.for_error(exc)
+        if committing and isinstance(exc, ChainError) and _answers(self.chain):
+            dep = self.outages.writes
+            try:
+                self.preflight()  # a refusal because the hotkey lost its uid is for good: raise it
+            except ChainRefusedError:
+                raise
+            except ChainError:
+                pass  # cannot tell now; the retry asks again
+        return dep.failed(exc)
+
+
+def _answers(chain: Chain) -> bool:
+    try:
+        chain.current_block()
+    except ChainError:
+        return False
+    return True

@@ -12,14 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rollproof.cli_common import Threads, apply_threads
-from verification.errors import RollproofError
+from rollproof.cli_common import (
+    EXIT_CODES_HELP, EXIT_OK, EXIT_REJECTED, VERIFY_EXIT_CODES_HELP, App, OneLineErrors, Threads,
+    apply_threads, check_directory, check_groups_list, console, fail,
+)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="rollproof: verifiable GRPO rollouts for a Bittensor subnet.")
-console = Console(stderr=True)
+app = App(cls=OneLineErrors, help="rollproof: verifiable GRPO rollouts for a Bittensor subnet.",
+          epilog=EXIT_CODES_HELP + " `verify` also exits 1 when the bundle is rejected.")
 
-EXIT_ACCEPT, EXIT_REJECT, EXIT_ERROR = 0, 1, 2
+EXIT_ACCEPT, EXIT_REJECT = EXIT_OK, EXIT_REJECTED
 
 
 @app.callback()
@@ -51,17 +52,17 @@ def _accepted_networks(local_seed: Optional[str], include_local: bool):
     return nets
 
 
-@app.command()
+@app.command(epilog=VERIFY_EXIT_CODES_HELP)
 def verify(
     bundle: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="bundle file"),
     model: str = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory"),
     as_json: bool = typer.Option(False, "--json", help="print the verdict as JSON on stdout"),
     fingerprint: Optional[str] = typer.Option(None, help="required model fingerprint (hex); default: the loaded model's"),
-    netuid: Optional[int] = typer.Option(None, help="netuid the chain expects"),
-    window: Optional[int] = typer.Option(None, help="window the chain expects"),
+    netuid: Optional[int] = typer.Option(None, min=0, max=65535, help="netuid the chain expects"),
+    window: Optional[int] = typer.Option(None, min=0, help="window the chain expects"),
     hotkey: Optional[str] = typer.Option(None, help="hotkey that committed the bundle on chain"),
     block_hash: Optional[str] = typer.Option(None, help="chain's hash of the window's first block (hex)"),
-    block_time: Optional[int] = typer.Option(None, help="chain's timestamp of the window's first block"),
+    block_time: Optional[int] = typer.Option(None, min=0, help="chain's timestamp of the window's first block"),
     groups: Optional[str] = typer.Option(None, help="check only these groups (comma-separated), e.g. the ones a validator opened"),
     local_drand_seed: Optional[str] = typer.Option(None, help="seed of an accepted local drand chain"),
     no_local_drand: bool = typer.Option(False, help="accept only the public drand networks"),
@@ -72,25 +73,37 @@ def verify(
                                                  help="the chain's trainer key: the checkpoint's manifest must be signed by it"),
     threads: Optional[int] = Threads,
 ) -> None:
-    """Re-run every check on BUNDLE offline and print a verdict per rollout.
-
-    Exit code 0: every checked rollout accepted; 1: at least one rejected; 2: the audit could not run."""
+    """Re-run every check on BUNDLE offline and print a verdict per rollout."""
+    from adapters.fetch import read_local_file
     from verification.bundle import decode_bundle
+    from verification.constants import MAX_BUNDLE_BYTES
     from verification.errors import BundleFormatError
-    from verification.model import load_model
     from verification.verifier import Expectation, Verifier, format_verdict
 
     apply_threads(threads)
+    selected = check_groups_list(groups)
+    check_directory(checkpoints, "--checkpoints")
+    for flag, value in (("--fingerprint", fingerprint), ("--block-hash", block_hash)):
+        if value is not None and not _is_hex(value):
+            fail(f"{flag} {value}: not hex")
+    # the bundle, then the model: any failure is one line and exit code 2 (cli_common.guarded)
+    data = read_local_file(bundle, MAX_BUNDLE_BYTES)  # a FIFO or device is refused, never read blocking
     try:
-        selected = [int(g) for g in groups.split(",") if g.strip()] if groups else None
-        data = bundle.read_bytes()
-        try:
-            parsed, format_error = decode_bundle(data), None
-        except BundleFormatError as exc:
-            parsed, format_error = None, exc
+        parsed, format_error = decode_bundle(data), None
+    except BundleFormatError as exc:
+        parsed, format_error = None, exc
+    outside = [g for g in selected or [] if parsed is not None and g >= parsed.header.n_groups]
+    if outside:  # before the model loads: nothing would be checked
+        fail(f"--groups: group index {outside[0]} is out of range: the bundle has groups "
+             f"0..{parsed.header.n_groups - 1}")
+    if format_error is not None:
+        verdict = format_verdict(format_error)  # rejected as bytes: no model needed
+    else:
+        from verification.model import load_model  # torch: only once the arguments and the bundle are read
+
         with console.status(f"loading model {model}…"):
             lm = load_model(model)
-        if checkpoints is not None and parsed is not None:
+        if checkpoints is not None:
             lm = _checkpoint_model(lm, parsed.header.model_fingerprint, checkpoints, trainer_hotkey)
         networks = _accepted_networks(local_drand_seed, include_local=not no_local_drand)
         expected = Expectation(
@@ -99,22 +112,26 @@ def verify(
             fingerprint=bytes.fromhex(fingerprint) if fingerprint else None,
         )
         verifier = Verifier(lm, networks)
-        if format_error is not None:
-            verdict = format_verdict(format_error)
-        else:
-            n = parsed.header.n_groups if selected is None else len(set(selected))
-            with _progress() as progress:
-                task = progress.add_task("verifying groups", total=n)
-                verdict = verifier.verify(parsed, expected, groups=selected,
-                                          progress=lambda k: progress.advance(task, k))
-    except (RollproofError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_ERROR) from None
+        n = parsed.header.n_groups if selected is None else len(selected)
+        with _progress() as progress:
+            task = progress.add_task("verifying groups", total=n)
+            verdict = verifier.verify(parsed, expected, groups=selected,
+                                      progress=lambda k: progress.advance(task, k))
+    if not any(r.reason != "not_checked" for r in verdict.rollouts) and verdict.ok:
+        fail("no group was checked, so there is nothing to accept")  # never ACCEPTED on an empty check
     if as_json:
         sys.stdout.write(json.dumps(verdict.to_json(), indent=1) + "\n")
     else:
         _print_verdict(verdict)
     raise typer.Exit(EXIT_ACCEPT if verdict.ok else EXIT_REJECT)
+
+
+def _is_hex(value: str) -> bool:
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _checkpoint_model(base, named: str, store: Path, trainer_hotkey: Optional[str]):

@@ -6,44 +6,49 @@ import json
 
 import typer
 
-from rollproof.cli_common import console
-from verification.errors import RollproofError
+from rollproof.cli_common import App, Netuid, check_address, check_evm_key, console, fail, probe_rpc
 
-app = typer.Typer(no_args_is_help=True, help="Deploy and administer the rollproof contracts on an EVM.")
+app = App(help="Deploy and administer the rollproof contracts on an EVM.")
+ADMIN_RPC_TIMEOUT_S = 30  # per request, and no retries: a stalled deploy says so instead of waiting minutes
 
 
 def _admin(rpc_url: str, key: str):
     from eth_account import Account
     from web3 import Web3
 
-    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30})), Account.from_key(key)
+    provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": ADMIN_RPC_TIMEOUT_S},
+                                 exception_retry_configuration=None)
+    return Web3(provider), Account.from_key(key)
+
+
+def _check_admin_args(rpc_url: str, admin_key: str, **addresses: str) -> None:
+    """Formats first, then one bounded eth_chainId: a wrong key or an endpoint that never answers is one
+    line within seconds."""
+    check_evm_key(admin_key, "--admin-key")
+    for flag, value in addresses.items():
+        check_address(value, f"--{flag.replace('_', '-')}")
+    probe_rpc(rpc_url)
 
 
 @app.command()
 def deploy(
-    rpc_url: str = typer.Option(..., "--rpc-url", help="EVM JSON-RPC endpoint (anvil, Bittensor EVM 945/964)"),
+    rpc_url: str = typer.Option(..., "--rpc-url", help="EVM JSON-RPC endpoint (anvil, Bittensor EVM: 964 mainnet, 945 testnet)"),
     admin_key: str = typer.Option(..., "--admin-key", envvar="ROLLPROOF_ADMIN_KEY", help="funded deployer key"),
-    netuid: int = typer.Option(1, "--netuid"),
+    netuid: int = Netuid,
 ) -> None:
     """Deploy SubnetRegistry and ScoreLedger from the checked-in artifacts; prints their addresses."""
     from adapters.chain.evm import EVMChain
-    from verification.errors import ChainError
 
-    try:
-        w3, admin = _admin(rpc_url, admin_key)
-        registry, ledger = EVMChain.deploy(w3, admin, netuid)
-    except (RollproofError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except Exception as exc:  # noqa: BLE001 - web3 transport errors
-        console.print(f"[red]error:[/red] {ChainError(str(exc))}")
-        raise typer.Exit(2) from None
+    _check_admin_args(rpc_url, admin_key)
+    w3, admin = _admin(rpc_url, admin_key)
+    with console.status(f"deploying the contracts to {rpc_url}…"):
+        registry, ledger = EVMChain.deploy(w3, admin, netuid)  # errors: one line, exit 2 (cli_common.guarded)
     print(json.dumps({"rpc_url": rpc_url, "netuid": netuid, "registry": registry, "ledger": ledger}))
 
 
 @app.command()
 def permit(
-    uid: int = typer.Argument(..., help="uid to grant (or revoke) a validator permit"),
+    uid: int = typer.Argument(..., min=0, help="uid to grant (or revoke) a validator permit"),
     rpc_url: str = typer.Option(..., "--rpc-url"),
     registry: str = typer.Option(..., "--registry"),
     ledger: str = typer.Option(..., "--ledger"),
@@ -55,12 +60,9 @@ def permit(
 
     from adapters.chain.evm import EVMChain
 
-    try:
-        chain = EVMChain.connect(rpc_url, registry, ledger)
-        chain.set_validator_permit(uid, not revoke, admin=Account.from_key(admin_key))
-    except (RollproofError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    _check_admin_args(rpc_url, admin_key, registry=registry, ledger=ledger)
+    chain = EVMChain.connect(rpc_url, registry, ledger)
+    chain.set_validator_permit(uid, not revoke, admin=Account.from_key(admin_key))
     console.print(f"uid {uid}: validator permit {'revoked' if revoke else 'granted'}")
 
 
@@ -78,10 +80,17 @@ def trainer(
 
     from adapters.chain.evm import EVMChain
 
-    try:
-        chain = EVMChain.connect(rpc_url, registry, ledger)
-        chain.set_trainer(hotkey, trainer_address, admin=Account.from_key(admin_key))
-    except (RollproofError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    _check_ss58(hotkey)
+    _check_admin_args(rpc_url, admin_key, registry=registry, ledger=ledger, trainer_address=trainer_address)
+    chain = EVMChain.connect(rpc_url, registry, ledger)
+    chain.set_trainer(hotkey, trainer_address, admin=Account.from_key(admin_key))
     console.print(f"trainer: {hotkey} (EVM {trainer_address})")
+
+
+def _check_ss58(hotkey: str) -> None:
+    from bittensor.sp_core import Keypair
+
+    try:
+        Keypair(ss58_address=hotkey)
+    except Exception:  # noqa: BLE001 - the SDK raises several types for a bad address
+        fail(f"--hotkey {hotkey}: not an ss58 address")

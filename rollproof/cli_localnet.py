@@ -9,16 +9,17 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from rollproof.cli_common import Threads, apply_threads, console, setup_logging
-from verification.errors import RollproofError
+from rollproof.cli_common import Threads, apply_threads, check_directory, console, fail, setup_logging
+from verification.constants import MAX_GROUPS_PER_BUNDLE
 
 
 def localnet(
     model: str = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory"),
-    windows: int = typer.Option(4, "--windows", min=1, help="windows to run (a checkpoint announced after the first is in force from the fourth)"),
-    groups: int = typer.Option(2, "--groups", min=1, help="GRPO groups per miner per window"),
+    windows: int = typer.Option(4, "--windows", min=1, max=10_000, help="windows to run (a checkpoint announced after the first is in force from the fourth)"),
+    groups: int = typer.Option(2, "--groups", min=1, max=MAX_GROUPS_PER_BUNDLE, help="GRPO groups per miner per window"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="where the store and journals go (default: a temporary directory, removed after)"),
     threads: Optional[int] = Threads,
     train: bool = typer.Option(True, "--train/--no-train", help="run the trainer (checkpoints rotate by window)"),
@@ -39,6 +40,11 @@ def localnet(
 
     apply_threads(threads)
     setup_logging(log_level)
+    check_directory(workdir, "--workdir")  # before the model loads: a file here is one line, exit 2
+    if plot is not None and plot.expanduser().is_dir():
+        fail(f"--plot {plot}: a directory, not a PNG file path")
+    if plot is not None:
+        check_directory(plot.expanduser().absolute().parent, "--plot")
     out = Console(width=max(Console().width, 150))
     tmp = None
     if workdir is None:
@@ -50,13 +56,13 @@ def localnet(
         out.print(f"model [bold]{lm.name}[/bold] fingerprint {lm.fingerprint.hex()[:16]}…")
         with console.status("running the local network…") as status:
             def event(msg: str) -> None:
-                status.update(msg.strip())
+                status.update(escape(msg.strip()))
                 if not msg.startswith("  "):
-                    out.print(msg)
+                    out.print(escape(msg))
 
             def show(res, names, info) -> None:
                 if res.checkpoint_error:
-                    out.print(f"[red]window {res.window} skipped: {res.checkpoint_error}[/red]")
+                    out.print(f"[red]window {res.window} skipped: {escape(res.checkpoint_error)}[/red]")
                     return
                 out.print(window_table(res, names))
                 out.print(_window_caption(info))
@@ -65,9 +71,6 @@ def localnet(
                                   on_window=show)
             if train and result.training:
                 png = plot_curve(result, plot or (root / "learning.png" if workdir else Path("rollproof-learning.png")))
-    except RollproofError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -96,7 +99,7 @@ def localnet(
                   "weights and the ledger, and the offline audit agrees with the validator")
         return
     for p in result.problems:
-        out.print(f"[red]problem:[/red] {p}")
+        out.print(f"[red]problem:[/red] {escape(p)}")
     raise typer.Exit(1)
 
 
@@ -109,12 +112,12 @@ def _window_caption(info: dict) -> str:
         parts.append(f"signal rate {rec.signal_rate:.0%} of {rec.groups} groups")
         parts.append(f"mean reward {rec.mean_reward:.3f}")
         step = rec.step
-        parts.append("step applied" if step and step["applied"] else f"no step ({rec.note or 'skipped'})")
+        parts.append("step applied" if step and step["applied"] else f"no step ({escape(rec.note or 'skipped')})")
     pub = info.get("publication")
     if pub is not None:
         if pub.stage == "announced":
             parts.append(f"[green]v{pub.version} announced for window {pub.from_window}[/green] (held-out "
                          f"{pub.heldout:.3f} vs parent {pub.parent_heldout:.3f}, chance {pub.chance:.3f})")
         else:
-            parts.append(f"[yellow]v{pub.version} {pub.stage}[/yellow]: {pub.note}")
+            parts.append(f"[yellow]v{pub.version} {pub.stage}[/yellow]: {escape(pub.note)}")
     return " · ".join(parts)

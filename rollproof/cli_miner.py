@@ -9,13 +9,17 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rich.markup import escape
+
 from rollproof.cli_common import (
-    Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads, WalletHotkey,
-    WalletName, WalletPath, apply_threads, chain_options, console, setup_logging, stop_on_signals, wallet_options,
+    App, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads, WalletHotkey,
+    WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory, check_store, console,
+    check_http_url, fail, setup_logging, stop_on_signals, wallet_options,
 )
+from verification.constants import MAX_GROUPS_PER_BUNDLE
 from verification.errors import RollproofError
 
-app = typer.Typer(no_args_is_help=True, help="Register a miner and produce verifiable rollouts.")
+app = App(help="Register a miner and produce verifiable rollouts.")
 log = logging.getLogger("rollproof.miner")
 
 
@@ -24,24 +28,44 @@ def register(
     wallet_name: str = WalletName, wallet_hotkey: str = WalletHotkey, wallet_path: str = WalletPath,
     network: str = Network, netuid: int = Netuid, rpc_url: Optional[str] = RpcUrl,
     registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
+    max_burn: Optional[float] = typer.Option(
+        None, "--max-burn", min=0.0,
+        help="Bittensor: the most TAO the coldkey pays; the current burn is shown and a higher one refused"),
     log_level: str = LogLevel,
 ) -> None:
-    """Register the hotkey on the subnet (Bittensor: burned register paid by the coldkey)."""
+    """Register the hotkey on the subnet (Bittensor: burned register paid by the coldkey, at most
+    --max-burn TAO)."""
+    from adapters.chain.bittensor_chain import RAO_PER_TAO, BittensorChain, tao
     from adapters.connect import load_hotkey, open_chain
 
     setup_logging(log_level)
-    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, None, None)
+    opts = check_chain_args(chain_options(network, netuid, rpc_url, registry, ledger, evm_key, None, None))
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
+    chain = None
     try:
         keypair, dev = load_hotkey(wallet, allow_dev=opts.is_embedded)
         if dev:
             console.print(f"[yellow]no wallet {wallet_name}/{wallet_hotkey}: using the development key "
                           f"//rollproof/{wallet_name}/{wallet_hotkey}[/yellow]")
         chain = open_chain(opts, keypair, wallet)
-        uid = chain.register(keypair)
+        if isinstance(chain, BittensorChain) and chain.uid_of(keypair.ss58_address) is None:
+            burn = chain.burn_cost()
+            if max_burn is None:
+                raise RollproofError(f"registration on netuid {netuid} costs {tao(burn)} now (burned from the "
+                                     f"coldkey): pass --max-burn with the most TAO you will pay")
+            limit = round(max_burn * RAO_PER_TAO)
+            if burn > limit:
+                raise RollproofError(f"registration on netuid {netuid} costs {tao(burn)} now, above --max-burn "
+                                     f"{tao(limit)}: nothing was paid")
+            console.print(f"registering on netuid {netuid}: burn {tao(burn)} (at most {tao(limit)})")
+            uid = chain.register(keypair, max_burn_rao=limit)  # re-read just before paying
+        else:
+            uid = chain.register(keypair)
     except RollproofError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
+    finally:
+        if chain is not None and hasattr(chain, "close"):
+            chain.close()
     console.print(f"hotkey {keypair.ss58_address} has uid {uid} on netuid {netuid} ({chain.name})")
     if opts.is_embedded:
         console.print("[dim]the embedded chain lives in this process only; `rollproof miner run` registers on it by itself[/dim]")
@@ -55,8 +79,12 @@ def run(
     drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
     store: str = typer.Option("~/.rollproof/store", "--store", help="bundle store: a directory or s3://BUCKET/PREFIX"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (R2, MinIO)"),
-    groups: int = typer.Option(8, "--groups", min=1, help="GRPO groups per window"),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    public_url: Optional[str] = typer.Option(
+        None, "--public-url",
+        help="public HTTPS address of the s3:// bucket (R2 public bucket, custom domain): committed instead of "
+             "s3://, so every validator reads bundles without credentials"),
+    groups: int = typer.Option(8, "--groups", min=1, max=MAX_GROUPS_PER_BUNDLE, help="GRPO groups per window"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, max=4096, help="rollouts generated at once"),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows (default: run until stopped; 1 on the embedded chain)"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/miner/...)"),
     keep_bundles: int = typer.Option(3, "--keep-bundles", min=1,
@@ -68,57 +96,67 @@ def run(
 ) -> None:
     """Each window: derive problems, generate GRPO groups with proofs, publish the signed bundle,
     commit its hash and location on chain. Ctrl-C stops after the current window."""
+    apply_threads(threads)
+    setup_logging(log_level)
+    # every argument before the model loads or a window is generated (a bad one is one line, exit 2)
+    check_store(store)
+    check_directory(state_dir, "--state-dir")
+    check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
+    opts = check_chain_args(chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed))
+    # the node's stack (torch, bittensor) only once the arguments are known to be good
     from miner.service import Miner
     from adapters.beacons import BeaconCache
     from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
     from adapters.checkpoints import ModelResolver
-    from adapters.storage import Fetcher, make_s3_client, open_store
+    from adapters.fetch import Fetcher
+    from adapters.storage import make_s3_client, open_store
+    from verification.commitment import MAX_BASE_BYTES
     from verification.model import load_model
 
-    apply_threads(threads)
-    setup_logging(log_level)
-    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed)
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
     if windows is None and opts.is_embedded:
         windows = 1
     stop = stop_on_signals()
-    try:
-        keypair, dev = load_hotkey(wallet, allow_dev=opts.is_embedded)
-        if dev:
-            log.warning("no wallet %s/%s: using the development key //rollproof/%s/%s",
-                        wallet_name, wallet_hotkey, wallet_name, wallet_hotkey)
-        with console.status(f"loading model {model}…"):
-            lm = load_model(model)
-        log.info("model %s, fingerprint %s", lm.name, lm.fingerprint.hex())
-        chain = open_chain(opts, keypair, wallet)
-        if opts.is_embedded:
-            uid = chain.register(keypair)
-            log.info("embedded chain: registered %s as uid %d", keypair.ss58_address, uid)
-        elif chain.uid_of(keypair.ss58_address) is None:
-            raise RollproofError(f"hotkey {keypair.ss58_address} is not registered on netuid {netuid}: "
-                                 f"run `rollproof miner register` first")
-        beacons = beacon_source(opts, chain)
-        root = (state_dir or default_state_dir("miner", wallet, netuid)).expanduser()
-        s3 = make_s3_client(s3_endpoint) if s3_endpoint else None
-        resolver = ModelResolver(chain, lm, Fetcher(file_roots=checkpoint_root, s3_client=s3))
-        miner = Miner(chain, keypair, lm, open_store(store, endpoint_url=s3_endpoint), beacons,
-                      root / chain.identity(), n_groups=groups, batch_size=batch_size,
-                      beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
-                      TimeElapsedColumn(), console=console, transient=True) as progress:
-            def tokens_bar(window: int):
-                task = progress.add_task(f"window {window}", total=groups * lm.generation.group_size
-                                          * lm.generation.max_new_tokens)
-                return lambda n: progress.advance(task, n)
+    keypair, dev = load_hotkey(wallet, allow_dev=opts.is_embedded)
+    if dev:
+        log.warning("no wallet %s/%s: using the development key //rollproof/%s/%s",
+                    wallet_name, wallet_hotkey, wallet_name, wallet_hotkey)
+    chain = open_chain(opts, keypair, wallet)  # before the model: an unreachable chain is known in seconds
+    if opts.is_embedded:
+        uid = chain.register(keypair)
+        log.info("embedded chain: registered %s as uid %d", keypair.ss58_address, uid)
+    elif chain.uid_of(keypair.ss58_address) is None:
+        raise RollproofError(f"hotkey {keypair.ss58_address} is not registered on netuid {netuid}: "
+                             f"run `rollproof miner register` first")
+    with console.status(f"loading model {model}…"):
+        lm = load_model(model)
+    log.info("model %s, fingerprint %s", lm.name, lm.fingerprint.hex())
+    beacons = beacon_source(opts, chain)
+    root = (state_dir or default_state_dir("miner", wallet, netuid)).expanduser()
+    s3 = make_s3_client(s3_endpoint) if s3_endpoint else None
+    resolver = ModelResolver(chain, lm, Fetcher(file_roots=checkpoint_root, s3_client=s3))
+    bundle_store = open_store(store, endpoint_url=s3_endpoint, public_url=public_url)
+    if public_url is not None and opts.is_bittensor and len(bundle_store.base_location()) > MAX_BASE_BYTES:
+        raise RollproofError(f"the committed base {bundle_store.base_location()} is {len(bundle_store.base_location())} "
+                             f"bytes; a subtensor commitment leaves {MAX_BASE_BYTES}: shorten --public-url or the "
+                             f"store prefix")
+    miner = Miner(chain, keypair, lm, bundle_store, beacons,
+                  root / chain.identity(), n_groups=groups, batch_size=batch_size,
+                  beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        def tokens_bar(window: int):
+            task = progress.add_task(f"window {window}", total=groups * lm.generation.group_size
+                                      * lm.generation.max_new_tokens)
+            return lambda n: progress.advance(task, n)
 
-            def report(rec):
-                console.print(f"window {rec.window}: [bold]{rec.stage}[/bold] {rec.n_groups} groups, "
-                              f"{rec.n_tokens} tokens, bundle {rec.bundle_hash[:16]} at {rec.location} {rec.detail}")
+        def report(rec):
+            console.print(f"window {rec.window}: [bold]{rec.stage}[/bold] {rec.n_groups} groups, "
+                          f"{rec.n_tokens} tokens, bundle {rec.bundle_hash[:16]} at {escape(rec.location)} "
+                          f"{escape(rec.detail)}")
 
-            records = miner.run(stop, max_windows=windows, on_window=report, on_tokens_factory=tokens_bar)
-    except RollproofError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        records = miner.run(stop, max_windows=windows, on_window=report, on_tokens_factory=tokens_bar)
     committed = [r for r in records if r.stage == "committed"]
     if committed and committed[-1].location.startswith("file://"):
-        console.print(f"audit it offline: rollproof verify {committed[-1].location[len('file://'):]} --model {model}")
+        console.print(f"audit it offline: rollproof verify {escape(committed[-1].location[len('file://'):])} "
+                      f"--model {escape(model)}", soft_wrap=True)

@@ -8,14 +8,16 @@ from typing import Optional
 
 import typer
 
+from rich.markup import escape
+
 from rollproof.cli_common import (
-    Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
-    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, console, setup_logging, stop_on_signals,
-    wallet_options,
+    App, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
+    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory,
+    check_http_url, check_store, console, fail, setup_logging, stop_on_signals, wallet_options,
 )
 from verification.errors import RollproofError
 
-app = typer.Typer(no_args_is_help=True, help="Train the next checkpoint on verified rollouts.")
+app = App(help="Train the next checkpoint on verified rollouts.")
 log = logging.getLogger("rollproof.trainer")
 
 
@@ -46,6 +48,21 @@ def run(
     entry), run a GRPO step with circuit breakers, and every --publish-every steps gate a candidate
     on the held-out set and announce it on chain. The wallet's hotkey signs the manifests and must be
     the registry's trainer (`rollproof chain trainer`). Ctrl-C stops after the current window."""
+    apply_threads(threads)
+    setup_logging(log_level)
+    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
+    if opts.is_embedded:
+        fail("the trainer follows a chain other processes write to: use --rpc-url (or `rollproof localnet`, "
+             "which runs the trainer on the embedded chain)")
+    # every argument before the chain is read or the model loads (a bad one is one line, exit 2)
+    check_store(store)
+    check_directory(state_dir, "--state-dir")
+    if not validator_state.expanduser().is_dir():
+        fail(f"--validator-state {validator_state}: no such directory (the validator's --state-dir joined "
+             f"with its chain identity)")
+    check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
+    opts = check_chain_args(opts)
+    # the node's stack (torch, bittensor) only once the arguments are known to be good
     from adapters.connect import default_state_dir, load_hotkey, open_chain
     from adapters.storage import open_store
     from trainer.service import Trainer, TrainerConfig
@@ -53,15 +70,9 @@ def run(
     from trainer.step import TrainConfig
     from verification.model import load_model
 
-    apply_threads(threads)
-    setup_logging(log_level)
-    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
     stop = stop_on_signals()
     try:
-        if opts.is_embedded:
-            raise RollproofError("the trainer follows a chain other processes write to: use --rpc-url (or "
-                                 "`rollproof localnet`, which runs the trainer on the embedded chain)")
         keypair, _ = load_hotkey(wallet, allow_dev=False)
         chain = open_chain(opts, keypair, wallet)
         if chain.trainer_hotkey() != keypair.ss58_address:
@@ -78,12 +89,12 @@ def run(
 
         def report(rec, pub) -> None:
             console.print(f"window {rec.window}: {rec.rows} rows, signal {rec.signal_rate:.0%}, "
-                          f"{'step applied' if rec.step and rec.step['applied'] else rec.note}")
+                          f"{'step applied' if rec.step and rec.step['applied'] else escape(rec.note)}")
             if pub is not None:
                 console.print(f"  checkpoint v{pub.version} {pub.stage} for window {pub.from_window}: held-out "
-                              f"{pub.heldout:.3f} (parent {pub.parent_heldout:.3f}, chance {pub.chance:.3f}) {pub.note}")
+                              f"{pub.heldout:.3f} (parent {pub.parent_heldout:.3f}, chance {pub.chance:.3f}) "
+                              f"{escape(pub.note)}")
 
         trainer.run(stop, source, max_windows=windows, on_window=report)
     except RollproofError as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=False)
-        raise typer.Exit(2) from None
+        fail(str(exc))

@@ -7,16 +7,23 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rollproof.cli_common import (
-    Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
-    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, console, setup_logging, stop_on_signals,
-    wallet_options,
+    App, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
+    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory,
+    check_http_url, console, fail, setup_logging, stop_on_signals, wallet_options,
 )
-from verification.errors import RollproofError
 
-app = typer.Typer(no_args_is_help=True, help="Verify miners' bundles, score them, write weights.")
+app = App(help="Verify miners' bundles, score them, write weights.")
+DEFAULT_FILE_ROOT = Path("~/.rollproof/store")  # the miners' default --store
+# fetch_failed details of a file:// location outside every --file-root (adapters/fetch.py)
+OUTSIDE_FILE_ROOTS = "outside the directories this validator reads"
+EMBEDDED_NOTHING_TO_VALIDATE = (
+    "the embedded chain lives in this process only, so no miner can commit to it and there is nothing to "
+    "validate: run `rollproof localnet` for a whole subnet on this machine, or pass --rpc-url (anvil, an EVM) "
+    "or --network (Bittensor)")
 log = logging.getLogger("rollproof.validator")
 
 
@@ -33,13 +40,48 @@ def window_table(result, names: dict[int, tuple[str, str]] | None = None) -> Tab
     table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=52)
     for m in result.report["miners"]:
         ok = m["reason"] == "ok"
-        row = [str(m["uid"]), names[m["uid"]][0] if names else m["hotkey"][:10] + "…"]
+        # hotkey and detail carry miner-chosen text (locations, error messages): never rich markup
+        row = [str(m["uid"]), escape(names[m["uid"]][0] if names else m["hotkey"][:10] + "…")]
         if names:
             row.append(names[m["uid"]][1])
-        row += [f"[green]{m['reason']}[/green]" if ok else f"[red]{m['reason']}[/red]", str(m["unique_rollouts"]),
-                f"{m['score']:.1f}", str(m["weight"]), m["detail"]]
+        row += [f"[green]{m['reason']}[/green]" if ok else f"[red]{m['reason']}[/red]", str(m["credited_rollouts"]),
+                f"{m['score']:.1f}", str(m["weight"]), escape(m["detail"])]
         table.add_row(*row)
     return table
+
+
+def window_warning(report: dict, file_roots: list[Path], model: str) -> str | None:
+    """One line naming the likely cause when every miner of a window failed the same way on this
+    validator's side: every bundle fetch failed (file:// outside --file-root, or any fetch), or every
+    bundle names another model than --model. None otherwise (including a window without miners)."""
+    miners = report.get("miners") or []
+    if not miners:
+        return None
+    window, n = report.get("window"), len(miners)
+    reasons = {m.get("reason") for m in miners}
+    if reasons == {"fetch_failed"}:
+        first = miners[0]
+        if all(OUTSIDE_FILE_ROOTS in (m.get("detail") or "") for m in miners):
+            roots = ", ".join(str(r) for r in file_roots) or "none"
+            return (f"window {window}: every miner's bundle ({n}) is outside --file-root ({roots}), e.g. "
+                    f"{first.get('location', '?')}: a validator's --file-root must contain the miners' --store "
+                    f"directories")
+        return (f"window {window}: every miner's bundle ({n}) failed to fetch, e.g. uid {first.get('uid')}: "
+                f"{first.get('detail')} (check this validator's network, --file-root, --s3-endpoint, "
+                f"--allow-private-fetch)")
+    if reasons == {"wrong_model"}:
+        fingerprint = str(report.get("model_fingerprint", ""))[:16]
+        return (f"window {window}: every miner's bundle ({n}) names another model than this validator's --model "
+                f"{model} (fingerprint {fingerprint}…): load the model the subnet runs")
+    return None
+
+
+def _print_window(result, file_roots: list[Path], model: str) -> None:
+    console.print(window_table(result))
+    warning = window_warning(result.report, file_roots, model) if result.report else None
+    if warning is not None:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True, highlight=False)
+        log.debug(warning)
 
 
 @app.command()
@@ -49,11 +91,16 @@ def run(
     registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
     ledger_rpc_url: Optional[str] = LedgerRpcUrl,
     drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
-    file_root: list[Path] = typer.Option([Path("~/.rollproof/store")], "--file-root",
+    file_root: list[Path] = typer.Option([DEFAULT_FILE_ROOT], "--file-root",
                                          help="directories file:// bundle and checkpoint locations may point into"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint for s3:// locations"),
-    fetch_timeout: float = typer.Option(30.0, "--fetch-timeout", help="seconds per bundle download"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    fetch_timeout: float = typer.Option(30.0, "--fetch-timeout", min=0.1, max=3600.0,
+                                        help="seconds per bundle download"),
+    allow_private_fetch: bool = typer.Option(
+        False, "--allow-private-fetch",
+        help="fetch miners' http(s) locations on loopback and private addresses too (local networks only: "
+             "on a public subnet it lets miners make this validator probe its own network)"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, max=4096, help="rollouts verified at once"),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/validator/...)"),
     keep_bundles: int = typer.Option(48, "--keep-bundles", min=0,
@@ -63,42 +110,45 @@ def run(
 ) -> None:
     """Follow windows: after each deadline, open it with the pinned drand round, verify every
     committed bundle, score, write the ledger entry and weights. Ctrl-C stops after the current window."""
+    apply_threads(threads)
+    setup_logging(log_level)
+    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
+    if opts.is_embedded:
+        fail(EMBEDDED_NOTHING_TO_VALIDATE)
+    # every argument before the model loads or the chain is followed (a bad one is one line, exit 2)
+    check_directory(state_dir, "--state-dir")
+    for root in file_root:
+        if root.expanduser().exists() and not root.expanduser().is_dir():
+            fail(f"--file-root {root}: not a directory")
+    check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
+    opts = check_chain_args(opts)
+    # the node's stack (torch, bittensor) only once the arguments are known to be good
     from adapters.beacons import BeaconCache
     from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
-    from adapters.storage import Fetcher, make_s3_client
+    from adapters.fetch import Fetcher
+    from adapters.storage import make_s3_client
     from adapters.checkpoints import ModelResolver
     from validator.service import Validator
     from verification.model import load_model
 
-    apply_threads(threads)
-    setup_logging(log_level)
-    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
     stop = stop_on_signals()
-    try:
-        keypair, dev = load_hotkey(wallet, allow_dev=opts.is_embedded)
-        if dev:
-            log.warning("no wallet %s/%s: using the development key", wallet_name, wallet_hotkey)
-        with console.status(f"loading model {model}…"):
-            lm = load_model(model)
-        chain = open_chain(opts, keypair, wallet)
-        if opts.ledger_rpc_url:
-            log.info("score ledger on %s: EVM-registry uid %s", opts.ledger_rpc_url, chain.prepare_ledger(keypair))
-        if opts.is_embedded:
-            uid = chain.register(keypair)
-            chain.set_validator_permit(uid)
-            log.warning("embedded chain: no miners run in this process; use `rollproof localnet` for a whole subnet")
-        beacons = beacon_source(opts, chain)
-        root = (state_dir or default_state_dir("validator", wallet, netuid)).expanduser()
-        s3 = make_s3_client(s3_endpoint, timeout=fetch_timeout) if s3_endpoint else None
-        fetcher = Fetcher(file_roots=file_root, s3_client=s3, timeout=fetch_timeout)
-        resolver = ModelResolver(chain, lm, fetcher)
-        validator = Validator(chain, keypair, lm, beacons, fetcher,
-                              root / chain.identity(), beacon_cache=BeaconCache(root / "beacons"),
-                              batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver)
-        log.info("validator %s (uid %s) on %s netuid %d", keypair.ss58_address, chain.uid_of(keypair.ss58_address),
-                 chain.name, netuid)
-        validator.run(stop, max_windows=windows, on_result=lambda r: console.print(window_table(r)))
-    except RollproofError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    keypair, _ = load_hotkey(wallet, allow_dev=False)
+    chain = open_chain(opts, keypair, wallet)  # before the model: an unreachable chain is known in seconds
+    with console.status(f"loading model {model}…"):
+        lm = load_model(model)
+    if opts.ledger_rpc_url:
+        log.info("score ledger on %s: EVM-registry uid %s", opts.ledger_rpc_url, chain.prepare_ledger(keypair))
+    beacons = beacon_source(opts, chain)
+    root = (state_dir or default_state_dir("validator", wallet, netuid)).expanduser()
+    s3 = make_s3_client(s3_endpoint, timeout=fetch_timeout) if s3_endpoint else None
+    fetcher = Fetcher(file_roots=file_root, s3_client=s3, timeout=fetch_timeout, allow_private=allow_private_fetch)
+    for missing in (r for r in file_root if r != DEFAULT_FILE_ROOT and not r.expanduser().is_dir()):
+        log.warning("--file-root %s does not exist: no file:// location can be read under it", missing)
+    resolver = ModelResolver(chain, lm, fetcher)
+    validator = Validator(chain, keypair, lm, beacons, fetcher,
+                          root / chain.identity(), beacon_cache=BeaconCache(root / "beacons"),
+                          batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver)
+    log.info("validator %s (uid %s) on %s netuid %d", keypair.ss58_address, chain.uid_of(keypair.ss58_address),
+             chain.name, netuid)
+    validator.run(stop, max_windows=windows, on_result=lambda r: _print_window(r, file_root, model))

@@ -21,7 +21,8 @@ from adapters.beacons import BeaconCache, LocalBeaconSource
 from adapters.chain.evm import EVMChain
 from adapters.checkpoints import ModelResolver
 from adversary.cheaters import CopycatMiner, EditedTokensMiner, ModelSwapMiner, ReplayMiner, other_checkpoint
-from adapters.storage import Fetcher, FileStore
+from adapters.fetch import Fetcher
+from adapters.storage import FileStore
 from adapters.windows import window_context
 from trainer.service import Publication, Trainer, TrainerConfig, WindowTraining
 from validator.service import Validator, WindowResult

@@ -253,7 +253,7 @@ def main() -> int:
           + "## Statistical checks: AUC / TPR at FPR 1e-6 (extrapolated), per rollout\n\n"
           + md_table(["attack", "sketch distance", "Gumbel gap", "logprob error"], stat_rows)
           + f"\nHonest maxima: sketch {max(s['max_sketch_dist'] for s in honest_stats)} units, "
-            f"gap {max(s['max_gap'] for s in honest_stats):.2e}, "
+            f"Gumbel gap {max(s['max_gap'] for s in honest_stats):.2e}, "
             f"logprob error {max(s['max_logprob_err'] for s in honest_stats):.2e}.\n")
     data = {"model": args.model, "trials": trials, "honest_trials": honest_trials, "honest_rollouts": honest_rollouts,
             "honest_rejected": honest_rejected, "attacks": results, "statistics": statistics,

@@ -70,13 +70,16 @@ def sample(lm, requests, temperature_milli: int, max_new_tokens: int, batch_size
     out = []
     for start in range(0, len(requests), batch_size):
         out.extend(_own_loop(lm, requests[start:start + batch_size], temperature_milli / 1000, max_new_tokens))
-    return out, "own loop (forward_hidden_logits + verification.sampling Gumbel-max)"
+    return out, "own loop (forward_hidden_logits + the protocol's seeded Gumbel-max sampling)"
 
 
 def _own_loop(lm, reqs, temperature: float, max_new: int) -> list[list[int]]:
-    """The engine's decoding loop without proofs: token_i = argmax(log_softmax(logits / T) + G)."""
+    """The engine's decoding loop without proofs: the protocol's seeded Gumbel-max sampling."""
+    import numpy as np
+
+    from verification import tensor_ops
     from verification.model import forward_hidden_logits
-    from verification.sampling import gumbel_noise, sample_token
+    from verification.sampling import noise_keys
 
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else min(lm.eos_ids)
     b, width = len(reqs), max(len(r.prompt) for r in reqs)
@@ -89,14 +92,15 @@ def _own_loop(lm, reqs, temperature: float, max_new: int) -> list[list[int]]:
     last = logits[:, -1]
     tokens: list[list[int]] = [[] for _ in range(b)]
     done = [False] * b
+    keys = tensor_ops.keys_tensor(np.stack([noise_keys(r.problem_seed, r.rollout_index, max_new) for r in reqs]), "cpu")
     for step in range(max_new):
-        logp = torch.log_softmax(last.float() / temperature, dim=-1).numpy()
+        sampled = tensor_ops.sample_tokens(torch.log_softmax(last.float() / temperature, dim=-1), keys[:, step]).tolist()
         nxt = []
         for i, r in enumerate(reqs):
             if done[i]:
                 nxt.append(pad)
                 continue
-            tok = sample_token(logp[i], gumbel_noise(r.problem_seed, r.rollout_index, step, logp.shape[-1]))
+            tok = sampled[i]
             tokens[i].append(tok)
             done[i] = tok in lm.eos_ids
             nxt.append(tok)

@@ -1,7 +1,10 @@
-"""The Bittensor adapter's offline parts: wallet keys sign bundles, commitment fields, typed errors.
-Live tests run only with ROLLPROOF_SUBTENSOR (e.g. ws://127.0.0.1:9944) and ROLLPROOF_NETUID set."""
+"""The Bittensor adapter's offline parts: wallet keys sign bundles, commitment fields, typed errors,
+the SDK calls it makes (against a recording stand-in). tests/test_subtensor_live.py runs the same
+adapter against a real subtensor runtime; test_live_subtensor_reads here reads any node named by
+ROLLPROOF_SUBTENSOR (e.g. ws://127.0.0.1:9944) and ROLLPROOF_NETUID."""
 
 import os
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -10,7 +13,8 @@ from hypothesis import strategies as st
 from subtensor_reads import SubtensorReads
 
 from adapters.chain.bittensor_chain import MAX_FIELDS, RAW_FIELD_BYTES, BittensorChain, commitment_fields, fields_bytes
-from verification.errors import ChainError
+from verification.constants import MAX_COMMITMENT_BYTES, PROTOCOL_VERSION
+from verification.errors import ChainError, ChainRefusedError
 
 
 @given(st.binary(max_size=MAX_FIELDS * RAW_FIELD_BYTES))
@@ -113,3 +117,136 @@ def test_weights_ready_follows_the_subnet_rate_limit(alice, bob, limit, last, bl
     reads = SubtensorReads(block, [(0, alice.ss58_address), (1, bob.ss58_address)],
                            storage={"WeightsSetRateLimit": limit, "LastUpdate": last})
     assert BittensorChain("finney", 3, subtensor=reads).weights_ready(1) is ready
+
+
+# ---- the adapter's handling of the SDK (docs/protocol.md section 12) ---------------------------
+def _chain(reads, netuid=3):
+    return BittensorChain("finney", netuid, subtensor=reads, wallet=SimpleNamespace())
+
+
+def test_neurons_reads_the_metagraph_without_commitments(alice):
+    reads = SubtensorReads(10, [(0, alice.ss58_address)])
+    assert _chain(reads).uid_of(alice.ss58_address) == 0
+    assert reads.metagraph_calls == [{"netuid": 3, "commitments": False}]
+
+
+def test_a_missing_subnet_is_a_clear_refusal(alice):
+    chain = _chain(SubtensorReads(10, None), netuid=77)
+    with pytest.raises(ChainRefusedError, match="netuid 77 does not exist"):
+        chain.neurons()
+    with pytest.raises(ChainRefusedError, match="netuid 77 does not exist"):
+        chain.preflight(alice)
+
+
+@pytest.mark.parametrize("name,refused", [("SpaceLimitExceeded", False), ("AccountNotAllowedCommit", True),
+                                          ("NotEnoughBalanceToStake", False)])
+def test_refusals_keep_the_chain_error_name(alice, name, refused):
+    failed = SimpleNamespace(success=False, message="the pallet's description", error=SimpleNamespace(name=name))
+    chain = _chain(SubtensorReads(10, [(0, alice.ss58_address)], result=failed))
+    with pytest.raises(ChainError, match=f"{name}: the pallet's description") as err:
+        chain.commit(alice, 0, b"rp3" + b"\x00" * 40 + b"https://x/")
+    assert isinstance(err.value, ChainRefusedError) is refused
+
+
+def test_sdk_exceptions_keep_their_name(alice):
+    import bittensor as bt
+
+    class Raising(SubtensorReads):
+        def submit_call(self, call, wallet, **kwargs):
+            raise bt.ChainError("Space Limit Exceeded for the current interval", name="SpaceLimitExceeded")
+
+    with pytest.raises(ChainError, match="SpaceLimitExceeded"):
+        _chain(Raising(10, [])).commit(alice, 0, b"rp3" + b"\x00" * 40 + b"https://x/")
+
+
+def test_an_oversized_commitment_is_refused_before_sending(alice):
+    reads = SubtensorReads(10, [(0, alice.ss58_address)])
+    with pytest.raises(ChainRefusedError, match="--public-url"):
+        _chain(reads).commit(alice, 0, b"x" * (MAX_COMMITMENT_BYTES + 1))
+    assert reads.executed == []
+    _chain(reads).commit(alice, 0, b"x" * MAX_COMMITMENT_BYTES)
+    assert len(reads.executed) == 1
+
+
+@pytest.mark.parametrize("required", [0, 1, PROTOCOL_VERSION])
+def test_weights_carry_the_protocol_version(alice, required):
+    reads = SubtensorReads(10, [(0, alice.ss58_address)], storage={"WeightsVersionKey": required})
+    _chain(reads).set_weights(alice, 5, [0, 1, 2], [65535, 0, 7])
+    (intent,) = reads.executed
+    assert intent.version_key == PROTOCOL_VERSION and intent.netuid == 3
+    assert intent.uids == [0, 2] and intent.weights == [65535.0, 7.0]
+
+
+def test_weights_for_a_newer_version_are_refused_before_sending(alice):
+    reads = SubtensorReads(10, [], storage={"WeightsVersionKey": PROTOCOL_VERSION + 1})
+    with pytest.raises(ChainRefusedError, match="upgrade rollproof"):
+        _chain(reads).set_weights(alice, 5, [0], [1])
+    assert reads.executed == []
+
+
+def test_window_start_blocks_come_from_the_finalized_chain(monkeypatch):
+    import adapters.chain.bittensor_chain as mod
+
+    class Lagging(SubtensorReads):
+        """The head is at 30; finality catches up one block per read."""
+        final = 26
+
+        @property
+        def finalized_block(self):
+            self.final += 1
+            return self.final
+
+        @finalized_block.setter
+        def finalized_block(self, value):
+            pass
+
+        def block_info(self, n):
+            return SimpleNamespace(number=n, hash="0x" + "ab" * 32, timestamp=1_700_000_000 + n)
+
+    monkeypatch.setattr(mod, "FINALITY_POLL_S", 0.0)
+    reads = Lagging(30, [])
+    info = _chain(reads).block(29)
+    assert info.number == 29 and reads.final >= 29 and info.timestamp == 1_700_000_029
+    with pytest.raises(ChainError, match="does not exist yet"):
+        _chain(Lagging(30, [])).block(31)
+    monkeypatch.setattr(mod, "FINALITY_WAIT_S", 0.0)
+    with pytest.raises(ChainError, match="not finalized"):
+        _chain(Lagging(30, [])).block(30)
+
+
+def test_registration_over_the_maximum_burn_pays_nothing(alice):
+    reads = SubtensorReads(10, [], burn_rao=2_500_000_000)
+    chain = _chain(reads)
+    assert chain.burn_cost() == 2_500_000_000
+    with pytest.raises(ChainRefusedError, match="costs 2.5 TAO now, above the maximum 1 TAO"):
+        chain.register(alice, max_burn_rao=1_000_000_000)
+    assert reads.executed == []
+
+
+def test_close_ends_the_sdk_client():
+    closed = []
+    reads = SubtensorReads(10, [])
+    reads.close = lambda: closed.append(True)
+    chain = _chain(reads)
+    with chain:
+        assert chain.current_block() == 10
+    assert closed == [True] and chain._sub is None
+
+
+def test_a_window_before_the_beacon_genesis_is_not_minable(local_drand):
+    from adapters.beacons import LocalBeaconSource
+    from adapters.chain.base import BlockInfo
+    from adapters.windows import window_context
+    from verification.errors import BeaconError, BeaconUnavailableError, WindowBeforeBeaconError
+
+    class FreshChain:
+        netuid = 1
+
+        def block(self, n):  # a fresh subtensor: block 0 has timestamp 0
+            return BlockInfo(n, b"\x01" * 32, 0 if n == 0 else local_drand.info.genesis_time + 12 * n)
+
+    beacons = LocalBeaconSource(local_drand, clock=lambda: local_drand.info.genesis_time + 10**6)
+    with pytest.raises(WindowBeforeBeaconError, match="window 0 starts at block 0") as err:
+        window_context(FreshChain(), beacons, 0)
+    assert isinstance(err.value, BeaconError) and not isinstance(err.value, BeaconUnavailableError)
+    assert window_context(FreshChain(), beacons, 1).window == 1

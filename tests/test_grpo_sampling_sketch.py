@@ -1,10 +1,12 @@
 import numpy as np
-from hypothesis import given
+import torch
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verification.constants import ADVANTAGE_SCALE, GUMBEL_MARGIN
+from verification import tensor_ops
+from verification.constants import ADVANTAGE_SCALE, GUMBEL_MARGIN, SKETCH_SCALE
 from verification.grpo import advantages
-from verification.sampling import gumbel_noise, sample_token, sampling_gap, token_passes
+from verification.sampling import gumbel_noise, noise_keys, noise_uniforms, sample_token, sampling_gap, token_passes
 from verification.sketch import sketch, sketch_distance, sketch_vectors
 
 
@@ -21,19 +23,22 @@ def test_advantages_properties(rewards):
     assert adv == advantages(list(rewards))
 
 
-def test_gumbel_noise_is_deterministic_and_gumbel_distributed():
-    g = gumbel_noise(b"s" * 32, 0, 0, 50_000)
-    assert np.array_equal(g, gumbel_noise(b"s" * 32, 0, 0, 50_000))
-    assert not np.array_equal(g, gumbel_noise(b"s" * 32, 1, 0, 50_000))
-    assert not np.array_equal(g, gumbel_noise(b"s" * 32, 0, 1, 50_000))
+def test_noise_is_deterministic_prefix_stable_and_gumbel_distributed():
+    keys = noise_keys(b"s" * 32, 0, 50)
+    assert np.array_equal(keys, noise_keys(b"s" * 32, 0, 50))
+    assert np.array_equal(keys[:7], noise_keys(b"s" * 32, 0, 7))  # a longer rollout extends the stream
+    assert not np.array_equal(keys, noise_keys(b"s" * 32, 1, 50))
+    g = gumbel_noise(int(keys[0]), 50_000)
+    assert np.array_equal(g, gumbel_noise(int(keys[0]), 50_000))
+    assert not np.array_equal(g, gumbel_noise(int(keys[1]), 50_000))
     assert abs(g.mean() - 0.5772) < 0.02 and abs(g.std() - 1.2825) < 0.02
 
 
 def test_gumbel_max_samples_the_softmax():
-    logp = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    logp = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32))
     counts = np.zeros(4)
-    for pos in range(4000):
-        counts[sample_token(logp, gumbel_noise(b"k" * 32, 0, pos, 4))] += 1
+    for key in noise_keys(b"k" * 32, 0, 4000):
+        counts[sample_token(logp, gumbel_noise(int(key), 4))] += 1
     assert np.allclose(counts / counts.sum(), [0.5, 0.3, 0.15, 0.05], atol=0.03)
 
 
@@ -42,7 +47,39 @@ def test_sampling_gap():
     noise = np.zeros(2)
     assert sampling_gap(logp, noise, 0) == 0.0
     assert not token_passes(sampling_gap(logp, noise, 1))
-    assert token_passes(GUMBEL_MARGIN) and not token_passes(GUMBEL_MARGIN + 1e-9)
+    assert token_passes(GUMBEL_MARGIN) and not token_passes(GUMBEL_MARGIN * 1.0001)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.integers(1, 3000))
+def test_tensor_noise_bits_equal_the_numpy_reference(key, vocab):
+    """The int64 tensor arithmetic (what runs on the model's device) gives the uint64 reference's
+    uniforms bit for bit; the float64 noise agrees to the logarithms' last ulp."""
+    kt = tensor_ops.keys_tensor(np.array([key], dtype=np.uint64), "cpu")
+    assert np.array_equal(tensor_ops.noise_uniforms(kt, vocab)[0].numpy(), noise_uniforms(key, vocab))
+    np.testing.assert_allclose(tensor_ops.gumbel_noise(kt, vocab)[0].numpy(), gumbel_noise(key, vocab), rtol=1e-14, atol=1e-15)
+
+
+logprob_rows = st.integers(2, 300).flatmap(lambda v: st.lists(
+    st.lists(st.floats(-30, 5, allow_nan=False, width=32), min_size=v, max_size=v), min_size=1, max_size=6))
+
+
+@settings(max_examples=100, deadline=None)
+@given(logprob_rows, st.integers(0, 2**32))
+def test_tensor_rule_matches_the_numpy_reference(rows, seed):
+    """verification/tensor_ops.py picks the reference's token on every row with gap 0, and its gaps
+    for other tokens equal the reference's."""
+    logp = torch.log_softmax(torch.tensor(rows, dtype=torch.float32), dim=-1)
+    keys = noise_keys(seed.to_bytes(8, "big"), 0, len(rows))
+    kt = tensor_ops.keys_tensor(keys, "cpu")
+    got = tensor_ops.sample_tokens(logp, kt)
+    lp = logp.numpy()
+    v = lp.shape[-1]
+    assert got.tolist() == [sample_token(lp[i], gumbel_noise(int(keys[i]), v)) for i in range(len(rows))]
+    assert np.all(tensor_ops.sampling_gap(logp, kt, got).numpy() == 0.0)
+    other = (got + 1) % v
+    ref = [sampling_gap(lp[i], gumbel_noise(int(keys[i]), v), int(other[i])) for i in range(len(rows))]
+    np.testing.assert_allclose(tensor_ops.sampling_gap(logp, kt, other).numpy(), np.array(ref), rtol=0, atol=1e-12)
 
 
 @given(st.integers(0, 2**31))
@@ -53,3 +90,14 @@ def test_sketch_scale_invariant_and_separating(seed):
     assert np.array_equal(sketch(h, vec), sketch(h * 3.0, vec))
     other = rng.normal(size=(5, 64))
     assert sketch_distance(sketch(h, vec), sketch(other, vec)).max() > 8
+
+
+@given(st.integers(0, 2**31))
+def test_tensor_sketch_matches_the_numpy_reference(seed):
+    rng = np.random.default_rng(seed)
+    vec = sketch_vectors(b"k" * 32, 96)
+    h = rng.normal(size=(7, 96)).astype(np.float32)
+    got = tensor_ops.sketch(torch.from_numpy(h), torch.from_numpy(vec), SKETCH_SCALE).numpy()
+    # float64 dot products in another summation order can land on the other side of a rounding
+    # boundary: at most one unit, against a tolerance of SKETCH_TOL
+    assert sketch_distance(got, sketch(h, vec)).max() <= 1

@@ -15,7 +15,8 @@ LAYER = {"verification": 0, "adapters": 1, "miner": 2, "validator": 2, "trainer"
 ALLOWED_SIDEWAYS = {("trainer", "validator"), ("trainer", "miner"), ("adversary", "miner"), ("adversary", "validator")}
 # modules of the pure core that must not pull heavy or networked dependencies
 PURE_FORBIDDEN = ("torch", "transformers", "bittensor", "web3", "boto3")
-MODEL_BOUND = {"verification/model.py", "verification/signing.py", "verification/checkpoint_model.py"}
+MODEL_BOUND = {"verification/model.py", "verification/signing.py", "verification/checkpoint_model.py",
+               "verification/tensor_ops.py"}
 
 
 def _imports(path: Path) -> set[str]:

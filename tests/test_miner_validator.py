@@ -7,7 +7,8 @@ from miner.service import Miner
 from adapters.beacons import LocalBeaconSource
 from adapters.chain.evm import EVMChain
 from adversary.cheaters import EditedTokensMiner
-from adapters.storage import Fetcher, FileStore
+from adapters.fetch import Fetcher
+from adapters.storage import FileStore
 from validator.service import Validator
 from verification.bundle import bundle_hash, decode_bundle
 from verification.challenge import window_of_block, window_start_block

@@ -4,7 +4,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from adapters.storage import Fetcher, FileStore, S3Store, bundle_key, open_store
+from adapters.fetch import Fetcher
+from adapters.storage import FileStore, S3Store, bundle_key, open_store
 from verification.errors import StorageError
 
 
@@ -40,7 +41,7 @@ def test_fetcher_limits(tmp_path):
 
 def test_unreachable_http_location_is_a_typed_error():
     with pytest.raises(StorageError, match="cannot fetch"):
-        Fetcher(timeout=2).fetch("http://127.0.0.1:9/bundle.rpb")
+        Fetcher(timeout=2, allow_private=True).fetch("http://127.0.0.1:9/bundle.rpb")
 
 
 @mock_aws

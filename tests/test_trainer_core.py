@@ -277,7 +277,9 @@ def test_micro_batching_does_not_change_the_step(tiny, rows):
         weights.append(adapter_tensors(policy))
     for r, w in zip(results[1:], weights[1:]):
         assert r.grad_norm == pytest.approx(results[0].grad_norm, rel=1e-5)
-        assert r.loss == pytest.approx(results[0].loss, rel=1e-5)
+        # the loss is a sum of per-token terms of size ~1 that nearly cancel (advantages have zero
+        # mean): float32 summation order moves it by ~1e-7 absolute, not relative to the small total
+        assert r.loss == pytest.approx(results[0].loss, rel=1e-5, abs=1e-6)
         assert r.clipped_share == results[0].clipped_share
         for k in w:
             torch.testing.assert_close(w[k], weights[0][k], rtol=0, atol=1e-7)

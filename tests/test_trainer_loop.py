@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapters.checkpoints import ModelResolver, fetch_checkpoint
-from adapters.storage import Fetcher
+from adapters.fetch import Fetcher
 from rollproof.localnet import run_localnet
 from trainer.rows import TrainingDataError, VerifiedRow, accepted_rows, drop_stale
 from trainer.service import TrainerConfig

@@ -28,7 +28,7 @@ def test_honest_bundle_accepted_with_margin(verifier, honest_bundle, alice, ctx)
     assert len(v.rollouts) == 2 * honest_bundle.header.group_size
     for r in v.rollouts:
         assert r.stats["max_sketch_dist"] <= 2
-        assert r.stats["max_gap"] <= 1e-3
+        assert r.stats["max_gap"] <= 1e-4
         assert r.stats["max_logprob_err"] < 1e-4
 
 

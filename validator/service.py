@@ -3,9 +3,18 @@
   opening beacon -> commitments -> per miner: commitment format, fetch (size limit, timeout),
   bundle hash, then the Verifier (schema, rows root, signature, window/hotkey/block, beacon, model,
   problems, sketches, sampling, logprobs, termination, rewards, advantages) on the groups the opening
-  randomness picks -> copycat de-duplication -> scores -> u16 weights -> score ledger + weights.
+  randomness picks (every group's problem is checked) -> scores and copycat labels -> u16 weights -> score ledger + weights.
 
-Verification outcomes are journaled per miner as they finish (validator/state.py)."""
+Verification outcomes are journaled per miner as they finish (validator/state.py).
+
+Outages: `run` never exits because the chain, a store or the drand relays are down, however long
+(capped exponential backoff, one log line when a dependency goes down and one when it is back:
+adapters/outage.py). Scoring and chain writes are separate steps: a window whose ledger entry or
+weights the chain refuses stays at its journal stage and is retried with backoff while later
+windows are still verified and scored; a newer window's weights supersede an older window's
+pending ones (its scores are folded into the newer set, as for the rate limit). It stops only on
+ChainRefusedError (not registered, no permit, an EVM key that does not own the uid: `preflight`
+checks them before any work)."""
 
 from __future__ import annotations
 
@@ -13,24 +22,34 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from adapters.beacons import BeaconCache, BeaconSource
 from adapters.chain.base import Chain, CommitmentRecord
-from adapters.storage import Fetcher
+from adapters.fetch import Fetcher
 from adapters.windows import opening_randomness
 from adapters.files import atomic_write
+from adapters.outage import Backoff, Outages
 from validator.state import ValidatorState
 from verification.bundle import bundle_hash, completion_digest, decode_bundle, row_digest
 from verification.canonical import canonical_json
-from verification.challenge import groups_to_check, opening_seed, window_deadline_block, window_of_block, window_start_block
+from verification.challenge import (
+    groups_to_check,
+    opening_round,
+    opening_seed,
+    window_deadline_block,
+    window_of_block,
+    window_start_block,
+)
 from verification.commitment import decode_commitment
 from verification.constants import PROTOCOL_VERSION
 from verification.errors import (
     BeaconUnavailableError,
     BundleFormatError,
     ChainError,
+    ChainRefusedError,
     CheckpointError,
     CommitmentFormatError,
     StorageError,
@@ -40,13 +59,19 @@ from verification.scoring import MinerOutcome, MinerScore, combine_windows, scor
 from verification.verifier import Expectation, Verifier, format_verdict
 
 log = logging.getLogger("rollproof.validator")
-MAX_CONSECUTIVE_FAILURES = 10  # transient beacon/chain failures retried before giving up
+# an opening round this long past its emission time that no relay serves is a relay outage (before
+# that, a relay may simply not have it yet)
+BEACON_GRACE_S = 10
 # finished windows whose fetched bundles stay on disk for audit (48 x 20 blocks x 12 s = 3.2 hours);
 # every bundle is up to MAX_BUNDLE_BYTES, so an unbounded archive would fill the disk
 DEFAULT_KEEP_BUNDLES = 48
 # after an outage, closed windows processed to catch up (older ones are skipped with a warning):
 # each costs a full verification, and miners need not keep old bundles online
 MAX_CATCH_UP_WINDOWS = 3
+# miners' bundles fetched at once: each fetch is bounded by FETCH_TIMEOUT_S and MAX_BUNDLE_BYTES, so
+# a window's fetching waits at most ceil(miners / FETCH_WORKERS) deadlines and holds at most
+# FETCH_WORKERS bundles in memory
+FETCH_WORKERS = 4
 
 # validator-level reasons (before the Verifier runs), in check order
 VALIDATOR_REASONS = ("bad_commitment", "fetch_failed", "hash_mismatch")
@@ -67,9 +92,12 @@ class Validator:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, beacons: BeaconSource, fetcher: Fetcher,
                  state_dir, *, beacon_cache: BeaconCache | None = None, batch_size: int = 8,
                  networks=None, resolver=None,
-                 keep_bundles: int | None = DEFAULT_KEEP_BUNDLES, max_catch_up: int = MAX_CATCH_UP_WINDOWS):
+                 keep_bundles: int | None = DEFAULT_KEEP_BUNDLES, max_catch_up: int = MAX_CATCH_UP_WINDOWS,
+                 fetch_workers: int = FETCH_WORKERS,
+                 backoff: Backoff | None = None):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
-        for each window from chain data; without one every window uses `lm`."""
+        for each window from chain data; without one every window uses `lm`. `backoff`: the retry
+        delays of `run` during outages."""
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
@@ -84,6 +112,10 @@ class Validator:
         self._verifiers: dict[bytes, Verifier] = {}
         self.keep_bundles = keep_bundles  # None keeps every bundle
         self.max_catch_up = max(1, max_catch_up)
+        self.fetch_workers = fetch_workers
+        self.outages = Outages(log, backoff)
+        self._write_retry_at = 0.0  # monotonic time before which refused chain writes are not retried
+        self._catch_up_warned: tuple[int, int] | None = None
 
     def model_for(self, window: int) -> LoadedModel:
         """The checkpoint in force for window (CheckpointError when it cannot be verified)."""
@@ -100,7 +132,10 @@ class Validator:
     # ---- one miner ------------------------------------------------------------------------------
     def verify_commitment(self, window: int, rec: CommitmentRecord, expected: Expectation, open_seed: bytes,
                           progress: Callable[[int], None] | None = None,
-                          verifier: Verifier | None = None) -> tuple[MinerOutcome, dict]:
+                          verifier: Verifier | None = None,
+                          fetched: bytes | StorageError | None = None) -> tuple[MinerOutcome, dict]:
+        """One miner's outcome. `fetched` is the committed location's bytes (or its StorageError)
+        when the caller already fetched it (_score fetches every miner's bundle concurrently)."""
         verifier = verifier or self.verifier_for(self.lm)
         def fail(reason: str, detail: str, audit: dict | None = None):
             return MinerOutcome(rec.uid, rec.hotkey, False, reason, detail, rec.block), audit or {}
@@ -113,7 +148,9 @@ class Validator:
         if c.window != window:
             return fail("bad_commitment", f"commitment names window {c.window}, landed in window {window}", audit)
         try:
-            data = self.fetcher.fetch(c.location)
+            if isinstance(fetched, StorageError):
+                raise fetched
+            data = fetched if fetched is not None else self.fetcher.fetch(c.location)
         except StorageError as exc:
             return fail("fetch_failed", str(exc), audit)
         if bundle_hash(data) != c.bundle_hash:
@@ -134,31 +171,58 @@ class Validator:
         digests = [completion_digest(g.prompt, r) for g, r in bundle.rows()]
         verified = [row_digest(g.index, g.environment, g.prompt, r) for g, r in bundle.rows()
                     if by_row[(g.index, r.index)].ok]
+        foreign = [d for (g, r), d in zip(bundle.rows(), digests) if by_row[(g.index, r.index)].reason == "bad_problem"]
         return MinerOutcome(rec.uid, rec.hotkey, verdict.ok, verdict.reason, verdict.detail, rec.block,
-                            digests, verified if verdict.ok else []), audit
+                            digests, verified if verdict.ok else [], foreign), audit
 
     # ---- one window -----------------------------------------------------------------------------
+    def preflight(self) -> int:
+        """Before any work: the chain will take this validator's ledger entries and weights
+        (registered; on EVM chains also a validator permit and an EVM key that owns the uid).
+        Returns the uid; ChainRefusedError says what to fix."""
+        return self.chain.preflight(self.keypair, validator=True)
+
     def uid(self) -> int:
         uid = self.chain.uid_of(self.hotkey)
         if uid is None:
-            raise ChainError(f"validator hotkey {self.hotkey} is not registered on netuid {self.chain.netuid}")
+            raise ChainRefusedError(f"validator hotkey {self.hotkey} is not registered on netuid {self.chain.netuid}")
         return uid
 
     def ready(self, window: int) -> bool:
-        """True once the window's opening beacon exists (after its deadline plus the buffer)."""
+        """True once the window's opening beacon exists (after its deadline plus the buffer); False
+        while that round is not due yet. Raises BeaconUnavailableError when the round is overdue
+        (BEACON_GRACE_S past its time on the beacon source's clock) and no relay serves it."""
         if self.chain.current_block() < window_deadline_block(window):
             return False
         try:
             opening_randomness(self.chain, self.beacons, window, self.beacon_cache)
         except BeaconUnavailableError:
+            if self._opening_overdue(window):
+                raise
             return False
         return True
+
+    def _opening_overdue(self, window: int) -> bool:
+        info = self.beacons.info
+        deadline = self.chain.block(window_deadline_block(window))
+        due = info.time_of_round(opening_round(info, deadline.timestamp))
+        clock = getattr(self.beacons, "clock", time.time)  # a local signer's clock; relays keep wall time
+        return clock() >= due + BEACON_GRACE_S
 
     def process_window(self, window: int, *, on_miner: Callable[[MinerOutcome], None] | None = None,
                        progress_factory: Callable[[int, int], Callable[[int], None] | None] | None = None) -> WindowResult:
         """Score window and write its ledger entry and weights. Raises BeaconUnavailableError while the
         opening round is not out, ChainError when the chain cannot be read or written."""
-        my_uid = self.uid()
+        self.uid()
+        skipped = self.score_window(window, on_miner=on_miner, progress_factory=progress_factory)
+        return skipped if skipped is not None else self.write_window(window)
+
+    def score_window(self, window: int, *, on_miner: Callable[[MinerOutcome], None] | None = None,
+                     progress_factory: Callable[[int, int], Callable[[int], None] | None] | None = None
+                     ) -> WindowResult | None:
+        """Verify and score window into the journal (stage scored; a no-op when it already is).
+        Returns None once scored, or the finished result of a window whose checkpoint cannot be
+        verified (journaled checkpoint_failed: nothing is scored or written)."""
         stage = self.state.stage(window)
         if stage == "checkpoint_failed":
             detail = self.state.checkpoint_error(window)
@@ -173,7 +237,19 @@ class Validator:
             report = self._score(window, lm, on_miner, progress_factory)
             self.state.save_report(window, canonical_json(report))
             self.state.set_stage(window, "scored")
-            stage = "scored"
+        return None
+
+    def write_window(self, window: int, *, superseded_by: int | None = None) -> WindowResult:
+        """The chain writes of a scored window: its ledger entry, then its weights (or, with
+        `superseded_by`, no weights: a newer scored window's set will count its scores). Each step
+        reads the chain first and is journaled after, so a retry never writes twice. Raises
+        ChainError when the chain cannot be read or refuses a write (the stage stays)."""
+        my_uid = self.uid()
+        stage = self.state.stage(window)
+        if stage == "checkpoint_failed":
+            return WindowResult(window, {}, b"", [], False, False, checkpoint_error=self.state.checkpoint_error(window))
+        if stage is None:
+            raise ValueError(f"window {window} is not scored")
         report_bytes = self.state.report_path(window).read_bytes()
         report = json.loads(report_bytes)
         report_hash = hashlib.sha256(report_bytes).digest()
@@ -187,7 +263,11 @@ class Validator:
                 wrote_ledger = True
             self.state.set_stage(window, "ledgered")
             stage = "ledgered"
-        if stage == "ledgered":
+        if stage == "ledgered" and superseded_by is not None:
+            log.info("window %d: its weights were not set before window %d was scored; its scores count in "
+                     "window %d's weights", window, superseded_by, superseded_by)
+            self.state.set_stage(window, "weights_skipped")
+        elif stage == "ledgered":
             done = self.chain.weights_window(my_uid)
             if done is not None and done >= window:
                 self.state.set_stage(window, "weights_set")
@@ -203,8 +283,8 @@ class Validator:
                 else:
                     log.warning("window %d: every miner scored zero; weights left unchanged", window)
                 self.state.set_stage(window, "weights_set")
-        scores = [MinerScore(m["uid"], m["hotkey"], m["reason"], m["detail"], m["unique_rollouts"],
-                             m["copied_rollouts"], m["score"], m["weight"], m["verdict"]) for m in report["miners"]]
+        scores = [MinerScore(m["uid"], m["hotkey"], m["reason"], m["detail"], m["credited_rollouts"],
+                             m["score"], m["weight"], m["verdict"]) for m in report["miners"]]
         return WindowResult(window, report, report_hash, scores, wrote_ledger, wrote_weights)
 
     def _weights_to_set(self, window: int, report: dict, uids: list[int], weights: list[int]) -> tuple[list[int], list[int]]:
@@ -219,6 +299,21 @@ class Validator:
         log.info("window %d: weights over windows %s", window, ", ".join(map(str, skipped + [window])))
         return combine_windows(rows, registered)
 
+    def _fetch_pending(self, window: int, records: list[CommitmentRecord]) -> dict[int, bytes | StorageError]:
+        """The bundles of these miners not verified yet, fetched concurrently, each under its own
+        deadline and size cap: a slow or stalling miner costs the others at most one deadline.
+        Records whose commitment does not parse are left out (they fail bad_commitment unfetched)."""
+        wanted: dict[int, str] = {}
+        for rec in records:
+            if self.state.outcome(window, rec.uid) is not None:
+                continue
+            try:
+                wanted[rec.uid] = decode_commitment(rec.data).location
+            except CommitmentFormatError:
+                continue
+        results = self.fetcher.fetch_many(list(wanted.values()), max_workers=self.fetch_workers) if wanted else []
+        return dict(zip(wanted, results))
+
     def _score(self, window, lm: LoadedModel, on_miner, progress_factory) -> dict:
         open_round, open_beacon = opening_randomness(self.chain, self.beacons, window, self.beacon_cache)
         start = self.chain.block(window_start_block(window))
@@ -228,15 +323,16 @@ class Validator:
         seed = opening_seed(self.chain.netuid, window, open_beacon.randomness)
         outcomes: list[MinerOutcome] = []
         audits: dict[int, dict] = {}
-        records = sorted(self.chain.commitments(window), key=lambda r: r.uid)
-        for rec in records:
-            if rec.hotkey == self.hotkey:
-                continue
+        records = [r for r in sorted(self.chain.commitments(window), key=lambda r: r.uid) if r.hotkey != self.hotkey]
+        fetched: dict[int, bytes | StorageError] = {}
+        for n, rec in enumerate(records):
+            if n % self.fetch_workers == 0:  # the next fetch_workers miners' bundles, fetched at once
+                fetched = self._fetch_pending(window, records[n:n + self.fetch_workers])
             saved = self.state.outcome(window, rec.uid)
             if saved is None:
                 progress = progress_factory(rec.uid, len(records)) if progress_factory else None
                 saved = self.verify_commitment(window, rec, Expectation(hotkey=rec.hotkey, **expected_base), seed,
-                                               progress, verifier)
+                                               progress, verifier, fetched.get(rec.uid))
                 self.state.save_outcome(window, *saved)
             outcome, audit = saved
             outcomes.append(outcome)
@@ -260,49 +356,114 @@ class Validator:
         }
 
     # ---- the loop -------------------------------------------------------------------------------
-    def next_window(self) -> int:
-        """The oldest closed window not finished yet: the last closed one when the journal is empty,
-        and never more than max_catch_up closed windows back (after a long outage)."""
-        head = self.chain.current_block()
+    def next_window(self, head: int | None = None) -> int:
+        """The next window to score: the one after the newest scored window in the journal (the
+        last closed one when the journal is empty), never more than max_catch_up closed windows
+        back (after a long outage). `head`: the current block, when the caller just read it."""
+        head = self.chain.current_block() if head is None else head
         last_closed = window_of_block(head) - 1
-        finished = self.state.last_finished_window()
-        if finished is None:
+        newest = self.state.newest_window()
+        if newest is None:
             return last_closed
-        nxt = min(finished + 1, last_closed + 1)
+        nxt = min(newest + 1, last_closed + 1)
         oldest = last_closed - self.max_catch_up + 1
         if nxt < oldest:
-            log.warning("journal ends at window %d, %d windows behind: skipping windows %d..%d (their bundles "
-                        "may be gone and their weights are stale); resuming at %d", finished,
-                        last_closed - finished, nxt, oldest - 1, oldest)
+            if self._catch_up_warned != (newest, oldest):  # once, not at every poll
+                self._catch_up_warned = (newest, oldest)
+                log.warning("journal ends at window %d, %d windows behind: skipping windows %d..%d (their bundles "
+                            "may be gone and their weights are stale); resuming at %d", newest,
+                            last_closed - newest, nxt, oldest - 1, oldest)
             return oldest
         return nxt
 
     def run(self, stop: threading.Event, *, max_windows: int | None = None,
             on_result: Callable[[WindowResult], None] | None = None, poll_s: float = 2.0, **kw) -> list[WindowResult]:
+        """Score every window as it closes and write its results, until `stop` (or `max_windows`
+        windows finished). Transient ChainError, StorageError and BeaconUnavailableError are retried
+        with backoff for as long as they last; ChainRefusedError is raised."""
         results: list[WindowResult] = []
-        failures = 0
+        checked = False  # preflight passed
         while not stop.is_set():
-            window = self.next_window()
+            scored = False
+            finished: list[WindowResult] = []
+            failure = None
             try:
-                result = self.process_window(window, **kw) if window >= 0 and self.ready(window) else None
-                failures = 0
-            except (BeaconUnavailableError, ChainError) as exc:
-                failures += 1
-                if failures >= MAX_CONSECUTIVE_FAILURES:
-                    raise
-                log.warning("window %d: %s; retrying at the next block (%d/%d)", window, exc, failures,
-                            MAX_CONSECUTIVE_FAILURES)
-                result = None
-            if result is not None:
+                if not checked:
+                    uid = self.preflight()
+                    log.info("validator %s holds uid %d on netuid %d", self.hotkey, uid, self.chain.netuid)
+                    checked = True
+                head = self.chain.current_block()
+                window = self.next_window(head)
+                if window >= 0 and self.ready(window):
+                    skipped = self.score_window(window, **kw)
+                    self.outages.beacon.ok()
+                    scored = True
+                    if skipped is not None:
+                        finished.append(skipped)
+                self._write_pending(finished)
+                self.outages.chain.ok()
+            except ChainRefusedError:
+                raise
+            except (BeaconUnavailableError, ChainError, StorageError) as exc:
+                failure = exc
+            for result in finished:
                 results.append(result)
                 if self.keep_bundles is not None:
                     self.state.prune_bundles(result.window + 1 - self.keep_bundles)
                 if on_result:
                     on_result(result)
                 if max_windows is not None and len(results) >= max_windows:
+                    return results
+            if failure is not None:
+                if stop.wait(self.outages.for_error(failure).failed(failure)):
                     break
                 continue
-            target = max(self.chain.current_block() + 1, window_deadline_block(max(window, 0)))
-            if self.chain.wait_for_block(target, stop, poll_s) is None:
-                break
+            if scored:
+                continue  # the next closed window may be ready already
+            target = max(head + 1, window_deadline_block(max(window, 0)))
+            retry_in = self._write_retry_at - time.monotonic()
+            if self.state.unwritten_windows():
+                # refused writes are retried after their backoff, and at least a block later
+                if retry_in > 0 and stop.wait(min(retry_in, self.outages.backoff.max_s)):
+                    break
+                target = head + 1
+            try:
+                if self.chain.wait_for_block(target, stop, poll_s) is None:
+                    break
+            except ChainRefusedError:
+                raise
+            except ChainError as exc:
+                if stop.wait(self.outages.chain.failed(exc)):
+                    break
         return results
+
+    def _write_pending(self, finished: list[WindowResult]) -> None:
+        """Write every scored window's ledger entry and weights, oldest first, unless a refused write
+        is still in its backoff; only the newest sets weights (older ones are superseded). Stops at
+        the first refusal, which stays journaled at its stage for the next retry. Appends the
+        windows finished now to `finished`. Raises ChainError when the chain does not answer."""
+        pending = self.state.unwritten_windows()
+        if not pending or time.monotonic() < self._write_retry_at:
+            return
+        for w in pending:
+            try:
+                finished.append(self.write_window(w, superseded_by=pending[-1] if w != pending[-1] else None))
+            except ChainRefusedError:
+                raise
+            except ChainError as exc:
+                if not _answers(self.chain):
+                    raise  # unreachable, not refusing: the chain's outage, retried by the loop
+                self._write_retry_at = time.monotonic() + self.outages.writes.failed(exc)
+                log.debug("window %d: chain writes pending at stage %s: %s", w, self.state.stage(w), exc)
+                return
+        self.outages.writes.ok()
+        self._write_retry_at = 0.0
+
+
+def _answers(chain: Chain) -> bool:
+    """Whether the chain answers a read (a failed write while it does is a refusal, not an outage)."""
+    try:
+        chain.current_block()
+    except ChainError:
+        return False
+    return True

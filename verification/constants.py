@@ -62,17 +62,19 @@ MAX_CHECKPOINT_FILE_BYTES = 4 * 1024 * 1024 * 1024
 # Longest checkpoint location URI (the registry stores 200 bytes). Breaks: long URIs.
 MAX_CHECKPOINT_LOCATION_BYTES = 200
 
-# ---- sampling proof (seeded Gumbel-max) ------------------------------------------------------
+# ---- sampling proof (seeded Gumbel-max, counter-based noise) ----------------------------------
 
 # A challenged token passes when its perturbed score is within this margin (nats) of the best
-# perturbed score. Honest fp32 recompute differs by < 1e-4 nats (docs/security.md); a substitute
-# model picks another token at a large fraction of positions and misses the margin almost always.
-# Raising it admits more substitute tokens; lowering it below honest drift rejects honest miners.
-GUMBEL_MARGIN = 0.02
+# perturbed score. Honest recompute moves a score difference by at most twice the logprob drift:
+# measured at most 4.6e-5 nats between recompute configurations on SmolLM2 (docs/security.md,
+# reports/steering_smollm2.md). A miner has a second valid token at about 0.6 x margin of positions
+# (1.2% at the v2 margin of 0.02), so the margin sets how much it can steer its completions (their
+# length, say); lowering it below honest cross-device drift rejects honest miners.
+GUMBEL_MARGIN = 5e-4
 
-# Bytes of PRF output per vocabulary entry for Gumbel noise (uint32 -> uniform in (0,1)).
-# Breaks: every noise value, hence every token.
-GUMBEL_BYTES_PER_ENTRY = 4
+# Bits of each Gumbel uniform, from one 64-bit mixed counter (u = (z >> 11 + 0.5) / 2^53: every
+# value a float64 represents exactly). Breaks: every noise value, hence every token.
+UNIFORM_BITS = 53
 
 # ---- per-token logprob check -----------------------------------------------------------------
 # A reported logprob passes when |reported - recomputed| <= this (nats). Honest fp32 drift is
@@ -136,12 +138,25 @@ SCORE_EXPONENT = 1.5
 # Weights are written as u16 scaled so the best miner gets U16_MAX. Breaks: weight encoding.
 U16_MAX = 65535
 
-# ---- on-chain commitments ---------------------------------------------------------------------
-# First bytes of a commitment. Breaks: every reader of commitments.
-COMMITMENT_MAGIC = b"rp1"
-# Longest bundle location URI. The EVM registry stores 256 bytes per commitment (43 of them fixed);
-# Bittensor's raw commitments hold less (the adapter checks its own limit). Breaks: long URIs.
+# ---- on-chain commitments (docs/protocol.md section 12) ----------------------------------------
+# First bytes of a commitment; "rp3" is the layout of protocol 3 (the location may be a base that
+# the bundle's canonical name completes). Breaks: every reader of commitments; a reader of one
+# magic refuses commitments of another as bad_commitment.
+COMMITMENT_MAGIC = b"rp3"
+# Longest committed location string (a full URI, or a base ending in "/"). The EVM registry stores
+# 256 bytes per commitment, 43 of them fixed. Breaks: raising it past 213 makes EVM commits revert;
+# lowering it refuses committed locations that were valid.
 MAX_LOCATION_BYTES = 200
+# Largest commitment a miner sends to subtensor. The Commitments pallet charges max(bytes, 100)
+# per set_commitment against MaxSpace = 3100 bytes per hotkey per tempo interval (361 blocks at
+# tempo 360); one commitment per 20-block window is at most 19 in an interval, so 19 x 100 = 1900
+# of 3100 (12 commitments to spare). A location base of at most 100 - 43 = 57 bytes fits. Breaks:
+# raising it above 163 bytes (3100 / 19) makes late windows of a tempo refused "Space Limit
+# Exceeded"; lowering it refuses public base URLs that fit today.
+MAX_COMMITMENT_BYTES = 100
+# File name ending of a bundle under a committed base: <base><window>/<sha256 hex>.rpb. Breaks:
+# where validators look for every bundle committed by base.
+BUNDLE_FILE_SUFFIX = ".rpb"
 
 # ---- validator fetching -----------------------------------------------------------------------
 # Seconds a validator waits for one bundle download. A miner whose storage is slower scores zero

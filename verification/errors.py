@@ -42,6 +42,14 @@ class BeaconUnavailableError(BeaconError):
     code = "beacon_unavailable"
 
 
+class WindowBeforeBeaconError(BeaconError):
+    """The window's start block is older than the drand chain's genesis (a fresh chain's block 0
+    has timestamp 0), so no beacon round pins its problems: the window can be neither mined nor
+    verified. Nodes skip the window; it is not a beacon outage and retrying cannot help."""
+
+    code = "window_before_beacon"
+
+
 class ModelError(RollproofError):
     """A model cannot be loaded, or its fingerprint is not the one required."""
 
@@ -62,6 +70,14 @@ class ChainError(RollproofError):
     """The chain (EVM or subtensor) cannot be reached or refused a call."""
 
     code = "chain"
+
+
+class ChainRefusedError(ChainError):
+    """The chain refuses this node for good until an operator acts: the hotkey is not registered,
+    holds no validator permit, or the EVM key is not the account that owns its uid. Nodes do not
+    retry it (a transient ChainError they retry for as long as it lasts)."""
+
+    code = "chain_refused"
 
 
 class StorageError(RollproofError):

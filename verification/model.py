@@ -74,6 +74,11 @@ class LoadedModel:
                        padding_side: str = "right"):
         return teacher_forced(self, prompt, completions, batch_size=batch_size, padding_side=padding_side)
 
+    def recompute_proofs(self, prompt: list[int], completions, uniforms, vectors, *, batch_size: int = 8,
+                         padding_side: str = "right"):
+        return recompute_proofs(self, prompt, completions, uniforms, vectors, batch_size=batch_size,
+                                padding_side=padding_side)
+
 
 def _configure_torch() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -277,31 +282,79 @@ def log_softmax_t(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.log_softmax(logits.float() / temperature, dim=-1)
 
 
-def teacher_forced(lm: LoadedModel, prompt: list[int], completions: list[np.ndarray], *,
-                   batch_size: int = 8, padding_side: str = "right") -> list[tuple[np.ndarray, np.ndarray]]:
-    """Recompute, for each completion token, the final hidden state and full logprobs that predicted
-    it, in padded batches. Token ids outside the vocabulary are replaced by 0 for the forward pass
-    (the verifier rejects them as bad_token anyway).
-
-    Returns one (hidden [C,H] float32, logprobs [C,V] float32) pair per completion."""
-    out = []
+def _teacher_forced_batches(lm: LoadedModel, prompt: list[int], completions: list[np.ndarray], batch_size: int,
+                            padding_side: str):
+    """Yield (first index, hidden [b,C,H], logprobs [b,C,V], lengths) per padded batch, on the
+    model's device: position t of row i holds what predicted completion token t. Token ids outside
+    the vocabulary are replaced by 0 for the forward pass (the verifier rejects them as bad_token)."""
     vocab = lm.vocab_size
+    p = len(prompt)
     for start in range(0, len(completions), batch_size):
         chunk = completions[start:start + batch_size]
-        safe = [np.where(c < vocab, c, 0).astype(np.int64) for c in chunk]
-        width = len(prompt) + max(len(c) for c in safe)
+        safe = [np.where(np.asarray(c) < vocab, c, 0).astype(np.int64) for c in chunk]
+        cmax = max(len(c) for c in safe)
+        width = p + cmax
         ids = torch.zeros((len(chunk), width), dtype=torch.long)
         mask = torch.zeros_like(ids)
         offsets = []
         for i, c in enumerate(safe):
-            n = len(prompt) + len(c)
+            n = p + len(c)
             off = width - n if padding_side == "left" else 0
             ids[i, off:off + n] = torch.tensor(prompt + c.tolist(), dtype=torch.long)
             mask[i, off:off + n] = 1
             offsets.append(off)
         hidden, logits, _ = forward_hidden_logits(lm, ids.to(lm.device), mask.to(lm.device))
-        p = len(prompt)
-        for i, c in enumerate(safe):
-            sl = slice(offsets[i] + p - 1, offsets[i] + p - 1 + len(c))
-            out.append((hidden[i, sl].cpu().numpy(), log_softmax_t(logits[i, sl], lm.temperature).cpu().numpy()))
+        # position t of row i is sequence index offset_i + p - 1 + t (clamped for rows shorter than cmax)
+        index = (torch.tensor(offsets).unsqueeze(1) + p - 1 + torch.arange(cmax)).clamp(max=width - 1).to(lm.device)
+        rows = torch.arange(len(chunk), device=lm.device).unsqueeze(1)
+        yield start, hidden[rows, index], log_softmax_t(logits[rows, index], lm.temperature), [len(c) for c in safe]
+
+
+def teacher_forced(lm: LoadedModel, prompt: list[int], completions: list[np.ndarray], *,
+                   batch_size: int = 8, padding_side: str = "right") -> list[tuple[np.ndarray, np.ndarray]]:
+    """The final hidden state and full logprobs that predicted each completion token, in padded
+    batches. Returns one (hidden [C,H] float32, logprobs [C,V] float32) pair per completion."""
+    out = []
+    for _, hidden, logp, lengths in _teacher_forced_batches(lm, prompt, completions, batch_size, padding_side):
+        for i, n in enumerate(lengths):
+            out.append((hidden[i, :n].cpu().numpy(), logp[i, :n].cpu().numpy()))
+    return out
+
+
+# positions whose V-wide noise recompute_proofs holds at once (bounds its extra memory: 3 x 8 bytes
+# per entry, 1.2 GB at V = 49,152)
+_NOISE_ROWS = 1024
+
+
+def recompute_proofs(lm: LoadedModel, prompt: list[int], completions: list[np.ndarray], keys: list[np.ndarray],
+                     vectors: np.ndarray, *, batch_size: int = 8,
+                     padding_side: str = "right") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """What the verifier compares, recomputed on the model's device in batched tensor ops: per
+    completion (sketches [C,K] int16, token logprobs [C] float32, sampling gaps [C] float64), from
+    the completions' noise keys (verification.sampling.noise_keys).
+    Only these small arrays leave the device."""
+    from verification import tensor_ops
+    from verification.constants import SKETCH_SCALE
+
+    vec = torch.from_numpy(np.asarray(vectors, dtype=np.float64)).to(lm.device)
+    vocab = lm.vocab_size
+    out = []
+    for start, hidden, logp, lengths in _teacher_forced_batches(lm, prompt, completions, batch_size, padding_side):
+        b, cmax, v = logp.shape
+        tokens = torch.zeros((b, cmax), dtype=torch.long)
+        key_rows = np.zeros((b, cmax), dtype=np.uint64)
+        for i, n in enumerate(lengths):
+            tokens[i, :n] = torch.from_numpy(np.where(np.asarray(completions[start + i]) < vocab,
+                                                      completions[start + i], 0).astype(np.int64))
+            key_rows[i, :n] = np.asarray(keys[start + i][:n], dtype=np.uint64)
+        tokens, k = tokens.to(lm.device), tensor_ops.keys_tensor(key_rows, lm.device)
+        sketches = tensor_ops.sketch(hidden, vec, SKETCH_SCALE)
+        token_lp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        flat_lp, flat_k, flat_t = logp.reshape(-1, v), k.reshape(-1), tokens.reshape(-1)
+        dist = torch.cat([tensor_ops.sampling_gap(flat_lp[i:i + _NOISE_ROWS], flat_k[i:i + _NOISE_ROWS],
+                                                  flat_t[i:i + _NOISE_ROWS])
+                          for i in range(0, flat_lp.shape[0], _NOISE_ROWS)]).reshape(b, cmax)
+        sketches, token_lp, dist = sketches.cpu().numpy(), token_lp.float().cpu().numpy(), dist.cpu().numpy()
+        for i, n in enumerate(lengths):
+            out.append((sketches[i, :n], token_lp[i, :n], dist[i, :n]))
     return out

@@ -24,16 +24,13 @@ import numpy as np
 from verification import environments
 from verification.bundle import Bundle, Group, decode_bundle, rows_root
 from verification.challenge import problem_round
-from verification.constants import (
-    LOGPROB_ABS_TOL,
-    SKETCH_TOL,
-)
+from verification.constants import GUMBEL_MARGIN, LOGPROB_ABS_TOL, SKETCH_TOL
 from verification.drand import ChainInfo, verify_beacon
 from verification.errors import BeaconError, BundleFormatError, ConfigError, RollproofError, SignatureError
 from verification.grpo import advantages
-from verification.sampling import gumbel_noise, sampling_gap, token_passes
+from verification.sampling import noise_keys
 from verification.signing import verify as verify_signature
-from verification.sketch import sketch, sketch_distance, sketch_passes, sketch_vectors
+from verification.sketch import sketch_distance, sketch_vectors
 from verification.window import WindowContext
 
 if TYPE_CHECKING:  # the model module needs torch; the verifier itself does not import it
@@ -196,9 +193,8 @@ class Verifier:
             return [RolloutVerdict(g.index, r.index, False, "bad_problem", detail, ["bad_problem"]) for r in g.rollouts]
         env = environments.get(env_name)
         if run_model:
-            recomputed = self.recompute(expected_prompt, [r.completion for r in g.rollouts])
-            verdicts = [self.check_rollout(g, r, seed, hidden, logp, vectors, env, problem)
-                        for r, (hidden, logp) in zip(g.rollouts, recomputed)]
+            recomputed = self.recompute(expected_prompt, g.rollouts, seed, vectors)
+            verdicts = [self.check_rollout(g, r, proofs, env, problem) for r, proofs in zip(g.rollouts, recomputed)]
         else:
             verdicts = [self.check_rollout_without_model(g, r, env, problem) for r in g.rollouts]
         expected_adv = advantages([r.reward for r in g.rollouts])
@@ -239,33 +235,33 @@ class Verifier:
             details["reward_mismatch"] = f"reported reward {r.reward}, recomputed {reward}"
         return failed, details
 
-    def recompute(self, prompt: list[int], completions: list[np.ndarray]):
-        """Teacher-forced hidden states and logprobs for each completion, in padded batches."""
-        return self.lm.teacher_forced(prompt, completions, batch_size=self.batch_size,
-                                      padding_side=self.padding_side)
+    def recompute(self, prompt: list[int], rollouts, problem_seed: bytes, vectors):
+        """Per rollout (sketches [C,K], token logprobs [C], sampling gaps [C]), recomputed by
+        the agreed model on its device in padded batches (verification.model.recompute_proofs)."""
+        return self.lm.recompute_proofs(prompt, [r.completion for r in rollouts],
+                                        [noise_keys(problem_seed, r.index, len(r.completion)) for r in rollouts],
+                                        vectors, batch_size=self.batch_size, padding_side=self.padding_side)
 
-    def check_rollout(self, g, r, seed, hidden, logp, vectors, env, problem) -> RolloutVerdict:
-        """All per-token and reward checks of one rollout against recomputed (hidden, logprobs)."""
+    def check_rollout(self, g, r, proofs, env, problem) -> RolloutVerdict:
+        """All per-token and reward checks of one rollout against its recomputed proofs."""
         failed: list[str] = []
         details: dict[str, str] = {}
         tokens = r.completion.astype(np.int64)
         c = len(tokens)
         if np.any(tokens >= self.lm.vocab_size):
             return RolloutVerdict(g.index, r.index, False, "bad_token", "token id outside the vocabulary", ["bad_token"])
-        dist = sketch_distance(sketch(hidden, vectors), r.sketches)
-        bad_sketch = np.flatnonzero([not sketch_passes(int(d)) for d in dist])
+        sketches, true_lp, gaps = proofs
+        dist = sketch_distance(sketches, r.sketches)
+        bad_sketch = np.flatnonzero(dist > SKETCH_TOL)
         if len(bad_sketch):
             failed.append("sketch_mismatch")
             details["sketch_mismatch"] = (f"{len(bad_sketch)}/{c} positions beyond {SKETCH_TOL} units "
                                           f"(first at {int(bad_sketch[0])}, max {int(dist.max())})")
-        gaps = np.array([sampling_gap(logp[i], gumbel_noise(seed, r.index, i, logp.shape[-1]), int(tokens[i]))
-                         for i in range(c)])
-        bad_sample = np.flatnonzero([not token_passes(gap) for gap in gaps])
+        bad_sample = np.flatnonzero(gaps > GUMBEL_MARGIN)
         if len(bad_sample):
             failed.append("sampling_mismatch")
             details["sampling_mismatch"] = (f"{len(bad_sample)}/{c} tokens are not the seeded sample "
-                                            f"(first at {int(bad_sample[0])}, gap {gaps[bad_sample[0]]:.3f})")
-        true_lp = logp[np.arange(c), tokens]
+                                            f"(first at {int(bad_sample[0])}, gap {gaps[bad_sample[0]]:.3g})")
         lp_err = np.abs(true_lp.astype(np.float64) - r.logprobs.astype(np.float64))
         bad_lp = np.flatnonzero(lp_err > LOGPROB_ABS_TOL)
         if len(bad_lp):

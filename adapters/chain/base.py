@@ -1,5 +1,7 @@
 """The chain interface miner and validator use. Every method raises ChainError (typed, with the
-endpoint and the cause) when the chain cannot be reached or refuses the call."""
+endpoint and the cause) when the chain cannot be reached or refuses the call, and its subclass
+ChainRefusedError where the adapter can tell that the refusal is permanent (not registered, no
+permit, an EVM key that does not own the uid): nodes retry the first and stop on the second."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from verification.checkpoint import Announcement
-from verification.errors import ChainError
+from verification.errors import ChainError, ChainRefusedError
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,19 @@ class Chain(ABC):
                 return n.uid
         return None
 
+    def preflight(self, keypair, *, validator: bool = False) -> int:
+        """The startup check a node runs before any work: will this chain take keypair's writes?
+        Here: the hotkey is registered. Chains that can tell more check more (EVMChain: the EVM key
+        owns the uid, a validator holds a permit); a Bittensor validator's permit is not checked,
+        since subtensor grants permits by stake at each epoch and a new validator waits for one.
+        Returns the uid; raises ChainRefusedError (permanent, one line saying what to do) or
+        ChainError (the chain cannot be asked now)."""
+        uid = self.uid_of(keypair.ss58_address)
+        if uid is None:
+            raise ChainRefusedError(f"hotkey {keypair.ss58_address} is not registered on netuid {self.netuid} "
+                                    f"({self.name}): register it first (`rollproof miner register`)")
+        return uid
+
     @abstractmethod
     def commitments(self, window: int) -> list[CommitmentRecord]:
         """Every valid registered neuron's commitment that landed in window's blocks."""
@@ -100,7 +115,9 @@ class Chain(ABC):
     def commit(self, keypair, window: int, data: bytes) -> None: ...
 
     @abstractmethod
-    def set_weights(self, keypair, window: int, uids: list[int], weights: list[int]) -> None: ...
+    def set_weights(self, keypair, window: int, uids: list[int], weights: list[int]) -> None:
+        """Raises ChainRefusedError when the chain will never take them from this key (see
+        preflight), ChainError for anything a retry may fix."""
 
     @abstractmethod
     def record_scores(self, keypair, window: int, uids: list[int], scores: list[int],

@@ -1,33 +1,69 @@
 """The Bittensor subtensor through the bittensor 11.3.0 SDK.
 
 Mapping of the chain interface:
-  current_block / block       Subtensor.block, Subtensor.block_info(n) (hash, timestamp)
-  neurons                     Subtensor.subnets.metagraph(netuid).neurons (uid, hotkey, permit)
-  register                    Subtensor.execute(bt.BurnedRegister(netuid), wallet)
+  current_block / block       Subtensor.block, Subtensor.block_info(n) (hash, timestamp) once n is
+                              finalized (a window's seed must not move with a reorg of the tip)
+  neurons                     Subtensor.subnets.metagraph(netuid, commitments=False).neurons
+  register / burn_cost        Subtensor.execute(bt.BurnedRegister(netuid), wallet), after checking
+                              the subnet's current burn against the caller's maximum
   commit / commitments        Commitments.set_commitment with Raw fields (submit_call, signer
                               hotkey) / query_map(Commitments.CommitmentOf, [netuid])
-  set_weights                 bt.set_weights (clip, u16 quantize, commit-reveal chosen by the SDK)
+  set_weights                 Subtensor.execute(bt.SetWeights(..., version_key=PROTOCOL_VERSION))
+                              (clip, u16 quantize, commit-reveal chosen by the SDK), refused here
+                              when the subnet's WeightsVersionKey asks for a newer protocol
   record_scores / ledger      not on subtensor itself: with --ledger-rpc-url, the ScoreLedger
-                              contract on the subtensor's EVM (chain id 945/964; its block numbers
-                              are subtensor's, so windows agree), where the validator's hotkey holds
-                              an EVM-registry uid with a permit; without it, this process's memory
-                              (the report stays in the validator's state directory).
+                              contract on the subtensor's EVM (chain id 964 mainnet, 945 testnet;
+                              its block numbers are subtensor's, so windows agree), where the
+                              validator's hotkey holds an EVM-registry uid with a permit; without
+                              it, this process's memory (the report stays in the validator's state
+                              directory).
 
 Subtensor keeps only a hotkey's latest commitment; the commitment bytes carry their window, and a
-record counts for window w only if it landed in w's blocks."""
+record counts for window w only if it landed in w's blocks.
+
+Refusals keep the chain's error name (`SpaceLimitExceeded`, `AccountNotAllowedCommit`, …) in the
+message; those that stay until an operator acts (not registered, no such subnet, a burn above the
+maximum, a newer weights version) are ChainRefusedError. `close()` ends the SDK client."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime
 
 from adapters.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
 from verification.challenge import window_deadline_block, window_of_block
-from verification.commitment import decode_commitment
-from verification.errors import ChainError, CommitmentFormatError
+from verification.commitment import MAX_BASE_BYTES, decode_commitment
+from verification.constants import MAX_COMMITMENT_BYTES, PROTOCOL_VERSION
+from verification.errors import ChainError, ChainRefusedError, CommitmentFormatError
 
 RAW_FIELD_BYTES = 128  # the Commitments pallet's largest Raw variant
 MAX_FIELDS = 3
+# How long `block(n)` waits for n to be finalized. Finney finalizes 2-3 blocks behind the tip;
+# a longer stall is reported as a ChainError the caller retries.
+FINALITY_WAIT_S = 90.0
+FINALITY_POLL_S = 1.0
+# Chain error names that stay until an operator acts: nodes stop on them instead of retrying.
+REFUSED_NAMES = frozenset({
+    "AccountNotAllowedCommit", "HotKeyNotRegisteredInSubNet", "HotKeyNotRegisteredInNetwork",
+    "SubnetNotExists", "SubNetworkDoesNotExist", "MechanismDoesNotExist", "IncorrectWeightVersionKey",
+    "NonAssociatedColdKey", "SubNetRegistrationDisabled",
+})
+RAO_PER_TAO = 10**9
+
+
+def error_name(obj) -> str | None:
+    """The chain's error name carried by an SDK result or exception (ExtrinsicResult.error.name,
+    bittensor ChainError.name), or None."""
+    err = getattr(obj, "error", None)
+    for candidate in (getattr(err, "name", None), getattr(obj, "name", None)):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def tao(rao: int) -> str:
+    return f"{rao / RAO_PER_TAO:.9f}".rstrip("0").rstrip(".") + " TAO"
 
 
 def commitment_fields(data: bytes) -> list[dict]:
@@ -74,28 +110,78 @@ class BittensorChain(Chain):
                 raise ChainError(f"cannot connect to subtensor {self.network!r}: {exc}") from exc
         return self._sub
 
+    def close(self) -> None:
+        """End the SDK client (its event loop thread and websocket); reading again reconnects."""
+        sub, self._sub = self._sub, None
+        if sub is not None and hasattr(sub, "close"):
+            try:
+                sub.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection must not raise at exit
+                pass
+        if self.ledger is not None and hasattr(self.ledger, "close"):
+            self.ledger.close()
+
+    def __enter__(self) -> "BittensorChain":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
     def _read(self, what: str, fn):
         try:
             return fn()
         except ChainError:
             raise
         except Exception as exc:  # noqa: BLE001 - every SDK failure becomes a typed ChainError
-            raise ChainError(f"cannot read {what} from subtensor {self.network!r}: {exc}") from exc
+            name = error_name(exc)
+            raise ChainError(f"cannot read {what} from subtensor {self.network!r}: "
+                             f"{type(exc).__name__}{f' {name}' if name else ''}: {exc}") from exc
 
     def current_block(self) -> int:
         return int(self._read("the block number", lambda: self.sub.block))
 
+    def finalized_block(self) -> int:
+        return int(self._read("the finalized block number", lambda: self.sub.finalized_block))
+
     def block(self, number: int) -> BlockInfo:
+        """Block `number` of the finalized chain: waits (up to FINALITY_WAIT_S) until it is
+        finalized, since the best chain's block at that height can still be replaced and a window's
+        problems are derived from its start block's hash."""
+        deadline = time.monotonic() + FINALITY_WAIT_S
+        while (final := self.finalized_block()) < number:
+            head = self.current_block()
+            if head < number:
+                raise ChainError(f"block {number} does not exist yet (head {head})")
+            if time.monotonic() >= deadline:
+                raise ChainError(f"block {number} is not finalized after {FINALITY_WAIT_S:.0f} s "
+                                 f"(finalized {final}, head {head})")
+            time.sleep(FINALITY_POLL_S)
         info = self._read(f"block {number}", lambda: self.sub.block_info(number))
         if info is None or not info.hash:
             raise ChainError(f"block {number} does not exist yet")
         ts = info.timestamp
-        seconds = int(ts.timestamp()) if isinstance(ts, datetime) else int(ts)
+        seconds = int(ts.timestamp()) if isinstance(ts, datetime) else int(ts or 0)
         return BlockInfo(int(info.number), bytes.fromhex(str(info.hash).removeprefix("0x")), seconds)
 
     def neurons(self) -> list[Neuron]:
-        graph = self._read("the metagraph", lambda: self.sub.subnets.metagraph(self.netuid))
+        # commitments=False: the SDK would otherwise read every commitment of the subnet as well
+        graph = self._read("the metagraph",
+                           lambda: self.sub.subnets.metagraph(self.netuid, commitments=False))
+        if graph is None:  # the SDK's answer for a netuid that names no subnet
+            raise ChainRefusedError(f"netuid {self.netuid} does not exist on subtensor {self.network!r}")
         return [Neuron(int(n.uid), str(n.hotkey), bool(n.validator_permit)) for n in graph.neurons]
+
+    def burn_cost(self) -> int:
+        """The subnet's current registration burn, in rao (it moves with every registration)."""
+        value = self._read("the registration burn", lambda: self.sub.subnets.burn(self.netuid))
+        return int(getattr(value, "rao", value))
+
+    def weights_version_key(self) -> int:
+        """The subnet's WeightsVersionKey: subtensor refuses weights with a lower version_key."""
+        import bittensor as bt
+
+        return int(self._read("WeightsVersionKey", lambda: self.sub.query(
+            bt.storage.SubtensorModule.WeightsVersionKey, [self.netuid])) or 0)
 
     def commitments(self, window: int) -> list[CommitmentRecord]:
         import bittensor as bt
@@ -190,23 +276,38 @@ class BittensorChain(Chain):
             raise ChainError("writing to subtensor needs a wallet (--wallet.name/--wallet.hotkey)")
         return self.wallet
 
+    def _refusal(self, what: str, name: str | None, detail: str) -> ChainError:
+        cls = ChainRefusedError if name in REFUSED_NAMES else ChainError
+        return cls(f"{what} refused by subtensor {self.network!r}: {name + ': ' if name else ''}{detail}")
+
     def _submit(self, what: str, fn):
         try:
             result = fn()
         except ChainError:
             raise
-        except Exception as exc:  # noqa: BLE001
-            raise ChainError(f"{what} failed on subtensor {self.network!r}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - the SDK raises its own types (ChainError, PolicyError, ...)
+            name = error_name(exc)
+            err = self._refusal(what, name, f"{type(exc).__name__}: {exc}") if name else \
+                ChainError(f"{what} failed on subtensor {self.network!r}: {type(exc).__name__}: {exc}")
+            raise err from exc
         if result is not None and getattr(result, "success", True) is False:
-            raise ChainError(f"{what} failed on subtensor {self.network!r}: {getattr(result, 'message', result)}")
+            raise self._refusal(what, error_name(result), str(getattr(result, "message", "") or result))
         return result
 
-    def register(self, keypair) -> int:
+    def register(self, keypair, *, max_burn_rao: int | None = None) -> int:
+        """Burned registration paid by the wallet's coldkey (the SDK routes it through the MEV
+        shield). With max_burn_rao, the burn is read just before paying and a higher one is
+        refused (ChainRefusedError) without sending anything."""
         import bittensor as bt
 
         existing = self.uid_of(keypair.ss58_address)
         if existing is not None:
             return existing
+        if max_burn_rao is not None:
+            burn = self.burn_cost()
+            if burn > max_burn_rao:
+                raise ChainRefusedError(f"registration on netuid {self.netuid} costs {tao(burn)} now, above the "
+                                        f"maximum {tao(max_burn_rao)} (--max-burn): nothing was paid")
         self._submit("burned register",
                      lambda: self.sub.execute(bt.BurnedRegister(netuid=self.netuid, hotkey_ss58=keypair.ss58_address),
                                               self._wallet()))
@@ -218,19 +319,37 @@ class BittensorChain(Chain):
     def commit(self, keypair, window: int, data: bytes) -> None:
         import bittensor as bt
 
+        if len(data) > MAX_COMMITMENT_BYTES:
+            # over the budget every window of a tempo fits in (docs/protocol.md section 12)
+            raise ChainRefusedError(
+                f"commitment for window {window} is {len(data)} bytes, over the {MAX_COMMITMENT_BYTES} bytes a "
+                f"subtensor commitment may take each window: commit a base of at most {MAX_BASE_BYTES} bytes "
+                f"(a shorter --public-url or store prefix)")
         info = {"fields": [commitment_fields(data)]}
         call = bt.calls.Commitments.set_commitment(netuid=self.netuid, info=info)
         self._submit(f"commitment for window {window}",
                      lambda: self.sub.submit_call(call, self._wallet(), signer="hotkey"))
 
-    def set_weights(self, keypair, window: int, uids: list[int], weights: list[int]) -> None:
+    def weights_intent(self, uids: list[int], weights: list[int]):
+        """The SDK intent set_weights executes: this protocol's version as version_key, refused
+        here (ChainRefusedError) when the subnet's WeightsVersionKey asks for a newer one."""
         import bittensor as bt
 
-        pairs = {int(u): float(w) for u, w in zip(uids, weights) if w > 0}
+        pairs = [(int(u), float(w)) for u, w in zip(uids, weights) if w > 0]
         if not pairs:
             raise ChainError("refusing to set all-zero weights")
-        self._submit(f"weights for window {window}",
-                     lambda: bt.set_weights(self.netuid, pairs, wallet=self._wallet(), network=self.network))
+        required = self.weights_version_key()
+        if required > PROTOCOL_VERSION:
+            raise ChainRefusedError(f"netuid {self.netuid} takes weights of version {required} or later "
+                                    f"(WeightsVersionKey); this validator speaks protocol {PROTOCOL_VERSION}: "
+                                    f"upgrade rollproof")
+        return bt.SetWeights(netuid=self.netuid, uids=[u for u, _ in pairs], weights=[w for _, w in pairs],
+                             version_key=PROTOCOL_VERSION)
+
+    def set_weights(self, keypair, window: int, uids: list[int], weights: list[int]) -> None:
+        intent = self.weights_intent(uids, weights)
+        # through this chain's own client (bt.set_weights would open a second, shared one)
+        self._submit(f"weights for window {window}", lambda: self.sub.execute(intent, self._wallet()))
 
     def record_scores(self, keypair, window: int, uids: list[int], scores: list[int],
                       verified_root: bytes, report_hash: bytes) -> None:

@@ -2,7 +2,7 @@
 
 * embedded (the default): web3's EthereumTesterProvider over py-evm, in this process, with a
   simulated clock (BLOCK_SECONDS a block) that advances only when the owner mines;
-* any JSON-RPC endpoint (`--rpc-url`): a local anvil, or the Bittensor EVM (chain ids 945/964).
+* any JSON-RPC endpoint (`--rpc-url`): a local anvil, or the Bittensor EVM (chain id 964 mainnet, 945 testnet).
 
 Hotkeys are sr25519 and the EVM cannot check them, so each registration carries the hotkey's
 signature over PRF("evm-register", chain_id, registry, owner); readers drop registrations whose
@@ -19,13 +19,15 @@ from adapters.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry,
 from adapters.contracts import load_artifact
 from verification.checkpoint import Announcement
 from verification.constants import ACTIVATION_WINDOWS, WINDOW_BLOCKS
-from verification.errors import ChainError, SignatureError
+from verification.errors import ChainError, ChainRefusedError, SignatureError
 from verification.prf import prf
 from verification.signing import sign, verify
 
 BLOCK_SECONDS = 12  # simulated seconds per block on the embedded chain (Bittensor's block time)
 FUND_WEI = 10**20  # what the embedded chain gives each new participant account
 TX_TIMEOUT_S = 120
+# contract reverts that no retry can fix (an operator must act): the node raises ChainRefusedError
+PERMANENT_REVERTS = ("not the owner of uid", "no validator permit", "no such uid", "admin only", "trainer only")
 
 
 def registration_message(chain_id: int, registry: str, owner: str) -> bytes:
@@ -119,8 +121,24 @@ class EVMChain(Chain):
             self.embedded.fund(acct.address)
             self._accounts[keypair.ss58_address] = acct
         if acct is None:
-            raise ChainError(f"no EVM key for hotkey {keypair.ss58_address}: pass --evm-key (a funded account)")
+            raise ChainRefusedError(f"no EVM key for hotkey {keypair.ss58_address}: pass --evm-key (a funded account)")
         return acct
+
+    def preflight(self, keypair, *, validator: bool = False) -> int:
+        """Registration (Chain.preflight), then what the contracts check on every write: the EVM key
+        is the account that registered the uid, and a validator holds a permit."""
+        uid = super().preflight(keypair, validator=validator)
+        owner = next(o for u, _hk, o, _ok in self._neurons if u == uid)
+        acct = self.account_for(keypair)
+        if owner.lower() != acct.address.lower():
+            raise ChainRefusedError(f"hotkey {keypair.ss58_address} holds uid {uid}, registered by EVM account {owner}, "
+                                    f"but the EVM key given is account {acct.address}: every commitment and weight "
+                                    f"from it would revert (not the owner of uid); pass that account's --evm-key")
+        if validator and not self.validator_permit(uid):
+            raise ChainRefusedError(f"hotkey {keypair.ss58_address} holds uid {uid} but no validator permit on "
+                                    f"{self.endpoint}: the deployer grants it with `rollproof chain permit {uid} "
+                                    f"--rpc-url … --registry … --ledger … --admin-key …`")
+        return uid
 
     # ---- reading ------------------------------------------------------------------------------
     def current_block(self) -> int:
@@ -273,8 +291,10 @@ class EVMChain(Chain):
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=TX_TIMEOUT_S)
         except ContractLogicError as exc:
-            raise ChainError(f"{what} refused by the contract: {exc.message or exc}") from exc
+            raise _refusal(f"{what} refused by the contract: {exc.message or exc}") from exc
         except _web3_errors() as exc:
+            if "execution reverted" in str(exc):  # eth-tester in process: the revert reason, as text
+                raise _refusal(f"{what} failed at {self.endpoint}: {exc}") from exc
             raise ChainError(f"{what} failed at {self.endpoint}: {exc}") from exc
         if int(receipt["status"]) != 1:
             raise ChainError(f"{what} reverted in block {receipt['blockNumber']}")
@@ -295,7 +315,7 @@ class EVMChain(Chain):
     def _uid(self, keypair) -> int:
         uid = self.uid_of(keypair.ss58_address)
         if uid is None:
-            raise ChainError(f"hotkey {keypair.ss58_address} is not registered on netuid {self.netuid}")
+            raise ChainRefusedError(f"hotkey {keypair.ss58_address} is not registered on netuid {self.netuid}")
         return uid
 
     def commit(self, keypair, window: int, data: bytes) -> None:
@@ -340,6 +360,12 @@ class EVMChain(Chain):
                 self.embedded.mine(missing)
             return self.block(number)
         return super().wait_for_block(number, stop, poll_s)
+
+
+def _refusal(message: str) -> ChainError:
+    """A revert: ChainRefusedError when its reason is one no retry can fix, else ChainError."""
+    permanent = any(reason in message for reason in PERMANENT_REVERTS)
+    return (ChainRefusedError if permanent else ChainError)(message)
 
 
 def _deploy(w3, admin, artifact: dict, *args) -> str:

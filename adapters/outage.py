@@ -1,0 +1,93 @@
+"""Outages of the services a node depends on (the chain, the bundle store, the drand relays): a
+node never exits because one is down, it waits with capped exponential backoff and says so once.
+
+`Dependency` tracks one service as "healthy" or "unhealthy since t": the first failure logs one
+line ("chain unreachable: <the error>; retrying"), later failures only count and lengthen the
+delay, and the first success after them logs one line ("chain reachable again after 42 s"). So an
+outage of any length costs two log lines, not one per poll."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from verification.errors import BeaconUnavailableError, ChainError, StorageError
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retry n (n = 1, 2, ...): initial_s doubling, capped at max_s."""
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        return min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
+
+
+class Dependency:
+    """One outside service as the node's loop last saw it."""
+
+    def __init__(self, name: str, log: logging.Logger, backoff: Backoff | None = None, *,
+                 down: str = "unreachable", up: str = "reachable again",
+                 clock: Callable[[], float] = time.monotonic):
+        self.name = name
+        self.log = log
+        self.backoff = backoff or Backoff()
+        self.down_text, self.up_text = down, up
+        self.clock = clock
+        self.failures = 0  # consecutive failures of the current outage
+        self.total_failures = 0
+        self.outages = 0  # how many times it went down
+        self.since: float | None = None  # when the current outage began (None: healthy)
+        self._lock = threading.Lock()
+
+    @property
+    def healthy(self) -> bool:
+        return self.since is None
+
+    def failed(self, exc: BaseException | str) -> float:
+        """Record a failure; returns the delay before the next attempt."""
+        with self._lock:
+            self.failures += 1
+            self.total_failures += 1
+            if self.since is None:
+                self.since = self.clock()
+                self.outages += 1
+                self.log.warning("%s %s: %s; retrying", self.name, self.down_text, exc)
+            return self.backoff.delay(self.failures)
+
+    def ok(self) -> None:
+        """Record a success (logs once if the service was down)."""
+        with self._lock:
+            if self.since is not None:
+                took = self.clock() - self.since
+                self.log.warning("%s %s after %s s (%d failed attempts)", self.name, self.up_text,
+                                 f"{took:.1f}" if took < 10 else f"{took:.0f}", self.failures)
+            self.since = None
+            self.failures = 0
+
+
+class Outages:
+    """A node's dependencies: `chain` (reads), `writes` (transactions the chain answers but refuses),
+    `store` and `beacon`; `for_error` picks the one a typed error belongs to."""
+
+    def __init__(self, log: logging.Logger, backoff: Backoff | None = None):
+        self.backoff = backoff or Backoff()
+        self.chain = Dependency("chain", log, self.backoff)
+        self.writes = Dependency("chain", log, self.backoff, down="refuses writes", up="accepts writes again")
+        self.store = Dependency("store", log, self.backoff)
+        self.beacon = Dependency("beacon relay", log, self.backoff)
+
+    def for_error(self, exc: BaseException) -> Dependency:
+        if isinstance(exc, StorageError):
+            return self.store
+        if isinstance(exc, BeaconUnavailableError):
+            return self.beacon
+        if isinstance(exc, ChainError):
+            return self.chain
+        raise TypeError(f"not an outage error: {type(exc).__name__}")
+

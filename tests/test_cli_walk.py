@@ -1,0 +1,348 @@
+"""Every command and sub-command of `rollproof`, run as an operator would (a subprocess), with bad
+arguments, missing wallets, silent and dead RPCs, bad model and bundle paths: each ends with its
+documented exit code (2 error, 1 a rejection from `verify`), exactly one `error:` line, no
+traceback, and within a bound (the subprocess timeout proves there is no hang; nothing is timed).
+
+The cases run two at a time in a thread pool (each process imports torch or bittensor); HOME points
+into a temporary directory so the default journal, store and wallet paths stay inside it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HANG_BOUND_S = 120  # generous: a case that takes longer is a hang, not a slow machine
+ZERO = "0x" + "00" * 20
+KEY = "0x" + "11" * 32
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    args: tuple[str, ...]
+    code: int = 2
+    says: str = ""  # a substring of the error line (or, for code 1, of the REJECTED line)
+
+
+@dataclass
+class Outcome:
+    code: int | None
+    output: str
+    hung: bool = False
+
+
+class SilentServer:
+    """Accepts every connection on 127.0.0.1 and never sends a byte."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def dead_port() -> int:
+    """A port nothing listens on (bound once, then closed)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def make_wallet(path: Path, name: str = "op", hotkey: str = "hk") -> None:
+    import bittensor as bt
+
+    w = bt.Wallet(name=name, hotkey=hotkey, path=str(path))
+    w.create_new_coldkey(use_password=False, suppress=True)
+    w.create_new_hotkey(use_password=False, suppress=True)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, honest_bundle):
+    from verification.bundle import encode_bundle
+
+    tmp = tmp_path_factory.mktemp("walk")
+    home = tmp / "home"
+    home.mkdir()
+    (tmp / "empty_wallets").mkdir()
+    make_wallet(tmp / "wallets")
+    a_file = tmp / "a_file"
+    a_file.write_text("not a directory\n")
+    (tmp / "empty_dir").mkdir()
+    good = encode_bundle(honest_bundle)
+    (tmp / "good.rpb").write_bytes(good)
+    (tmp / "truncated.rpb").write_bytes(good[: len(good) // 2])
+    (tmp / "garbage.rpb").write_bytes(os.urandom(4096))
+    (tmp / "validator_state" / "windows").mkdir(parents=True)
+    silent = SilentServer()
+    yield {"tmp": tmp, "home": home, "silent": silent.port, "dead": dead_port()}
+    silent.close()
+
+
+def cases(w: dict) -> list[Case]:
+    t = w["tmp"]
+    silent_http, dead_http = f"http://127.0.0.1:{w['silent']}", f"http://127.0.0.1:{w['dead']}"
+    silent_ws, dead_ws = f"ws://127.0.0.1:{w['silent']}", f"ws://127.0.0.1:{w['dead']}"
+    empty = ("--wallet.path", str(t / "empty_wallets"), "--wallet.name", "nobody")
+    wallet = ("--wallet.path", str(t / "wallets"), "--wallet.name", "op", "--wallet.hotkey", "hk")
+    evm = ("--registry", ZERO, "--ledger", ZERO)
+    good, store, state = str(t / "good.rpb"), str(t / "store"), str(t / "state")
+    # every EVM endpoint goes through one bounded probe (cli_common.probe_rpc), so a few commands
+    # against the silent server stand for all of them (each waits out the probe's timeout)
+    return [
+        # the root and usage errors
+        Case("unknown command", ("nope",), says="No such command"),
+        Case("unknown option", ("miner", "run", "--foo"), says="No such option: --foo"),
+        # miner register
+        Case("register: short EVM key", ("miner", "register", "--evm-key", "0x12", "--rpc-url", dead_http, *evm),
+             says="--evm-key is not an EVM private key"),
+        Case("register: bad registry address", ("miner", "register", "--rpc-url", dead_http, "--registry", "0x12",
+                                                "--ledger", ZERO), says="--registry 0x12: not an EVM address"),
+        Case("register: --rpc-url without addresses", ("miner", "register", "--rpc-url", dead_http),
+             says="needs --registry and --ledger"),
+        Case("register: missing wallet", ("miner", "register", "--network", dead_ws, *empty), says="cannot load hotkey"),
+        Case("register: dead RPC", ("miner", "register", "--rpc-url", dead_http, *evm, *wallet), says="cannot connect"),
+        Case("register: silent subtensor", ("miner", "register", "--network", silent_ws, *wallet), says=silent_ws),
+        Case("register: dead subtensor", ("miner", "register", "--network", dead_ws, *wallet), says=dead_ws),
+        Case("register: unknown network", ("miner", "register", "--network", "nowhere"), says="--network nowhere"),
+        Case("register: negative netuid", ("miner", "register", "--netuid", "-1"), says="--netuid"),
+        Case("register: netuid over u16", ("miner", "register", "--netuid", "65536"), says="--netuid"),
+        # miner run: every range and path before any generation
+        Case("miner: 257 groups", ("miner", "run", "--groups", "257", "--model", "tiny"), says="--groups"),
+        Case("miner: 0 groups", ("miner", "run", "--groups", "0", "--model", "tiny"), says="--groups"),
+        Case("miner: batch size 0", ("miner", "run", "--batch-size", "0", "--model", "tiny"), says="--batch-size"),
+        Case("miner: windows 0", ("miner", "run", "--windows", "0", "--model", "tiny"), says="--windows"),
+        Case("miner: state dir is a file", ("miner", "run", "--model", "tiny", "--state-dir", str(t / "a_file")),
+             says="--state-dir"),
+        Case("miner: state dir under a file", ("miner", "run", "--model", "tiny",
+                                               "--state-dir", str(t / "a_file" / "sub")), says="is not a directory"),
+        Case("miner: store is a file", ("miner", "run", "--model", "tiny", "--store", str(t / "a_file")), says="--store"),
+        Case("miner: s3 store without bucket", ("miner", "run", "--model", "tiny", "--store", "s3://"),
+             says="s3://BUCKET[/PREFIX]"),
+        Case("miner: s3 endpoint not a URL", ("miner", "run", "--model", "tiny", "--store", "s3://bucket",
+                                              "--s3-endpoint", "r2"), says="--s3-endpoint r2"),
+        Case("miner: model path missing", ("miner", "run", "--model", str(t / "no_model"), "--store", store,
+                                           "--state-dir", state), says="not a Hugging Face model directory"),
+        Case("miner: model path is a file", ("miner", "run", "--model", str(t / "a_file"), "--store", store,
+                                             "--state-dir", state), says="not a Hugging Face model directory"),
+        Case("miner: bad tiny seed", ("miner", "run", "--model", "tiny:x", "--store", store, "--state-dir", state),
+             says="tiny"),
+        Case("miner: missing wallet", ("miner", "run", "--model", "tiny", "--network", dead_ws, *empty),
+             says="cannot load hotkey"),
+        Case("miner: silent RPC", ("miner", "run", "--model", "tiny", "--rpc-url", silent_http, *evm, *wallet),
+             says="no answer within"),
+        Case("miner: dead RPC", ("miner", "run", "--model", "tiny", "--rpc-url", dead_http, *evm, *wallet),
+             says="cannot connect"),
+        Case("miner: unknown drand", ("miner", "run", "--model", "tiny", "--drand", "nope"), says="--drand nope"),
+        Case("miner: bad log level", ("miner", "run", "--log-level", "LOUD"), says="--log-level"),
+        # validator run
+        Case("validator: embedded chain", ("validator", "run", "--model", "tiny"), says="nothing to validate"),
+        Case("validator: silent RPC", ("validator", "run", "--model", "tiny", "--rpc-url", silent_http, *evm, *wallet),
+             says="no answer within"),
+        Case("validator: dead RPC", ("validator", "run", "--model", "tiny", "--rpc-url", dead_http, *evm, *wallet),
+             says="cannot connect"),
+        Case("validator: missing wallet", ("validator", "run", "--model", "tiny", "--network", dead_ws, *empty),
+             says="cannot load hotkey"),
+        Case("validator: dead subtensor", ("validator", "run", "--model", "tiny", "--network", dead_ws, *wallet),
+             says=dead_ws),
+        Case("validator: silent ledger RPC", ("validator", "run", "--model", "tiny", "--network", dead_ws,
+                                              "--ledger-rpc-url", silent_http, *evm, "--evm-key", KEY, *wallet),
+             says="--ledger-rpc-url"),
+        Case("validator: fetch timeout 0", ("validator", "run", "--fetch-timeout", "0", "--network", "finney"),
+             says="--fetch-timeout"),
+        Case("validator: state dir is a file", ("validator", "run", "--network", dead_ws,
+                                                "--state-dir", str(t / "a_file")), says="--state-dir"),
+        Case("validator: file root is a file", ("validator", "run", "--network", dead_ws,
+                                                "--file-root", str(t / "a_file")), says="--file-root"),
+        Case("validator: model path missing", ("validator", "run", "--model", str(t / "no_model"),
+                                               "--network", dead_ws, *wallet), says="not a Hugging Face model"),
+        # verify: bundle paths, groups, model
+        Case("verify: missing bundle", ("verify", str(t / "missing.rpb")), says="does not exist"),
+        Case("verify: bundle is a directory", ("verify", str(t / "empty_dir")), says="is a directory"),
+        Case("verify: garbage bundle", ("verify", str(t / "garbage.rpb"), "--model", "tiny"), code=1,
+             says="bundle_format"),
+        Case("verify: truncated bundle", ("verify", str(t / "truncated.rpb"), "--model", "tiny"), code=1,
+             says="bundle_format"),
+        Case("verify: group 99", ("verify", good, "--model", "tiny", "--groups", "99"), says="out of range"),
+        Case("verify: group -1", ("verify", good, "--model", "tiny", "--groups=-1"), says="out of range"),
+        Case("verify: no groups", ("verify", good, "--model", "tiny", "--groups", ","), says="no groups"),
+        Case("verify: group not a number", ("verify", good, "--model", "tiny", "--groups", "a"),
+             says="not a group index"),
+        Case("verify: model path missing", ("verify", good, "--model", str(t / "no_model")),
+             says="not a Hugging Face model"),
+        Case("verify: model dir without config", ("verify", good, "--model", str(t / "empty_dir")),
+             says="not a Hugging Face model"),
+        Case("verify: fingerprint not hex", ("verify", good, "--model", "tiny", "--fingerprint", "zz"),
+             says="--fingerprint zz"),
+        Case("verify: checkpoints is a file", ("verify", good, "--checkpoints", str(t / "a_file")),
+             says="--checkpoints"),
+        # trainer run
+        Case("trainer: embedded chain", ("trainer", "run", "--validator-state", str(t / "validator_state")),
+             says="--rpc-url"),
+        Case("trainer: missing validator state", ("trainer", "run", "--validator-state", str(t / "nope"),
+                                                  "--rpc-url", dead_http, *evm), says="--validator-state"),
+        Case("trainer: dead RPC", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+                                   "--rpc-url", dead_http, *evm, *wallet), says="cannot connect"),
+        Case("trainer: lr out of range", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+                                          "--lr", "5"), says="--lr"),
+        # chain deploy / permit / trainer
+        Case("deploy: silent RPC", ("chain", "deploy", "--rpc-url", silent_http, "--admin-key", KEY),
+             says="no answer within"),
+        Case("deploy: dead RPC", ("chain", "deploy", "--rpc-url", dead_http, "--admin-key", KEY), says="cannot connect"),
+        Case("deploy: bad admin key", ("chain", "deploy", "--rpc-url", dead_http, "--admin-key", "0x12"),
+             says="--admin-key"),
+        Case("deploy: not a URL", ("chain", "deploy", "--rpc-url", "localhost:8545", "--admin-key", KEY),
+             says="http(s)://"),
+        Case("permit: negative uid", ("chain", "permit", "-1", "--rpc-url", dead_http, *evm, "--admin-key", KEY),
+             says="UID"),
+        Case("permit: dead RPC", ("chain", "permit", "3", "--rpc-url", dead_http, *evm, "--admin-key", KEY),
+             says="cannot connect"),
+        Case("chain trainer: bad hotkey", ("chain", "trainer", "--hotkey", "nope", "--trainer-address", ZERO,
+                                           "--rpc-url", dead_http, *evm, "--admin-key", KEY), says="--hotkey nope"),
+        Case("chain trainer: dead RPC", ("chain", "trainer", "--hotkey", "5EZ3S39Axe8yauoQL97cvaNwwGomCbLx7fqDiafFvE1Frr2X",
+                                         "--trainer-address", ZERO, "--rpc-url", dead_http, *evm, "--admin-key", KEY),
+             says="cannot connect"),
+        # localnet
+        Case("localnet: workdir is a file", ("localnet", "--model", "tiny", "--workdir", str(t / "a_file")),
+             says="--workdir"),
+        Case("localnet: 0 groups", ("localnet", "--groups", "0"), says="--groups"),
+        Case("localnet: model path missing", ("localnet", "--model", str(t / "no_model"), "--workdir", str(t / "ln")),
+             says="not a Hugging Face model"),
+        Case("localnet: plot is a directory", ("localnet", "--model", "tiny", "--plot", str(t / "empty_dir")),
+             says="--plot"),
+    ]
+
+
+def run_cli(args: tuple[str, ...], home: Path) -> Outcome:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLPROOF_", "BT_"))}
+    env.update(HOME=str(home), COLUMNS="100", TOKENIZERS_PARALLELISM="false")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rollproof.cli", *args], capture_output=True, text=True,
+                              timeout=HANG_BOUND_S, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
+        return Outcome(None, out, hung=True)
+    return Outcome(proc.returncode, proc.stdout + proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def walked(world):
+    todo = cases(world)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda c: run_cli(c.args, world["home"]), todo))
+    return {c.name: (c, o) for c, o in zip(todo, outcomes)}
+
+
+def _case_names() -> list[str]:
+    fake = {"tmp": Path("/t"), "home": Path("/h"), "silent": 1, "dead": 2}
+    return [c.name for c in cases(fake)]
+
+
+@pytest.mark.parametrize("name", _case_names())
+def test_each_failure_is_one_line_with_its_exit_code(walked, name):
+    case, out = walked[name]
+    assert not out.hung, f"`rollproof {' '.join(case.args)}` ran past {HANG_BOUND_S} s:\n{out.output[-3000:]}"
+    assert "Traceback" not in out.output, out.output[-3000:]
+    assert out.code == case.code, f"exit {out.code}, expected {case.code}:\n{out.output[-3000:]}"
+    errors = [line for line in out.output.splitlines() if line.startswith("error:")]
+    if case.code == 2:
+        assert len(errors) == 1, f"expected one error line:\n{out.output[-3000:]}"
+        assert case.says in errors[0], errors[0]
+    else:  # a rejection: the verdict, not an error
+        assert not errors, out.output[-3000:]
+        rejected = [line for line in out.output.splitlines() if "REJECTED" in line]
+        assert len(rejected) == 1 and case.says in out.output, out.output[-3000:]
+
+
+def _command_paths() -> list[tuple[str, ...]]:
+    import typer
+
+    from rollproof.cli import app
+
+    paths: list[tuple[str, ...]] = []
+
+    def walk(cmd, prefix):
+        subs = getattr(cmd, "commands", None)
+        if subs is None:
+            paths.append(prefix)
+            return
+        for name, sub in subs.items():
+            walk(sub, (*prefix, name))
+
+    walk(typer.main.get_command(app), ())
+    return sorted(paths)
+
+
+def test_the_walk_covers_every_command():
+    paths = _command_paths()
+    assert {("miner", "register"), ("miner", "run"), ("validator", "run"), ("verify",), ("trainer", "run"),
+            ("chain", "deploy"), ("chain", "permit"), ("chain", "trainer"), ("localnet",)} <= set(paths)
+    fake = {"tmp": Path("/t"), "home": Path("/h"), "silent": 1, "dead": 2}
+    walked_paths = {c.args[: len(p)] for c in cases(fake) for p in paths if c.args[: len(p)] == p}
+    assert set(paths) <= walked_paths, f"commands without a case: {set(paths) - walked_paths}"
+
+
+@pytest.mark.parametrize("path", _command_paths())
+def test_every_command_documents_its_exit_codes(path):
+    from typer.testing import CliRunner
+
+    from rollproof.cli import app
+
+    out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.replace("│", " ").split())
+    assert "Exit codes: 0" in text and "2 error" in text, text[-600:]
+    if path == ("verify",):
+        assert "1 rejected" in text
+
+
+def test_an_interrupt_exits_130_without_a_traceback(tmp_path):
+    """Ctrl-C while `chain deploy` waits for an RPC that never answers."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLPROOF_", "BT_"))}
+    env.update(HOME=str(tmp_path))
+    server = SilentServer()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "rollproof.cli", "chain", "deploy", "--rpc-url",
+                                 f"http://127.0.0.1:{server.port}", "--admin-key", KEY],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
+        for _ in range(HANG_BOUND_S * 10):  # until it is inside the probe (connected, waiting for an answer)
+            if server.conns or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert server.conns, "the command never connected"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=HANG_BOUND_S)
+    finally:
+        server.close()
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "error:" not in out, out
