@@ -160,3 +160,35 @@ def padding_bits_set(data: bytes) -> bytes | None:
 
 
 __all__ = [name for name in dir() if not name.startswith("_")] + ["BeaconModel", "encode_bundle"]
+
+
+def steered_short(lm: LoadedModel, ctx: WindowContext, key, groups: int = 2) -> Bundle:
+    """The steering attack: an honest bundle whose every rollout is ended early with EOS at the
+    position where EOS comes closest to being the seeded sample (the smallest Gumbel gap before
+    the natural end). The prefix is honest, so only the EOS token is not the sample; where its gap
+    is within the margin the shortened rollout is valid, and the margin alone decides how much a
+    miner can shorten (cheaper work, biased data). Rewards and advantages are recomputed."""
+    from verification import environments
+    from verification.sampling import gumbel_noise, noise_keys, sampling_gap
+
+    bundle = honest(lm, ctx, key, groups)
+    eos = min(lm.eos_ids)
+    for g in bundle.groups:
+        seed = ctx.problem_seed(key.ss58_address, g.index)
+        _, problem = environments.problem_for(seed, lm.generation)
+        env = environments.get(problem.environment)
+        forced = lm.teacher_forced(g.prompt.tolist(), [r.completion for r in g.rollouts])
+        for r, (_, lp) in zip(g.rollouts, forced):
+            n = len(r.completion)
+            if n < 2:
+                continue
+            keys = noise_keys(seed, r.index, n)
+            gaps = [sampling_gap(lp[i], gumbel_noise(int(keys[i]), lp.shape[-1]), eos) for i in range(n - 1)]
+            i = int(np.argmin(gaps))
+            r.completion = np.concatenate([r.completion[:i], [eos]]).astype(np.uint32)
+            r.logprobs = np.concatenate([r.logprobs[:i], [lp[i, eos]]]).astype(np.float32)
+            r.sketches = r.sketches[:i + 1].copy()
+            r.reward = env.reward(problem, lm.tokenizer.decode(r.completion.tolist(), skip_special_tokens=True))
+        for r, a in zip(g.rollouts, advantages([r.reward for r in g.rollouts])):
+            r.advantage = a
+    return assemble_bundle(ctx, key, lm.fingerprint, bundle.groups, lm.generation)

@@ -37,8 +37,8 @@ log = logging.getLogger("rollproof.cli")
 EXIT_OK, EXIT_REJECTED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_CODES_HELP = ("Exit codes: 0 done; 2 error (one line on stderr: bad arguments, missing wallet, unreachable "
                    "chain, store or relay, ...); 130 interrupted.")
-VERIFY_EXIT_CODES_HELP = ("Exit codes: 0 every checked rollout accepted; 1 rejected (the verdict says why); 2 the "
-                          "audit could not run (one line on stderr); 130 interrupted.")
+VERIFY_EXIT_CODES_HELP = ("Exit codes: 0 every checked rollout accepted; 1 rejected (the verdict says why); 2 error: "
+                          "the audit could not run (one line on stderr); 130 interrupted.")
 TRACEBACK_ENV = "ROLLPROOF_TRACEBACK"  # set to 1 to let an unexpected exception's traceback through
 RPC_PROBE_TIMEOUT_S = 10.0  # an EVM endpoint that does not answer eth_chainId within this is refused at start
 
@@ -308,8 +308,9 @@ def probe_rpc(url: str, flag: str = "--rpc-url", timeout: float = RPC_PROBE_TIME
         fail(f"{flag} {url}: not a JSON-RPC answer: {exc}")
     if not isinstance(answer, dict) or "result" not in answer:
         fail(f"{flag} {url}: eth_chainId returned no result: {str(answer)[:200]}")
+    result = answer["result"]
     try:
-        return int(answer["result"], 16)
+        return result if isinstance(result, int) else int(result, 16)  # nodes answer hex; some test servers ints
     except (TypeError, ValueError):
         fail(f"{flag} {url}: eth_chainId returned {answer['result']!r}")
 

@@ -144,8 +144,11 @@ def build_attacks(lm, drand):
         "lower precision: int8": model_attack("int8", A.int8),
         "cheap-model generation + honest prefill": cheap_gen,
     }
+    steering = {"steering: every rollout ended early at its closest EOS": lambda ctx, key: (
+        A.steered_short(lm, ctx, key), A.expectation(ctx, key, lm))}
     return set(model_level), {
         **model_level,
+        **steering,
         "tokens edited after generation": mutate(A.edit_token),
         "logprobs edited": mutate(A.edit_logprob),
         "rewards misreported": mutate(A.misreport_reward),

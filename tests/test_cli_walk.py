@@ -221,7 +221,7 @@ def cases(w: dict) -> list[Case]:
         Case("deploy: not a URL", ("chain", "deploy", "--rpc-url", "localhost:8545", "--admin-key", KEY),
              says="http(s)://"),
         Case("permit: negative uid", ("chain", "permit", "-1", "--rpc-url", dead_http, *evm, "--admin-key", KEY),
-             says="UID"),
+             says="-1"),
         Case("permit: dead RPC", ("chain", "permit", "3", "--rpc-url", dead_http, *evm, "--admin-key", KEY),
              says="cannot connect"),
         Case("chain trainer: bad hotkey", ("chain", "trainer", "--hotkey", "nope", "--trainer-address", ZERO,

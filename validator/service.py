@@ -456,6 +456,8 @@ class Validator:
                 self._write_retry_at = time.monotonic() + self.outages.writes.failed(exc)
                 log.debug("window %d: chain writes pending at stage %s: %s", w, self.state.stage(w), exc)
                 return
+        # healthy only once every pending write went through: a superseded window's ledger entry
+        # landing while the newest window's weights are still refused is not a recovery
         self.outages.writes.ok()
         self._write_retry_at = 0.0
 
