@@ -14,7 +14,7 @@ from rich.table import Table
 
 from rollproof.cli_common import (
     EXIT_CODES_HELP, EXIT_OK, EXIT_REJECTED, VERIFY_EXIT_CODES_HELP, App, OneLineErrors, Threads,
-    apply_threads, check_directory, check_groups_list, console, fail,
+    apply_threads, check_directory, check_groups_list, check_model, console, fail,
 )
 
 app = App(cls=OneLineErrors, help="rollproof: verifiable GRPO rollouts for a Bittensor subnet.",
@@ -81,6 +81,7 @@ def verify(
     from verification.verifier import Expectation, Verifier, format_verdict
 
     apply_threads(threads)
+    check_model(model)
     selected = check_groups_list(groups)
     check_directory(checkpoints, "--checkpoints")
     for flag, value in (("--fingerprint", fingerprint), ("--block-hash", block_hash)):

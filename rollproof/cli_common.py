@@ -324,6 +324,20 @@ def check_network(network: str) -> str:
     fail(f"--network {network}: use embedded, one of {', '.join(BITTENSOR_NETWORKS)}, or a ws(s):// endpoint")
 
 
+def check_model(spec: str, flag: str = "--model") -> str:
+    """The model spec's form, before any chain or bundle work (verification.model.load_model loads it):
+    'smollm2', 'tiny' / 'tiny:SEED', or a directory holding a Hugging Face config.json."""
+    if spec in ("smollm2", "tiny"):
+        return spec
+    if spec.startswith("tiny:"):
+        if not re.fullmatch(r"-?[0-9]+", spec[5:]):
+            fail(f"{flag} {spec}: bad tiny model seed (tiny:SEED with an integer SEED)")
+        return spec
+    if not (Path(spec).expanduser() / "config.json").is_file():
+        fail(f"{flag} {spec}: not a Hugging Face model directory (no config.json); use smollm2, tiny or such a directory")
+    return spec
+
+
 def check_groups_list(spec: Optional[str], flag: str = "--groups") -> Optional[list[int]]:
     """`--groups 0,3`: distinct group indices in [0, MAX_GROUPS_PER_BUNDLE); None when not given."""
     if spec is None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rollproof.cli_common import Threads, apply_threads, check_directory, console, fail, setup_logging
+from rollproof.cli_common import Threads, apply_threads, check_directory, check_model, console, fail, setup_logging
 from verification.constants import MAX_GROUPS_PER_BUNDLE
 
 
@@ -40,6 +40,7 @@ def localnet(
 
     apply_threads(threads)
     setup_logging(log_level)
+    check_model(model)
     check_directory(workdir, "--workdir")  # before the model loads: a file here is one line, exit 2
     if plot is not None and plot.expanduser().is_dir():
         fail(f"--plot {plot}: a directory, not a PNG file path")

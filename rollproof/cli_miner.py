@@ -13,8 +13,8 @@ from rich.markup import escape
 
 from rollproof.cli_common import (
     App, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads, WalletHotkey,
-    WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory, check_store, console,
-    check_http_url, fail, setup_logging, stop_on_signals, wallet_options,
+    WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory, check_http_url,
+    check_model, check_store, console, fail, setup_logging, stop_on_signals, wallet_options,
 )
 from verification.constants import MAX_GROUPS_PER_BUNDLE
 from verification.errors import RollproofError
@@ -99,6 +99,7 @@ def run(
     apply_threads(threads)
     setup_logging(log_level)
     # every argument before the model loads or a window is generated (a bad one is one line, exit 2)
+    check_model(model)
     check_store(store)
     check_directory(state_dir, "--state-dir")
     check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
@@ -125,9 +126,8 @@ def run(
     if opts.is_embedded:
         uid = chain.register(keypair)
         log.info("embedded chain: registered %s as uid %d", keypair.ss58_address, uid)
-    elif chain.uid_of(keypair.ss58_address) is None:
-        raise RollproofError(f"hotkey {keypair.ss58_address} is not registered on netuid {netuid}: "
-                             f"run `rollproof miner register` first")
+    else:  # registered, and the EVM key owns the uid: refusals that no retry fixes, before the model loads
+        chain.preflight(keypair)
     with console.status(f"loading model {model}…"):
         lm = load_model(model)
     log.info("model %s, fingerprint %s", lm.name, lm.fingerprint.hex())

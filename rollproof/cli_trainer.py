@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from rollproof.cli_common import (
     App, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
-    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory,
+    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory, check_model,
     check_http_url, check_store, console, fail, setup_logging, stop_on_signals, wallet_options,
 )
 from verification.errors import RollproofError
@@ -55,6 +55,7 @@ def run(
         fail("the trainer follows a chain other processes write to: use --rpc-url (or `rollproof localnet`, "
              "which runs the trainer on the embedded chain)")
     # every argument before the chain is read or the model loads (a bad one is one line, exit 2)
+    check_model(model)
     check_store(store)
     check_directory(state_dir, "--state-dir")
     if not validator_state.expanduser().is_dir():

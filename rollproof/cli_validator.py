@@ -12,7 +12,7 @@ from rich.table import Table
 
 from rollproof.cli_common import (
     App, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
-    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory,
+    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory, check_model,
     check_http_url, console, fail, setup_logging, stop_on_signals, wallet_options,
 )
 
@@ -116,6 +116,7 @@ def run(
     if opts.is_embedded:
         fail(EMBEDDED_NOTHING_TO_VALIDATE)
     # every argument before the model loads or the chain is followed (a bad one is one line, exit 2)
+    check_model(model)
     check_directory(state_dir, "--state-dir")
     for root in file_root:
         if root.expanduser().exists() and not root.expanduser().is_dir():
@@ -135,6 +136,7 @@ def run(
     stop = stop_on_signals()
     keypair, _ = load_hotkey(wallet, allow_dev=False)
     chain = open_chain(opts, keypair, wallet)  # before the model: an unreachable chain is known in seconds
+    chain.preflight(keypair, validator=True)  # registered, permit, EVM key: refusals no retry fixes
     with console.status(f"loading model {model}…"):
         lm = load_model(model)
     if opts.ledger_rpc_url:

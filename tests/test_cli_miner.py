@@ -75,22 +75,25 @@ def test_window_warning_stays_quiet_when_some_miner_passes_or_there_are_none():
 
 def test_a_validator_with_a_wrong_file_root_or_model_warns(tmp_path):
     """A miner and two validators as an operator runs them on an EVM chain (the embedded EVM served
-    over HTTP JSON-RPC, blocks mined by a thread as `anvil --block-time` would): one validator
+    over HTTP JSON-RPC, a block a second mined by a thread as `anvil --block-time 1` would; its
+    simulated clock starts an hour back so that 12 s blocks never run ahead of the wall clock the
+    RPC nodes' local drand follows): one validator
     reads the wrong --file-root, the other loads the wrong --model; both finish the window with
     exit 0 (the scores are real: every miner failed), and both say why in one warning line."""
     import re
     import subprocess
     import sys
     import threading
+    import time
 
     from eth_account import Account
 
-    from adapters.chain.evm import EVMChain
+    from adapters.chain.evm import EVMChain, EmbeddedEVM
     from rpc_server import EmbeddedRPCServer
     from test_cli_walk import make_wallet
     from verification.challenge import window_deadline_block
 
-    server = EmbeddedRPCServer().start()
+    server = EmbeddedRPCServer(EmbeddedEVM(start_time=int(time.time()) - 3600)).start()
     stop_mining = threading.Event()
     try:
         with server.lock:
@@ -109,12 +112,16 @@ def test_a_validator_with_a_wrong_file_root_or_model_warns(tmp_path):
             out = runner.invoke(app, ["miner", "register", *chain, "--wallet.name", name, "--evm-key", keys[name]])
             assert out.exit_code == 0, out.output
         uid = int(re.search(r"has uid (\d+)", out.output).group(1))
+        unpermitted = runner.invoke(app, ["validator", "run", *chain, "--wallet.name", "validator", "--model", "tiny",
+                                          "--evm-key", keys["validator"], "--state-dir", str(tmp_path / "v0")])
+        assert unpermitted.exit_code == 2, unpermitted.output  # at start, not after 10 ledger retries
+        assert f"rollproof chain permit {uid}" in unpermitted.output.splitlines()[-1], unpermitted.output
         out = runner.invoke(app, ["chain", "permit", str(uid), "--rpc-url", server.url, "--registry", registry,
                                   "--ledger", ledger, "--admin-key", "0x" + "00" * 31 + "01"])
         assert out.exit_code == 0, out.output
 
-        def produce():  # anvil --block-time, faster
-            while not stop_mining.wait(0.3):
+        def produce():  # anvil --block-time 1
+            while not stop_mining.wait(1.0):
                 server.mine(1)
 
         threading.Thread(target=produce, daemon=True).start()

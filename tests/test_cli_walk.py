@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 HANG_BOUND_S = 120  # generous: a case that takes longer is a hang, not a slow machine
@@ -346,3 +347,70 @@ def test_an_interrupt_exits_130_without_a_traceback(tmp_path):
         server.close()
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "error:" not in out, out
+
+
+# ---- the central handler, in process ---------------------------------------------------------------
+
+def _guarded_failure(exc: BaseException, capsys) -> tuple[int, str]:
+    import typer
+
+    from rollproof.cli_common import guarded
+
+    def command():
+        raise exc
+
+    with pytest.raises(typer.Exit) as stopped:
+        guarded(command)()
+    captured = capsys.readouterr()
+    return stopped.value.exit_code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("botocore.exceptions", fromlist=["x"]).ClientError(
+        {"Error": {"Code": "AccessDenied", "Message": "proxy said\nno [/prefix]"}}, "PutObject"),
+    lambda: __import__("botocore.exceptions", fromlist=["x"]).ProxyConnectionError(proxy_url="http://127.0.0.1:9"),
+    lambda: NotADirectoryError(20, "Not a directory", "/srv/a_file/windows"),
+    lambda: ValueError("multi\nline [bold]markup[/bold]"),
+    lambda: __import__("json").JSONDecodeError("Expecting value", "{", 1),
+    lambda: RuntimeError("something nobody expected"),
+], ids=["boto client error", "boto proxy error", "not a directory", "value error", "json", "unexpected"])
+def test_every_exception_becomes_one_escaped_line_and_exit_2(make, capsys):
+    code, out = _guarded_failure(make(), capsys)
+    assert code == 2
+    lines = out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out, out
+
+
+def test_a_pydantic_error_is_one_line_naming_the_field(capsys):
+    from pydantic import BaseModel, Field, ValidationError
+
+    class Groups(BaseModel):
+        n: int = Field(le=256)
+
+    try:
+        Groups(n=257)
+    except ValidationError as exc:
+        code, out = _guarded_failure(exc, capsys)
+    assert code == 2 and out.count("\n") == 1 and "n: Input should be less than or equal to 256" in out, out
+
+
+def test_keyboard_interrupt_is_exit_130_and_quiet(capsys):
+    code, out = _guarded_failure(KeyboardInterrupt(), capsys)
+    assert code == 130 and out == ""
+
+
+@given(st.text(alphabet="0123456789,- a", max_size=24))
+def test_groups_option_parses_or_fails_with_one_line(spec):
+    import typer
+
+    from rollproof.cli_common import check_groups_list
+    from verification.constants import MAX_GROUPS_PER_BUNDLE
+
+    try:
+        groups = check_groups_list(spec)
+    except typer.Exit as stopped:
+        assert stopped.exit_code == 2
+        return
+    assert groups, "an accepted --groups checks at least one group"
+    assert len(set(groups)) == len(groups) and all(0 <= g < MAX_GROUPS_PER_BUNDLE for g in groups)
+    assert check_groups_list(",".join(map(str, groups))) == groups
