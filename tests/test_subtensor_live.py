@@ -31,6 +31,8 @@ from verification.commitment import bundle_name, encode_commitment
 from verification.constants import MAX_COMMITMENT_BYTES, PROTOCOL_VERSION, WINDOW_BLOCKS
 from verification.errors import ChainError, ChainRefusedError
 
+pytestmark = pytest.mark.live  # out of the default run: README's live-test command runs them
+
 REPO = Path(__file__).resolve().parents[1]
 NETUID = 1  # the raonet genesis has netuids 0 and 1
 MAX_SPACE = 3100  # Commitments.MaxSpace of the runtime (asserted below)
