@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,11 @@ def open_chain(opts: ChainOptions, keypair=None, wallet_opts: WalletOptions | No
                                   evm_keys={keypair.ss58_address: opts.evm_key})
         if ledger.netuid != opts.netuid:
             raise ConfigError(f"the registry at {opts.registry} is for netuid {ledger.netuid}, not {opts.netuid}")
-    return BittensorChain(opts.network, opts.netuid, wallet=wallet, ledger=ledger)
+    chain = BittensorChain(opts.network, opts.netuid, wallet=wallet, ledger=ledger)
+    # the SDK's client runs an event loop thread: close it before the interpreter tears threads
+    # down, or its pending tasks are reported destroyed at every exit
+    atexit.register(chain.close)
+    return chain
 
 
 def beacon_source(opts: ChainOptions, chain: Chain) -> BeaconSource:

@@ -13,12 +13,14 @@ fail here with the missing storage named; registration in these tests uses the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import urllib.request
 from pathlib import Path
@@ -361,3 +363,110 @@ def test_a_closed_chain_leaves_no_pending_tasks(runtime, alice, miner_key):
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0 and "closed" in out.stdout, out.stderr[-2000:]
     assert "Task was destroyed" not in out.stderr and "Exception in thread" not in out.stderr, out.stderr[-2000:]
+
+
+# ---- a miner + validator window end to end -----------------------------------------------------
+@contextlib.contextmanager
+def _removed(path: Path):
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _chain_clock(chain: BittensorChain):
+    """The chain's own clock (its head block's timestamp): the local drand signs the rounds the
+    chain's time has reached. Chopsticks' blocks advance 1 s each, whatever the wall clock says, and
+    the public relays cannot be reached offline, so the window's beacons come from the local signer
+    (`--drand local`), verified by the validator exactly as relayed quicknet rounds are."""
+    return lambda: float(chain.block(chain.current_block()).timestamp)
+
+
+def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, tiny, local_drand, tmp_path, caplog):
+    """A registered miner mines two windows through BittensorChain (bundle in a FileStore, rp3
+    commitment of its base); a registered validator with a permit opens the first, verifies the
+    bundle (ok) and journals its report and ledger entry; its weights are refused by this runtime
+    (the SDK's pre-check reads SubnetEpochConsensus, which spec 293 lacks) as a retryable ChainError
+    that leaves the window journaled. Its loop then keeps going: it scores the second window, folds
+    the first's scores into the second's weights, and logs why the chain refuses them."""
+    import hashlib
+    import logging
+    import threading
+
+    from adapters.beacons import LocalBeaconSource
+    from adapters.fetch import Fetcher
+    from adapters.storage import FileStore
+    from miner.service import Miner
+    from validator.service import Validator
+    from verification.commitment import decode_commitment
+
+    vkey = _keys("//Alice/rollproof-validator")
+    _raw_register(runtime, alice, vkey)
+    # a short store path: the committed base (file:///…/) must fit the 57 bytes a subtensor
+    # commitment leaves for it, and pytest's tmp_path alone is longer than that
+    short = Path(tempfile.mkdtemp(prefix="rp", dir="/tmp"))
+    store = FileStore(short)
+    with _chain(runtime, alice, miner_key) as mchain, _chain(runtime, alice, vkey) as vchain, \
+            _removed(short):
+        beacons = LocalBeaconSource(local_drand, clock=_chain_clock(mchain))
+        miner = Miner(mchain, miner_key, tiny, store, beacons, tmp_path / "miner", n_groups=2)
+        # past the validator's registration by more than WeightsSetRateLimit, in a fresh commitment interval
+        runtime.jump_to(mchain.current_block() + 150)
+        _to_interval_start(runtime, mchain)
+        w = mchain.current_block() // WINDOW_BLOCKS + 1
+
+        for window in (w, w + 1):
+            runtime.jump_to(window * WINDOW_BLOCKS)  # the miner starts at its window's first block
+            rec = miner.run_window(window)
+            assert rec.stage == "committed", rec
+            (on_chain,) = [r for r in mchain.commitments(window) if r.hotkey == miner_key.ss58_address]
+            c = decode_commitment(on_chain.data)
+            assert c.window == window and c.bundle_hash.hex() == rec.bundle_hash
+            assert c.location == rec.location == (store.root / bundle_name(window, c.bundle_hash)).as_uri()
+            assert window * WINDOW_BLOCKS <= on_chain.block < (window + 1) * WINDOW_BLOCKS
+        runtime.new_blocks(12)  # the chain's clock passes window w's opening round (deadline + 6 s + a period)
+
+        vuid = vchain.uid_of(vkey.ss58_address)
+        permits = [n.uid == vuid for n in sorted(vchain.neurons(), key=lambda n: n.uid)]
+        runtime.set_storage({"SubtensorModule": {"ValidatorPermit": [[[NETUID], permits]]}})
+        runtime.new_blocks(1)
+        assert {n.uid: n.validator_permit for n in vchain.neurons()}[vuid] is True
+        assert vchain.weights_ready(vuid)
+        validator = Validator(vchain, vkey, tiny, LocalBeaconSource(local_drand, clock=_chain_clock(vchain)),
+                              Fetcher(file_roots=[store.root]), tmp_path / "validator")
+        assert validator.preflight() == vuid and validator.ready(w) and not validator.ready(w + 1)
+
+        # window w: verified and journaled; the weights are refused, retryably, naming what is missing
+        with pytest.raises(ChainError, match="SubnetEpochConsensus") as refused:
+            validator.process_window(w)
+        assert not isinstance(refused.value, ChainRefusedError)  # retried, never a reason to stop
+        assert validator.state.stage(w) == "ledgered"
+        report_bytes = validator.state.report_path(w).read_bytes()
+        (mine,) = [m for m in json.loads(report_bytes)["miners"] if m["hotkey"] == miner_key.ss58_address]
+        assert mine["reason"] == "ok" and mine["weight"] == 65535 and mine["credited_rollouts"] > 0, mine
+        entry = vchain.ledger_entry(vuid, w)
+        assert entry is not None and entry.report_hash == hashlib.sha256(report_bytes).digest()
+        assert vchain.weights(vuid) == {}
+
+        # the loop keeps verifying: window w+1 is scored, w's scores are folded into its weights
+        # (w is closed weights_skipped), and the refusal is logged once with the chain's reason
+        runtime.jump_to((w + 2) * WINDOW_BLOCKS)
+        runtime.new_blocks(12)
+        caplog.set_level(logging.WARNING, logger="rollproof.validator")
+        stop = threading.Event()
+        guard = threading.Timer(300, stop.set)  # a loop that never reports stops here and fails below
+        guard.start()
+        try:
+            results = validator.run(stop, max_windows=1, poll_s=0.2)
+        finally:
+            guard.cancel()
+        assert not stop.is_set(), "the validator loop reported no window"
+        assert [(r.window, r.wrote_ledger, r.wrote_weights) for r in results] == [(w, False, False)]
+        assert validator.state.stage(w) == "weights_skipped"
+        assert validator.state.stage(w + 1) == "ledgered"
+        (mine,) = [m for m in json.loads(validator.state.report_path(w + 1).read_bytes())["miners"]
+                   if m["hotkey"] == miner_key.ss58_address]
+        assert mine["reason"] == "ok", mine
+        refusals = [r.getMessage() for r in caplog.records if "refuses writes" in r.getMessage()]
+        assert len(refusals) == 1 and "SubnetEpochConsensus" in refusals[0], refusals
+        assert vchain.weights(vuid) == {}

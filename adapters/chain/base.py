@@ -137,6 +137,9 @@ class Chain(ABC):
                             location: str) -> None:
         raise ChainError(f"{self.name} chains hold no checkpoint registry")
 
+    def close(self) -> None:
+        """Release connections (the Bittensor SDK's client thread); a no-op where there are none."""
+
     def identity(self) -> str:
         """A name for this chain instance (journals are kept per chain, so a fresh embedded chain
         never meets an old journal)."""

@@ -85,7 +85,9 @@ class EVMChain(Chain):
     def connect(cls, rpc_url: str, registry: str, ledger: str, **kw) -> "EVMChain":
         from web3 import Web3
 
-        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+        # no web3-level retries (5 x 30 s by default would stall a call for minutes): the nodes' own
+        # outage backoff retries, and says so once
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}, exception_retry_configuration=None))
         return cls(w3, registry, ledger, endpoint=rpc_url, **kw)
 
     @staticmethod
