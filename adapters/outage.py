@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from verification.errors import BeaconUnavailableError, ChainError, StorageError
+from verification.errors import BeaconUnavailableError, ChainError, ChainRefusedError, StorageError
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,13 @@ class Outages:
             return self.chain
         raise TypeError(f"not an outage error: {type(exc).__name__}")
 
+    def wait_for_block(self, chain, number: int, stop: threading.Event, poll_s: float) -> bool:
+        """Wait until the chain reaches block `number`; through an outage of its RPC, back off and
+        return so the caller's loop re-reads where it is. False once `stop` is set (the loop ends).
+        A permanent refusal (ChainRefusedError) propagates."""
+        try:
+            return chain.wait_for_block(number, stop, poll_s) is not None
+        except ChainRefusedError:
+            raise
+        except ChainError as exc:
+            return not stop.wait(self.chain.failed(exc))

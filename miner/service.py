@@ -315,14 +315,8 @@ class Miner:
                     on_window(rec)
                 if max_windows is not None and len(done) >= max_windows:
                     break
-            try:
-                if self.chain.wait_for_block(window_start_block(window + 1), stop, poll_s) is None:
-                    break
-            except ChainRefusedError:
-                raise
-            except ChainError as exc:
-                if stop.wait(self.outages.chain.failed(exc)):
-                    break
+            if not self.outages.wait_for_block(self.chain, window_start_block(window + 1), stop, poll_s):
+                break
         return done
 
     def _failed(self, exc: Exception, committing: bool) -> float:

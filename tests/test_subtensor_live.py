@@ -415,8 +415,11 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
         _to_interval_start(runtime, mchain)
         w = mchain.current_block() // WINDOW_BLOCKS + 1
 
+        runtime.jump_to(w * WINDOW_BLOCKS)
         for window in (w, w + 1):
-            runtime.jump_to(window * WINDOW_BLOCKS)  # the miner starts at its window's first block
+            # every block is built from here on: the validator reads a window's commitments as of the
+            # window's last block, which a jump (unsafeBlockHeight) would leave unbuilt
+            runtime.new_blocks(window * WINDOW_BLOCKS - mchain.current_block())  # the window's first block
             rec = miner.run_window(window)
             assert rec.stage == "committed", rec
             (on_chain,) = [r for r in mchain.commitments(window) if r.hotkey == miner_key.ss58_address]
@@ -424,7 +427,8 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
             assert c.window == window and c.bundle_hash.hex() == rec.bundle_hash
             assert c.location == rec.location == (store.root / bundle_name(window, c.bundle_hash)).as_uri()
             assert window * WINDOW_BLOCKS <= on_chain.block < (window + 1) * WINDOW_BLOCKS
-        runtime.new_blocks(12)  # the chain's clock passes window w's opening round (deadline + 6 s + a period)
+        # the chain's clock passes window w's opening round (deadline + 6 s + a period, at 1 s a block)
+        runtime.new_blocks((w + 1) * WINDOW_BLOCKS + 12 - mchain.current_block())
 
         vuid = vchain.uid_of(vkey.ss58_address)
         permits = [n.uid == vuid for n in sorted(vchain.neurons(), key=lambda n: n.uid)]
@@ -450,8 +454,7 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
 
         # the loop keeps verifying: window w+1 is scored, w's scores are folded into its weights
         # (w is closed weights_skipped), and the refusal is logged once with the chain's reason
-        runtime.jump_to((w + 2) * WINDOW_BLOCKS)
-        runtime.new_blocks(12)
+        runtime.new_blocks((w + 2) * WINDOW_BLOCKS + 12 - vchain.current_block())
         caplog.set_level(logging.WARNING, logger="rollproof.validator")
         stop = threading.Event()
         guard = threading.Timer(300, stop.set)  # a loop that never reports stops here and fails below

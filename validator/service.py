@@ -427,14 +427,8 @@ class Validator:
                 if retry_in > 0 and stop.wait(min(retry_in, self.outages.backoff.max_s)):
                     break
                 target = head + 1
-            try:
-                if self.chain.wait_for_block(target, stop, poll_s) is None:
-                    break
-            except ChainRefusedError:
-                raise
-            except ChainError as exc:
-                if stop.wait(self.outages.chain.failed(exc)):
-                    break
+            if not self.outages.wait_for_block(self.chain, target, stop, poll_s):
+                break
         return results
 
     def _write_pending(self, finished: list[WindowResult]) -> None:
