@@ -42,6 +42,7 @@ def _pad_token(lm: LoadedModel) -> int:
     return int(pad) if pad is not None else min(lm.eos_ids)
 
 
+@torch.no_grad()  # grad mode is per thread: miners run in threads the global switch in load_model never reached
 def generate(
     lm: LoadedModel,
     requests: Sequence[RolloutRequest],

@@ -211,3 +211,33 @@ def test_unopened_groups_get_every_check_that_needs_no_model(verifier, honest_bu
         verifier.verify(honest_bundle, groups=[2])
     with pytest.raises(ConfigError):
         verifier.verify(honest_bundle, groups=[-1])
+
+
+def test_mining_and_verifying_work_in_a_thread_with_grad_enabled(tiny, ctx, alice, verifier):
+    """Grad mode is per thread: load_model's global switch never reaches a miner's or validator's
+    worker thread, where grad is on. Mining and verifying there must give the same bundle and verdict."""
+    import threading
+
+    import torch
+
+    from miner.proof import build_bundle
+    from verification.bundle import rows_root
+
+    result = {}
+
+    def work():
+        torch.set_grad_enabled(True)
+        try:
+            bundle = build_bundle(tiny, ctx, alice, 1)
+            result["bundle"] = bundle
+            result["report"] = verifier.verify(bundle)
+        except Exception as exc:  # surfaced by the assertion below
+            result["error"] = exc
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert "error" not in result, result.get("error")
+    assert rows_root(result["bundle"].groups) == rows_root(build_bundle(tiny, ctx, alice, 1).groups)
+    assert result["report"].ok, result["report"].detail
+    assert result["report"].checked_groups == [0] and all(r.reason == "ok" for r in result["report"].rollouts)

@@ -303,7 +303,8 @@ def _teacher_forced_batches(lm: LoadedModel, prompt: list[int], completions: lis
             ids[i, off:off + n] = torch.tensor(prompt + c.tolist(), dtype=torch.long)
             mask[i, off:off + n] = 1
             offsets.append(off)
-        hidden, logits, _ = forward_hidden_logits(lm, ids.to(lm.device), mask.to(lm.device))
+        with torch.no_grad():  # grad mode is per thread: the global switch in load_model does not reach other threads
+            hidden, logits, _ = forward_hidden_logits(lm, ids.to(lm.device), mask.to(lm.device))
         # position t of row i is sequence index offset_i + p - 1 + t (clamped for rows shorter than cmax)
         index = (torch.tensor(offsets).unsqueeze(1) + p - 1 + torch.arange(cmax)).clamp(max=width - 1).to(lm.device)
         rows = torch.arange(len(chunk), device=lm.device).unsqueeze(1)
