@@ -89,10 +89,6 @@ class ModelResolver:
     def announcement_for(self, window: int) -> Announcement | None:
         return checkpoint_for(window, self.chain.checkpoint_announcements())
 
-    def fingerprint_for(self, window: int) -> bytes:
-        ann = self.announcement_for(window)
-        return self.base.fingerprint if ann is None else ann.fingerprint
-
     def model_for(self, window: int):
         """The LoadedModel for window; CheckpointError when its checkpoint cannot be verified."""
         ann = self.announcement_for(window)

@@ -1,4 +1,4 @@
-"""Credit theft through unchecked groups (docs/security.md section 5), run through the real miner
+"""Credit theft through unchecked groups (docs/security.md section 3), run through the real miner
 and validator on the embedded chain: a thief computes an honest miner's rows itself, appends them
 to its own bundle as an extra group and commits first. Every group's problem is checked, so the
 thief is rejected even when the opening misses the appended group, and the victim keeps its credit."""

@@ -26,7 +26,7 @@ from adapters.outage import Backoff, Dependency
 from adapters.storage import FileStore
 from miner.service import Miner
 from validator.service import Validator
-from verification.challenge import window_deadline_block, window_of_block, window_start_block
+from verification.challenge import window_of_block, window_start_block
 from verification.constants import WINDOW_BLOCKS
 from verification.errors import BeaconUnavailableError, ChainError, ChainRefusedError, StorageError
 

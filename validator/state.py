@@ -121,12 +121,6 @@ class ValidatorState:
                 out.append(w)
         return out[::-1]
 
-    def last_finished_window(self) -> int | None:
-        # newest first, stopping at the first finished one: the loop asks every poll, and the journal
-        # keeps every window's directory
-        windows = sorted((int(p.name) for p in (self.root / "windows").glob("*") if p.name.isdigit()), reverse=True)
-        return next((w for w in windows if self.stage(w) in FINISHED), None)
-
     def skipped_run_before(self, window: int) -> list[int]:
         """The windows right before `window` whose weights were skipped, oldest first (stops at the
         first window that set weights, never ran, or lacks its report)."""

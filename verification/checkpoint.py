@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from verification.canonical import canonical_json
@@ -205,10 +205,6 @@ def checkpoint_for(window: int, announcements: Iterable[Announcement]) -> Announ
         if best is None or (a.from_window, a.block) > (best.from_window, best.block):
             best = a
     return best
-
-
-def invalid_announcements(announcements: Sequence[Announcement]) -> list[Announcement]:
-    return [a for a in announcements if not a.valid]
 
 
 def _nonneg_int(v) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from verification.constants import SKETCH_DIM, SKETCH_SCALE, SKETCH_TOL
+from verification.constants import SKETCH_DIM, SKETCH_SCALE
 from verification.prf import prf_bytes
 
 
@@ -36,5 +36,3 @@ def sketch_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int32) - b.astype(np.int32)).max(axis=-1)
 
 
-def sketch_passes(distance: int, tol: int = SKETCH_TOL) -> bool:
-    return distance <= tol
