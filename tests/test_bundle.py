@@ -46,7 +46,7 @@ def bundles(draw):
         protocol_version=PROTOCOL_VERSION, netuid=draw(st.integers(0, 65535)), window=draw(st.integers(0, 2**40)),
         block_hash=draw(st.binary(min_size=32, max_size=32)).hex(), block_time=draw(st.integers(0, 2**40)),
         hotkey=draw(st.text("abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ123456789", min_size=1, max_size=48)),
-        beacon=BeaconModel(chain_hash="00" * 32, round=draw(st.integers(1, 2**40)), signature="ab" * 48),
+        beacon=BeaconModel(chain_hash="00" * 32, round=draw(st.integers(1, 2**40)), signature="ab" * 48, previous_signature=""),
         model_fingerprint="11" * 32, group_size=GROUP_SIZE, max_new_tokens=MAX_NEW_TOKENS, n_groups=n_groups,
         rows_root=rows_root(groups).hex(),
     )
@@ -142,6 +142,11 @@ def test_json_structure_attacks(honest_bundle):
     d = copy.deepcopy(doc); d["groups"][0]["rollouts"][0]["reward"] = "1"; cases.append(d)
     d = copy.deepcopy(doc); d["groups"][0]["index"] = 1; cases.append(d)
     d = copy.deepcopy(doc); d["signature"] = "zz" * 64; cases.append(d)
+    # one encoding per bundle: the beacon's previous_signature is required, hex has no trailing newline
+    d = copy.deepcopy(doc); del d["header"]["beacon"]["previous_signature"]; cases.append(d)
+    d = copy.deepcopy(doc); d["header"]["beacon"]["signature"] += "\n"; cases.append(d)
+    d = copy.deepcopy(doc); d["signature"] = d["signature"][:-2] + "\n"; cases.append(d)
+    d = copy.deepcopy(doc); d["groups"][0]["prompt"] += "\n"; cases.append(d)
     for case in cases:
         with pytest.raises(BundleFormatError):
             decode_bundle(BUNDLE_MAGIC + canonical_json(case))

@@ -1,11 +1,20 @@
-"""Known-answer vectors (tests/vectors/*.json): the protocol's numbers pinned, so an independent
-implementation of docs/protocol.md can check itself against them and a change to the reference that
-moves any of them fails here."""
+"""Known-answer vectors (tests/vectors/*.json, written by scripts/make_vectors.py): the protocol's
+numbers pinned, so an independent implementation of docs/protocol.md can check itself against them
+and a change to the reference that moves any of them fails here.
 
+Two kinds of test: the reference code reproduces every stored file exactly (test_*_file), and parts
+of each file re-derived here in plain Python from the document's definitions (test_*_by_definition),
+so a vector cannot merely restate whatever the code happens to do."""
+
+import base64
+import hashlib
+import importlib.util
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from verification import tensor_ops
@@ -13,10 +22,190 @@ from verification.constants import PRF_PREFIX
 from verification.prf import prf_bytes
 from verification.sampling import GAMMA, MIX1, MIX2, gumbel_noise, noise_keys, noise_uniforms, sample_token, sampling_gap
 
-VECTORS = Path(__file__).resolve().parent / "vectors"
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "tests" / "vectors"
 M64 = (1 << 64) - 1
 
+_spec = importlib.util.spec_from_file_location("make_vectors", ROOT / "scripts" / "make_vectors.py")
+make_vectors = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_vectors)
 
+
+def _load(name: str) -> dict:
+    return json.loads((VECTORS / name).read_text())
+
+
+def _same_file(name: str, doc: dict) -> None:
+    assert make_vectors.dump(doc) == (VECTORS / name).read_text(), (
+        f"{name} differs from what the code gives: run scripts/make_vectors.py and review the diff")
+
+
+# ---- the code reproduces every stored file ---------------------------------------------------------
+@pytest.mark.parametrize("name, build", [
+    ("prf.json", make_vectors.prf_vectors),
+    ("drand.json", make_vectors.drand_vectors),
+    ("challenge.json", make_vectors.challenge_vectors),
+    ("sampling.json", make_vectors.sampling_vectors),
+    ("sketch.json", make_vectors.sketch_vectors_doc),
+    ("environments.json", make_vectors.environment_vectors),
+])
+def test_pure_vector_files(name, build):
+    _same_file(name, build())
+
+
+def test_model_file(tiny):
+    _same_file("model.json", make_vectors.model_vectors(tiny))
+
+
+def test_bundle_file(tiny):
+    _same_file("bundle.json", make_vectors.bundle_vectors(tiny, _load("bundle.json")))
+
+
+def test_vector_files_stay_small():
+    total = sum(p.stat().st_size for p in VECTORS.glob("*.json"))
+    assert total < 200_000, f"tests/vectors holds {total} bytes"
+
+
+# ---- section 2, by definition ------------------------------------------------------------------------
+def _enc(part: dict) -> bytes:
+    if "bytes" in part:
+        raw, tag = bytes.fromhex(part["bytes"]), b"b"
+    elif "str" in part:
+        raw, tag = part["str"].encode("utf-8"), b"s"
+    else:
+        raw, tag = int(part["int"]).to_bytes(8, "big"), b"i"
+    return tag + len(raw).to_bytes(4, "big") + raw
+
+
+def _prf(domain: str, *parts: bytes) -> bytes:
+    """PRF over already-typed raw parts given as (tag, bytes) pairs or ints/strs/bytes."""
+    out = PRF_PREFIX + domain.encode("ascii") + b"\x00"
+    for p in parts:
+        if isinstance(p, bytes):
+            out += b"b" + len(p).to_bytes(4, "big") + p
+        elif isinstance(p, str):
+            out += b"s" + len(p.encode()).to_bytes(4, "big") + p.encode()
+        else:
+            out += b"i" + (8).to_bytes(4, "big") + p.to_bytes(8, "big")
+    return hashlib.sha256(out).digest()
+
+
+def _words(key: bytes):
+    j = 0
+    while True:
+        d = hashlib.sha256(key + j.to_bytes(8, "big")).digest()
+        for i in range(4):
+            yield int.from_bytes(d[8 * i:8 * i + 8], "big")
+        j += 1
+
+
+def _uniform_below(words, n: int) -> int:
+    limit = (2**64 // n) * n
+    while True:
+        x = next(words)
+        if x < limit:
+            return x % n
+
+
+def _merkle(leaves: list[bytes]) -> bytes:
+    if not leaves:
+        return _prf("merkle-empty")
+    level = [_prf("merkle-leaf", x) for x in leaves]
+    while len(level) > 1:
+        nxt = [_prf("merkle-node", level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        level = nxt + ([level[-1]] if len(level) % 2 else [])
+    return level[0]
+
+
+def test_prf_by_definition():
+    doc = _load("prf.json")
+    assert doc["prf_prefix"].encode() == PRF_PREFIX
+    for case in doc["frames"]:
+        frame = PRF_PREFIX + case["domain"].encode("ascii") + b"\x00" + b"".join(_enc(p) for p in case["parts"])
+        assert frame.hex() == case["frame_hex"]
+        assert hashlib.sha256(frame).hexdigest() == case["prf_hex"]
+        assert hashlib.shake_256(frame).hexdigest(40) == case["prf_bytes_40_hex"]
+    ws = doc["word_stream"]
+    words = _words(bytes.fromhex(ws["key"]))
+    assert [str(next(words)) for _ in range(8)] == ws["first_8_words"]
+    words = _words(bytes.fromhex(doc["uniform_below"]["key"]))
+    for draw in doc["uniform_below"]["draws"]:
+        assert str(_uniform_below(words, int(draw["n"]))) == draw["value"]
+    assert any(d["words_consumed"] > 1 for d in doc["uniform_below"]["draws"]), "no rejection exercised"
+    for case in doc["sample_distinct"]:
+        words, chosen = _words(bytes.fromhex(case["key"])), []
+        while len(chosen) < min(case["k"], case["n"]):
+            i = _uniform_below(words, case["n"])
+            if i not in chosen:
+                chosen.append(i)
+        assert chosen == case["chosen"]
+    leaves = [bytes.fromhex(x) for x in doc["merkle"]["leaves"]]
+    assert [_merkle(leaves[:n]).hex() for n in range(len(leaves) + 1)] == doc["merkle"]["roots_of_first_n_leaves"]
+
+
+# ---- section 3 -------------------------------------------------------------------------------------
+def test_drand_by_definition():
+    from verification.drand import Beacon, ChainInfo, verify_beacon
+
+    doc = _load("drand.json")
+    for name, net in doc["public_networks"].items():
+        data = (net["period"].to_bytes(4, "big") + net["genesis_time"].to_bytes(8, "big", signed=True)
+                + bytes.fromhex(net["public_key"]) + bytes.fromhex(net["group_hash"]))
+        if name != "default":
+            data += net["beacon_id"].encode()
+        assert hashlib.sha256(data).hexdigest() == net["chain_hash"]
+    loc = doc["local"]
+    r = int(doc["bls12_381_r"], 16)
+    assert int.from_bytes(_prf("local-drand-key", loc["seed"]), "big") % r == int(loc["secret_key_be"], 16)
+    assert _prf("local-drand-group", loc["seed"]).hex() == loc["group_hash"]
+    data = (loc["period"].to_bytes(4, "big") + loc["genesis_time"].to_bytes(8, "big") + bytes.fromhex(loc["public_key"])
+            + bytes.fromhex(loc["group_hash"]) + loc["beacon_id"].encode())
+    assert hashlib.sha256(data).hexdigest() == loc["chain_hash"]
+    info = ChainInfo("local", bytes.fromhex(loc["public_key"]), loc["period"], loc["genesis_time"],
+                     bytes.fromhex(loc["group_hash"]), loc["scheme"], loc["beacon_id"])
+    for rnd in loc["rounds"]:
+        sig = bytes.fromhex(rnd["signature"])
+        assert hashlib.sha256(sig).hexdigest() == rnd["randomness"]
+        assert verify_beacon(info, Beacon(info.chain_hash(), rnd["round"], sig), expected_round=rnd["round"]).hex() \
+            == rnd["randomness"]
+    for case in loc["round_at"]:
+        t = case["time"]
+        assert case["round"] == (0 if t < loc["genesis_time"] else (t - loc["genesis_time"]) // loc["period"] + 1)
+
+
+# ---- section 4 -------------------------------------------------------------------------------------
+def test_challenge_by_definition():
+    doc = _load("challenge.json")
+    ws = _prf("window", doc["netuid"], doc["window"], bytes.fromhex(doc["block_hash"]),
+              bytes.fromhex(doc["problem_randomness"]))
+    assert ws.hex() == doc["window_seed"]
+    assert [_prf("problem", ws, doc["hotkey"], g).hex() for g in range(4)] == doc["problem_seeds"]
+    assert _prf("sketch", ws).hex() == doc["sketch_key"]
+    genesis, period = 1_700_000_000, 3
+    assert doc["opening_round"] == (doc["deadline_time"] + 6 - genesis) // period + 1 + 1
+    o_seed = _prf("open", doc["netuid"], doc["window"], bytes.fromhex(doc["opening_randomness"]))
+    assert o_seed.hex() == doc["opening_seed"]
+    key = _prf("open-groups", o_seed, doc["hotkey"], bytes.fromhex(doc["rows_root"]))
+    for n, chosen in doc["checked_groups"].items():
+        words, out = _words(key), []
+        while len(out) < min(4, int(n)):
+            i = _uniform_below(words, int(n))
+            if i not in out:
+                out.append(i)
+        assert out == chosen
+    mix = doc["environment_choice"]
+    envs = mix["generation"]["environments"]
+    for case in mix["cases"]:
+        u = _uniform_below(_words(_prf("env-choice", bytes.fromhex(case["problem_seed"]))), mix["total_weight"])
+        acc = 0
+        for e in envs:
+            acc += e["weight"]
+            if u < acc:
+                break
+        assert (u, e["name"]) == (case["u"], case["environment"])
+
+
+# ---- section 5 -------------------------------------------------------------------------------------
 def _uniform_by_definition(key: int, j: int) -> float:
     """docs/protocol.md section 5 in plain integers: splitmix64's finalizer over key + (j+1) GAMMA."""
     z = (key + (j + 1) * GAMMA) & M64
@@ -27,7 +216,7 @@ def _uniform_by_definition(key: int, j: int) -> float:
 
 
 def test_sampling_vectors():
-    doc = json.loads((VECTORS / "sampling.json").read_text())
+    doc = _load("sampling.json")
     assert doc["prf_prefix"].encode() == PRF_PREFIX
     for case in doc["key_streams"]:
         seed = bytes.fromhex(case["problem_seed"])
@@ -51,3 +240,148 @@ def test_sampling_vectors():
         kt = tensor_ops.keys_tensor(np.array([key], dtype=np.uint64), "cpu")
         assert tensor_ops.sample_tokens(lp.unsqueeze(0), kt).item() == pos["token"]
         assert abs(sampling_gap(lp.numpy(), g, (pos["token"] + 1) % 6) - float(pos["gap_of_token_plus_1"])) < 1e-12
+        # and with nothing but math: argmax of float64(lp) + -ln(-ln u)
+        scores = [float.fromhex(x) + -math.log(-math.log(float.fromhex(u)))
+                  for x, u in zip(s["logprobs_float32_hex"], pos["uniforms"])]
+        assert scores.index(max(scores)) == pos["token"]
+
+
+# ---- section 6 -------------------------------------------------------------------------------------
+def test_sketch_by_definition():
+    doc = _load("sketch.json")
+    key = bytes.fromhex(doc["sketch_key"])
+    for case in doc["cases"]:
+        d = case["d"]
+        stream = hashlib.shake_256(PRF_PREFIX + b"sketch-vectors\x00" + b"b" + (32).to_bytes(4, "big") + key
+                                   + b"i" + (8).to_bytes(4, "big") + d.to_bytes(8, "big")).digest((4 * d + 7) // 8)
+        assert stream.hex() == case["stream_hex"]
+        bits = [(stream[b // 8] >> (b % 8)) & 1 for b in range(4 * d)]
+        vectors = [[1 if bits[k * d + i] else -1 for i in range(d)] for k in range(4)]
+        assert ["".join("+" if x > 0 else "-" for x in row) for row in vectors] == case["vectors"]
+        for h, q in zip(case["hidden_float32"], case["sketch"]):
+            norm = math.sqrt(sum(x * x for x in h))
+            dots = [sum(x * r for x, r in zip(h, row)) / norm for row in vectors]
+            # float64 sums in a different order: a .5 tie would make this check ambiguous, so assert none is near
+            expect = [max(-32767, min(32767, round(1024 * v))) for v in dots]
+            assert all(abs(1024 * v - math.floor(1024 * v) - 0.5) > 1e-6 for v in dots)
+            assert expect == q
+    assert doc["clamped"]["sketch"][0] == 32767
+
+
+# ---- section 7 / appendix C --------------------------------------------------------------------------
+def test_model_by_definition():
+    doc = _load("model.json")
+    leaves = []
+    for t in doc["tensors"]:
+        shape = ",".join(str(x) for x in t["shape"])
+        leaf = _prf("tensor", t["name"], "<f4", shape, bytes.fromhex(t["sha256_le"]))
+        assert leaf.hex() == t["leaf"]
+        leaves.append(leaf)
+        if "norm" in t["name"]:
+            assert t["first_4_float32_hex"] == [float(1).hex()] * 4
+        else:  # appendix C: PCG64 seeded with the first 16 bytes of PRF("tiny-weights", seed, name), big-endian
+            s = int.from_bytes(_prf("tiny-weights", doc["seed"], t["name"])[:16], "big")
+            std = 0.2 if t["name"] == "lm_head.weight" else 0.05
+            draws = np.random.Generator(np.random.PCG64(s)).normal(0.0, std, size=4).astype(np.float32)
+            assert [float(x).hex() for x in draws] == t["first_4_float32_hex"]
+    assert [t["name"] for t in doc["tensors"]] == sorted(t["name"] for t in doc["tensors"])
+    assert _merkle(leaves).hex() == doc["tensors_root"]
+    assert hashlib.sha256(doc["tokenizer_to_str"].encode()).hexdigest() == doc["tokenizer_sha256"]
+    assert hashlib.sha256(doc["chat_template"].encode()).hexdigest() == doc["chat_template_sha256"]
+    gen = doc["generation_canonical_json"]
+    assert json.dumps(json.loads(gen), sort_keys=True, separators=(",", ":")) == gen
+    fp = _prf("model", bytes.fromhex(doc["tensors_root"]), bytes.fromhex(doc["tokenizer_sha256"]),
+              bytes.fromhex(doc["chat_template_sha256"]), hashlib.sha256(gen.encode()).digest())
+    assert fp.hex() == doc["fingerprint"]
+    # appendix C: the byte tokenizer, by its definition (GPT-2's byte-to-character map, sorted)
+    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    chars = {b: chr(b) for b in printable}
+    chars.update({b: chr(256 + n) for n, b in enumerate(b for b in range(256) if b not in printable)})
+    rank = {ch: i for i, ch in enumerate(sorted(chars.values()))}
+    byte_of_id = {rank[ch]: b for b, ch in chars.items()}
+    text = "<|im_start|>user\n" + doc["chat_prompt"]["user_text"] + "<|im_end|>\n<|im_start|>assistant\n"
+    ids, rest = [], text
+    while rest:
+        for special, sid in doc["special_tokens"].items():
+            if rest.startswith(special):
+                ids.append(sid)
+                rest = rest[len(special):]
+                break
+        else:
+            ids.extend(rank[chars[b]] for b in rest[0].encode())
+            rest = rest[1:]
+    assert ids == doc["chat_prompt"]["ids"]
+    for case in doc["decode_skip_special"]:
+        raw = bytes(byte_of_id[i] for i in case["ids"] if i < 256)
+        assert raw.decode("utf-8", "replace") == case["text"]
+
+
+# ---- section 8 -------------------------------------------------------------------------------------
+def test_advantages_by_definition():
+    for case in _load("environments.json")["advantages"]:
+        x = [r / 1e6 for r in case["rewards"]]
+        mean = sum(x) / len(x)
+        std = math.sqrt(sum((v - mean) ** 2 for v in x) / len(x))
+        assert [round((v - mean) / (std + 1e-4) * 1e6) for v in x] == case["advantages"]
+
+
+def test_environment_prompts_by_definition():
+    doc = _load("environments.json")["environments"]
+    for case in doc["add"]:
+        p, words = case["params"], _words(_prf("env", "add", bytes.fromhex(case["problem_seed"])))
+        between = lambda lo, hi: lo + _uniform_below(words, hi - lo + 1)  # noqa: E731
+        k = between(p["min_terms"], p["max_terms"])
+        terms = []
+        for _ in range(k):
+            d = between(p["min_digits"], p["max_digits"])
+            terms.append(between(10 ** (d - 1), 10**d - 1))
+        assert terms == case["answer"]["terms"]
+        assert case["prompt"] == ("Compute " + " + ".join(map(str, terms))
+                                  + ". Give the final answer as a number on the last line.")
+
+
+# ---- sections 9, 10, 12, 13 ------------------------------------------------------------------------------
+def test_bundle_by_definition(tiny):
+    from verification.signing import verify
+    from verification.verifier import Expectation, Verifier
+    from verification.drand_local import LocalDrand
+
+    doc = _load("bundle.json")
+    data = base64.b64decode(doc["file_base64"])
+    assert hashlib.sha256(data).hexdigest() == doc["file_sha256"]
+    assert data.startswith(b"RPROOF1\n")
+    body = json.loads(data[8:])
+    assert json.dumps(body, sort_keys=True, separators=(",", ":")).encode() == data[8:]
+    assert body["header"] == doc["header"] and body["header"]["beacon"]["previous_signature"] == ""
+    header_json = json.dumps(body["header"], sort_keys=True, separators=(",", ":"))
+    assert header_json == doc["header_canonical_json"]
+    message = _prf("bundle-header", header_json.encode())
+    assert message.hex() == doc["signing_message"]
+    verify(doc["hotkey"], message, bytes.fromhex(body["signature"]))
+    digests = []
+    for g, gd in zip(body["groups"], doc["groups"]):
+        prompt = base64.b64decode(g["prompt"])
+        assert list(np.frombuffer(prompt, "<u4")) == gd["prompt_ids"]
+        rewards = []
+        for r, rd in zip(g["rollouts"], gd["rollouts"]):
+            adv = r["advantage"].to_bytes(8, "big", signed=True)
+            digest = _prf("row", g["index"], r["index"], g["environment"], prompt, base64.b64decode(r["completion"]),
+                          base64.b64decode(r["logprobs"]), base64.b64decode(r["sketches"]), r["reward"], adv)
+            assert digest.hex() == rd["row_digest"]
+            digests.append(digest)
+            rewards.append(r["reward"])
+    assert _merkle(digests).hex() == doc["rows_root"] == body["header"]["rows_root"]
+    verified = [bytes.fromhex(d) for d in doc["verified_root"]["verified_row_digests"]]
+    assert _merkle([_prf("verified", doc["verified_root"]["uid"], d) for d in verified]).hex() == doc["verified_root"]["root"]
+    c = doc["commitment"]
+    assert bytes.fromhex(c["hex"]) == (b"rp3" + c["window"].to_bytes(8, "big") + bytes.fromhex(doc["file_sha256"])
+                                       + c["committed_base"].encode())
+    # the verdicts, recomputed by the reference Verifier from the file alone
+    drand = LocalDrand()
+    h = body["header"]
+    expected = Expectation(netuid=h["netuid"], window=h["window"], hotkey=h["hotkey"],
+                           block_hash=bytes.fromhex(h["block_hash"]), block_time=h["block_time"],
+                           fingerprint=bytes.fromhex(h["model_fingerprint"]))
+    verdict = Verifier(tiny, [drand.info]).verify_bytes(data, expected)
+    assert [[v.group, v.rollout, v.reason] for v in verdict.rollouts] == doc["verdict_all_groups_opened"]["rollout_reasons"]
+    assert verdict.ok and doc["verdict_all_groups_opened"]["ok"]

@@ -85,7 +85,8 @@ def test_beacon_byte_flip_unsigned_and_resigned(verifier, bundle_copy, ctx, alic
     b = bundle_copy.header.beacon
     sig = bytearray(bytes.fromhex(b.signature))
     sig[20] ^= 0x04
-    forged = BeaconModel(chain_hash=b.chain_hash, round=b.round, signature=bytes(sig).hex())
+    forged = BeaconModel(chain_hash=b.chain_hash, round=b.round, signature=bytes(sig).hex(),
+                         previous_signature=b.previous_signature)
     bundle_copy.header = bundle_copy.header.model_copy(update={"beacon": forged})
     assert verifier.verify(bundle_copy).reason == "bad_signature"
     ctx2 = type(ctx)(ctx.netuid, ctx.window, ctx.block_hash, ctx.block_time, forged.to_beacon())

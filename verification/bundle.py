@@ -51,7 +51,7 @@ class _Strict(BaseModel):
 
 
 def _hex(value: str, n: int | None = None) -> str:
-    if not _HEX.match(value) or (n is not None and len(value) != 2 * n):
+    if not _HEX.fullmatch(value) or (n is not None and len(value) != 2 * n):
         raise ValueError(f"expected {'%d bytes of ' % n if n else ''}lowercase hex")
     return value
 
@@ -60,7 +60,7 @@ class BeaconModel(_Strict):
     chain_hash: str
     round: int = Field(ge=1, lt=2**63)
     signature: str = Field(max_length=192)
-    previous_signature: str = Field(default="", max_length=192)
+    previous_signature: str = Field(max_length=192)  # required: "" when the network has none (a bundle has one encoding)
 
     @field_validator("chain_hash")
     @classmethod
@@ -126,7 +126,7 @@ class RolloutModel(_Strict):
     @field_validator("completion", "logprobs", "sketches")
     @classmethod
     def _b64(cls, v: str) -> str:
-        if not _B64.match(v):
+        if not _B64.fullmatch(v):
             raise ValueError("expected standard base64")
         return v
 
@@ -140,7 +140,7 @@ class GroupModel(_Strict):
     @field_validator("prompt")
     @classmethod
     def _b64(cls, v: str) -> str:
-        if not _B64.match(v):
+        if not _B64.fullmatch(v):
             raise ValueError("expected standard base64")
         return v
 

@@ -133,10 +133,13 @@ BUNDLE_MAGIC = b"RPROOF1\n"
 MAX_JSON_DEPTH = 16
 
 # ---- scoring ----------------------------------------------------------------------------------
-# Window score of a miner whose checked groups all verified = (rollouts in its bundle that no
-# earlier committer published) ** SCORE_EXPONENT; any failure scores 0. A superlinear exponent makes
-# splitting the same work over many hotkeys (sybils) a loss. Breaks: every weight.
+# Window score of a miner whose bundle was accepted = floor(SCORE_SCALE * n ** SCORE_EXPONENT) for
+# its n credited rows, computed in integers as isqrt(n**3 * SCORE_SCALE**2) (SCORE_EXPONENT is 3/2);
+# any failure scores 0. A superlinear exponent makes splitting the same work over many hotkeys
+# (sybils) a loss. Scores are integers so every implementation writes the same report bytes and
+# weights (a float pow differs between C libraries in the last bit). Breaks: every weight.
 SCORE_EXPONENT = 1.5
+SCORE_SCALE = 1000
 # Weights are written as u16 scaled so the best miner gets U16_MAX. Breaks: weight encoding.
 U16_MAX = 65535
 

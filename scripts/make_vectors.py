@@ -1,0 +1,566 @@
+"""Write the known-answer vectors of docs/protocol.md: tests/vectors/*.json.
+
+    python3 scripts/make_vectors.py            # (re)write every file
+    python3 scripts/make_vectors.py --check    # exit 1 if any file differs from what the code gives
+
+Every value is computed by the reference implementation from fixed inputs, so the output is the same
+on every run and machine, with one exception: sr25519 signatures are randomized, so the bundle
+vector keeps the signature already stored in tests/vectors/bundle.json when it still verifies for the
+recomputed header (a fresh one is made only when the signed message changes). tests/test_vectors.py
+calls the same builders and compares with the stored files, and re-derives a part of each from the
+document's definitions.
+
+Files (each is json.dumps(doc, indent=1) + "\\n"; binary values are lowercase hex, uint64 values are
+decimal strings, floats are float.hex() strings where exact):
+    prf.json          section 2: framing, PRF, PRF_bytes, word stream, uniform_below, sample_distinct,
+                      Merkle roots, canonical JSON
+    drand.json        section 3: pinned chain hashes, the local drand key and signed rounds, round_at
+    challenge.json    section 4: window/problem/sketch/opening seeds, rounds, checked groups, env choice
+    sampling.json     section 5: Gumbel key streams, uniforms, a six-token distribution
+    sketch.json       section 6: sketch vectors and sketches
+    model.json        section 7 and appendix C: the tiny model's weights, tokenizer, fingerprint
+    environments.json section 8: prompts, answers, rewards of sample completions, advantages
+    bundle.json       sections 9, 10, 12, 13: a full two-group bundle of the tiny model, its verdicts,
+                      row digests, rows_root, header signing message, commitment, verified_root
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from verification import environments  # noqa: E402
+from verification.canonical import canonical_json  # noqa: E402
+from verification.challenge import (  # noqa: E402
+    groups_to_check,
+    opening_round,
+    opening_seed,
+    problem_round,
+    problem_seed,
+    sketch_key,
+    window_deadline_block,
+    window_seed,
+    window_start_block,
+)
+from verification.constants import BASE_GENERATION, PRF_PREFIX  # noqa: E402
+from verification.drand import DEFAULT, QUICKNET  # noqa: E402
+from verification.drand_local import LocalDrand  # noqa: E402
+from verification.generation import GenerationParams  # noqa: E402
+from verification.grpo import advantages  # noqa: E402
+from verification.merkle import merkle_root  # noqa: E402
+from verification.prf import _frame, prf, prf_bytes, sample_distinct, uniform_below, word_stream  # noqa: E402
+from verification.sampling import gumbel_noise, noise_keys, noise_uniforms, sample_token, sampling_gap  # noqa: E402
+from verification.sketch import sketch, sketch_vectors  # noqa: E402
+
+VECTORS = ROOT / "tests" / "vectors"
+BLS12_381_R = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
+ALICE_URI = "//Alice"
+
+
+def _hex_floats(values) -> list[str]:
+    return [float(v).hex() for v in values]
+
+
+def _part_json(part) -> dict:
+    if isinstance(part, bytes):
+        return {"bytes": part.hex()}
+    if isinstance(part, str):
+        return {"str": part}
+    return {"int": str(part)}
+
+
+# ---- section 2 ---------------------------------------------------------------------------------
+def prf_vectors() -> dict:
+    frames = []
+    cases = [
+        ("merkle-empty", ()),
+        ("window", (3, 7, b"\x42" * 32, bytes(range(32)))),
+        ("problem", (prf("vectors/window-seed"), "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY", 11)),
+        ("vectors/types", (b"", "", 0, (1 << 64) - 1, "h\u00e9llo \u2713", b"\x00\xff")),
+    ]
+    for domain, parts in cases:
+        frames.append({
+            "domain": domain,
+            "parts": [_part_json(p) for p in parts],
+            "frame_hex": _frame(domain, parts).hex(),
+            "prf_hex": prf(domain, *parts).hex(),
+            "prf_bytes_40_hex": prf_bytes(40, domain, *parts).hex(),
+        })
+    key = prf("vectors/word-stream")
+    words = word_stream(key)
+    first = [next(words) for _ in range(8)]
+    draws = []
+    words = word_stream(key)
+    consumed = 0
+    counting = _counting(words)
+    for n in (1, 2, 3, 10, 81, (1 << 63) + 1, (1 << 63) + 1, (1 << 63) + 1, (1 << 64) - 1, 1000):
+        before = counting.count
+        value = uniform_below(counting, n)
+        draws.append({"n": str(n), "value": str(value), "words_consumed": counting.count - before})
+        consumed = counting.count
+    distinct = []
+    for label, n, k in (("a", 12, 4), ("b", 3, 3), ("c", 2, 5), ("d", 0, 4), ("e", 1, 1), ("f", 256, 4), ("g", 5, 0)):
+        dkey = prf("vectors/sample-distinct", label)
+        distinct.append({"key": dkey.hex(), "n": n, "k": k, "chosen": sample_distinct(dkey, n, k)})
+    leaves = [prf("vectors/leaf", i) for i in range(6)]
+    merkle = {"leaves": [x.hex() for x in leaves],
+              "roots_of_first_n_leaves": [merkle_root(leaves[:n]).hex() for n in range(len(leaves) + 1)]}
+    canon = []
+    for obj in (
+        {"b": 1, "a": [True, False, None], "B": -12345678901234567890, "": "x"},
+        {"s": "caf\u00e9 \u2713 \U0001F600", "ctl": "\x00\x1f\x7f\t\n\"\\/"},
+        {"report_scores": [0.0, 1.0, 22.627416997969522, 2097152.0, float(3) ** 1.5]},
+    ):
+        canon.append({"python_repr": repr(obj), "canonical": canonical_json(obj).decode("ascii")})
+    return {
+        "comment": "docs/protocol.md section 2. Integers of PRF parts and of uniform_below are decimal strings.",
+        "prf_prefix": PRF_PREFIX.decode(),
+        "frames": frames,
+        "word_stream": {"key": key.hex(), "block_0_sha256": hashlib.sha256(key + bytes(8)).hexdigest(),
+                        "first_8_words": [str(w) for w in first]},
+        "uniform_below": {"key": key.hex(), "comment": "successive draws from one word stream of key",
+                          "draws": draws, "words_consumed_total": consumed},
+        "sample_distinct": distinct,
+        "merkle": merkle,
+        "canonical_json": canon,
+    }
+
+
+class _counting:
+    """A word stream that counts the words taken from it."""
+
+    def __init__(self, words):
+        self.words, self.count = words, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.count += 1
+        return next(self.words)
+
+
+# ---- section 3 ---------------------------------------------------------------------------------
+def drand_vectors() -> dict:
+    nets = {}
+    for info in (QUICKNET, DEFAULT):
+        nets[info.name] = {"scheme": info.scheme, "public_key": info.public_key.hex(), "period": info.period,
+                           "genesis_time": info.genesis_time, "group_hash": info.group_hash.hex(),
+                           "beacon_id": info.beacon_id, "chain_hash": info.chain_hash().hex()}
+    local = LocalDrand()
+    info = local.info
+    secret = int.from_bytes(prf("local-drand-key", local.seed), "big") % BLS12_381_R
+    rounds = []
+    for r in (1, 2, 1000, 3337):
+        b = local.sign(r)
+        rounds.append({"round": r, "signature": b.signature.hex(), "randomness": b.randomness.hex(),
+                       "message_sha256_u64be_round": hashlib.sha256(r.to_bytes(8, "big")).hexdigest()})
+    times = [info.genesis_time - 1, info.genesis_time, info.genesis_time + 2, info.genesis_time + 3, 1_700_010_000]
+    return {
+        "comment": "docs/protocol.md section 3. chain_hash = SHA-256(u32be(period) || i64be(genesis) || "
+                   "public_key || group_hash || beacon_id) (beacon_id omitted for default).",
+        "bls12_381_r": hex(BLS12_381_R),
+        "public_networks": nets,
+        "local": {
+            "seed": local.seed,
+            "secret_key_be": secret.to_bytes(32, "big").hex(),
+            "prf_local_drand_key": prf("local-drand-key", local.seed).hex(),
+            "public_key": info.public_key.hex(),
+            "group_hash": info.group_hash.hex(),
+            "beacon_id": info.beacon_id,
+            "genesis_time": info.genesis_time,
+            "period": info.period,
+            "scheme": info.scheme,
+            "chain_hash": info.chain_hash().hex(),
+            "rounds": rounds,
+            "round_at": [{"time": t, "round": info.round_at(t)} for t in times],
+        },
+    }
+
+
+# ---- section 4 ---------------------------------------------------------------------------------
+def _context():
+    """The window every vector uses: netuid 3, window 7 on the local drand (tests/conftest.make_ctx)."""
+    from verification.window import WindowContext
+
+    drand = LocalDrand()
+    window, netuid, block_hash = 7, 3, b"\x42" * 32
+    block_time = drand.genesis_time + 10_000 + window * 240
+    rnd = drand.info.round_at(block_time)
+    return WindowContext(netuid, window, block_hash, block_time, drand.sign(rnd))
+
+
+ALICE_SS58 = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+MIX = {"temperature_milli": 1000, "group_size": 4, "max_new_tokens": 16, "environments": [
+    {"name": "add", "weight": 3, "params": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 4,
+                                           "format_credit_milli": 100}},
+    {"name": "sat", "weight": 2, "params": {"min_vars": 3, "max_vars": 5, "clause_ratio_milli": 1600, "k": 3}},
+    {"name": "arith", "weight": 1, "params": {}},
+]}
+
+
+def challenge_vectors() -> dict:
+    ctx = _context()
+    drand = LocalDrand()
+    ws = window_seed(ctx.netuid, ctx.window, ctx.block_hash, ctx.beacon.randomness)
+    seeds = [problem_seed(ws, ALICE_SS58, g) for g in range(4)]
+    deadline_time = ctx.block_time + 240  # the vector's chain: 12 s per block, 20 blocks per window
+    o_round = opening_round(drand.info, deadline_time)
+    o_beacon = drand.sign(o_round)
+    o_seed = opening_seed(ctx.netuid, ctx.window, o_beacon.randomness)
+    rows_root_ = prf("vectors/rows-root")
+    params = GenerationParams.from_json(MIX)
+    choice = []
+    for i in range(12):
+        s = prf("vectors/env-choice", i)
+        u = uniform_below(word_stream(prf("env-choice", s)), 6)
+        choice.append({"problem_seed": s.hex(), "u": u, "environment": params.environment_for(s).name})
+    return {
+        "comment": "docs/protocol.md section 4, on the local drand network; hotkey is //Alice's SS58 address.",
+        "netuid": ctx.netuid, "window": ctx.window,
+        "window_start_block": window_start_block(ctx.window), "deadline_block": window_deadline_block(ctx.window),
+        "block_hash": ctx.block_hash.hex(), "block_time": ctx.block_time,
+        "problem_round": problem_round(drand.info, ctx.block_time),
+        "problem_randomness": ctx.beacon.randomness.hex(),
+        "window_seed": ws.hex(),
+        "hotkey": ALICE_SS58,
+        "problem_seeds": [s.hex() for s in seeds],
+        "sketch_key": sketch_key(ws).hex(),
+        "deadline_time": deadline_time,
+        "opening_round": o_round,
+        "opening_randomness": o_beacon.randomness.hex(),
+        "opening_seed": o_seed.hex(),
+        "rows_root": rows_root_.hex(),
+        "checked_groups": {str(n): groups_to_check(o_seed, ALICE_SS58, rows_root_, n) for n in (1, 3, 4, 12, 256)},
+        "environment_choice": {"generation": MIX, "total_weight": 6, "cases": choice},
+    }
+
+
+# ---- section 5 ---------------------------------------------------------------------------------
+SAMPLING_KEYS = ["4821253073605318709", "10970024018741066016", "614453834043573446", "9264654535401823898"]
+
+
+def sampling_vectors() -> dict:
+    import torch
+
+    streams = []
+    for seed, r, n in ((bytes(32), 0, 3), (b"\xff" * 32, 3, 3), (bytes.fromhex("0123456789abcdef" * 4), 7, 2)):
+        keys = noise_keys(seed, r, n)
+        streams.append({"problem_seed": seed.hex(), "rollout_index": r,
+                        "key_words_hex": prf_bytes(8 * n, "gumbel-key", seed, r).hex(),
+                        "keys": [str(int(k)) for k in keys],
+                        "uniforms_first_6_of_key_0": _hex_floats(noise_uniforms(int(keys[0]), 6))})
+    logits = [2.0, -1.0, 0.5, 0.5, -3.0, 1.25]
+    lp = torch.log_softmax(torch.tensor(logits, dtype=torch.float32) / 0.7, -1).numpy()
+    positions = []
+    for k in SAMPLING_KEYS:
+        g = gumbel_noise(int(k), 6)
+        tok = sample_token(lp, g)
+        positions.append({"key": k, "uniforms": _hex_floats(noise_uniforms(int(k), 6)), "token": tok,
+                          "gap_of_token_plus_1": repr(sampling_gap(lp, g, (tok + 1) % 6))})
+    return {
+        "comment": "docs/protocol.md section 5 (protocol v3). keys are uint64 in decimal; uniforms are exact "
+                   "(float.hex()); gaps are float64 reprs (the logarithms may differ by an ulp between math "
+                   "libraries); logprobs = float32 log_softmax(logits / 0.7).",
+        "prf_prefix": PRF_PREFIX.decode(),
+        "key_streams": streams,
+        "sampling": {"logits_float32": logits, "temperature": 0.7, "logprobs_float32_hex": _hex_floats(lp),
+                     "positions": positions},
+    }
+
+
+# ---- section 6 ---------------------------------------------------------------------------------
+def sketch_vectors_doc() -> dict:
+    key = prf("vectors/sketch-key")
+    cases = []
+    for d in (8, 13):
+        vec = sketch_vectors(key, d)
+        words = word_stream(prf("vectors/sketch-hidden", d))
+        # hidden states: small integers / 16 (exact in float32), 3 positions
+        hidden = np.array([[(next(words) % 257 - 128) / 16 for _ in range(d)] for _ in range(3)], dtype=np.float32)
+        cases.append({"d": d, "stream_hex": prf_bytes((4 * d + 7) // 8, "sketch-vectors", key, d).hex(),
+                      "vectors": ["".join("+" if x > 0 else "-" for x in row) for row in vec],
+                      "hidden_float32": [[float(x) for x in row] for row in hidden],
+                      "sketch": sketch(hidden, vec).tolist()})
+    d = 1100  # a hidden state equal to r_0 has <h/|h|, r_0> = sqrt(d) > 32: q_0 is clamped to 32767
+    vec = sketch_vectors(key, d)
+    clamp = {"d": d, "hidden": "r_0 (the first sketch vector itself, as float32)",
+             "sketch": sketch(vec[:1].astype(np.float32), vec).tolist()[0]}
+    return {"comment": "docs/protocol.md section 6. vectors: '+' = +1, '-' = -1, row-major K x d.",
+            "sketch_key": key.hex(), "cases": cases, "clamped": clamp}
+
+
+# ---- section 7 / appendix C ----------------------------------------------------------------------
+def model_vectors(lm) -> dict:
+    from verification.fingerprint import tensor_leaf
+    from verification.model import compute_fingerprint
+
+    state = lm.model.state_dict()
+    tensors = []
+    for name in sorted(state):
+        arr = state[name].detach().to("cpu").float().numpy()
+        tensors.append({"name": name, "shape": list(arr.shape),
+                        "sha256_le": hashlib.sha256(np.ascontiguousarray(arr, dtype="<f4").tobytes()).hexdigest(),
+                        "leaf": tensor_leaf(name, arr).hex(),
+                        "first_4_float32_hex": _hex_floats(arr.reshape(-1)[:4])})
+    gen_obj = {"eos_ids": sorted(lm.eos_ids), "params": lm.generation.to_json()}
+    mix = GenerationParams.from_json(MIX)
+    prompt = "Compute 37 + 5. Give the final answer as a number on the last line."
+    decode_cases = [[220, 13, 258, 100], [257, 18, 19, 256, 20], [195, 164, 72], [181, 124, 124, 124]]
+    return {
+        "comment": "docs/protocol.md section 7 and appendix C: the tiny model 'tiny' (seed 0).",
+        "seed": 0,
+        "vocab_size": lm.vocab_size, "hidden_size": lm.hidden_size,
+        "special_tokens": {"<|endoftext|>": 256, "<|im_start|>": 257, "<|im_end|>": 258},
+        "eos_ids": sorted(lm.eos_ids),
+        "tiny_weights_seed_of_lm_head": int.from_bytes(prf("tiny-weights", 0, "lm_head.weight")[:16], "big"),
+        "tensors": tensors,
+        "tensors_root": lm.weights_root.hex(),
+        "tokenizer_to_str": lm.tokenizer_json,
+        "tokenizer_sha256": hashlib.sha256(lm.tokenizer_json.encode()).hexdigest(),
+        "chat_template": lm.chat_template,
+        "chat_template_sha256": hashlib.sha256(lm.chat_template.encode()).hexdigest(),
+        "generation_canonical_json": canonical_json(gen_obj).decode(),
+        "generation_sha256": hashlib.sha256(canonical_json(gen_obj)).hexdigest(),
+        "fingerprint": lm.fingerprint.hex(),
+        "fingerprint_under_mix": {"generation": MIX, "fingerprint": compute_fingerprint(
+            lm.weights_root, lm.tokenizer_json, lm.chat_template, lm.eos_ids, mix).hex()},
+        "chat_prompt": {"user_text": prompt, "ids": lm.chat_prompt_ids(prompt)},
+        "decode_skip_special": [{"ids": ids, "text": lm.tokenizer.decode(ids, skip_special_tokens=True)}
+                                for ids in decode_cases],
+    }
+
+
+# ---- section 8 ---------------------------------------------------------------------------------
+ADD_PARAMS = [
+    BASE_GENERATION["environments"][0]["params"],
+    {"min_terms": 2, "max_terms": 4, "min_digits": 3, "max_digits": 5, "format_credit_milli": 100},
+]
+SAT_PARAMS = [{"min_vars": 3, "max_vars": 5, "clause_ratio_milli": 1600, "k": 3},
+              {"min_vars": 1, "max_vars": 2, "clause_ratio_milli": 100, "k": 5}]
+
+
+def _add_completions(p) -> list[str]:
+    s = p.answer["sum"]
+    wrong = s + 1
+    return [
+        f"The answer is {s}.", f"{s}", f"{s:,}", f"**{s}**\n\n", f"({s})", f"{s}.00", f"{s}.5",
+        f"{wrong}", f"{wrong} apples", f"{s} apples", f"-{s}", f"x{s}", f"{s}x", f"10-{s}",
+        f"{s} or {wrong}", f"{wrong} or {s}", "no number", "", f"{s:,}".replace(",", ", "),
+        "".join(chr(0x0660 + int(c)) for c in str(s)), "a" * 4090 + f" {s}", "a" * 4094 + f" {s}",
+        f"{s}\u00a0", f"{s}?", f"{wrong}\u00a0", f"{wrong}\u200b", f"\u00e9{s}", f"_{s}", f"a-{s}",
+        f"1,{s:04d}", f"{wrong}.", f"{wrong}!)]*",
+    ]
+
+
+def _sat_completions(p) -> list[str]:
+    n, clauses = p.answer["n"], p.answer["clauses"]
+    good = None
+    for bits in range(1 << n):
+        if all(any((lit > 0) == bool((bits >> (abs(lit) - 1)) & 1) for lit in c) for c in clauses):
+            good = [(bits >> i) & 1 for i in range(n)]
+            break
+    line = " ".join(f"x{i + 1}={v}" for i, v in enumerate(good))
+    flipped = " ".join(f"x{i + 1}={1 - v}" for i, v in enumerate(good))
+    return [
+        line, line.replace("=", " = "), flipped, flipped + " " + line, line + " " + flipped,
+        " ".join(f"x{i + 1}={v}" for i, v in enumerate(good[:-1])), line.replace(" ", ""),
+        "x99=1 x0=1 " + line, line.replace("x1=", "x001="), line.replace("x1=", "x0001="),
+        line.replace("x1=", "X1="), line.replace("x1=", "\u0445" + "1="),
+        line.replace("x1=", "x\u0661="), line.replace("1", "\u0661"), line + "2",
+        "a" * 4000 + " " + line, "a" * 4090 + " " + line, "a" * 4000 + line,
+    ]
+
+
+def _arith_completions(p) -> list[str]:
+    a = p.answer
+    return [f"{a}", f"The answer is {a}.", f"{a} apples and 3", f"{a:,}", f"{a}.5", f"-{a}",
+            "1,2,3", f"x{a}", "".join(chr(0x0660 + int(c)) for c in str(a)), "none", f"{a},", ",5"]
+
+
+def _answer_json(env: str, answer) -> dict:
+    if env == "add":
+        return {"terms": list(answer["terms"]), "sum": answer["sum"], "lo": answer["lo"], "hi": answer["hi"],
+                "format_credit": answer["format_credit"]}
+    if env == "sat":
+        return {"n": answer["n"], "clauses": [list(c) for c in answer["clauses"]]}
+    return {"answer": answer}
+
+
+def environment_vectors() -> dict:
+    out = {}
+    plans = (("add", ADD_PARAMS, _add_completions), ("sat", SAT_PARAMS, _sat_completions), ("arith", [{}], _arith_completions))
+    for name, param_sets, completions in plans:
+        env = environments.get(name)
+        cases = []
+        for pi, params in enumerate(param_sets):
+            for i in range(3):
+                seed = prf("vectors/problem", name, pi, i)
+                p = env.generate(seed, params)
+                texts = completions(p) if i == 0 else completions(p)[:4]
+                cases.append({"problem_seed": seed.hex(), "params": params, "prompt": p.prompt,
+                              "answer": _answer_json(name, p.answer),
+                              "completions": [{"text": t, "reward": env.reward(p, t)} for t in texts]})
+        out[name] = cases
+    adv_cases = [[0, 0, 0, 0], [1_000_000, 0, 0, 0, 0, 0, 0, 0], [1_000_000, 0], [0, 100_000, 1_000_000, 100_000],
+                 [333_333, 1, 999_999, 500_000, 0, 7], [5] * 3, [1_000_000] * 8, [10**12, 0, 0], [0]]
+    return {
+        "comment": "docs/protocol.md section 8. Each case: the problem of problem_seed under params, its "
+                   "prompt, the rule's answer data, and the reward (micro-units) of sample completions.",
+        "environments": out,
+        "advantages": [{"rewards": r, "advantages": advantages(r)} for r in adv_cases],
+    }
+
+
+# ---- sections 9, 10, 12, 13 ---------------------------------------------------------------------------
+def bundle_vectors(lm, previous: dict | None = None) -> dict:
+    from bittensor.sp_core import Keypair
+
+    from miner.proof import build_groups
+    from verification.bundle import Bundle, BeaconModel, Header, decode_bundle, encode_bundle, row_digest, rows_root
+    from verification.commitment import bundle_name, encode_commitment
+    from verification.constants import PROTOCOL_VERSION
+    from verification.scoring import MinerOutcome, verified_root
+    from verification.signing import sign, verify
+    from verification.verifier import Expectation, Verifier
+    from verification.errors import SignatureError
+
+    ctx = _context()
+    drand = LocalDrand()
+    keypair = Keypair.create_from_uri(ALICE_URI)
+    groups = build_groups(lm, ctx, keypair.ss58_address, [0, 1], batch_size=16)
+    header = Header(protocol_version=PROTOCOL_VERSION, netuid=ctx.netuid, window=ctx.window,
+                    block_hash=ctx.block_hash.hex(), block_time=ctx.block_time, hotkey=keypair.ss58_address,
+                    beacon=BeaconModel.from_beacon(ctx.beacon), model_fingerprint=lm.fingerprint.hex(),
+                    group_size=lm.generation.group_size, max_new_tokens=lm.generation.max_new_tokens,
+                    n_groups=len(groups), rows_root=rows_root(groups).hex())
+    message = header.signing_message()
+    signature = None
+    if previous is not None:
+        stored = bytes.fromhex(previous["signature"])
+        try:
+            verify(keypair.ss58_address, message, stored)
+            signature = stored
+        except SignatureError:
+            signature = None
+    if signature is None:
+        signature = sign(keypair, message)
+    bundle = Bundle(header=header, signature=signature, groups=groups)
+    data = encode_bundle(bundle)
+    assert decode_bundle(data).header == header
+    verifier = Verifier(lm, [drand.info])
+    expected = Expectation(netuid=ctx.netuid, window=ctx.window, hotkey=keypair.ss58_address,
+                           block_hash=ctx.block_hash, block_time=ctx.block_time, fingerprint=lm.fingerprint)
+    full = verifier.verify_bytes(data, expected)
+    deadline_time = ctx.block_time + 240
+    o_round = opening_round(drand.info, deadline_time)
+    o_seed = opening_seed(ctx.netuid, ctx.window, drand.sign(o_round).randomness)
+    checked = groups_to_check(o_seed, keypair.ss58_address, bytes.fromhex(header.rows_root), header.n_groups, 1)
+    opened = verifier.verify_bytes(data, expected, groups=checked)
+    by_row = {(v.group, v.rollout): v for v in opened.rollouts}
+    verified = [row_digest(g.index, g.environment, g.prompt, r) for g, r in bundle.rows() if by_row[(g.index, r.index)].ok]
+    uid = 5
+    bundle_sha = hashlib.sha256(data).digest()
+    location = "https://example.org/rp/" + bundle_name(ctx.window, bundle_sha)
+    group_docs = []
+    for g in groups:
+        env = environments.get(g.environment)
+        rows = []
+        for r in g.rollouts:
+            rows.append({"index": r.index, "completion_ids": r.completion.tolist(),
+                         "text": lm.tokenizer.decode(r.completion.tolist(), skip_special_tokens=True),
+                         "reward": r.reward, "advantage": r.advantage,
+                         "row_digest": row_digest(g.index, g.environment, g.prompt, r).hex()})
+        _, problem = environments.problem_for(ctx.problem_seed(keypair.ss58_address, g.index), lm.generation)
+        assert env.name == problem.environment
+        group_docs.append({"index": g.index, "environment": g.environment, "prompt_text": problem.prompt,
+                           "prompt_ids": g.prompt.tolist(), "rollouts": rows})
+    return {
+        "comment": "docs/protocol.md sections 9, 10, 12 and 13: a bundle of the tiny model (appendix C) for "
+                   "the window of challenge.json, signed by //Alice. The signature is randomized (sr25519): "
+                   "scripts/make_vectors.py keeps this one while it verifies.",
+        "model": "tiny", "model_fingerprint": lm.fingerprint.hex(),
+        "hotkey": keypair.ss58_address, "hotkey_public_key": bytes(keypair.public_key).hex(), "hotkey_uri": ALICE_URI,
+        "header": header.model_dump(),
+        "header_canonical_json": header.canonical_bytes().decode(),
+        "signing_message": message.hex(),
+        "signature": signature.hex(),
+        "groups": group_docs,
+        "rows_root": header.rows_root,
+        "file_base64": base64.b64encode(data).decode(),
+        "file_sha256": bundle_sha.hex(),
+        "file_bytes": len(data),
+        "verdict_all_groups_opened": {"ok": full.ok, "reason": full.reason, "checked_groups": full.checked_groups,
+                                      "rollout_reasons": [[v.group, v.rollout, v.reason] for v in full.rollouts]},
+        "opening": {"opening_round": o_round, "opening_seed": o_seed.hex(), "groups_checked_per_miner": 1,
+                    "checked_groups": checked, "ok": opened.ok, "reason": opened.reason,
+                    "rollout_reasons": [[v.group, v.rollout, v.reason] for v in opened.rollouts]},
+        "verified_root": {"uid": uid, "verified_row_digests": [d.hex() for d in verified],
+                          "root": verified_root([MinerOutcome(uid, keypair.ss58_address, True, "ok",
+                                                              verified_rows=verified)]).hex()},
+        "commitment": {"window": ctx.window, "location": location, "committed_base": "https://example.org/rp/",
+                       "hex": encode_commitment(ctx.window, bundle_sha, location).hex()},
+    }
+
+
+# ---- files -------------------------------------------------------------------------------------------
+def load_tiny():
+    from verification.model import load_model
+
+    return load_model("tiny")
+
+
+def build_all(lm=None, stored: dict[str, dict] | None = None) -> dict[str, dict]:
+    stored = stored or {}
+    lm = lm or load_tiny()
+    return {
+        "prf.json": prf_vectors(),
+        "drand.json": drand_vectors(),
+        "challenge.json": challenge_vectors(),
+        "sampling.json": sampling_vectors(),
+        "sketch.json": sketch_vectors_doc(),
+        "model.json": model_vectors(lm),
+        "environments.json": environment_vectors(),
+        "bundle.json": bundle_vectors(lm, stored.get("bundle.json")),
+    }
+
+
+def dump(doc: dict) -> str:
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def read_stored() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in VECTORS.glob("*.json")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="compare with the stored files instead of writing")
+    args = ap.parse_args()
+    docs = build_all(stored=read_stored())
+    bad = 0
+    for name, doc in docs.items():
+        path = VECTORS / name
+        text = dump(doc)
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                print(f"{path.relative_to(ROOT)} differs from what the code gives")
+                bad += 1
+        else:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)} ({len(text.encode())} bytes)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
