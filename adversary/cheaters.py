@@ -26,7 +26,7 @@ def other_checkpoint(lm: LoadedModel, rel: float = 0.01, seed: int = 1) -> Loade
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * p.abs().mean() * rel)
+            p.add_(torch.randn(p.shape, generator=g).to(p.device) * p.abs().mean() * rel)
     return replace(lm, name=f"{lm.name} (other checkpoint)", model=model)
 
 

@@ -48,7 +48,7 @@ def perturbed(lm: LoadedModel, rel: float, seed: int = 1) -> LoadedModel:
     def t(m):
         g = torch.Generator().manual_seed(seed)
         for p in m.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * p.abs().mean() * rel)
+            p.add_(torch.randn(p.shape, generator=g).to(p.device) * p.abs().mean() * rel)
         return m
     return variant(lm, f"perturbed {rel:g}", t)
 
@@ -58,18 +58,21 @@ def bf16(lm: LoadedModel) -> LoadedModel:
 
 
 def int8(lm: LoadedModel) -> LoadedModel:
+    """Dynamic int8 quantization runs on CPU only: the quantized copy stays there (the attack is
+    the same wherever the honest model runs)."""
     from torch.ao.quantization import quantize_dynamic
 
-    return variant(lm, "int8", lambda m: quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8))
+    quantized = variant(lm, "int8", lambda m: quantize_dynamic(m.cpu(), {torch.nn.Linear}, dtype=torch.qint8))
+    return replace(quantized, device="cpu")
 
 
 def smaller(lm: LoadedModel) -> LoadedModel:
     model, _ = build_tiny_model(0, layers=2)
-    return replace(lm, name="2-layer", model=model.eval())
+    return replace(lm, name="2-layer", model=model.to(lm.device).eval())
 
 
 def other_same_shape(lm: LoadedModel) -> LoadedModel:
-    other = load_model("tiny:1")
+    other = load_model("tiny:1", lm.device)
     return replace(lm, name="tiny:1", model=other.model)
 
 

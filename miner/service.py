@@ -10,7 +10,9 @@ Timing: a commitment is sent only if it can land in its window (`commit_blocks_l
 whose journal was left at built/uploaded when its deadline passed (a crash, a failed commit) is
 closed as committed or missed. The miner journals how many blocks its last generation took
 (`state_dir/timing.json`) and does not start a window late with fewer blocks left than that: it
-waits for the next window's start, where it has the whole window.
+waits for the next window's start, where it has the whole window. The estimate decays while it
+keeps the miner idle (MinerState.generation_estimate: halved for every window skipped since the
+last generation), so one very slow generation never parks a miner for good.
 
 Outages: `run` never exits because the chain, the store or the drand relays are down, however
 long: it retries with capped exponential backoff (adapters/outage.py), logs one line when a
@@ -102,13 +104,47 @@ class MinerState:
                 out.append(int(path.stem))
         return sorted(out)
 
+    def _timing(self) -> dict:
+        path = self.root / "timing.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
     def generation_blocks(self) -> int | None:
         """Blocks the last generation took, from window context to uploaded bundle (None: never measured)."""
-        path = self.root / "timing.json"
-        return int(json.loads(path.read_text())["generation_blocks"]) if path.is_file() else None
+        timing = self._timing()
+        return int(timing["generation_blocks"]) if "generation_blocks" in timing else None
 
     def set_generation_blocks(self, blocks: int) -> None:
+        """A new measurement: it replaces the estimate and clears the count of skipped windows."""
         atomic_write(self.root / "timing.json", json.dumps({"generation_blocks": int(blocks)}).encode())
+
+    def skipped_windows(self) -> int:
+        """Windows skipped for lack of time since the last measured generation."""
+        return int(self._timing().get("skipped", 0))
+
+    def record_skip(self, window: int) -> int:
+        """Count `window` as skipped (once, however often it is retried). Returns the count."""
+        timing = self._timing()
+        if timing.get("last_skipped") != window:
+            timing["skipped"] = int(timing.get("skipped", 0)) + 1
+            timing["last_skipped"] = window
+            atomic_write(self.root / "timing.json", json.dumps(timing).encode())
+        return int(timing.get("skipped", 0))
+
+    def generation_estimate(self) -> int | None:
+        """The blocks the next generation is expected to take: the last measurement halved for
+        every window skipped since (generation_blocks // 2**skipped_windows), None if never measured.
+
+        The rule: a window started late is skipped when its blocks left for a commitment are at
+        most this estimate (Miner.prepare_window; a window's first block is always tried). Each skip
+        halves the estimate, so a miner whose one measured generation was very slow (a loaded
+        machine, a cold cache) and that keeps arriving after the first block (a poll slower than
+        the block time) tries again after at most log2(estimate) + 1 skipped windows (fewer the
+        more blocks it has left); that generation re-measures it. A miner that really is that slow
+        spends at most every other late window on a try that misses, instead of waiting forever."""
+        measured = self.generation_blocks()
+        if measured is None:
+            return None
+        return measured >> min(self.skipped_windows(), 62)
 
     def prune_bundles(self, before_window: int) -> int:
         """Delete the kept bundle bytes of windows before `before_window` (they only serve a restart
@@ -197,11 +233,13 @@ class Miner:
             # a late start that the last generation's duration says cannot commit in time waits for
             # the next window; a window's first block is always tried (and re-measured), so a miner
             # slower than a whole window once is not parked forever
-            estimate = self.state.generation_blocks()
+            # the next generation re-measures; the estimate decays with every skip (generation_estimate)
+            estimate = self.state.generation_estimate()
             at_start = commit_blocks_left(window, window_start_block(window))
             if estimate is not None and left <= min(estimate, at_start - 1):
+                skipped = self.state.record_skip(window)
                 why = (f"{left} blocks left for the commitment and generation takes about {estimate}: "
-                       f"waiting for window {window + 1}")
+                       f"waiting for window {window + 1} ({skipped} skipped since the last generation)")
                 log.info("window %d: %s", window, why)
                 return WindowRecord(window, "skipped", detail=why)
             generated = True
@@ -273,13 +311,14 @@ class Miner:
     def run(self, stop: threading.Event, *, max_windows: int | None = None,
             on_window: Callable[[WindowRecord], None] | None = None,
             on_tokens_factory: Callable[[int], Callable[[int], None] | None] | None = None,
-            poll_s: float = 2.0) -> list[WindowRecord]:
+            poll_s: float = 2.0, preflight: bool = True) -> list[WindowRecord]:
         """Mine every window until `stop` (or `max_windows` windows were reported). Transient
         ChainError, StorageError and BeaconUnavailableError are retried with backoff for as long as
-        they last; ChainRefusedError is raised."""
+        they last; ChainRefusedError is raised. preflight=False: the caller ran `preflight` already
+        (the CLI, before loading the model); a refused commitment still runs it again."""
         done: list[WindowRecord] = []
         reported: set[int] = set()
-        checked = False  # preflight passed
+        checked = not preflight  # preflight passed
         unsettled = True  # a restart (or an outage) may leave earlier windows at built/uploaded
         tokens: tuple[int | None, Callable[[int], None] | None] = (None, None)
         while not stop.is_set():

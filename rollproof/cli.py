@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rollproof.cli_common import (
-    EXIT_CODES_HELP, EXIT_OK, EXIT_REJECTED, VERIFY_EXIT_CODES_HELP, App, OneLineErrors, Threads,
-    apply_threads, check_directory, check_groups_list, check_model, console, fail,
+    EXIT_CODES_HELP, EXIT_OK, EXIT_REJECTED, VERIFY_EXIT_CODES_HELP, App, Device, OneLineErrors, Threads,
+    apply_threads, check_device, check_directory, check_groups_list, check_model, console, fail,
 )
 
 app = App(cls=OneLineErrors, help="rollproof: verifiable GRPO rollouts for a Bittensor subnet.",
@@ -72,6 +72,7 @@ def verify(
     trainer_hotkey: Optional[str] = typer.Option(None, "--trainer-hotkey",
                                                  help="the chain's trainer key: the checkpoint's manifest must be signed by it"),
     threads: Optional[int] = Threads,
+    device: str = Device,
 ) -> None:
     """Re-run every check on BUNDLE offline and print a verdict per rollout."""
     from adapters.fetch import read_local_file
@@ -81,6 +82,7 @@ def verify(
     from verification.verifier import Expectation, Verifier, format_verdict
 
     apply_threads(threads)
+    device = check_device(device)
     check_model(model)
     selected = check_groups_list(groups)
     check_directory(checkpoints, "--checkpoints")
@@ -102,8 +104,8 @@ def verify(
     else:
         from verification.model import load_model  # torch: only once the arguments and the bundle are read
 
-        with console.status(f"loading model {model}…"):
-            lm = load_model(model)
+        with console.status(f"loading model {model} on {device}…"):
+            lm = load_model(model, device)
         if checkpoints is not None:
             lm = _checkpoint_model(lm, parsed.header.model_fingerprint, checkpoints, trainer_hotkey)
         networks = _accepted_networks(local_drand_seed, include_local=not no_local_drand)

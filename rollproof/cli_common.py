@@ -9,6 +9,7 @@ interrupted (a second Ctrl-C)."""
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import logging
 import os
@@ -28,8 +29,9 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from adapters.connect import BITTENSOR_NETWORKS, EMBEDDED, ChainOptions, WalletOptions
+from rollproof.device import DEVICE_HELP, DeviceError, resolve_device
 from verification.constants import MAX_GROUPS_PER_BUNDLE
-from verification.errors import RollproofError
+from verification.errors import ChainError, ConfigError, RollproofError
 
 console = Console(stderr=True)
 log = logging.getLogger("rollproof.cli")
@@ -62,6 +64,10 @@ LocalSeed = typer.Option(None, "--local-drand-seed", help="seed of the local dra
 Model = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory")
 LogLevel = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING")
 Threads = typer.Option(None, "--threads", help="CPU threads torch may use (default: torch's own choice)")
+Device = typer.Option("cpu", "--device", help=DEVICE_HELP)
+ChainWait = typer.Option(None, "--chain-wait", min=0.0,
+                         help="seconds to wait at start for an unreachable chain, logging when it goes down and "
+                              "comes back (default: until it answers; 0: fail at once)")
 
 
 # ---- one line per failure ------------------------------------------------------------------------
@@ -73,7 +79,8 @@ def one_line(text: object) -> str:
 def print_error(message: str) -> None:
     # escape: messages carry user input and exception text ("s3://bucket[/prefix]" is rich markup);
     # soft_wrap: never broken over several lines at the terminal width
-    console.print(f"[red]error:[/red] {escape(one_line(message))}", soft_wrap=True, highlight=False)
+    # emoji=False: "cuda:x:" or ":smile:" in a value is text, not an emoji code
+    console.print(f"[red]error:[/red] {escape(one_line(message))}", soft_wrap=True, highlight=False, emoji=False)
 
 
 def fail(message: str) -> NoReturn:
@@ -217,6 +224,15 @@ def apply_threads(threads: Optional[int]) -> None:
     torch.set_num_threads(threads)
 
 
+def check_device(spec: str, flag: str = "--device") -> str:
+    """--device: cpu, cuda or cuda:N that this machine has, checked before any work (one-line error,
+    exit code 2): rollproof.device.resolve_device."""
+    try:
+        return resolve_device(spec, flag)
+    except DeviceError as exc:
+        fail(str(exc))
+
+
 def check_directory(path: Optional[Path | str], flag: str) -> Optional[Path]:
     """A directory option (journal, store, workdir): an existing directory, or one that can be
     created (its nearest existing ancestor is a writable directory). Nothing is created here."""
@@ -285,34 +301,57 @@ def check_http_url(url: Optional[str], flag: str, what: str = "an EVM JSON-RPC e
     return url
 
 
-def probe_rpc(url: str, flag: str = "--rpc-url", timeout: float = RPC_PROBE_TIMEOUT_S) -> int:
-    """One eth_chainId request, bounded by `timeout` per socket operation: an endpoint that refuses
-    connections, never answers or is not JSON-RPC is refused with one line before any work. Returns
-    the chain id."""
+class EndpointUnreachable(ChainError):
+    """An EVM endpoint that refuses the connection or does not answer in time: an outage, which a
+    node's `run` waits out (rollproof/startup.py) and a one-shot command reports."""
+
+
+def read_chain_id(url: str, flag: str = "--rpc-url", timeout: float = RPC_PROBE_TIMEOUT_S) -> int:
+    """One eth_chainId request, bounded by `timeout` per socket operation. Returns the chain id;
+    raises EndpointUnreachable (refused, no answer: may pass) or ConfigError (the endpoint answers,
+    but not as JSON-RPC: a wrong URL, which waiting does not fix). Messages name the flag and URL."""
     check_http_url(url, flag)
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    silent = f"{flag} {url}: no answer within {timeout:g} s (is the node up, and is this its JSON-RPC port?)"
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) checked above
             answer = json.loads(resp.read(1 << 20))
     except TimeoutError:
-        fail(f"{flag} {url}: no answer within {timeout:g} s (is the node up, and is this its JSON-RPC port?)")
+        raise EndpointUnreachable(silent) from None
     except urllib.error.HTTPError as exc:
-        fail(f"{flag} {url}: HTTP {exc.code} {exc.reason} (not a JSON-RPC endpoint?)")
+        raise ConfigError(f"{flag} {url}: HTTP {exc.code} {exc.reason} (not a JSON-RPC endpoint?)") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, TimeoutError):
-            fail(f"{flag} {url}: no answer within {timeout:g} s (is the node up, and is this its JSON-RPC port?)")
-        fail(f"{flag} {url}: cannot connect: {getattr(reason, 'strerror', None) or reason}")
+            raise EndpointUnreachable(silent) from None
+        raise EndpointUnreachable(f"{flag} {url}: cannot connect: {getattr(reason, 'strerror', None) or reason}") from None
+    except (ConnectionError, http.client.HTTPException) as exc:  # cut mid-answer (a node restarting)
+        raise EndpointUnreachable(f"{flag} {url}: connection lost: {exc or type(exc).__name__}") from None
     except (OSError, ValueError) as exc:
-        fail(f"{flag} {url}: not a JSON-RPC answer: {exc}")
+        raise ConfigError(f"{flag} {url}: not a JSON-RPC answer: {exc}") from None
     if not isinstance(answer, dict) or "result" not in answer:
-        fail(f"{flag} {url}: eth_chainId returned no result: {str(answer)[:200]}")
+        raise ConfigError(f"{flag} {url}: eth_chainId returned no result: {str(answer)[:200]}")
     result = answer["result"]
     try:
         return result if isinstance(result, int) else int(result, 16)  # nodes answer hex; some test servers ints
     except (TypeError, ValueError):
-        fail(f"{flag} {url}: eth_chainId returned {answer['result']!r}")
+        raise ConfigError(f"{flag} {url}: eth_chainId returned {answer['result']!r}") from None
+
+
+def probe_rpc(url: str, flag: str = "--rpc-url", timeout: float = RPC_PROBE_TIMEOUT_S) -> int:
+    """read_chain_id for a one-shot command: an endpoint that refuses connections, never answers or
+    is not JSON-RPC is refused with one line before any work. Returns the chain id."""
+    try:
+        return read_chain_id(url, flag, timeout)
+    except (EndpointUnreachable, ConfigError) as exc:
+        fail(str(exc))
+
+
+def evm_endpoints(opts: ChainOptions) -> list[tuple[str, str]]:
+    """(flag, url) of every EVM JSON-RPC endpoint the options name."""
+    return [(flag, url) for flag, url in (("--rpc-url", opts.rpc_url), ("--ledger-rpc-url", opts.ledger_rpc_url))
+            if url is not None]
 
 
 def check_network(network: str) -> str:
@@ -359,9 +398,10 @@ def check_groups_list(spec: Optional[str], flag: str = "--groups") -> Optional[l
     return out
 
 
-def check_chain_args(opts: ChainOptions) -> ChainOptions:
+def check_chain_args(opts: ChainOptions, *, probe: bool = True) -> ChainOptions:
     """Every chain flag, before a model is loaded or a key is read: the network name, key and
-    address formats, and that each EVM endpoint answers (within RPC_PROBE_TIMEOUT_S)."""
+    address formats, and (with `probe`) that each EVM endpoint answers within RPC_PROBE_TIMEOUT_S.
+    A node's `run` passes probe=False: rollproof/startup.py probes inside its wait for the chain."""
     check_network(opts.network)
     opts.evm_key = check_evm_key(opts.evm_key)
     opts.registry = check_address(opts.registry, "--registry")
@@ -369,18 +409,21 @@ def check_chain_args(opts: ChainOptions) -> ChainOptions:
     if opts.rpc_url is not None:
         if not (opts.registry and opts.ledger):
             fail("--rpc-url needs --registry and --ledger (`rollproof chain deploy` prints them)")
-        probe_rpc(opts.rpc_url, "--rpc-url")
+        check_http_url(opts.rpc_url, "--rpc-url")
     if opts.ledger_rpc_url is not None:
         if not opts.is_bittensor:
             fail("--ledger-rpc-url goes with a Bittensor --network; on an EVM chain the ledger is already there")
         if not (opts.registry and opts.ledger and opts.evm_key):
             fail("--ledger-rpc-url needs --registry, --ledger and --evm-key (see `rollproof chain deploy`)")
-        probe_rpc(opts.ledger_rpc_url, "--ledger-rpc-url")
+        check_http_url(opts.ledger_rpc_url, "--ledger-rpc-url")
     if opts.drand is not None and opts.drand != "local":
         from verification.drand import PUBLIC_NETWORKS
 
         if opts.drand not in PUBLIC_NETWORKS:
             fail(f"--drand {opts.drand}: use local or one of {', '.join(sorted(PUBLIC_NETWORKS))}")
+    if probe:
+        for flag, url in evm_endpoints(opts):
+            probe_rpc(url, flag)
     return opts
 
 

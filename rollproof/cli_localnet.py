@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rollproof.cli_common import Threads, apply_threads, check_directory, check_model, console, fail, setup_logging
+from rollproof.cli_common import (
+    Device, Threads, apply_threads, check_device, check_directory, check_model, console, fail, setup_logging,
+)
 from verification.constants import MAX_GROUPS_PER_BUNDLE
 
 
@@ -22,6 +24,7 @@ def localnet(
     groups: int = typer.Option(2, "--groups", min=1, max=MAX_GROUPS_PER_BUNDLE, help="GRPO groups per miner per window"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="where the store and journals go (default: a temporary directory, removed after)"),
     threads: Optional[int] = Threads,
+    device: str = Device,
     train: bool = typer.Option(True, "--train/--no-train", help="run the trainer (checkpoints rotate by window)"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="where the learning-curve PNG goes "
                                         "(default: WORKDIR/learning.png, or ./rollproof-learning.png)"),
@@ -40,6 +43,7 @@ def localnet(
 
     apply_threads(threads)
     setup_logging(log_level)
+    device = check_device(device)
     check_model(model)
     check_directory(workdir, "--workdir")  # before the model loads: a file here is one line, exit 2
     if plot is not None and plot.expanduser().is_dir():
@@ -52,8 +56,8 @@ def localnet(
         tmp = Path(tempfile.mkdtemp(prefix="rollproof-localnet-"))
     root = workdir or tmp
     try:
-        with console.status(f"loading model {model}…"):
-            lm = load_model(model)
+        with console.status(f"loading model {model} on {device}…"):
+            lm = load_model(model, device)
         out.print(f"model [bold]{lm.name}[/bold] fingerprint {lm.fingerprint.hex()[:16]}…")
         with console.status("running the local network…") as status:
             def event(msg: str) -> None:

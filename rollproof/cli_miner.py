@@ -12,9 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.markup import escape
 
 from rollproof.cli_common import (
-    App, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads, WalletHotkey,
-    WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory, check_http_url,
-    check_model, check_store, console, fail, setup_logging, stop_on_signals, wallet_options,
+    App, ChainWait, Device, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl,
+    Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
+    check_directory, check_http_url, check_model, check_store, console, fail, setup_logging, stop_on_signals,
+    wallet_options,
 )
 from verification.constants import MAX_GROUPS_PER_BUNDLE
 from verification.errors import RollproofError
@@ -92,27 +93,34 @@ def run(
     checkpoint_root: list[Path] = typer.Option([Path("~/.rollproof/store")], "--checkpoint-root",
                                                help="directories file:// checkpoint locations may point into"),
     threads: Optional[int] = Threads,
+    device: str = Device,
+    chain_wait: Optional[float] = ChainWait,
     log_level: str = LogLevel,
 ) -> None:
     """Each window: derive problems, generate GRPO groups with proofs, publish the signed bundle,
-    commit its hash and location on chain. Ctrl-C stops after the current window."""
+    commit its hash and location on chain. At start the hotkey's registration (and on EVM chains
+    the --evm-key's ownership of its uid) is checked before the model loads; an unreachable chain is
+    waited for (--chain-wait). Ctrl-C stops after the current window."""
     apply_threads(threads)
     setup_logging(log_level)
     # every argument before the model loads or a window is generated (a bad one is one line, exit 2)
+    device = check_device(device)
     check_model(model)
     check_store(store)
     check_directory(state_dir, "--state-dir")
     check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
-    opts = check_chain_args(chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed))
+    opts = check_chain_args(chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed),
+                            probe=False)  # reachability: waited for below (rollproof/startup.py)
     # the node's stack (torch, bittensor) only once the arguments are known to be good
     from miner.service import Miner
     from adapters.beacons import BeaconCache
-    from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
+    from adapters.connect import beacon_source, default_state_dir, load_hotkey
     from adapters.checkpoints import ModelResolver
     from adapters.fetch import Fetcher
     from adapters.storage import make_s3_client, open_store
     from verification.commitment import MAX_BASE_BYTES
     from verification.model import load_model
+    from rollproof.startup import start_chain
 
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
     if windows is None and opts.is_embedded:
@@ -122,14 +130,24 @@ def run(
     if dev:
         log.warning("no wallet %s/%s: using the development key //rollproof/%s/%s",
                     wallet_name, wallet_hotkey, wallet_name, wallet_hotkey)
-    chain = open_chain(opts, keypair, wallet)  # before the model: an unreachable chain is known in seconds
-    if opts.is_embedded:
-        uid = chain.register(keypair)
-        log.info("embedded chain: registered %s as uid %d", keypair.ss58_address, uid)
-    else:  # registered, and the EVM key owns the uid: refusals that no retry fixes, before the model loads
-        chain.preflight(keypair)
-    with console.status(f"loading model {model}…"):
-        lm = load_model(model)
+
+    def startup_check(chain) -> int:
+        if opts.is_embedded:  # it lives in this process: nobody else can register the hotkey on it
+            uid = chain.register(keypair)
+            log.info("embedded chain: registered %s as uid %d", keypair.ss58_address, uid)
+            return uid
+        # registered, and the EVM key owns the uid: refusals that no retry fixes, before the model loads
+        return chain.preflight(keypair)
+
+    started = start_chain(opts, keypair, wallet, startup_check, wait_s=chain_wait, stop=stop)
+    if started is None:
+        console.print("stopped before the chain answered")
+        return
+    chain = started.chain
+    if not opts.is_embedded:
+        log.info("hotkey %s holds uid %d on netuid %d (%s)", keypair.ss58_address, started.checked, netuid, chain.name)
+    with console.status(f"loading model {model} on {device}…"):
+        lm = load_model(model, device)
     log.info("model %s, fingerprint %s", lm.name, lm.fingerprint.hex())
     beacons = beacon_source(opts, chain)
     root = (state_dir or default_state_dir("miner", wallet, netuid)).expanduser()
@@ -141,7 +159,7 @@ def run(
                              f"bytes; a subtensor commitment leaves {MAX_BASE_BYTES}: shorten --public-url or the "
                              f"store prefix")
     miner = Miner(chain, keypair, lm, bundle_store, beacons,
-                  root / chain.identity(), n_groups=groups, batch_size=batch_size,
+                  root / started.identity, n_groups=groups, batch_size=batch_size,
                   beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
@@ -155,7 +173,8 @@ def run(
                           f"{rec.n_tokens} tokens, bundle {rec.bundle_hash[:16]} at {escape(rec.location)} "
                           f"{escape(rec.detail)}")
 
-        records = miner.run(stop, max_windows=windows, on_window=report, on_tokens_factory=tokens_bar)
+        records = miner.run(stop, max_windows=windows, on_window=report, on_tokens_factory=tokens_bar,
+                            preflight=False)  # start_chain ran it
     committed = [r for r in records if r.stage == "committed"]
     if committed and committed[-1].location.startswith("file://"):
         console.print(f"audit it offline: rollproof verify {escape(committed[-1].location[len('file://'):])} "

@@ -11,9 +11,10 @@ import typer
 from rich.markup import escape
 
 from rollproof.cli_common import (
-    App, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
-    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory, check_model,
-    check_http_url, check_store, console, fail, setup_logging, stop_on_signals, wallet_options,
+    App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
+    RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
+    check_directory, check_model, check_http_url, check_store, console, fail, setup_logging, stop_on_signals,
+    wallet_options,
 )
 from verification.errors import RollproofError
 
@@ -42,6 +43,8 @@ def run(
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/trainer/...)"),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows"),
     threads: Optional[int] = Threads,
+    device: str = Device,
+    chain_wait: Optional[float] = ChainWait,
     log_level: str = LogLevel,
 ) -> None:
     """Each scored window: take the rows the validator accepted (tied to its report and ledger
@@ -50,6 +53,7 @@ def run(
     the registry's trainer (`rollproof chain trainer`). Ctrl-C stops after the current window."""
     apply_threads(threads)
     setup_logging(log_level)
+    device = check_device(device)
     opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
     if opts.is_embedded:
         fail("the trainer follows a chain other processes write to: use --rpc-url (or `rollproof localnet`, "
@@ -62,9 +66,10 @@ def run(
         fail(f"--validator-state {validator_state}: no such directory (the validator's --state-dir joined "
              f"with its chain identity)")
     check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
-    opts = check_chain_args(opts)
+    opts = check_chain_args(opts, probe=False)  # reachability: waited for below (rollproof/startup.py)
     # the node's stack (torch, bittensor) only once the arguments are known to be good
-    from adapters.connect import default_state_dir, load_hotkey, open_chain
+    from adapters.connect import default_state_dir, load_hotkey
+    from rollproof.startup import start_chain
     from adapters.storage import open_store
     from trainer.service import Trainer, TrainerConfig
     from trainer.sources import ValidatorJournal
@@ -75,17 +80,25 @@ def run(
     stop = stop_on_signals()
     try:
         keypair, _ = load_hotkey(wallet, allow_dev=False)
-        chain = open_chain(opts, keypair, wallet)
-        if chain.trainer_hotkey() != keypair.ss58_address:
-            raise RollproofError(f"the registry's trainer is {chain.trainer_hotkey()}, not {keypair.ss58_address}: "
-                                 f"the deployer runs `rollproof chain trainer --hotkey {keypair.ss58_address} --trainer-address … …`")
-        source = ValidatorJournal(validator_state, chain, validator_hotkey)
-        with console.status(f"loading model {model}…"):
-            lm = load_model(model)
+
+        def startup_check(chain) -> ValidatorJournal:  # refusals no retry fixes, before the model loads
+            named = chain.trainer_hotkey()
+            if named != keypair.ss58_address:
+                raise RollproofError(f"the registry's trainer is {named}, not {keypair.ss58_address}: the deployer "
+                                     f"runs `rollproof chain trainer --hotkey {keypair.ss58_address} --trainer-address … …`")
+            return ValidatorJournal(validator_state, chain, validator_hotkey)
+
+        started = start_chain(opts, keypair, wallet, startup_check, wait_s=chain_wait, stop=stop)
+        if started is None:
+            console.print("stopped before the chain answered")
+            return
+        chain, source = started.chain, started.checked
+        with console.status(f"loading model {model} on {device}…"):
+            lm = load_model(model, device)
         root = (state_dir or default_state_dir("trainer", wallet, netuid)).expanduser()
         config = TrainerConfig(publish_every=publish_every, heldout_problems=heldout, gate_margin=gate_margin,
                                train=TrainConfig(lr=lr))
-        trainer = Trainer(chain, keypair, lm, open_store(store, endpoint_url=s3_endpoint), root / chain.identity(),
+        trainer = Trainer(chain, keypair, lm, open_store(store, endpoint_url=s3_endpoint), root / started.identity,
                           config)
 
         def report(rec, pub) -> None:

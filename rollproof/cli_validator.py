@@ -11,9 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from rollproof.cli_common import (
-    App, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl, Threads,
-    WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_directory, check_model,
-    check_http_url, console, fail, setup_logging, stop_on_signals, wallet_options,
+    App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
+    RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
+    check_directory, check_model, check_http_url, console, fail, setup_logging, stop_on_signals, wallet_options,
 )
 
 app = App(help="Verify miners' bundles, score them, write weights.")
@@ -80,7 +80,7 @@ def _print_window(result, file_roots: list[Path], model: str) -> None:
     console.print(window_table(result))
     warning = window_warning(result.report, file_roots, model) if result.report else None
     if warning is not None:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True, highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True, highlight=False, emoji=False)
         log.debug(warning)
 
 
@@ -106,26 +106,33 @@ def run(
     keep_bundles: int = typer.Option(48, "--keep-bundles", min=0,
                                      help="finished windows whose fetched bundles stay on disk for audit; 0 keeps all"),
     threads: Optional[int] = Threads,
+    device: str = Device,
+    chain_wait: Optional[float] = ChainWait,
     log_level: str = LogLevel,
 ) -> None:
     """Follow windows: after each deadline, open it with the pinned drand round, verify every
-    committed bundle, score, write the ledger entry and weights. Ctrl-C stops after the current window."""
+    committed bundle, score, write the ledger entry and weights. At start the hotkey's registration
+    (on EVM chains also its validator permit and the --evm-key's ownership of the uid) is checked
+    before the model loads; an unreachable chain is waited for (--chain-wait). Ctrl-C stops after
+    the current window."""
     apply_threads(threads)
     setup_logging(log_level)
     opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
     if opts.is_embedded:
         fail(EMBEDDED_NOTHING_TO_VALIDATE)
     # every argument before the model loads or the chain is followed (a bad one is one line, exit 2)
+    device = check_device(device)
     check_model(model)
     check_directory(state_dir, "--state-dir")
     for root in file_root:
         if root.expanduser().exists() and not root.expanduser().is_dir():
             fail(f"--file-root {root}: not a directory")
     check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
-    opts = check_chain_args(opts)
+    opts = check_chain_args(opts, probe=False)  # reachability: waited for below (rollproof/startup.py)
     # the node's stack (torch, bittensor) only once the arguments are known to be good
     from adapters.beacons import BeaconCache
-    from adapters.connect import beacon_source, default_state_dir, load_hotkey, open_chain
+    from adapters.connect import beacon_source, default_state_dir, load_hotkey
+    from rollproof.startup import start_chain
     from adapters.fetch import Fetcher
     from adapters.storage import make_s3_client
     from adapters.checkpoints import ModelResolver
@@ -135,10 +142,15 @@ def run(
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
     stop = stop_on_signals()
     keypair, _ = load_hotkey(wallet, allow_dev=False)
-    chain = open_chain(opts, keypair, wallet)  # before the model: an unreachable chain is known in seconds
-    chain.preflight(keypair, validator=True)  # registered, permit, EVM key: refusals no retry fixes
-    with console.status(f"loading model {model}…"):
-        lm = load_model(model)
+    # registered, permit, EVM key: refusals no retry fixes, before the model loads
+    started = start_chain(opts, keypair, wallet, lambda chain: chain.preflight(keypair, validator=True),
+                          wait_s=chain_wait, stop=stop)
+    if started is None:
+        console.print("stopped before the chain answered")
+        return
+    chain, uid = started.chain, started.checked
+    with console.status(f"loading model {model} on {device}…"):
+        lm = load_model(model, device)
     if opts.ledger_rpc_url:
         log.info("score ledger on %s: EVM-registry uid %s", opts.ledger_rpc_url, chain.prepare_ledger(keypair))
     beacons = beacon_source(opts, chain)
@@ -149,8 +161,7 @@ def run(
         log.warning("--file-root %s does not exist: no file:// location can be read under it", missing)
     resolver = ModelResolver(chain, lm, fetcher)
     validator = Validator(chain, keypair, lm, beacons, fetcher,
-                          root / chain.identity(), beacon_cache=BeaconCache(root / "beacons"),
+                          root / started.identity, beacon_cache=BeaconCache(root / "beacons"),
                           batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver)
-    log.info("validator %s (uid %s) on %s netuid %d", keypair.ss58_address, chain.uid_of(keypair.ss58_address),
-             chain.name, netuid)
+    log.info("validator %s (uid %s) on %s netuid %d", keypair.ss58_address, uid, chain.name, netuid)
     validator.run(stop, max_windows=windows, on_result=lambda r: _print_window(r, file_root, model))

@@ -26,6 +26,7 @@ from verification.constants import MAX_BUNDLE_BYTES
 from verification.drand_local import LocalDrand
 from verification.model import load_model
 from verification.verifier import Verifier
+from rollproof.device import add_device_argument, device_or_exit
 
 STATS = ("max_sketch_dist", "max_gap", "max_logprob_err")
 MEANS = {"max_sketch_dist": "mean_sketch_dist", "max_gap": "mean_gap", "max_logprob_err": "mean_logprob_err"}
@@ -181,11 +182,13 @@ def main() -> int:
     ap.add_argument("--honest-trials", type=int, default=None, help="default: 3 x trials")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--quick", action="store_true", help="3 trials: a demonstration run")
+    add_device_argument(ap)
     args = ap.parse_args()
+    device = device_or_exit(args.device)
     trials = 3 if args.quick else args.trials
     honest_trials = args.honest_trials or 3 * trials
     console = Console()
-    lm = load_model(args.model)
+    lm = load_model(args.model, device)
     drand = LocalDrand()
     verifier = Verifier(lm, [drand.info])
     statistical, attacks = build_attacks(lm, drand)
@@ -260,7 +263,7 @@ def main() -> int:
             f"logprob error {max(s['max_logprob_err'] for s in honest_stats):.2e}.\n")
     data = {"model": args.model, "trials": trials, "honest_trials": honest_trials, "honest_rollouts": honest_rollouts,
             "honest_rejected": honest_rejected, "attacks": results, "statistics": statistics,
-            "elapsed_s": elapsed, "environment": environment()}
+            "elapsed_s": elapsed, "environment": environment(device)}
     jp, mp = write("attacks", data, md)
     console.print(f"wrote {jp} and {mp}")
     ok = all_detected and honest_rejected == 0

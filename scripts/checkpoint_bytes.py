@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rollproof.device import add_device_argument, device_or_exit  # noqa: E402 - after the path
+
 
 def full_checkpoint_bytes(model) -> tuple[int, int]:
     """(serialised bytes, parameter count) of the float32 state dict, tied tensors once."""
@@ -33,12 +35,12 @@ def full_checkpoint_bytes(model) -> tuple[int, int]:
     return len(save(tensors)), sum(t.numel() for t in tensors.values())
 
 
-def measure(spec: str, ranks: list[int]) -> dict:
+def measure(spec: str, ranks: list[int], device: str = "cpu") -> dict:
     from trainer.adapter_files import adapter_config, adapter_tensors, adapter_to_bytes
     from trainer.policy import LoraSettings, make_policy
     from verification.model import load_model
 
-    lm = load_model(spec)
+    lm = load_model(spec, device)
     full, n_params = full_checkpoint_bytes(lm.model)
     row = {"model": spec, "full_bytes": full, "full_params": n_params, "lora": []}
     for rank in ranks:
@@ -56,9 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="tiny,smollm2")
     parser.add_argument("--ranks", default="16", help="comma-separated LoRA ranks (alpha = 2 x rank)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
+    add_device_argument(parser)
     args = parser.parse_args(argv)
+    device = device_or_exit(args.device)
     ranks = [int(r) for r in args.ranks.split(",")]
-    rows = [measure(spec, ranks) for spec in args.models.split(",")]
+    rows = [measure(spec, ranks, device) for spec in args.models.split(",")]
     print(f"{'model':10} {'full float32 bytes':>20} {'rank':>5} {'LoRA bytes':>12} {'LoRA / full':>12}")
     for row in rows:
         for lora in row["lora"]:

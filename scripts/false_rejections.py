@@ -25,6 +25,7 @@ from report_lib import environment, md_table, write
 from verification.drand_local import LocalDrand
 from verification.model import load_model
 from verification.verifier import Verifier
+from rollproof.device import add_device_argument, device_or_exit
 
 CELLS = [
     # name, batch size, padding, threads, attention, dtype, allowed
@@ -43,9 +44,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--positions", type=int, default=10_000, help="honest positions per cell (at least)")
     ap.add_argument("--model", default="tiny")
+    add_device_argument(ap)
     args = ap.parse_args()
+    device = device_or_exit(args.device)
     console = Console()
-    lm = load_model(args.model)
+    lm = load_model(args.model, device)
     drand = LocalDrand()
     t0 = time.time()
     bundles, positions, w = [], 0, 0
@@ -59,7 +62,7 @@ def main() -> int:
     gen_s = time.time() - t0
     console.print(f"{positions} honest positions in {sum(len(b.groups) for *_, b in bundles) * lm.generation.group_size} rollouts "
                   f"({gen_s:.0f} s)")
-    rows, data = [], {"model": args.model, "positions": positions, "cells": {}, "environment": environment()}
+    rows, data = [], {"model": args.model, "positions": positions, "cells": {}, "environment": environment(device)}
     base_threads = torch.get_num_threads()
     for name, batch, pad, threads, attn, dtype, allowed in CELLS:
         torch.set_num_threads(threads)

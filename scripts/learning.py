@@ -26,6 +26,7 @@ from trainer.heldout import evaluate, paired_difference
 from trainer.service import TrainerConfig
 from trainer.step import TrainConfig
 from verification.model import load_model
+from rollproof.device import add_device_argument, device_or_exit
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -98,7 +99,9 @@ def main() -> None:
     ap.add_argument("--name", default="learning")
     ap.add_argument("--from-workdir", type=Path, default=None,
                     help="do not run the network: rebuild the report from a finished run's journals")
+    add_device_argument(ap)
     args = ap.parse_args()
+    device = device_or_exit(args.device)
     if args.threads:
         import torch
 
@@ -106,7 +109,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     console = Console()
     t0 = time.time()
-    lm = load_model(args.model)
+    lm = load_model(args.model, device)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="rollproof-learning-"))
     cfg = TrainerConfig(heldout_problems=args.gate_problems, train=TrainConfig(lr=args.lr))
 
@@ -153,7 +156,7 @@ def main() -> None:
                         "checkpoint": result.versions.get(result.checkpoints.get(t.window, ""))}
                        for t in result.training],
         "checkpoints": [p.__dict__ for p in result.publications],
-        "environment": environment(),
+        "environment": environment(device),
     }
     rows = [[str(r["window"]), f"v{r['checkpoint']}", str(r["rows"]), f"{r['mean_reward']:.3f}",
              f"{r['signal_rate']:.0%}", "yes" if r["applied"] else "no"] for r in data["per_window"]]

@@ -43,6 +43,7 @@ from report_lib import REPORTS, environment, md_table, write
 from verification import environments
 from verification.environments import REWARD_SCALE
 from verification.prf import prf
+from rollproof.device import add_device_argument, device_or_exit
 
 NAME = "learning_zone"
 
@@ -271,6 +272,7 @@ def main() -> int:
                     help="NAME or NAME:key=v,... (repeatable; unnamed params take DEFAULT_PARAMS); default add")
     ap.add_argument("--rescore", action="append", default=[], help="reward-only param KEY=v1,v2 scored post hoc")
     ap.add_argument("--batch", type=int, default=16)
+    add_device_argument(ap)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--merge", action="store_true", help="keep the settings of an existing report (replaced by key)")
     ap.add_argument("--notes", help="markdown file appended to the report as Notes")
@@ -278,6 +280,7 @@ def main() -> int:
     ap.add_argument("--render-only", action="store_true",
                     help="re-render the existing report (with --notes) without sampling")
     args = ap.parse_args()
+    device = device_or_exit(args.device)
     if args.render_only:
         data = json.loads((REPORTS / f"{args.name}.json").read_text())
         if args.notes:
@@ -294,7 +297,7 @@ def main() -> int:
 
     from verification.model import load_model
 
-    lm = load_model(args.model)
+    lm = load_model(args.model, device)
     previous: list[dict] = []
     path = REPORTS / f"{args.name}.json"
     if args.merge and path.is_file():
@@ -310,7 +313,7 @@ def main() -> int:
                 f"signal {r['signal_rate']:.2f}" for r in best), flush=True)
     keys = {s["key"] for s in settings}
     settings = [s for s in previous if s["key"] not in keys] + settings
-    data = {"model": args.model, "environment": environment(), "settings": settings,
+    data = {"model": args.model, "environment": environment(device), "settings": settings,
             "notes": open(args.notes).read() if args.notes else ""}
     jp, mp = write(args.name, data, render(settings, data))
     print(f"wrote {jp} and {mp}")

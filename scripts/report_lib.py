@@ -30,9 +30,13 @@ def extrapolated_threshold(honest_means: list[float], positions: int, fpr: float
     return mu * math.log(max(positions, 1) / fpr)
 
 
-def environment() -> dict:
+def environment(device: str = "cpu") -> dict:
+    """Where a measurement ran; `device` as the script's --device resolved it (rollproof.device)."""
+    from rollproof.device import device_name
+
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "processor": platform.processor() or platform.machine()}
+            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "device": device_name(device)}
 
 
 def write(name: str, data: dict, markdown: str) -> tuple[Path, Path]:

@@ -34,6 +34,7 @@ from verification.drand_local import LocalDrand
 from verification.model import load_model
 from verification.prf import prf_bytes
 from verification.sampling import gumbel_noise, noise_keys
+from rollproof.device import add_device_argument, device_or_exit
 
 V2_MARGIN = 0.02
 RULES = ("v3", "v2", "icdf")
@@ -61,9 +62,11 @@ def main() -> int:
     ap.add_argument("--windows", type=int, default=2)
     ap.add_argument("--margin", type=float, default=GUMBEL_MARGIN, help="v3 margin (nats)")
     ap.add_argument("--icdf-margin", type=float, default=1e-4)
+    add_device_argument(ap)
     args = ap.parse_args()
+    device = device_or_exit(args.device)
     console = Console()
-    lm = load_model(args.model)
+    lm = load_model(args.model, device)
     eos = set(lm.eos_ids)
     drand = LocalDrand()
     margins = {"v3": args.margin, "v2": V2_MARGIN, "icdf": args.icdf_margin}
@@ -124,7 +127,7 @@ def main() -> int:
                 tokens_total += len(toks)
     result = {"model": args.model, "rollouts": rollouts, "positions": positions, "margins": margins,
               "drift": {"max_logprob": drift_lp, "max_gap_any_token": drift_gap, "max_gap_top8": drift_top,
-                        "max_honest_recomputed_gap": honest_gap, "max_cdf": drift_cdf}, "environment": environment()}
+                        "max_honest_recomputed_gap": honest_gap, "max_cdf": drift_cdf}, "environment": environment(device)}
     for rule in RULES:
         result[rule] = {"share_positions_with_choice": multi[rule] / positions,
                         "mean_bits_per_rollout": float(np.mean(bits[rule])), "max_bits_per_rollout": float(np.max(bits[rule])),

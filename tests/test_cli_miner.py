@@ -30,10 +30,22 @@ def test_miner_register_needs_a_wallet_off_the_embedded_chain(tmp_path):
 
 
 def test_validator_run_reports_an_unreachable_rpc(tmp_path):
+    """--chain-wait 0: at the first attempt (by default `run` waits: tests/test_cli_startup.py)."""
+    from test_cli_walk import make_wallet
+
+    make_wallet(tmp_path, "default", "default")
+    out = CliRunner().invoke(app, ["validator", "run", "--rpc-url", "http://127.0.0.1:9", "--registry", "0x" + "00" * 20,
+                                   "--ledger", "0x" + "00" * 20, "--model", "tiny", "--wallet.path", str(tmp_path),
+                                   "--chain-wait", "0"])
+    assert out.exit_code == 2
+    assert out.output == "error: --rpc-url http://127.0.0.1:9: cannot connect: Connection refused\n"
+
+
+def test_a_missing_wallet_is_reported_before_the_chain_is_waited_for(tmp_path):
     out = CliRunner().invoke(app, ["validator", "run", "--rpc-url", "http://127.0.0.1:9", "--registry", "0x" + "00" * 20,
                                    "--ledger", "0x" + "00" * 20, "--model", "tiny", "--wallet.path", str(tmp_path)])
     assert out.exit_code == 2
-    assert out.output == "error: --rpc-url http://127.0.0.1:9: cannot connect: Connection refused\n"
+    assert out.output.startswith("error: cannot load hotkey default/default") and out.output.count("\n") == 1
 
 
 # ---- a validator that cannot see any miner's work says why, once per window ----------------------

@@ -115,6 +115,10 @@ def cases(w: dict) -> list[Case]:
     wallet = ("--wallet.path", str(t / "wallets"), "--wallet.name", "op", "--wallet.hotkey", "hk")
     evm = ("--registry", ZERO, "--ledger", ZERO)
     good, store, state = str(t / "good.rpb"), str(t / "store"), str(t / "state")
+    # a node's `run` waits for an unreachable chain by default (rollproof/startup.py; the waiting is
+    # tested in tests/test_cli_startup.py): here it is told to fail at the first attempt
+    no_wait = ("--chain-wait", "0")
+    no_such_gpu = _no_such_gpu()
     # every EVM endpoint goes through one bounded probe (cli_common.probe_rpc), so a few commands
     # against the silent server stand for all of them (each waits out the probe's timeout)
     return [
@@ -157,25 +161,32 @@ def cases(w: dict) -> list[Case]:
              says="tiny"),
         Case("miner: missing wallet", ("miner", "run", "--model", "tiny", "--network", dead_ws, *empty),
              says="cannot load hotkey"),
-        Case("miner: silent RPC", ("miner", "run", "--model", "tiny", "--rpc-url", silent_http, *evm, *wallet),
-             says="no answer within"),
-        Case("miner: dead RPC", ("miner", "run", "--model", "tiny", "--rpc-url", dead_http, *evm, *wallet),
+        Case("miner: silent RPC", ("miner", "run", "--model", "tiny", "--rpc-url", silent_http, *evm, *wallet,
+                                   *no_wait), says="no answer within"),
+        Case("miner: dead RPC", ("miner", "run", "--model", "tiny", "--rpc-url", dead_http, *evm, *wallet, *no_wait),
              says="cannot connect"),
+        Case("miner: negative chain wait", ("miner", "run", "--model", "tiny", "--chain-wait", "-1"),
+             says="--chain-wait"),
+        Case("miner: bad device", ("miner", "run", "--model", "tiny", "--device", "gpu"), says="--device gpu"),
+        Case("miner: cuda GPU missing", ("miner", "run", "--model", "tiny", "--device", "cuda:4096", "--store", store,
+                                         "--state-dir", state), says=no_such_gpu),
         Case("miner: unknown drand", ("miner", "run", "--model", "tiny", "--drand", "nope"), says="--drand nope"),
         Case("miner: bad log level", ("miner", "run", "--log-level", "LOUD"), says="--log-level"),
         # validator run
         Case("validator: embedded chain", ("validator", "run", "--model", "tiny"), says="nothing to validate"),
-        Case("validator: silent RPC", ("validator", "run", "--model", "tiny", "--rpc-url", silent_http, *evm, *wallet),
-             says="no answer within"),
-        Case("validator: dead RPC", ("validator", "run", "--model", "tiny", "--rpc-url", dead_http, *evm, *wallet),
-             says="cannot connect"),
+        Case("validator: silent RPC", ("validator", "run", "--model", "tiny", "--rpc-url", silent_http, *evm, *wallet,
+                                       *no_wait), says="no answer within"),
+        Case("validator: dead RPC", ("validator", "run", "--model", "tiny", "--rpc-url", dead_http, *evm, *wallet,
+                                     *no_wait), says="cannot connect"),
+        Case("validator: bad device", ("validator", "run", "--network", dead_ws, "--device", "cuda:-1"),
+             says="--device cuda:-1"),
         Case("validator: missing wallet", ("validator", "run", "--model", "tiny", "--network", dead_ws, *empty),
              says="cannot load hotkey"),
-        Case("validator: dead subtensor", ("validator", "run", "--model", "tiny", "--network", dead_ws, *wallet),
-             says=dead_ws),
+        Case("validator: dead subtensor", ("validator", "run", "--model", "tiny", "--network", dead_ws, *wallet,
+                                           *no_wait), says=dead_ws),
         Case("validator: silent ledger RPC", ("validator", "run", "--model", "tiny", "--network", dead_ws,
-                                              "--ledger-rpc-url", silent_http, *evm, "--evm-key", KEY, *wallet),
-             says="--ledger-rpc-url"),
+                                              "--ledger-rpc-url", silent_http, *evm, "--evm-key", KEY, *wallet,
+                                              *no_wait), says="--ledger-rpc-url"),
         Case("validator: fetch timeout 0", ("validator", "run", "--fetch-timeout", "0", "--network", "finney"),
              says="--fetch-timeout"),
         Case("validator: state dir is a file", ("validator", "run", "--network", dead_ws,
@@ -204,13 +215,16 @@ def cases(w: dict) -> list[Case]:
              says="--fingerprint zz"),
         Case("verify: checkpoints is a file", ("verify", good, "--checkpoints", str(t / "a_file")),
              says="--checkpoints"),
+        Case("verify: bad device", ("verify", good, "--model", "tiny", "--device", "cuda:x"), says="--device cuda:x"),
         # trainer run
         Case("trainer: embedded chain", ("trainer", "run", "--validator-state", str(t / "validator_state")),
              says="--rpc-url"),
         Case("trainer: missing validator state", ("trainer", "run", "--validator-state", str(t / "nope"),
                                                   "--rpc-url", dead_http, *evm), says="--validator-state"),
         Case("trainer: dead RPC", ("trainer", "run", "--validator-state", str(t / "validator_state"),
-                                   "--rpc-url", dead_http, *evm, *wallet), says="cannot connect"),
+                                   "--rpc-url", dead_http, *evm, *wallet, *no_wait), says="cannot connect"),
+        Case("trainer: bad device", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+                                     "--device", "CUDA"), says="--device CUDA"),
         Case("trainer: lr out of range", ("trainer", "run", "--validator-state", str(t / "validator_state"),
                                           "--lr", "5"), says="--lr"),
         # chain deploy / permit / trainer
@@ -238,7 +252,15 @@ def cases(w: dict) -> list[Case]:
              says="not a Hugging Face model"),
         Case("localnet: plot is a directory", ("localnet", "--model", "tiny", "--plot", str(t / "empty_dir")),
              says="--plot"),
+        Case("localnet: bad device", ("localnet", "--model", "tiny", "--device", "cuda:"), says="--device cuda:"),
     ]
+
+
+def _no_such_gpu() -> str:
+    """What `--device cuda:4096` is refused with on this machine (no CUDA at all, or fewer GPUs)."""
+    import torch
+
+    return "no CUDA GPU is available here" if not torch.cuda.is_available() else "CUDA GPU"
 
 
 def run_cli(args: tuple[str, ...], home: Path) -> Outcome:
@@ -414,3 +436,91 @@ def test_groups_option_parses_or_fails_with_one_line(spec):
     assert groups, "an accepted --groups checks at least one group"
     assert len(set(groups)) == len(groups) and all(0 <= g < MAX_GROUPS_PER_BUNDLE for g in groups)
     assert check_groups_list(",".join(map(str, groups))) == groups
+
+
+# ---- --device (rollproof/device.py), in process ----------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["gpu", "CPU", "cuda:", "cuda:x", "cuda:-1", "cuda:01", "cuda:0:1", " cpu", "mps", ""])
+def test_a_malformed_device_is_refused_before_torch_is_asked(spec):
+    from rollproof.device import DeviceError, resolve_device
+
+    with pytest.raises(DeviceError, match=r"use cpu, cuda or cuda:N"):
+        resolve_device(spec)
+
+
+def test_cuda_is_refused_where_torch_sees_no_gpu_and_accepted_where_it_does():
+    import torch
+
+    from rollproof.device import DeviceError, resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    for spec in ("cuda", "cuda:0", "cuda:7"):
+        if torch.cuda.is_available() and int(spec.partition(":")[2] or 0) < torch.cuda.device_count():
+            assert resolve_device(spec) == spec
+        elif not torch.cuda.is_available():  # this machine, honestly: no CUDA device
+            with pytest.raises(DeviceError, match=r"no CUDA GPU is available here \(torch.cuda.is_available\(\) is False"):
+                resolve_device(spec)
+
+
+def test_a_gpu_index_beyond_the_device_count_is_refused(monkeypatch):
+    """The counting branch, on a machine that reports two GPUs (torch.cuda's answers replaced: the
+    branch cannot be reached otherwise without a GPU)."""
+    import torch
+
+    from rollproof.device import DeviceError, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert [resolve_device(s) for s in ("cuda", "cuda:0", "cuda:1")] == ["cuda", "cuda:0", "cuda:1"]
+    with pytest.raises(DeviceError, match=r"--device cuda:2: this machine has 2 CUDA GPUs \(cuda:0..cuda:1\)"):
+        resolve_device("cuda:2")
+
+
+MODEL_COMMANDS = [("miner", "run"), ("validator", "run"), ("verify",), ("trainer", "run"), ("localnet",)]
+
+
+@pytest.mark.parametrize("path", MODEL_COMMANDS)
+def test_every_command_that_loads_a_model_takes_device(path):
+    from typer.testing import CliRunner
+
+    from rollproof.cli import app
+
+    out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "--device" in out.output and "cuda:N" in out.output, out.output
+
+
+def test_verify_with_device_cpu_end_to_end(tmp_path, honest_bundle, monkeypatch):
+    from typer.testing import CliRunner
+
+    import verification.model
+    from rollproof.cli import app
+    from verification.bundle import encode_bundle
+
+    path = tmp_path / "good.rpb"
+    path.write_bytes(encode_bundle(honest_bundle))
+    loaded, real = [], verification.model.load_model
+    monkeypatch.setattr(verification.model, "load_model", lambda *a, **kw: loaded.append(real(*a, **kw)) or loaded[-1])
+    out = CliRunner().invoke(app, ["verify", str(path), "--model", "tiny", "--device", "cpu"])
+    assert out.exit_code == 0 and "ACCEPTED" in out.output, out.output
+    assert [lm.device for lm in loaded] == ["cpu"]
+    assert {p.device.type for p in loaded[0].model.parameters()} == {"cpu"}
+
+
+SCRIPTS = ["attacks", "false_rejections", "steering", "learning", "learning_zone", "checkpoint_bytes"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_measurement_script_refuses_a_bad_device_in_one_line(script, monkeypatch, capsys):
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location(f"script_{script}", ROOT / "scripts" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--device", "cuda:x"])
+    with pytest.raises(SystemExit) as stopped:
+        module.main()
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "error: --device cuda:x: use cpu, cuda or cuda:N (N the index of a CUDA GPU)\n", err

@@ -117,3 +117,43 @@ def test_generation_params_round_trip(t, g, m, w):
     obj = {"temperature_milli": t, "group_size": g, "max_new_tokens": m,
            "environments": [{"name": "arith", "weight": w, "params": {}}]}
     assert GenerationParams.from_json(obj).to_json() == obj
+
+
+@st.composite
+def env_params(draw):
+    """Any in-range params of any environment (relations min <= max kept)."""
+    env = draw(st.sampled_from(sorted(environments.REGISTRY)))
+    e = environments.get(env)
+    p = {k: draw(st.integers(lo, hi)) for k, (lo, hi) in e.PARAM_RANGES.items()}
+    for lo_key, hi_key in (("min_vars", "max_vars"), ("min_terms", "max_terms"), ("min_digits", "max_digits")):
+        if lo_key in p and p[lo_key] > p[hi_key]:
+            p[lo_key], p[hi_key] = p[hi_key], p[lo_key]
+    return env, p
+
+
+@settings(max_examples=300)
+@given(env_params(), st.binary(min_size=32, max_size=32))
+def test_every_prompt_fits_its_environments_bound(spec, seed):
+    env, params = spec
+    e = environments.get(env)
+    bound = e.max_prompt_bytes(params)
+    assert len(e.generate(seed, params).prompt.encode()) <= bound
+    try:
+        e.check_params(params)
+    except EnvironmentSpecError as exc:
+        assert bound > 448 and "MAX_ENV_PROMPT_BYTES" in str(exc)
+    else:
+        assert bound <= 448
+
+
+def test_the_prompt_bound_is_reached_and_refuses_oversized_mixes():
+    sat = environments.get("sat")
+    worst = {"min_vars": 5, "max_vars": 5, "clause_ratio_milli": 1600, "k": 3}
+    # every draw stays within the bound, and the bound is tight to within the negations a draw skips
+    lengths = [len(sat.generate(bytes([i]) * 32, worst).prompt) for i in range(200)]
+    assert max(lengths) <= sat.max_prompt_bytes(worst) < max(lengths) + 30
+    big = {"min_vars": 10, "max_vars": 10, "clause_ratio_milli": 10_000, "k": 5}
+    with pytest.raises(EnvironmentSpecError, match="MAX_ENV_PROMPT_BYTES"):
+        GenerationParams.from_json({**BASE_GENERATION, "environments": [{"name": "sat", "weight": 1, "params": big}]})
+    # the base generation params all pass
+    GenerationParams.from_json(BASE_GENERATION)

@@ -202,6 +202,59 @@ def test_the_miner_loop_skips_the_late_window_and_commits_on_time(tmp_path, tiny
     assert m.started == [w, w + 2, w + 3]  # window w + 1 (5 blocks late) was never started
 
 
+def test_the_estimate_halves_with_every_skipped_window_until_the_miner_tries(tmp_path, tiny, local_drand, keys):
+    """A miner once measured at two whole windows that reaches every window one block after its
+    start (so the first-block rule never applies) skips two windows, not all of them."""
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys)
+    m = miner()
+    m.state.set_generation_blocks(2 * WINDOW_BLOCKS)
+    w = window_of_block(chain.current_block()) + 1
+    stages = []
+    for k in range(4):
+        _to_block(chain, window_start_block(w + k) + 1)  # WINDOW_BLOCKS - 2 blocks left for a commitment
+        stages.append(m.run_window(w + k).stage)
+        if stages[-1] == "committed":
+            break
+    # estimates 40, 20 (both >= the 18 blocks left: skipped), then 10 < 18: tried and committed
+    assert stages == ["skipped", "skipped", "committed"], stages
+    assert m.started == [w + 2] and m.state.generation_blocks() == 0 and m.state.skipped_windows() == 0
+
+
+def test_a_window_retried_after_its_skip_counts_once(tmp_path, tiny, local_drand, keys):
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys)
+    m = miner()
+    m.state.set_generation_blocks(2 * WINDOW_BLOCKS)
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_start_block(w) + 1)
+    for _ in range(3):  # the loop asks again after an outage inside the same window
+        assert m.run_window(w).stage == "skipped"
+    assert m.state.skipped_windows() == 1 and m.state.generation_estimate() == WINDOW_BLOCKS
+    assert miner().state.generation_estimate() == WINDOW_BLOCKS  # a restart keeps the decayed estimate
+
+
+def test_the_miner_loop_arriving_late_every_window_tries_again(tmp_path, tiny, local_drand, keys):
+    """The real loop on a chain whose waits always return one block after the window's start (a
+    poll slower than the block time): without the decay it skipped every window forever."""
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys, auto_mine=True)
+    m = miner()
+    m.state.set_generation_blocks(2 * WINDOW_BLOCKS)
+    stop, waits = threading.Event(), []
+    real_wait = chain.wait_for_block
+
+    def one_block_late(number, stop_event=None, poll_s=2.0):
+        waits.append(number)
+        if len(waits) > 6:  # the guard: a miner parked for good ends the test instead of hanging it
+            stop.set()
+        return real_wait(number + 1, stop_event, poll_s)
+
+    chain.wait_for_block = one_block_late
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_start_block(w) + 1)
+    records = m.run(stop, max_windows=1, poll_s=0)
+    assert [(r.window, r.stage) for r in records] == [(w + 2, "committed")], (records, waits)
+    assert m.started == [w + 2] and len(waits) == 2
+
+
 # ---- --threads ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [["miner", "run"], ["validator", "run"], ["localnet"], ["verify", __file__]])

@@ -110,6 +110,13 @@ MAX_NEW_TOKENS = 512
 
 # Longest prompt, in tokens. Breaks: which environment instances are valid.
 MAX_PROMPT_TOKENS = 512
+# Longest environment prompt text, in UTF-8 bytes, that an environment's params may allow (checked
+# when generation params are parsed, from each environment's worst case). A byte-level tokenizer
+# never makes more tokens than bytes, so any prompt then fits MAX_PROMPT_TOKENS with 64 tokens left
+# for the chat template (SmolLM2's takes 30, the tiny model's 19). Breaks: which generation params a
+# checkpoint may announce; raising it past MAX_PROMPT_TOKENS - template lets a trainer announce
+# problems no honest miner can submit (bundle_format).
+MAX_ENV_PROMPT_BYTES = 448
 
 # ---- GRPO -------------------------------------------------------------------------------------
 # Advantage = (r - mean) / (std + GRPO_EPS), population std. Breaks: advantage values.

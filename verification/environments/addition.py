@@ -106,6 +106,10 @@ class AdditionEnvironment(Environment):
         if params["min_digits"] > params["max_digits"]:
             raise EnvironmentSpecError("add.min_digits must be <= add.max_digits")
 
+    def max_prompt_bytes(self, params: Mapping[str, int]) -> int:
+        k, d = params["max_terms"], params["max_digits"]
+        return len("Compute ") + k * d + (k - 1) * len(" + ") + len(". ") + len(PROMPT_SUFFIX)
+
     def generate(self, seed: bytes, params: Mapping[str, int]) -> Problem:
         self.check_params(params)
         rnd = SeededRandom(seed, self.name)

@@ -17,6 +17,17 @@ class ArithmeticEnvironment(Environment):
     PARAM_RANGES: dict[str, tuple[int, int]] = {}
     DEFAULT_PARAMS: dict[str, int] = {}
 
+    def max_prompt_bytes(self, params) -> int:
+        """The longest template with the longest name and item and the widest numbers (a <= 40,
+        b <= 9, c <= 12, a*b <= 360, d <= a)."""
+        who, item = max(_NAMES, key=len), max(_ITEMS, key=len)
+        texts = (f"{who} has 40 {item}. {who} buys 9 boxes with 12 {item} in each box, "
+                 f"then gives away 40 {item}. How many {item} does {who} have now?",
+                 f"{who} packs 360 {item} equally into 9 bags and then adds 12 more {item} "
+                 f"to one bag. How many {item} are in that bag?",
+                 "What is 40 times 9 plus 12?")
+        return max(len(t) for t in texts) + len("\nGive the final answer as a number on the last line.")
+
     def generate(self, seed: bytes, params) -> Problem:
         rnd = SeededRandom(seed, self.name)
         who, item = rnd.choice(_NAMES), rnd.choice(_ITEMS)

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from verification.constants import MAX_ENV_PROMPT_BYTES
 from verification.errors import EnvironmentSpecError
 from verification.prf import prf, uniform_below, word_stream
 
@@ -56,9 +57,19 @@ class Environment(ABC):
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise EnvironmentSpecError(f"{self.name}.{key} must be an integer in [{lo}, {hi}], got {v!r}")
         self._check_relations(params)
+        longest = self.max_prompt_bytes(params)
+        if longest > MAX_ENV_PROMPT_BYTES:
+            raise EnvironmentSpecError(
+                f"{self.name} params {dict(sorted(params.items()))} allow prompts of {longest} UTF-8 bytes, more "
+                f"than MAX_ENV_PROMPT_BYTES = {MAX_ENV_PROMPT_BYTES} (the prompt would not fit MAX_PROMPT_TOKENS)")
 
     def _check_relations(self, params: Mapping[str, int]) -> None:
         """Constraints between params (e.g. min <= max); raise EnvironmentSpecError."""
+
+    @abstractmethod
+    def max_prompt_bytes(self, params: Mapping[str, int]) -> int:
+        """The greatest UTF-8 length of a prompt these params can generate (an upper bound that is
+        exact for the worst draw); check_params refuses params whose bound exceeds MAX_ENV_PROMPT_BYTES."""
 
     def harder(self, params: Mapping[str, int]) -> dict[str, int] | None:
         """The next step of this environment's curriculum (None: no harder setting). Not consensus:

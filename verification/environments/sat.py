@@ -49,6 +49,17 @@ class SatEnvironment(Environment):
         )
         return Problem(self.name, prompt, {"n": n, "clauses": clauses})
 
+    def max_prompt_bytes(self, params) -> int:
+        """Every length grows with n, so the worst draw has n = max_vars and every literal negated."""
+        n = params["max_vars"]
+        m = max(2, n * params["clause_ratio_milli"] // 1000)
+        k = min(params["k"], n)
+        literal = len("NOT x") + len(str(n))
+        clause = 2 + k * literal + (k - 1) * len(" OR ")
+        text = m * clause + (m - 1) * len(" AND ")
+        return len(f"Find values for x1..x{n} (each 0 or 1) that make this formula true:\n") + text + \
+            len("\nAnswer with one line like: x1=0 x2=1 ...")
+
     def reward(self, problem: Problem, completion: str) -> int:
         n = problem.answer["n"]
         assignment: dict[int, int] = {}
