@@ -19,7 +19,7 @@ from collections import OrderedDict
 from adapters.chain.base import Chain
 from adapters.fetch import Fetcher
 from adapters.storage import BundleStore
-from verification.checkpoint import Announcement, Manifest, checkpoint_for, manifest_hash, parse_manifest, verify_manifest_signature
+from verification.checkpoint import Announcement, Manifest, manifest_hash, parse_manifest, verify_manifest_signature
 from verification.constants import MAX_MANIFEST_BYTES
 from verification.errors import CheckpointError, StorageError
 
@@ -87,7 +87,7 @@ class ModelResolver:
         self._failed: dict[bytes, str] = {}
 
     def announcement_for(self, window: int) -> Announcement | None:
-        return checkpoint_for(window, self.chain.checkpoint_announcements())
+        return self.chain.announcement_in_force(window)
 
     def model_for(self, window: int):
         """The LoadedModel for window; CheckpointError when its checkpoint cannot be verified."""

@@ -23,6 +23,9 @@ class ChainOptions:
     ledger: str | None = None
     evm_key: str | None = None  # hex private key of a funded EVM account (RPC chains)
     ledger_rpc_url: str | None = None  # with a Bittensor network: the EVM holding registry + ledger
+    # with a Bittensor network and no ledger: the hotkey (ss58) or uid whose commitment announces
+    # checkpoints; None: the subnet owner's hotkey
+    announcer: str | None = None
     drand: str | None = None  # "local" | "quicknet"; default: local on embedded, quicknet elsewhere
     drand_relays: tuple[str, ...] = DEFAULT_RELAYS
     local_drand_seed: str | None = None
@@ -66,6 +69,9 @@ def open_chain(opts: ChainOptions, keypair=None, wallet_opts: WalletOptions | No
                *, auto_mine: bool = True) -> Chain:
     if opts.ledger_rpc_url and not opts.is_bittensor:
         raise ConfigError("--ledger-rpc-url goes with a Bittensor --network; on an EVM chain the ledger is already there")
+    if opts.announcer is not None and (not opts.is_bittensor or opts.ledger_rpc_url):
+        raise ConfigError("--announcer goes with a Bittensor --network without --ledger-rpc-url (an EVM registry "
+                          "names its trainer itself)")
     if opts.rpc_url:
         from adapters.chain.evm import EVMChain
 
@@ -90,11 +96,27 @@ def open_chain(opts: ChainOptions, keypair=None, wallet_opts: WalletOptions | No
                                   evm_keys={keypair.ss58_address: opts.evm_key})
         if ledger.netuid != opts.netuid:
             raise ConfigError(f"the registry at {opts.registry} is for netuid {ledger.netuid}, not {opts.netuid}")
-    chain = BittensorChain(opts.network, opts.netuid, wallet=wallet, ledger=ledger)
+    chain = BittensorChain(opts.network, opts.netuid, wallet=wallet, ledger=ledger,
+                           announcer=parse_announcer(opts.announcer))
     # the SDK's client runs an event loop thread: close it before the interpreter tears threads
     # down, or its pending tasks are reported destroyed at every exit
     atexit.register(chain.close)
     return chain
+
+
+def parse_announcer(spec: str | None) -> str | int | None:
+    """--announcer: a uid (digits) or an ss58 hotkey; ConfigError for anything else."""
+    if spec is None:
+        return None
+    if spec.isdigit():
+        return int(spec)
+    from bittensor.sp_core import Keypair
+
+    try:
+        Keypair(ss58_address=spec)
+    except Exception as exc:  # noqa: BLE001 - the SDK's ss58 errors have no common base
+        raise ConfigError(f"--announcer {spec!r}: neither a uid nor an ss58 hotkey ({exc})") from None
+    return spec
 
 
 def beacon_source(opts: ChainOptions, chain: Chain) -> BeaconSource:

@@ -58,6 +58,9 @@ Ledger = typer.Option(None, "--ledger", help="ScoreLedger address (with --rpc-ur
 LedgerRpcUrl = typer.Option(None, "--ledger-rpc-url",
                             help="with a Bittensor --network: record the score ledger in the ScoreLedger contract at "
                                  "this EVM endpoint (the subtensor's EVM; needs --registry, --ledger, --evm-key)")
+Announcer = typer.Option(None, "--announcer",
+                         help="Bittensor without --ledger-rpc-url: hotkey (ss58) or uid whose commitment announces "
+                              "checkpoints (default: the subnet owner's hotkey); the same on every node")
 EvmKey = typer.Option(None, "--evm-key", envvar="ROLLPROOF_EVM_KEY", help="funded EVM account key (with --rpc-url)")
 Drand = typer.Option(None, "--drand", help="'local' (default on EVM chains) or 'quicknet' (default on Bittensor)")
 LocalSeed = typer.Option(None, "--local-drand-seed", help="seed of the local drand chain")
@@ -429,10 +432,11 @@ def check_chain_args(opts: ChainOptions, *, probe: bool = True) -> ChainOptions:
 
 def chain_options(network: str, netuid: int, rpc_url: Optional[str], registry: Optional[str],
                   ledger: Optional[str], evm_key: Optional[str], drand: Optional[str],
-                  local_drand_seed: Optional[str], ledger_rpc_url: Optional[str] = None) -> ChainOptions:
+                  local_drand_seed: Optional[str], ledger_rpc_url: Optional[str] = None,
+                  announcer: Optional[str] = None) -> ChainOptions:
     return ChainOptions(network=network, netuid=netuid, rpc_url=rpc_url, registry=registry, ledger=ledger,
                         evm_key=evm_key, drand=drand, local_drand_seed=local_drand_seed,
-                        ledger_rpc_url=ledger_rpc_url)
+                        ledger_rpc_url=ledger_rpc_url, announcer=announcer)
 
 
 def wallet_options(name: str, hotkey: str, path: str) -> WalletOptions:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.markup import escape
 
 from rollproof.cli_common import (
-    App, ChainWait, Device, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl,
+    Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl,
     Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
     check_directory, check_http_url, check_model, check_store, console, fail, setup_logging, stop_on_signals,
     wallet_options,
@@ -77,6 +77,7 @@ def run(
     wallet_name: str = WalletName, wallet_hotkey: str = WalletHotkey, wallet_path: str = WalletPath,
     network: str = Network, netuid: int = Netuid, rpc_url: Optional[str] = RpcUrl,
     registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
+    announcer: Optional[str] = Announcer,
     drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
     store: str = typer.Option("~/.rollproof/store", "--store", help="bundle store: a directory or s3://BUCKET/PREFIX"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (R2, MinIO)"),
@@ -109,7 +110,8 @@ def run(
     check_store(store)
     check_directory(state_dir, "--state-dir")
     check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
-    opts = check_chain_args(chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed),
+    opts = check_chain_args(chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed,
+                                          announcer=announcer),
                             probe=False)  # reachability: waited for below (rollproof/startup.py)
     # the node's stack (torch, bittensor) only once the arguments are known to be good
     from miner.service import Miner

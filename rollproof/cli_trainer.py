@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from rollproof.cli_common import (
-    App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
+    Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
     RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
     check_directory, check_model, check_http_url, check_store, console, fail, setup_logging, stop_on_signals,
     wallet_options,
@@ -27,6 +27,7 @@ def run(
     wallet_name: str = WalletName, wallet_hotkey: str = WalletHotkey, wallet_path: str = WalletPath,
     network: str = Network, netuid: int = Netuid, rpc_url: Optional[str] = RpcUrl,
     registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
+    announcer: Optional[str] = Announcer,
     ledger_rpc_url: Optional[str] = LedgerRpcUrl,
     drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
     validator_state: Path = typer.Option(..., "--validator-state", file_okay=False,
@@ -54,7 +55,8 @@ def run(
     apply_threads(threads)
     setup_logging(log_level)
     device = check_device(device)
-    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
+    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url,
+                         announcer)
     if opts.is_embedded:
         fail("the trainer follows a chain other processes write to: use --rpc-url (or `rollproof localnet`, "
              "which runs the trainer on the embedded chain)")
@@ -84,6 +86,9 @@ def run(
         def startup_check(chain) -> ValidatorJournal:  # refusals no retry fixes, before the model loads
             named = chain.trainer_hotkey()
             if named != keypair.ss58_address:
+                if opts.is_bittensor and not opts.ledger_rpc_url:
+                    raise RollproofError(f"the checkpoint announcer (the subnet owner's hotkey, or --announcer) is {named}, "
+                                         f"not {keypair.ss58_address}: run the trainer with that hotkey's wallet")
                 raise RollproofError(f"the registry's trainer is {named}, not {keypair.ss58_address}: the deployer "
                                      f"runs `rollproof chain trainer --hotkey {keypair.ss58_address} --trainer-address … …`")
             return ValidatorJournal(validator_state, chain, validator_hotkey)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rollproof.cli_common import (
-    App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
+    Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
     RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
     check_directory, check_model, check_http_url, console, fail, setup_logging, stop_on_signals, wallet_options,
 )
@@ -89,6 +89,7 @@ def run(
     wallet_name: str = WalletName, wallet_hotkey: str = WalletHotkey, wallet_path: str = WalletPath,
     network: str = Network, netuid: int = Netuid, rpc_url: Optional[str] = RpcUrl,
     registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
+    announcer: Optional[str] = Announcer,
     ledger_rpc_url: Optional[str] = LedgerRpcUrl,
     drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
     file_root: list[Path] = typer.Option([DEFAULT_FILE_ROOT], "--file-root",
@@ -112,12 +113,13 @@ def run(
 ) -> None:
     """Follow windows: after each deadline, open it with the pinned drand round, verify every
     committed bundle, score, write the ledger entry and weights. At start the hotkey's registration
-    (on EVM chains also its validator permit and the --evm-key's ownership of the uid) is checked
-    before the model loads; an unreachable chain is waited for (--chain-wait). Ctrl-C stops after
+    and validator permit (on EVM chains also the --evm-key's ownership of the uid; on Bittensor the
+    subnet's weights version key) are checked before the model loads; an unreachable chain is waited for (--chain-wait). Ctrl-C stops after
     the current window."""
     apply_threads(threads)
     setup_logging(log_level)
-    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url)
+    opts = chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed, ledger_rpc_url,
+                         announcer)
     if opts.is_embedded:
         fail(EMBEDDED_NOTHING_TO_VALIDATE)
     # every argument before the model loads or the chain is followed (a bad one is one line, exit 2)

@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 
 class SubtensorReads:
-    def __init__(self, block, neurons, storage=None, *, finalized=None, burn_rao=0, result=None):
-        """neurons=None: the netuid names no subnet (the SDK's metagraph answers None)."""
+    def __init__(self, block, neurons, storage=None, *, finalized=None, burn_rao=0, result=None, permits=None):
+        """neurons=None: the netuid names no subnet (the SDK's metagraph answers None). permits: the
+        uids holding a validator permit (default: every uid)."""
         self.block = block
         self.finalized_block = block if finalized is None else finalized
         self.storage = storage or {}
@@ -15,7 +16,8 @@ class SubtensorReads:
         self.executed: list = []
         self.result = result or SimpleNamespace(success=True, message="Success", error=None)
         graph = None if neurons is None else SimpleNamespace(
-            neurons=[SimpleNamespace(uid=u, hotkey=h, validator_permit=True) for u, h in neurons])
+            neurons=[SimpleNamespace(uid=u, hotkey=h, validator_permit=permits is None or u in permits)
+                     for u, h in neurons])
 
         def metagraph(netuid, block=None, *, commitments=True):
             self.metagraph_calls.append({"netuid": netuid, "commitments": commitments})

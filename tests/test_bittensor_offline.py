@@ -106,6 +106,38 @@ def test_ledger_rpc_url_needs_the_contract_addresses():
         open_chain(ChainOptions(ledger_rpc_url="http://127.0.0.1:9"))
 
 
+def test_the_announcer_option(alice):
+    from adapters.connect import ChainOptions, open_chain, parse_announcer
+    from verification.errors import ConfigError
+
+    assert parse_announcer(None) is None and parse_announcer("12") == 12
+    assert parse_announcer(alice.ss58_address) == alice.ss58_address
+    with pytest.raises(ConfigError, match="neither a uid nor an ss58 hotkey"):
+        parse_announcer("owner")
+    chain = open_chain(ChainOptions(network="finney", netuid=4, announcer=alice.ss58_address))
+    try:  # opening connects nothing: the announcer is the one named
+        assert isinstance(chain, BittensorChain) and chain.announcer_hotkey() == alice.ss58_address
+        assert chain.trainer_hotkey() == alice.ss58_address
+    finally:
+        chain.close()
+    with pytest.raises(ConfigError, match="--announcer goes with a Bittensor --network"):
+        open_chain(ChainOptions(announcer="3"))
+    with pytest.raises(ConfigError, match="--announcer goes with a Bittensor --network without --ledger-rpc-url"):
+        open_chain(ChainOptions(network="finney", announcer="3", ledger_rpc_url="http://127.0.0.1:9"))
+
+
+def test_announcing_as_another_hotkey_sends_nothing(alice, bob):
+    reads = SubtensorReads(10, [(0, alice.ss58_address)])
+    chain = BittensorChain("finney", 3, subtensor=reads, wallet=SimpleNamespace(), announcer=alice.ss58_address)
+    with pytest.raises(ChainRefusedError, match="is not the checkpoint announcer"):
+        chain.announce_checkpoint(bob, 5, b"\x01" * 32, b"\x02" * 32, "s3://b/")
+    with pytest.raises(ChainRefusedError, match="announced location is 1..75 bytes"):
+        chain.announce_checkpoint(alice, 2, b"\x01" * 32, b"\x02" * 32, "s3://" + "b" * 80)
+    with pytest.raises(ChainError, match="would land in window 0: on subtensor it must land in window 3"):
+        chain.announce_checkpoint(alice, 5, b"\x01" * 32, b"\x02" * 32, "s3://b/x.json")
+    assert reads.executed == []
+
+
 @pytest.mark.parametrize("limit,last,block,ready", [
     (100, [0, 950], 1000, False),   # uid 1 set 50 blocks ago, the limit is 100
     (100, [0, 900], 1000, True),    # exactly the limit: subtensor allows it
@@ -136,6 +168,38 @@ def test_a_missing_subnet_is_a_clear_refusal(alice):
         chain.neurons()
     with pytest.raises(ChainRefusedError, match="netuid 77 does not exist"):
         chain.preflight(alice)
+
+
+# ---- preflight: refusals before any work ----------------------------------------------------------
+def test_preflight_refuses_an_unregistered_hotkey(alice, bob):
+    chain = _chain(SubtensorReads(10, [(0, bob.ss58_address)]))
+    with pytest.raises(ChainRefusedError, match=f"hotkey {alice.ss58_address} is not registered on netuid 3"):
+        chain.preflight(alice)
+    with pytest.raises(ChainRefusedError, match="not registered"):
+        chain.preflight(alice, validator=True)
+
+
+def test_preflight_refuses_a_validator_without_a_permit(alice, bob):
+    reads = SubtensorReads(10, [(0, alice.ss58_address), (1, bob.ss58_address)], permits={1},
+                           storage={"MaxAllowedValidators": 64, "WeightsVersionKey": 0})
+    chain = _chain(reads)
+    assert chain.preflight(alice) == 0  # a miner needs no permit
+    with pytest.raises(ChainRefusedError, match="uid 0 on netuid 3 but no validator permit.*the 64 neurons") as err:
+        chain.preflight(alice, validator=True)
+    assert "\n" not in str(err.value)
+    assert chain.preflight(bob, validator=True) == 1
+    assert reads.executed == []
+
+
+@pytest.mark.parametrize("required,refused", [(0, False), (PROTOCOL_VERSION, False), (PROTOCOL_VERSION + 1, True)])
+def test_preflight_refuses_a_validator_for_a_newer_weights_version(alice, required, refused):
+    chain = _chain(SubtensorReads(10, [(0, alice.ss58_address)], storage={"WeightsVersionKey": required}))
+    assert chain.preflight(alice) == 0  # miners set no weights
+    if refused:
+        with pytest.raises(ChainRefusedError, match=f"version {required} or later.*upgrade rollproof"):
+            chain.preflight(alice, validator=True)
+    else:
+        assert chain.preflight(alice, validator=True) == 0
 
 
 @pytest.mark.parametrize("name,refused", [("SpaceLimitExceeded", False), ("AccountNotAllowedCommit", True),

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from adapters.chain.bittensor_chain import BittensorChain
+from adapters.chain.bittensor_chain import BittensorChain, close_sdk_client
 from verification.commitment import bundle_name, encode_commitment
 from verification.constants import MAX_COMMITMENT_BYTES, PROTOCOL_VERSION, WINDOW_BLOCKS
 from verification.errors import ChainError, ChainRefusedError
@@ -133,7 +133,7 @@ def _raw_register(runtime, cold, hot) -> None:
                                  _wallet(cold, hot), signer="coldkey")
         assert result.success, result.message
     finally:
-        sub.close()
+        close_sdk_client(sub)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +143,9 @@ def miner_key(runtime, alice):
     return hot
 
 
-def _chain(runtime, cold=None, hot=None, netuid=NETUID) -> BittensorChain:
-    return BittensorChain(runtime.ws, netuid, wallet=_wallet(cold, hot) if hot is not None else None)
+def _chain(runtime, cold=None, hot=None, netuid=NETUID, announcer=None) -> BittensorChain:
+    return BittensorChain(runtime.ws, netuid, wallet=_wallet(cold, hot) if hot is not None else None,
+                          announcer=announcer)
 
 
 def _interval(chain: BittensorChain, block: int) -> int:
@@ -341,28 +342,186 @@ def test_weights_follow_the_subnet_version_key(runtime, alice, miner_key):
             version_key(0)
 
 
-# ---- process exit --------------------------------------------------------------------------------
-def test_a_closed_chain_leaves_no_pending_tasks(runtime, alice, miner_key):
-    script = textwrap.dedent(f"""
-        from types import SimpleNamespace
-        from bittensor.sp_core import Keypair
-        from adapters.chain.bittensor_chain import BittensorChain
-        from verification.errors import ChainError
-        cold, hot = Keypair.create_from_uri("//Alice"), Keypair.create_from_uri("//Alice/rollproof-miner")
-        chain = BittensorChain({runtime.ws!r}, {NETUID}, wallet=SimpleNamespace(coldkey=cold, coldkeypub=cold, hotkey=hot))
-        chain.commitments(chain.current_block() // 20)
-        chain.block(chain.current_block())
+# ---- preflight ---------------------------------------------------------------------------------
+def _permits(runtime, chain: BittensorChain, holders: set[int]) -> None:
+    permits = [n.uid in holders for n in sorted(chain.neurons(), key=lambda n: n.uid)]
+    runtime.set_storage({"SubtensorModule": {"ValidatorPermit": [[[NETUID], permits]]}})
+    runtime.new_blocks(1)
+
+
+def test_preflight_refusals_are_one_clear_line(runtime, alice, miner_key, tmp_path):
+    import bittensor as bt
+    from typer.testing import CliRunner
+
+    from rollproof.cli import app
+
+    stranger = _keys("//Alice/rollproof-unregistered")
+    with _chain(runtime, netuid=77) as missing:
+        with pytest.raises(ChainRefusedError, match="netuid 77 does not exist"):
+            missing.preflight(miner_key, validator=True)
+    with _chain(runtime) as chain:
+        with pytest.raises(ChainRefusedError, match=f"hotkey {stranger.ss58_address} is not registered on netuid"):
+            chain.preflight(stranger)
+        uid = chain.uid_of(miner_key.ss58_address)
+        before = [n.uid for n in chain.neurons() if n.validator_permit]
+        assert int(chain.sub.query(bt.storage.SubtensorModule.MaxAllowedValidators, [NETUID])) == chain.max_validators() > 0
         try:
-            chain.set_weights(hot, 1, [0], [1])
-        except ChainError as exc:
-            print("refused:", exc)
-        chain.close()
-        print("closed")
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert out.returncode == 0 and "closed" in out.stdout, out.stderr[-2000:]
-    assert "Task was destroyed" not in out.stderr and "Exception in thread" not in out.stderr, out.stderr[-2000:]
+            _permits(runtime, chain, set())
+            assert chain.preflight(miner_key) == uid  # a miner needs no permit
+            with pytest.raises(ChainRefusedError, match=f"uid {uid} on netuid {NETUID} but no validator permit"):
+                chain.preflight(miner_key, validator=True)
+            _permits(runtime, chain, {uid})
+            assert chain.preflight(miner_key, validator=True) == uid
+            runtime.set_storage({"SubtensorModule": {"WeightsVersionKey": [[[NETUID], PROTOCOL_VERSION + 1]]}})
+            runtime.new_blocks(1)
+            assert chain.preflight(miner_key) == uid
+            with pytest.raises(ChainRefusedError, match=f"version {PROTOCOL_VERSION + 1} or later.*upgrade rollproof"):
+                chain.preflight(miner_key, validator=True)
+        finally:
+            runtime.set_storage({"SubtensorModule": {"WeightsVersionKey": [[[NETUID], 0]]}})
+            _permits(runtime, chain, set(before))
+
+        # through `validator run`: a registered hotkey without a permit stops before the model loads
+        wallet = bt.Wallet(name="v", hotkey="h", path=str(tmp_path))
+        wallet.create_new_hotkey(use_password=False, suppress=True)
+        _raw_register(runtime, alice, wallet.hotkey)
+        vuid = chain.uid_of(wallet.hotkey.ss58_address)
+        assert vuid is not None and vuid not in before
+        out = CliRunner().invoke(app, ["validator", "run", "--network", runtime.ws, "--netuid", str(NETUID),
+                                       "--wallet.name", "v", "--wallet.hotkey", "h", "--wallet.path", str(tmp_path),
+                                       "--chain-wait", "0", "--state-dir", str(tmp_path)])
+        assert out.exit_code == 2, out.output
+        lines = [line for line in out.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and f"uid {vuid} on netuid {NETUID} but no validator permit" in lines[0], out.output
+
+
+# ---- checkpoint announcements through the announcer's commitment -----------------------------------
+def test_checkpoint_announcements_follow_the_owner_hotkey_commitment(runtime, alice, miner_key):
+    """The subnet owner's hotkey announces two checkpoints (and later commits something else); another
+    registered hotkey commits a well-formed announcement too. A reader derives, for every window,
+    the checkpoint the rule puts in force: the owner's announcement that landed ACTIVATION windows
+    before, read in the state of past blocks; the stranger's never counts."""
+    import bittensor as bt
+
+    from verification.announcement import checkpoint_manifest_name, encode_announcement
+    from verification.checkpoint import checkpoint_for
+    from verification.commitment import bundle_name, encode_commitment
+    from verification.constants import ACTIVATION_WINDOWS
+
+    owner = _keys("//Alice/rollproof-owner")
+    _raw_register(runtime, alice, owner)
+    st = bt.storage.SubtensorModule
+    runtime.set_storage({"SubtensorModule": {"SubnetOwnerHotkey": [[[NETUID], owner.ss58_address]]}})
+    runtime.new_blocks(1)
+
+    def fp(tag: int) -> bytes:
+        return bytes([tag]) * 32
+
+    def location(tag: int) -> str:
+        return R2_BASE + checkpoint_manifest_name(NETUID, fp(tag))
+
+    with _chain(runtime, alice, owner) as trainer, _chain(runtime) as reader, \
+            _chain(runtime, alice, miner_key) as stranger:
+        try:
+            assert str(reader.sub.query(st.SubnetOwnerHotkey, [NETUID])) == owner.ss58_address
+            assert reader.trainer_hotkey() == owner.ss58_address
+            _to_interval_start(runtime, trainer)
+            v = trainer.current_block() // WINDOW_BLOCKS + 1
+            # every block is built from here on: the rule reads the state of past blocks
+            runtime.new_blocks(v * WINDOW_BLOCKS - 1 - trainer.current_block())
+
+            with pytest.raises(ChainRefusedError, match="is not the checkpoint announcer"):
+                stranger.announce_checkpoint(miner_key, v + ACTIVATION_WINDOWS, fp(9), fp(9), location(9))
+            with pytest.raises(ChainError, match=f"would land in window {v}"):
+                trainer.announce_checkpoint(owner, v + ACTIVATION_WINDOWS + 1, fp(1), fp(2), location(1))
+            assert trainer.current_block() == v * WINDOW_BLOCKS - 1  # refused before sending
+
+            trainer.announce_checkpoint(owner, v + ACTIVATION_WINDOWS, fp(1), fp(2), location(1))  # lands in v
+            a_block = trainer.current_block()
+            assert a_block == v * WINDOW_BLOCKS
+            # the stranger's announcement (well-formed, same window rule, its own hotkey), sent raw
+            data = encode_announcement(NETUID, v + ACTIVATION_WINDOWS, fp(9), fp(9), location(9))
+            call = bt.calls.Commitments.set_commitment(netuid=NETUID, info={"fields": [[{"Raw128": "0x" + data[:128].hex()},
+                                                                                       {f"Raw{len(data) - 128}": "0x" + data[128:].hex()}]]})
+            assert stranger.sub.submit_call(call, _wallet(alice, miner_key), signer="hotkey").success
+
+            runtime.new_blocks((v + 1) * WINDOW_BLOCKS + 4 - trainer.current_block())
+            trainer.announce_checkpoint(owner, v + 1 + ACTIVATION_WINDOWS, fp(3), fp(4), location(3))  # lands in v+1
+            runtime.new_blocks((v + 2) * WINDOW_BLOCKS + 7 - trainer.current_block())
+            # then the owner's hotkey commits something that is no announcement (in window v+2)
+            trainer.commit(owner, v + 2, encode_commitment(v + 2, fp(5), R2_BASE + bundle_name(v + 2, fp(5))))
+            runtime.new_blocks((v + 5) * WINDOW_BLOCKS - trainer.current_block())
+
+            first = reader.announcement_in_force(v + ACTIVATION_WINDOWS)
+            assert first is not None
+            assert (first.from_window, first.fingerprint, first.manifest_hash, first.location, first.block) == \
+                (v + ACTIVATION_WINDOWS, fp(1), fp(2), location(1), a_block)
+            expected = {v - 1: None, v: None, v + 1: None, v + 2: fp(1), v + 3: fp(3), v + 4: fp(3), v + 5: fp(3)}
+            listed = reader.checkpoint_announcements()
+            assert [a.fingerprint for a in listed] == [fp(1), fp(3)]  # never the stranger's
+            by_uid = _chain(runtime, announcer=reader.uid_of(owner.ss58_address))
+            with by_uid:
+                for window, fingerprint in expected.items():
+                    for derived in (reader.announcement_in_force(window), checkpoint_for(window, listed),
+                                    by_uid.announcement_in_force(window)):
+                        assert (derived.fingerprint if derived else None) == fingerprint, window
+            with _chain(runtime, announcer=miner_key.ss58_address) as other:
+                # naming the stranger as announcer is what makes its commitment count
+                assert other.announcement_in_force(v + ACTIVATION_WINDOWS).fingerprint == fp(9)
+                assert other.trainer_hotkey() == miner_key.ss58_address
+            with pytest.raises(ChainError, match="not finalized yet"):
+                reader.announcement_in_force(v + 10)
+        finally:
+            runtime.set_storage({"SubtensorModule": {"SubnetOwnerHotkey": [[[NETUID], "5C4hrfjw9DjXZTzV3MwzrrAr9P1MJhSrvWGWqi1eSuyUpnhM"]]}})
+            runtime.new_blocks(1)
+
+
+# ---- process exit --------------------------------------------------------------------------------
+_CLOSE_SCRIPT = """
+import sys, time
+from types import SimpleNamespace
+from bittensor.sp_core import Keypair
+from adapters.chain.bittensor_chain import BittensorChain, close_sdk_client
+from verification.errors import ChainError
+from stalling_relay import StallingRelay
+upstream, netuid, how = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+relay = StallingRelay(upstream)
+cold, hot = Keypair.create_from_uri("//Alice"), Keypair.create_from_uri("//Alice/rollproof-miner")
+chain = BittensorChain(relay.url, netuid, wallet=SimpleNamespace(coldkey=cold, coldkeypub=cold, hotkey=hot))
+chain.commitments(chain.current_block() // 20)
+chain.block(chain.current_block())
+try:
+    chain.set_weights(hot, 1, [0], [1])
+except ChainError as exc:
+    print("refused:", exc)
+relay.stall(7.0)  # the node answers the websocket close 7 s late (as a loaded one does)
+started = time.monotonic()
+if how == "sdk":
+    chain.sub.close()  # the SDK's own close: 5 s for the handshake, then the loop is stopped
+else:
+    chain.close()
+print(f"closed in {time.monotonic() - started:.1f} s")
+"""
+
+
+@pytest.mark.parametrize("how", ["sdk", "adapter"])
+def test_a_closed_chain_leaves_no_pending_tasks(runtime, alice, miner_key, how):
+    """A slow close is made to happen (the node's answers held back 7 s): the SDK's own close
+    leaves the session's tasks pending and they are reported destroyed at exit; the adapter's close
+    waits for the handshake and drains the loop, so nothing is reported."""
+    port = int(runtime.ws.rsplit(":", 1)[1])
+    out = subprocess.run([sys.executable, "-c", _CLOSE_SCRIPT, str(port), str(NETUID), how],
+                         capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])})
+    assert out.returncode == 0 and "closed in" in out.stdout, out.stderr[-2000:]
+    assert "Exception in thread" not in out.stderr, out.stderr[-2000:]
+    seconds = float(out.stdout.split("closed in ")[1].split()[0])
+    if how == "sdk":
+        assert "Task was destroyed but it is pending!" in out.stderr, out.stderr[-2000:]
+        assert seconds < 7.0
+    else:
+        assert "Task was destroyed" not in out.stderr, out.stderr[-2000:]
+        assert seconds >= 6.5  # it waited for the late answer instead of cutting it off
 
 
 # ---- a miner + validator window end to end -----------------------------------------------------
@@ -394,6 +553,7 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
     import threading
 
     from adapters.beacons import LocalBeaconSource
+    from adapters.checkpoints import ModelResolver
     from adapters.fetch import Fetcher
     from adapters.storage import FileStore
     from miner.service import Miner
@@ -409,7 +569,9 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
     with _chain(runtime, alice, miner_key) as mchain, _chain(runtime, alice, vkey) as vchain, \
             _removed(short):
         beacons = LocalBeaconSource(local_drand, clock=_chain_clock(mchain))
-        miner = Miner(mchain, miner_key, tiny, store, beacons, tmp_path / "miner", n_groups=2)
+        # the checkpoint in force comes from chain data (no announcer here: the base model)
+        miner = Miner(mchain, miner_key, tiny, store, beacons, tmp_path / "miner", n_groups=2,
+                      resolver=ModelResolver(mchain, tiny, Fetcher(file_roots=[store.root])))
         # past the validator's registration by more than WeightsSetRateLimit, in a fresh commitment interval
         runtime.jump_to(mchain.current_block() + 150)
         _to_interval_start(runtime, mchain)
@@ -437,7 +599,9 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
         assert {n.uid: n.validator_permit for n in vchain.neurons()}[vuid] is True
         assert vchain.weights_ready(vuid)
         validator = Validator(vchain, vkey, tiny, LocalBeaconSource(local_drand, clock=_chain_clock(vchain)),
-                              Fetcher(file_roots=[store.root]), tmp_path / "validator")
+                              Fetcher(file_roots=[store.root]), tmp_path / "validator",
+                              resolver=ModelResolver(vchain, tiny, Fetcher(file_roots=[store.root])))
+        assert vchain.checkpoint_announcements() == [] and vchain.trainer_hotkey() is None
         assert validator.preflight() == vuid and validator.ready(w) and not validator.ready(w + 1)
 
         # window w: verified and journaled; the weights are refused, retryably, naming what is missing

@@ -21,6 +21,9 @@ class ParityEnvironment(Environment):
         n = rnd.between(1, 10 ** params["digits"] - 1)
         return Problem(self.name, f"Say something about {n}.", n)
 
+    def max_prompt_bytes(self, params):
+        return len("Say something about .") + params["digits"]
+
     def reward(self, problem, completion):
         return REWARD_SCALE if len(completion) % 2 == 0 else 0
 

@@ -40,6 +40,14 @@ def protocol_adapter_config(policy: Policy) -> dict:
             "target_modules": list(cfg["target_modules"])}
 
 
+def retarget_checkpoint(built: "BuiltCheckpoint", keypair, from_window: int) -> "BuiltCheckpoint":
+    """The same checkpoint for a later from_window: the manifest re-signed (the fingerprint, files
+    and model do not depend on the window)."""
+    body = replace(built.manifest, from_window=from_window, signature="")
+    manifest = replace(body, signature=sign(keypair, body.signing_message()).hex())
+    return replace(built, manifest=manifest)
+
+
 def build_checkpoint(base: LoadedModel, policy: Policy, *, keypair, netuid: int, version: int,
                      from_window: int, parent_fingerprint: bytes, params: GenerationParams) -> BuiltCheckpoint:
     tensors = adapter_tensors(policy)

@@ -19,7 +19,7 @@ from adapters.checkpoints import publish_checkpoint
 from adapters.files import atomic_write
 from adapters.storage import BundleStore
 from trainer.adapter_files import adapter_tensors, load_adapter_into
-from trainer.checkpointing import BuiltCheckpoint, build_checkpoint
+from trainer.checkpointing import BuiltCheckpoint, build_checkpoint, retarget_checkpoint
 from trainer.heldout import HeldoutResult, evaluate, paired_difference
 from trainer.journal import TrainerJournal
 from trainer.policy import LoraSettings, make_policy
@@ -286,6 +286,12 @@ class Trainer:
             log.warning("checkpoint v%d withheld: %s", version, pub.note)
             self.journal.save_publication(version, asdict(pub))
             return pub
+        # the held-out evaluation takes time: a window may have begun meanwhile, and an announcement
+        # must land ACTIVATION_WINDOWS before its from_window, so the window is fixed only now
+        now = window_of_block(self.chain.current_block()) + ACTIVATION_WINDOWS
+        if now > from_window:
+            from_window = pub.from_window = now
+            built = retarget_checkpoint(built, self.keypair, from_window)
         atomic_write(self._adapter_path(version), built.files[ADAPTER_FILE])
         self.journal.save_publication(version, asdict(pub) | {"stage": "built"}, built.manifest.to_bytes())
         try:

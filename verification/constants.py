@@ -150,6 +150,15 @@ SCORE_SCALE = 1000
 # Weights are written as u16 scaled so the best miner gets U16_MAX. Breaks: weight encoding.
 U16_MAX = 65535
 
+# ---- checkpoint announcements in a subtensor commitment (docs/protocol.md sections 12, 15) ----
+# First bytes of an announcement commitment ("rollproof checkpoint", protocol 3). Breaks: every
+# reader of announcements; a reader of another magic finds no announcement (the base model).
+ANNOUNCEMENT_MAGIC = b"rc3"
+# Largest announcement the announcer sends: 75 fixed bytes + a location base of at most 75.
+# Breaks: raising it above 163 bytes (3100 / 19) lets announcements in every window of an interval
+# run out of space ("Space Limit Exceeded"); lowering it refuses bases that fit today.
+MAX_ANNOUNCEMENT_BYTES = 150
+
 # ---- on-chain commitments (docs/protocol.md section 12) ----------------------------------------
 # First bytes of a commitment; "rp3" is the layout of protocol 3 (the location may be a base that
 # the bundle's canonical name completes). Breaks: every reader of commitments; a reader of one

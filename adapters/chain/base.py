@@ -72,8 +72,8 @@ class Chain(ABC):
     def preflight(self, keypair, *, validator: bool = False) -> int:
         """The startup check a node runs before any work: will this chain take keypair's writes?
         Here: the hotkey is registered. Chains that can tell more check more (EVMChain: the EVM key
-        owns the uid, a validator holds a permit); a Bittensor validator's permit is not checked,
-        since subtensor grants permits by stake at each epoch and a new validator waits for one.
+        owns the uid, a validator holds a permit; BittensorChain: the subnet exists, a validator
+        holds a permit and the subnet's WeightsVersionKey is one this protocol can write).
         Returns the uid; raises ChainRefusedError (permanent, one line saying what to do) or
         ChainError (the chain cannot be asked now)."""
         uid = self.uid_of(keypair.ss58_address)
@@ -128,6 +128,14 @@ class Chain(ABC):
         """Every checkpoint announcement on chain, oldest first. A chain with no checkpoint registry
         has none: every window uses the base model."""
         return []
+
+    def announcement_in_force(self, window: int) -> Announcement | None:
+        """The checkpoint announcement in force for `window` (None: the base model): by default
+        checkpoint_for over every announcement; chains that keep only recent announcements at hand
+        (Bittensor's commitments) derive it from the chain state the rule names."""
+        from verification.checkpoint import checkpoint_for
+
+        return checkpoint_for(window, self.checkpoint_announcements())
 
     def trainer_hotkey(self) -> str | None:
         """The ss58 hotkey whose signature a checkpoint manifest must carry (None: no trainer set)."""

@@ -17,25 +17,39 @@ Mapping of the chain interface:
                               validator's hotkey holds an EVM-registry uid with a permit; without
                               it, this process's memory (the report stays in the validator's state
                               directory).
+  preflight                   the metagraph (a missing subnet, an unregistered hotkey); validators
+                              also WeightsVersionKey and their uid's validator permit
+  checkpoints                 with --ledger-rpc-url, the SubnetRegistry on the subtensor EVM; without
+                              it, the commitment of the announcer hotkey (the subnet owner's hotkey,
+                              SubtensorModule.SubnetOwnerHotkey, or a configured hotkey or uid):
+                              verification/announcement.py, adapters/chain/subtensor_announcements.py
 
 Subtensor keeps only a hotkey's latest commitment; the commitment bytes carry their window, and a
 record counts for window w only if it landed in w's blocks.
 
 Refusals keep the chain's error name (`SpaceLimitExceeded`, `AccountNotAllowedCommit`, …) in the
 message; those that stay until an operator acts (not registered, no such subnet, a burn above the
-maximum, a newer weights version) are ChainRefusedError. `close()` ends the SDK client."""
+maximum, a newer weights version, no validator permit at start) are ChainRefusedError.
+`close()` ends the SDK client without leaving its event loop's tasks pending (close_sdk_client)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from datetime import datetime
 
 from adapters.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
+from adapters.chain.subtensor_announcements import AnnouncementHistory
+from verification.announcement import (
+    MAX_ANNOUNCEMENT_BASE_BYTES, announcement_state_block, encode_announcement, valid_on_subtensor,
+)
 from verification.challenge import window_deadline_block, window_of_block
+from verification.checkpoint import Announcement
 from verification.commitment import MAX_BASE_BYTES, decode_commitment
-from verification.constants import MAX_COMMITMENT_BYTES, PROTOCOL_VERSION
-from verification.errors import ChainError, ChainRefusedError, CommitmentFormatError
+from verification.constants import ACTIVATION_WINDOWS, MAX_COMMITMENT_BYTES, PROTOCOL_VERSION, WINDOW_BLOCKS
+from verification.errors import ChainError, ChainRefusedError, CheckpointError, CommitmentFormatError
 
 RAW_FIELD_BYTES = 128  # the Commitments pallet's largest Raw variant
 MAX_FIELDS = 3
@@ -50,6 +64,18 @@ REFUSED_NAMES = frozenset({
     "NonAssociatedColdKey", "SubNetRegistrationDisabled",
 })
 RAO_PER_TAO = 10**9
+# How long closing the SDK client may take: the websocket's closing handshake (websockets' own
+# close_timeout is 10 s), then the session's remaining tasks once cancelled.
+SDK_CLOSE_TIMEOUT_S = 20.0
+# How far back checkpoint_announcements() lists announcements: enough for the windows nodes derive
+# (the current one, the next, and a validator's catch-up of the last 3 closed windows), and inside
+# the 256 blocks of state a pruning node keeps. Older windows: announcement_in_force(w), which
+# needs an archive node for state that old.
+ANNOUNCEMENT_LOOKBACK_BLOCKS = 8 * WINDOW_BLOCKS
+# Blocks of state a pruning subtensor node keeps (substrate's default): older reads need an archive.
+PRUNED_STATE_BLOCKS = 256
+# SubnetOwnerHotkey of a subnet that has none (the all-zero account)
+ZERO_ACCOUNT = "5C4hrfjw9DjXZTzV3MwzrrAr9P1MJhSrvWGWqi1eSuyUpnhM"
 
 
 def error_name(obj) -> str | None:
@@ -74,6 +100,11 @@ def commitment_fields(data: bytes) -> list[dict]:
     return [{f"Raw{len(c)}": "0x" + c.hex()} for c in chunks]
 
 
+def record_bytes(record) -> bytes:
+    """The Raw payload of a decoded CommitmentOf record."""
+    return fields_bytes(list((record.get("info") or {}).get("fields") or []))
+
+
 def fields_bytes(fields: list) -> bytes:
     """Concatenate the Raw payloads of decoded commitment fields (other variants are ignored)."""
     out = b""
@@ -88,16 +119,62 @@ def fields_bytes(fields: list) -> bytes:
     return out
 
 
+def close_sdk_client(sub) -> None:
+    """Close a blocking bittensor client so that no task of its event loop is left pending.
+
+    The SDK's own close() gives the websocket's closing handshake 5 s and then stops the loop
+    whatever is still running: under load (a busy node, a slow proxy) the handshake takes longer and
+    every task of the session is reported "Task was destroyed but it is pending!" at exit. Here the
+    client is closed on its own loop with the handshake's full time (websockets bounds it with its
+    close_timeout, 10 s), then every task still on the loop is cancelled and awaited, and only then
+    is the loop stopped (by the SDK's close, which finds nothing left to do). Uses the SDK's loop
+    internals (bittensor 11.3.0 SyncClient); a client without them is closed the SDK's way."""
+    loop = getattr(sub, "_loop_thread", None)
+    state = getattr(sub, "_state", None)
+    client = getattr(sub, "_client", None)
+    usable = (loop is not None and isinstance(state, dict) and client is not None
+              and not getattr(loop, "is_shutdown", True) and not getattr(loop, "owns_current_thread", True))
+    if usable and state.get("connected"):
+        async def drain() -> None:
+            try:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.close(), SDK_CLOSE_TIMEOUT_S)
+            finally:
+                me = asyncio.current_task()
+                rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+                for task in rest:
+                    task.cancel()
+                if rest:
+                    await asyncio.wait(rest, timeout=SDK_CLOSE_TIMEOUT_S)
+
+        try:
+            loop.call(drain(), timeout=2 * SDK_CLOSE_TIMEOUT_S + 5)
+        except Exception:  # noqa: BLE001 - a broken connection must not raise at exit
+            pass
+        finally:
+            state["connected"] = False  # the SDK's close only stops the (now idle) loop
+    if hasattr(sub, "close"):
+        with contextlib.suppress(Exception):  # closing a broken connection must not raise at exit
+            sub.close()
+
+
 class BittensorChain(Chain):
     name = "bittensor"
 
-    def __init__(self, network: str, netuid: int, *, wallet=None, subtensor=None, ledger: Chain | None = None):
+    def __init__(self, network: str, netuid: int, *, wallet=None, subtensor=None, ledger: Chain | None = None,
+                 announcer: str | int | None = None):
+        """announcer: the hotkey whose commitment carries checkpoint announcements (an ss58 address,
+        or a uid whose hotkey is read once); None: the subnet owner's hotkey. Every node of a subnet
+        must name the same one. Unused with a ledger (its registry holds the announcements)."""
         self.network = network
         self.netuid = netuid
         self.wallet = wallet
         self._sub = subtensor
         self.ledger = ledger  # an EVMChain running the rollproof contracts on the subtensor's EVM
         self._local_ledger: dict[tuple[int, int], LedgerEntry] = {}
+        self.announcer = announcer
+        self._announcer_of_uid: str | None = None
+        self._announcements = AnnouncementHistory(netuid, self._commitment_at)
 
     @property
     def sub(self):
@@ -113,11 +190,8 @@ class BittensorChain(Chain):
     def close(self) -> None:
         """End the SDK client (its event loop thread and websocket); reading again reconnects."""
         sub, self._sub = self._sub, None
-        if sub is not None and hasattr(sub, "close"):
-            try:
-                sub.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection must not raise at exit
-                pass
+        if sub is not None:
+            close_sdk_client(sub)
         if self.ledger is not None and hasattr(self.ledger, "close"):
             self.ledger.close()
 
@@ -171,6 +245,37 @@ class BittensorChain(Chain):
             raise ChainRefusedError(f"netuid {self.netuid} does not exist on subtensor {self.network!r}")
         return [Neuron(int(n.uid), str(n.hotkey), bool(n.validator_permit)) for n in graph.neurons]
 
+    def preflight(self, keypair, *, validator: bool = False) -> int:
+        """The subnet exists and the hotkey holds a uid on it; a validator's weights would be taken:
+        the subnet's WeightsVersionKey is not above this protocol and the uid holds a validator
+        permit. ChainRefusedError (one line, what to do) otherwise."""
+        neurons = self.neurons()  # ChainRefusedError for a missing subnet
+        me = next((n for n in neurons if n.hotkey == keypair.ss58_address), None)
+        if me is None:
+            raise ChainRefusedError(f"hotkey {keypair.ss58_address} is not registered on netuid {self.netuid} "
+                                    f"({self.name}): register it first (`rollproof miner register`)")
+        if validator:
+            self._check_version_key()
+            if not me.validator_permit:
+                raise ChainRefusedError(
+                    f"hotkey {keypair.ss58_address} holds uid {me.uid} on netuid {self.netuid} but no validator "
+                    f"permit: subtensor grants permits each epoch to the {self.max_validators()} neurons with the "
+                    f"most stake; stake to this hotkey (`btcli stake add`) and start after the next epoch")
+        return me.uid
+
+    def max_validators(self) -> int:
+        import bittensor as bt
+
+        return int(self._read("MaxAllowedValidators", lambda: self.sub.query(
+            bt.storage.SubtensorModule.MaxAllowedValidators, [self.netuid])) or 0)
+
+    def _check_version_key(self) -> None:
+        required = self.weights_version_key()
+        if required > PROTOCOL_VERSION:
+            raise ChainRefusedError(f"netuid {self.netuid} takes weights of version {required} or later "
+                                    f"(WeightsVersionKey); this validator speaks protocol {PROTOCOL_VERSION}: "
+                                    f"upgrade rollproof")
+
     def burn_cost(self) -> int:
         """The subnet's current registration burn, in rao (it moves with every registration)."""
         value = self._read("the registration burn", lambda: self.sub.subnets.burn(self.netuid))
@@ -197,7 +302,7 @@ class BittensorChain(Chain):
             if hotkey not in uids or not isinstance(record, dict):
                 continue
             block = int(record.get("block") or 0)
-            data = fields_bytes(list((record.get("info") or {}).get("fields") or []))
+            data = record_bytes(record)
             if window_of_block(block) != window:
                 continue
             try:
@@ -244,20 +349,119 @@ class BittensorChain(Chain):
                              f"--rpc-url … --registry … --ledger … --admin-key …`")
         return uid
 
-    # checkpoints: announced in the SubnetRegistry on the subtensor's EVM (--ledger-rpc-url), whose
-    # block numbers are subtensor's, so the window rule reads the same blocks
-    def checkpoint_announcements(self):
-        return self.ledger.checkpoint_announcements() if self.ledger is not None else []
+    # ---- checkpoints ------------------------------------------------------------------------
+    # With a ledger, announced in the SubnetRegistry on the subtensor's EVM (whose block numbers are
+    # subtensor's, so the window rule reads the same blocks); without, in the announcer's commitment.
+    def announcer_hotkey(self) -> str | None:
+        """The hotkey whose commitment carries checkpoint announcements (and whose key signs their
+        manifests): the configured hotkey, the hotkey of the configured uid (read once), or the
+        subnet owner's hotkey as of the finalized head. None: the subnet has no owner hotkey and
+        none is configured, so nothing announces checkpoints (every window uses the base model)."""
+        import bittensor as bt
+
+        if isinstance(self.announcer, str):
+            return self.announcer
+        if isinstance(self.announcer, int):
+            if self._announcer_of_uid is None:
+                hotkey = next((n.hotkey for n in self.neurons() if n.uid == self.announcer), None)
+                if hotkey is None:
+                    raise ChainRefusedError(f"the announcer uid {self.announcer} holds no hotkey on netuid {self.netuid}")
+                self._announcer_of_uid = hotkey
+            return self._announcer_of_uid
+        final = self.finalized_block()
+        owner = self._read("the subnet owner's hotkey", lambda: self.sub.query(
+            bt.storage.SubtensorModule.SubnetOwnerHotkey, [self.netuid], block=final))
+        if not owner or str(owner) == ZERO_ACCOUNT:
+            self.neurons()  # a missing subnet says so
+            return None
+        return str(owner)
+
+    def _commitment_at(self, hotkey: str, block: int):
+        """(landed block, bytes) of hotkey's commitment in the state of `block`, or None."""
+        import bittensor as bt
+
+        try:
+            record = self._read(f"the commitment of {hotkey} at block {block}", lambda: self.sub.query(
+                bt.storage.Commitments.CommitmentOf, [self.netuid, hotkey], block=block))
+        except ChainError as exc:
+            if block < self.current_block() - PRUNED_STATE_BLOCKS:
+                raise ChainError(f"{exc} (the state of block {block} is older than a pruning node keeps: "
+                                 f"reading it needs an archive node, e.g. --network archive)") from exc
+            raise
+        if not isinstance(record, dict):
+            return None
+        return int(record.get("block") or 0), record_bytes(record)
+
+    def checkpoint_announcements(self) -> list[Announcement]:
+        """With a ledger, every announcement in its registry. Without, the announcer's valid
+        announcements that landed in the last ANNOUNCEMENT_LOOKBACK_BLOCKS finalized blocks and the
+        newest one before them, oldest first: enough for checkpoint_for(w, ·) to give the rule's
+        answer for every window w from window_of_block(finalized - lookback) + ACTIVATION_WINDOWS
+        on (announcement_in_force gives it for any window)."""
+        if self.ledger is not None:
+            return self.ledger.checkpoint_announcements()
+        announcer = self.announcer_hotkey()
+        if announcer is None:
+            return []
+        final = self.finalized_block()
+        return self._announcements.recent(announcer, final, final - ANNOUNCEMENT_LOOKBACK_BLOCKS)
+
+    def announcement_in_force(self, window: int) -> Announcement | None:
+        """The checkpoint announcement in force for `window` (None: the base model), by the rule of
+        verification/announcement.py: the announcer's commitment in the state of the last block of
+        window - ACTIVATION_WINDOWS, walked back past commitments that are not valid announcements.
+        ChainError until that block is finalized."""
+        from verification.checkpoint import checkpoint_for
+
+        if self.ledger is not None:
+            return checkpoint_for(window, self.ledger.checkpoint_announcements())
+        at = announcement_state_block(window)
+        if at is not None and (final := self.finalized_block()) < at:
+            raise ChainError(f"the checkpoint of window {window} is decided by block {at}, not finalized yet "
+                             f"(finalized {final})")
+        announcer = self.announcer_hotkey()
+        return None if announcer is None else self._announcements.in_force(announcer, window)
 
     def trainer_hotkey(self) -> str | None:
-        return self.ledger.trainer_hotkey() if self.ledger is not None else None
+        return self.ledger.trainer_hotkey() if self.ledger is not None else self.announcer_hotkey()
 
     def announce_checkpoint(self, keypair, from_window: int, fingerprint: bytes, manifest_hash: bytes,
                             location: str) -> None:
-        if self.ledger is None:
-            raise ChainError("announcing checkpoints on Bittensor needs the registry on the subtensor EVM "
-                             "(--ledger-rpc-url, --registry, --ledger, --evm-key)")
-        self.ledger.announce_checkpoint(keypair, from_window, fingerprint, manifest_hash, location)
+        """With a ledger, in its registry. Without, as the announcer's commitment, which must land in
+        window from_window - ACTIVATION_WINDOWS (readers ignore it otherwise): checked before sending
+        and again once it is finalized."""
+        if self.ledger is not None:
+            self.ledger.announce_checkpoint(keypair, from_window, fingerprint, manifest_hash, location)
+            return
+        import bittensor as bt
+
+        announcer = self.announcer_hotkey()
+        if announcer is None:
+            raise ChainRefusedError(f"netuid {self.netuid} has no owner hotkey on subtensor {self.network!r}: name "
+                                    f"the checkpoint announcer (--announcer HOTKEY_OR_UID) on every node")
+        if keypair.ss58_address != announcer:
+            raise ChainRefusedError(f"hotkey {keypair.ss58_address} is not the checkpoint announcer of netuid "
+                                    f"{self.netuid} ({announcer}: the subnet owner's hotkey unless --announcer names "
+                                    f"another); only its commitments announce checkpoints")
+        try:
+            data = encode_announcement(self.netuid, from_window, fingerprint, manifest_hash, location)
+        except CheckpointError as exc:
+            raise ChainRefusedError(f"checkpoint announcement for window {from_window}: {exc} (a base of at most "
+                                    f"{MAX_ANNOUNCEMENT_BASE_BYTES} bytes: a shorter --public-url or store prefix)") from None
+        landing = window_of_block(self.current_block() + 1)
+        if from_window != landing + ACTIVATION_WINDOWS:
+            raise ChainError(f"a checkpoint announcement for window {from_window} would land in window {landing}: "
+                             f"on subtensor it must land in window {from_window - ACTIVATION_WINDOWS} exactly")
+        call = bt.calls.Commitments.set_commitment(netuid=self.netuid, info={"fields": [commitment_fields(data)]})
+        self._submit(f"checkpoint announcement for window {from_window}",
+                     lambda: self.sub.submit_call(call, self._wallet(), signer="hotkey"))
+        record = self._commitment_at(announcer, self.finalized_block())
+        if record is None or record[1] != data:
+            raise ChainError(f"checkpoint announcement for window {from_window} went through but the announcer's "
+                             f"finalized commitment is not it")
+        if not valid_on_subtensor(from_window, record[0]):
+            raise ChainError(f"checkpoint announcement for window {from_window} landed in block {record[0]} (window "
+                             f"{window_of_block(record[0])}), too late: readers ignore it")
 
     def ledger_entry(self, validator_uid: int, window: int) -> LedgerEntry | None:
         if self.ledger is None:
@@ -338,11 +542,7 @@ class BittensorChain(Chain):
         pairs = [(int(u), float(w)) for u, w in zip(uids, weights) if w > 0]
         if not pairs:
             raise ChainError("refusing to set all-zero weights")
-        required = self.weights_version_key()
-        if required > PROTOCOL_VERSION:
-            raise ChainRefusedError(f"netuid {self.netuid} takes weights of version {required} or later "
-                                    f"(WeightsVersionKey); this validator speaks protocol {PROTOCOL_VERSION}: "
-                                    f"upgrade rollproof")
+        self._check_version_key()
         return bt.SetWeights(netuid=self.netuid, uids=[u for u, _ in pairs], weights=[w for _, w in pairs],
                              version_key=PROTOCOL_VERSION)
 
