@@ -82,6 +82,15 @@ def test_wrong_previous_signature_fails():
         verify_beacon(DEFAULT, Beacon(b.chain_hash, b.round, b.signature, b""))
 
 
+def test_an_unchained_beacon_has_one_encoding():
+    """Quicknet signs the round alone: a previous signature would be unsigned bytes riding along."""
+    data = _vectors()
+    b = _beacon(QUICKNET, data["vectors"]["quicknet"][0])
+    assert b.previous_signature == b"" and verify_beacon(QUICKNET, b)
+    with pytest.raises(BeaconError, match="no previous signature"):
+        verify_beacon(QUICKNET, Beacon(b.chain_hash, b.round, b.signature, b"\1" * 96))
+
+
 def _non_subgroup_g1() -> bytes:
     """A compressed point on the curve but outside the prime-order subgroup."""
     for x in range(1, 200):

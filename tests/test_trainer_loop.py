@@ -370,3 +370,34 @@ def test_sigkill_at_any_point_changes_nothing(loop_run, tmp_path):
     a, b = load_file(tmp_path / "ref.st"), load_file(tmp_path / "k.st")
     assert all((a[k] == b[k]).all() for k in a)
     assert ref.stdout.strip().splitlines()[-1] == out.strip().splitlines()[-1]  # "done <steps applied>"
+
+
+def test_an_evaluation_that_outlasts_a_window_still_announces_in_time(loop_run, tmp_path):
+    """The held-out evaluation of a candidate takes time; when windows pass meanwhile, the trainer
+    re-signs the manifest for a from_window the announcement can still precede by ACTIVATION_WINDOWS
+    (the registry refuses past windows), instead of letting the version expire."""
+    from verification.challenge import window_of_block
+    from verification.checkpoint import verify_manifest_signature
+    from verification.constants import WINDOW_BLOCKS
+
+    lm, root, result = loop_run
+    window = _windows_with_signal(result)[0]
+    with parity_registered():
+        trainer, chain = _fresh_trainer(lm, tmp_path / "t", tmp_path / "store", gate_margin=1.0)
+        trainer.train_window(window, *_scored_window(root, window))
+        planned = window_of_block(chain.current_block()) + ACTIVATION_WINDOWS
+        evaluate = trainer.heldout
+
+        def slow_heldout(*args, **kwargs):  # the chain moves on by two windows during each evaluation
+            chain.mine(2 * WINDOW_BLOCKS)
+            return evaluate(*args, **kwargs)
+
+        trainer.heldout = slow_heldout
+        pub = trainer.maybe_publish()
+        assert pub.stage == "announced", pub.note
+        assert pub.from_window >= planned + 4
+        (ann,) = chain.checkpoint_announcements()
+        assert ann.valid and ann.from_window == pub.from_window
+        manifest = parse_manifest(trainer.journal.manifest_bytes(pub.version))
+        assert manifest.from_window == pub.from_window
+        verify_manifest_signature(manifest, trainer.keypair.ss58_address)

@@ -125,6 +125,10 @@ def verify_beacon(info: ChainInfo, beacon: Beacon, *, expected_round: int | None
         raise BeaconError(f"signature of {len(beacon.signature)} bytes does not fit {info.scheme}")
     if info.scheme == SCHEME_CHAINED_G2 and len(beacon.previous_signature) not in (32, 96):
         raise BeaconError("chained beacon lacks its previous signature")
+    if info.scheme == SCHEME_UNCHAINED_G1 and beacon.previous_signature:
+        # unchained rounds sign the round alone: a previous signature would be unsigned free bytes
+        # (a second encoding of the same beacon)
+        raise BeaconError("an unchained beacon carries no previous signature")
     message = beacon_message(info, beacon.round, beacon.previous_signature)
     try:
         if info.scheme == SCHEME_UNCHAINED_G1:
