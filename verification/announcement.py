@@ -45,12 +45,12 @@ from verification.constants import (
     MAX_ANNOUNCEMENT_BYTES,
     MAX_CHECKPOINT_LOCATION_BYTES,
 )
+from verification.commitment import check_location
 from verification.errors import CheckpointError
 
 ANNOUNCEMENT_HEAD_BYTES = len(ANNOUNCEMENT_MAGIC) + 8 + 32 + 32
 MAX_ANNOUNCEMENT_BASE_BYTES = MAX_ANNOUNCEMENT_BYTES - ANNOUNCEMENT_HEAD_BYTES
 MANIFEST_NAME = "manifest.json"
-LOCATION_SCHEMES = ("file://", "s3://", "https://", "http://")
 
 
 def checkpoint_manifest_name(netuid: int, fingerprint: bytes) -> str:
@@ -82,15 +82,8 @@ class AnnouncementCommitment:
 
 
 def _check_location(location: str) -> bytes:
-    raw = location.encode("utf-8")
-    if not 1 <= len(raw) <= MAX_ANNOUNCEMENT_BASE_BYTES:
-        raise CheckpointError(f"an announced location is 1..{MAX_ANNOUNCEMENT_BASE_BYTES} bytes (a base, or a short "
-                              f"full URI), got {len(raw)}")
-    if not location.startswith(LOCATION_SCHEMES):
-        raise CheckpointError(f"announced location {location[:40]!r} is not a file://, s3:// or http(s):// URI")
-    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in location):
-        raise CheckpointError("announced location contains whitespace or control characters")
-    return raw
+    return check_location(location, MAX_ANNOUNCEMENT_BASE_BYTES, CheckpointError,
+                          "an announced location (a base, or a short full URI)")
 
 
 def committed_location(netuid: int, fingerprint: bytes, location: str) -> str:

@@ -42,15 +42,22 @@ class Commitment:
         return encode_commitment(self.window, self.bundle_hash, self.location)
 
 
-def _check_location(location: str) -> bytes:
+def check_location(location: str, max_bytes: int, error: type[Exception] = CommitmentFormatError,
+                   what: str = "committed location") -> bytes:
+    """The UTF-8 bytes of a location a commitment carries: 1..max_bytes bytes of a file://, s3:// or
+    http(s):// URI with no whitespace or control characters; `error` otherwise."""
     raw = location.encode("utf-8")
-    if not 1 <= len(raw) <= MAX_LOCATION_BYTES:
-        raise CommitmentFormatError(f"committed location must be 1..{MAX_LOCATION_BYTES} bytes, got {len(raw)}")
+    if not 1 <= len(raw) <= max_bytes:
+        raise error(f"{what} must be 1..{max_bytes} bytes, got {len(raw)}")
     if not location.startswith(LOCATION_SCHEMES):
-        raise CommitmentFormatError(f"location {location[:40]!r} is not a file://, s3:// or http(s):// URI")
+        raise error(f"{what} {location[:40]!r} is not a file://, s3:// or http(s):// URI")
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in location):
-        raise CommitmentFormatError("location contains whitespace or control characters")
+        raise error(f"{what} contains whitespace or control characters")
     return raw
+
+
+def _check_location(location: str) -> bytes:
+    return check_location(location, MAX_LOCATION_BYTES)
 
 
 def committed_location(window: int, bundle_hash: bytes, location: str) -> str:
