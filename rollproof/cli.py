@@ -57,6 +57,9 @@ def verify(
     bundle: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="bundle file"),
     model: str = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory"),
     as_json: bool = typer.Option(False, "--json", help="print the verdict as JSON on stdout"),
+    trace: bool = typer.Option(False, "--trace", help="print the verdict and every intermediate value (seeds, checked "
+                                                      "groups, per-position logprobs, gaps, sketches and distances) "
+                                                      "as JSON on stdout"),
     fingerprint: Optional[str] = typer.Option(None, help="required model fingerprint (hex); default: the loaded model's"),
     netuid: Optional[int] = typer.Option(None, min=0, max=65535, help="netuid the chain expects"),
     window: Optional[int] = typer.Option(None, min=0, help="window the chain expects"),
@@ -122,7 +125,12 @@ def verify(
                                       progress=lambda k: progress.advance(task, k))
     if not any(r.reason != "not_checked" for r in verdict.rollouts) and verdict.ok:
         fail("no group was checked, so there is nothing to accept")  # never ACCEPTED on an empty check
-    if as_json:
+    if trace:
+        from verification.trace import trace_bundle
+
+        values = trace_bundle(lm, networks, parsed, verdict.checked_groups) if format_error is None else None
+        sys.stdout.write(json.dumps({"verdict": verdict.to_json(), "trace": values}, indent=1) + "\n")
+    elif as_json:
         sys.stdout.write(json.dumps(verdict.to_json(), indent=1) + "\n")
     else:
         _print_verdict(verdict)
