@@ -6,14 +6,18 @@
   * proof bytes per token (sketch) and bundle bytes per token;
   * validator throughput in verified rollouts per second.
 
-    python scripts/bench.py [--groups 8] [--model tiny|smollm2] [--batch 16]
+    python scripts/bench.py [--groups 8] [--model tiny|smollm2] [--batch 16] [--repeats 5] [--threads N] [--device cpu|cuda[:N]]
 
-Writes reports/bench_<model>.{json,md}.
+With and without proofs alternate (the order flips every repeat) and the overhead is the median of
+the per-repeat ratios, so other work on a shared machine hits both alike.
+
+Writes reports/bench_<model>[_<N>threads].{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 
@@ -23,6 +27,7 @@ from rich.console import Console
 from adversary import lib as A
 from miner.engine import RolloutRequest, generate
 from report_lib import environment, md_table, write
+from rollproof.device import add_device_argument, device_or_exit
 from verification import environments
 from verification.bundle import encode_bundle
 from verification.constants import SKETCH_DIM
@@ -37,10 +42,16 @@ def main() -> int:
     ap.add_argument("--groups", type=int, default=8)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=2, help="alternating repeats of with/without proofs")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating repeats of with/without proofs")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's); 1 keeps a shared machine's thread-barrier stalls out of the ratio")
+    add_device_argument(ap)
     args = ap.parse_args()
+    device = device_or_exit(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     console = Console()
-    lm = load_model(args.model)
+    lm = load_model(args.model, device)
     drand = LocalDrand()
     ctx, key = A.window_ctx(drand, 9000), A.keypair(0)
     vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
@@ -58,21 +69,23 @@ def main() -> int:
 
     timed(True)  # warm-up
     with_s, without_s, with_tok, without_tok = [], [], 0, 0
-    for _ in range(args.repeats):
-        s, n = timed(True)
-        with_s.append(s); with_tok = n
-        s, n = timed(False)
-        without_s.append(s); without_tok = n
-    tps_with = with_tok / min(with_s)
-    tps_without = without_tok / min(without_s)
-    overhead = 100.0 * (tps_without / tps_with - 1.0)
+    for r in range(args.repeats):
+        for proofs in ((True, False) if r % 2 == 0 else (False, True)):
+            s, n = timed(proofs)
+            if proofs:
+                with_s.append(s); with_tok = n
+            else:
+                without_s.append(s); without_tok = n
+    tps_with = with_tok / statistics.median(with_s)
+    tps_without = without_tok / statistics.median(without_s)
+    overhead = 100.0 * statistics.median([(w / with_tok) / (o / without_tok) - 1.0 for w, o in zip(with_s, without_s)])
 
     t = time.perf_counter()
     bundle = A.honest(lm, ctx, key, groups=args.groups)
     gen_bundle_s = time.perf_counter() - t
     data = encode_bundle(bundle)
     tokens = sum(len(r.completion) for _, r in bundle.rows())
-    verifier = Verifier(lm, [drand.info], batch_size=args.batch)
+    verifier = Verifier(lm, [drand.info], batch_size=None)
     t = time.perf_counter()
     verdict = verifier.verify_bytes(data, A.expectation(ctx, key, lm))
     verify_s = time.perf_counter() - t
@@ -88,7 +101,8 @@ def main() -> int:
         "proof_bytes_per_token": 2 * SKETCH_DIM,
         "logprob_bytes_per_token": 4,
         "bundle_bytes_per_token": len(data) / tokens,
-        "tokens": tokens, "environment": environment(),
+        "tokens": tokens, "repeats": args.repeats, "times_with_s": with_s, "times_without_s": without_s,
+        "environment": environment(device),
     }
     rows = [
         ["generation with proofs", f"{tps_with:.1f} tokens/s"],
@@ -100,11 +114,17 @@ def main() -> int:
         ["bundle bytes per token (all fields, JSON+base64)", f"{result['bundle_bytes_per_token']:.1f}"],
     ]
     md = (f"# Cost benchmark ({args.model}, {args.groups} groups x {lm.generation.group_size} rollouts, batch {args.batch})\n\n"
-          f"Command: `python scripts/bench.py --model {args.model} --groups {args.groups} --batch {args.batch}`\n\n"
+          f"Command: `python scripts/bench.py --model {args.model} --groups {args.groups} --batch {args.batch} "
+          f"--repeats {args.repeats}{'' if args.threads is None else f' --threads {args.threads}'}`\n\nEvery rollout decodes exactly {lm.generation.max_new_tokens} tokens (equal "
+          f"work with and without proofs); {torch.get_num_threads()} threads on {environment(device)['device']}; "
+          f"tokens/s and the overhead are medians of {args.repeats} alternating repeats (the overhead: of the "
+          "per-repeat ratios). Verification: one bundle, every group opened, recomputed in batches up to the "
+          "verifier's memory bound.\n\n"
           + md_table(["measure", "value"], rows))
     for r in rows:
         console.print(f"{r[0]:<50} {r[1]}")
-    jp, mp = write(f"bench_{args.model.replace(':', '_').replace('/', '_')}", result, md)
+    name = f"bench_{args.model.replace(':', '_').replace('/', '_')}"
+    jp, mp = write(name + ("" if args.threads is None else f"_{args.threads}threads"), result, md)
     console.print(f"wrote {jp} and {mp}")
     return 0
 

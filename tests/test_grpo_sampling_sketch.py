@@ -101,3 +101,74 @@ def test_tensor_sketch_matches_the_numpy_reference(seed):
     # float64 dot products in another summation order can land on the other side of a rounding
     # boundary: at most one unit, against a tolerance of SKETCH_TOL
     assert sketch_distance(got, sketch(h, vec)).max() <= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**64 - 1), st.integers(1, 5000))
+def test_top_bucket_is_the_uniforms_above_its_edge(key, vocab):
+    """The candidate filter's top bucket, from the hash without its last step, is exactly the
+    entries whose reference uniform is above 1 - 2^-TOP_BITS."""
+    kt = tensor_ops.keys_tensor(np.array([key], dtype=np.uint64), "cpu")
+    edge = noise_uniforms(key, vocab) > 1.0 - 2.0 ** -tensor_ops.TOP_BITS
+    for top in (tensor_ops._top_bucket_torch(kt, vocab)[0].numpy().copy(),
+                tensor_ops._top_bucket_numpy(kt.numpy().view(np.uint64), vocab, kt.device)[0].copy()):
+        assert not top[vocab:].any()
+        assert np.array_equal(top[:vocab], edge)
+
+
+filter_rows = st.tuples(st.integers(1, 3000), st.integers(1, 5), st.sampled_from([0.0, 0.01, 0.3, 2.0, 8.0, 30.0]),
+                        st.booleans(), st.integers(0, 2**32))
+
+
+@settings(max_examples=80, deadline=None)
+@given(filter_rows)
+def test_candidate_filter_gives_the_full_computations_bits(case):
+    """The candidate filter (exact scores of the candidates only), in both backends (numpy: a CPU;
+    torch: an accelerator), gives the definition's tokens and gaps over every entry bit for bit:
+    flat rows (a random-init head), peaked ones, ties of equal logprobs, -inf entries; the chosen
+    token's gap is exactly 0. (sample_tokens and sampling_gap use it from FILTER_FROM_ENTRIES
+    entries on; below, the definition itself.)"""
+    vocab, n, scale, masked, seed = case
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, vocab, generator=g) * scale
+    if masked:
+        logits[:, torch.rand(vocab, generator=g) < 0.3] = -float("inf")
+        logits[:, 0] = 0.0
+    logp = torch.log_softmax(logits, dim=-1)
+    keys = torch.randint(-2**63, 2**63 - 1, (n,), generator=g, dtype=torch.int64)
+    tokens = tensor_ops.sample_tokens_full(logp, keys)
+    other = torch.randint(0, vocab, (n,), generator=g)
+    gaps = tensor_ops.sampling_gap_full(logp, keys, other)
+    assert torch.equal(tokens, tensor_ops.sample_tokens(logp, keys))
+    assert torch.equal(gaps, tensor_ops.sampling_gap(logp, keys, other))
+    for backend in ("numpy", "torch"):
+        assert torch.equal(tensor_ops._filtered_tokens(logp, keys, backend), tokens)
+        assert torch.all(tensor_ops._filtered_gaps(logp, keys, tokens, backend) == 0.0)
+        assert torch.equal(tensor_ops._filtered_gaps(logp, keys, other, backend), gaps)
+
+
+def test_candidate_filter_at_full_vocabulary_width():
+    """The same at V = 49,152 and 151,936 over positions shaped [rows, positions] like the
+    verifier's, with few exact scores per row, and a NaN row taking the full computation."""
+    g = torch.Generator().manual_seed(7)
+    for vocab in (49_152, 151_936):
+        logits = torch.randn(3, 2, vocab, generator=g) * torch.tensor([0.02, 3.0, 12.0]).view(3, 1, 1)
+        logp = torch.log_softmax(logits, dim=-1)
+        keys = torch.randint(-2**63, 2**63 - 1, (3, 2), generator=g, dtype=torch.int64)
+        tokens = tensor_ops.sample_tokens(logp, keys)
+        assert tokens.shape == (3, 2) and torch.equal(tokens, tensor_ops.sample_tokens_full(logp, keys))
+        other = (tokens + 1) % vocab
+        assert torch.equal(tensor_ops.sampling_gap(logp, keys, other), tensor_ops.sampling_gap_full(logp, keys, other))
+        for backend in ("numpy", "torch"):
+            rows, _, _ = tensor_ops._candidate_scores(logp.reshape(6, vocab), keys.reshape(6), backend=backend)
+            assert len(rows) < 6 * (vocab // 2 ** tensor_ops.TOP_BITS + 400)
+            assert torch.equal(tensor_ops._filtered_tokens(logp.reshape(6, vocab), keys.reshape(6), backend),
+                               tokens.reshape(6))
+    nan = logp.reshape(6, -1)[:2].clone()
+    nan[1, 5] = float("nan")
+    k = keys.reshape(6)[:2]
+    for backend in ("numpy", "torch"):
+        assert tensor_ops._filtered_tokens(nan, k, backend) is None
+        assert tensor_ops._filtered_gaps(nan, k, k * 0, backend) is None
+    assert torch.equal(tensor_ops.sample_tokens(nan, k), tensor_ops.sample_tokens_full(nan, k))
+    assert tensor_ops.sample_tokens(nan, k)[1].item() == 5

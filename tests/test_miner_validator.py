@@ -124,8 +124,8 @@ def test_validator_scores_writes_chain_and_survives_restart(net, keys):
     net.open(v, w)
 
     verified = []
-    real = v.verify_commitment
-    v.verify_commitment = lambda *a, **kw: verified.append(a[1].uid) or real(*a, **kw)
+    real = v.verify_commitments
+    v.verify_commitments = lambda *a, **kw: verified.extend(r.uid for r in a[1]) or real(*a, **kw)
     res = v.process_window(w)
     by = {m["hotkey"]: m for m in res.report["miners"]}
     assert by[honest.ss58_address]["reason"] == "ok" and by[honest.ss58_address]["weight"] == 65535
@@ -139,7 +139,7 @@ def test_validator_scores_writes_chain_and_survives_restart(net, keys):
 
     # a restart finds the window finished: no re-verification, nothing written twice
     again = net.validator(vkey)
-    again.verify_commitment = lambda *a, **kw: pytest.fail("re-verified after restart")
+    again.verify_commitments = lambda *a, **kw: pytest.fail("re-verified after restart")
     res2 = again.process_window(w)
     assert res2.report_hash == res.report_hash and not res2.wrote_ledger and not res2.wrote_weights
 
@@ -157,7 +157,7 @@ def test_validator_crash_after_scoring_resumes_without_rescoring(net, keys):
     net.chain.record_scores = real_record
     assert v.state.stage(w) == "scored"
     again = net.validator(vkey)
-    again.verify_commitment = lambda *a, **kw: pytest.fail("re-verified after restart")
+    again.verify_commitments = lambda *a, **kw: pytest.fail("re-verified after restart")
     res = again.process_window(w)
     assert res.wrote_ledger and res.wrote_weights
 

@@ -242,3 +242,105 @@ def test_mining_and_verifying_work_in_a_thread_with_grad_enabled(tiny, ctx, alic
     assert rows_root(result["bundle"].groups) == rows_root(build_bundle(tiny, ctx, alice, 1).groups)
     assert result["report"].ok, result["report"].detail
     assert result["report"].checked_groups == [0] and all(r.reason == "ok" for r in result["report"].rollouts)
+
+
+def _same_verdicts(batched, alone):
+    """Equal verdicts: every rollout's ok, reason and failed checks; its statistics to honest fp32
+    drift (rows padded beside other groups' rows move recomputed logprobs by ~1e-6 and a sketch
+    coordinate by at most a rounding unit)."""
+    import math
+
+    assert (batched.ok, batched.reason, batched.checked_groups) == (alone.ok, alone.reason, alone.checked_groups)
+    assert len(batched.rollouts) == len(alone.rollouts)
+    for b, a in zip(batched.rollouts, alone.rollouts):
+        assert (b.group, b.rollout, b.ok, b.reason, b.failed) == (a.group, a.rollout, a.ok, a.reason, a.failed)
+        assert b.stats.keys() == a.stats.keys()
+        for k, x in a.stats.items():
+            if k.startswith("bad_") or k == "tokens":
+                assert b.stats[k] == x, k
+            elif "sketch" in k:
+                assert abs(b.stats[k] - x) <= 1, (k, b.stats[k], x)
+            else:
+                assert math.isclose(b.stats[k], x, rel_tol=1e-4, abs_tol=2e-5), (k, b.stats[k], x)
+
+
+def test_a_batched_window_gives_the_per_bundle_verdicts(tiny, local_drand, ctx, alice, bob, honest_bundle, verifier):
+    """verify_many (the validator's window: every bundle's opened groups recomputed together, rows
+    of different prompts and miners in shared forwards) decides each bundle as verify does alone,
+    for honest and cheating bundles, under the default memory bound and under one small enough to
+    split the window into many mixed batches."""
+    from adversary import lib as A
+    from adversary.cheaters import other_checkpoint
+    from miner.proof import build_bundle
+    from verification.verifier import BundleCheck, Verifier
+
+    def exp(key):
+        return Expectation(netuid=ctx.netuid, window=ctx.window, hotkey=key.ss58_address,
+                           block_hash=ctx.block_hash, block_time=ctx.block_time, fingerprint=tiny.fingerprint)
+
+    carol = A.keypair(3)
+    swapped = A.generated_by(other_checkpoint(tiny, 0.05), tiny, ctx, carol, groups=2)
+    checks = [
+        BundleCheck(honest_bundle, exp(alice)),
+        BundleCheck(build_bundle(tiny, ctx, bob, 3), exp(bob), groups=[0, 2]),
+        BundleCheck(A.resigned(honest_bundle, ctx, alice, A.edit_token), exp(alice)),
+        BundleCheck(A.resigned(honest_bundle, ctx, alice, A.edit_logprob), exp(alice), groups=[0]),
+        BundleCheck(A.resigned(honest_bundle, ctx, alice, A.misreport_reward), exp(alice), groups=[1]),
+        BundleCheck(A.resigned(honest_bundle, ctx, alice, A.misreport_advantage), exp(alice)),
+        BundleCheck(swapped, exp(carol)),
+        BundleCheck(honest_bundle, exp(bob)),  # wrong_hotkey: no model run
+        BundleCheck(resign(honest_bundle, ctx, bob), exp(bob)),  # alice's problems signed by bob: bad_problem
+    ]
+    alone = [verifier.verify(c.bundle, c.expected, groups=c.groups) for c in checks]
+    reasons_alone = [v.reason for v in alone]
+    assert reasons_alone[:2] == ["ok", "ok"] and reasons_alone[7:] == ["wrong_hotkey", "bad_problem"]
+    assert reasons_alone[2] in ("sketch_mismatch", "sampling_mismatch") and reasons_alone[3] == "logprob_mismatch"
+    assert reasons_alone[4] == "reward_mismatch" and reasons_alone[5] == "advantage_mismatch"
+    assert reasons_alone[6] in ("sketch_mismatch", "sampling_mismatch", "logprob_mismatch")
+    for window_verifier in (Verifier(tiny, [local_drand.info], batch_size=None),
+                            Verifier(tiny, [local_drand.info], batch_size=None, max_batch_bytes=12 << 20)):
+        progress = []
+        for i, c in enumerate(checks):
+            c.progress = lambda n, i=i: progress.append(i)
+        batched = window_verifier.verify_many(checks)
+        for b, a in zip(batched, alone):
+            _same_verdicts(b, a)
+        # each opened group reported once, by its own bundle (none where the header is rejected)
+        assert sorted(progress) == [i for i, a in enumerate(alone) if a.reason != "wrong_hotkey"
+                                    for _ in a.checked_groups]
+
+
+def test_recompute_batches_respect_the_memory_bound_and_mix_prompts(tiny, honest_bundle, ctx, alice):
+    """plan_batches packs rows of different prompts up to the bound (and rows over it alone), and
+    the batched proofs of a row equal its proofs recomputed in a batch of its own group."""
+    import numpy as np
+
+    from verification.model import RecomputeRow, _BYTES_PER_LOGIT, _body_bytes, plan_batches
+    from verification.sampling import noise_keys
+    from verification.sketch import sketch_vectors
+
+    vectors = sketch_vectors(ctx.sketch_key, tiny.hidden_size)
+    rows, alone = [], []
+    for g in honest_bundle.groups:
+        seed = ctx.problem_seed(alice.ss58_address, g.index)
+        keys = [noise_keys(seed, r.index, len(r.completion)) for r in g.rollouts]
+        rows += [RecomputeRow(g.prompt.tolist(), r.completion, k) for r, k in zip(g.rollouts, keys)]
+        alone += tiny.recompute_proofs(g.prompt.tolist(), [r.completion for r in g.rollouts], keys, vectors)
+    width = max(len(r.prompt) + len(r.completion) for r in rows)
+    one_row = max(len(r.completion) for r in rows) * tiny.vocab_size * _BYTES_PER_LOGIT + _body_bytes(tiny, width)
+    bound = 5 * one_row
+    batches = plan_batches(tiny, rows, max_bytes=bound)
+    assert sorted(i for b in batches for i in b) == list(range(len(rows)))
+    assert all(1 <= len(b) <= 5 for b in batches) and max(len(b) for b in batches) == 5
+    mixed = [b for b in batches if len({tuple(rows[i].prompt) for i in b}) > 1]
+    assert mixed, "the bound should pack rows of both groups into one batch"
+    assert plan_batches(tiny, rows, max_bytes=1) == [[i] for i in sorted(range(len(rows)),
+                                                                          key=lambda i: -(len(rows[i].prompt) + len(rows[i].completion)))]
+    assert all(len(b) <= 3 for b in plan_batches(tiny, rows, batch_size=3))
+    got: dict = {}
+    for batch, proofs in tiny.recompute_batches(rows, [vectors], max_bytes=bound, padding_side="left"):
+        got.update(zip(batch, proofs))
+    for i, (sk, lp, gap) in enumerate(alone):
+        bsk, blp, bgap = got[i]
+        assert np.abs(bsk.astype(int) - sk.astype(int)).max() <= 1
+        assert np.abs(blp - lp).max() < 1e-5 and np.abs(bgap - gap).max() < 1e-5

@@ -33,7 +33,7 @@ from adapters.windows import opening_randomness
 from adapters.files import atomic_write
 from adapters.outage import Backoff, Outages
 from validator.state import ValidatorState
-from verification.bundle import bundle_hash, completion_digest, decode_bundle, row_digest
+from verification.bundle import Bundle, bundle_hash, completion_digest, decode_bundle, row_digest
 from verification.canonical import canonical_json
 from verification.challenge import (
     groups_to_check,
@@ -56,7 +56,7 @@ from verification.errors import (
 )
 from verification.model import LoadedModel
 from verification.scoring import MinerOutcome, MinerScore, combine_windows, score_window, verified_root
-from verification.verifier import Expectation, Verifier, format_verdict
+from verification.verifier import BundleCheck, BundleVerdict, Expectation, Verifier, format_verdict
 
 log = logging.getLogger("rollproof.validator")
 # an opening round this long past its emission time that no relay serves is a relay outage (before
@@ -69,12 +69,26 @@ DEFAULT_KEEP_BUNDLES = 48
 # each costs a full verification, and miners need not keep old bundles online
 MAX_CATCH_UP_WINDOWS = 3
 # miners' bundles fetched at once: each fetch is bounded by FETCH_TIMEOUT_S and MAX_BUNDLE_BYTES, so
-# a window's fetching waits at most ceil(miners / FETCH_WORKERS) deadlines and holds at most
-# FETCH_WORKERS bundles in memory
+# a window's fetching waits at most ceil(miners / FETCH_WORKERS) deadlines
 FETCH_WORKERS = 4
+# miners verified together: their checked rollouts share batched recompute forwards (up to the
+# verifier's memory bound, verification.model.RECOMPUTE_BATCH_BYTES), so a window of many miners
+# runs few large forwards instead of one small one per checked group. A block's bundles are held
+# in memory together (at most VERIFY_MINERS x MAX_BUNDLE_BYTES) and its outcomes are journaled
+# when it finishes (a crash re-verifies at most one block).
+VERIFY_MINERS = 16
 
 # validator-level reasons (before the Verifier runs), in check order
 VALIDATOR_REASONS = ("bad_commitment", "fetch_failed", "hash_mismatch")
+
+
+@dataclass
+class _Fetched:
+    """A miner's bundle that passed the validator-level checks, with the groups its opening picks."""
+
+    bundle: Bundle
+    groups: list[int]
+    audit: dict
 
 
 @dataclass
@@ -90,14 +104,17 @@ class WindowResult:
 
 class Validator:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, beacons: BeaconSource, fetcher: Fetcher,
-                 state_dir, *, beacon_cache: BeaconCache | None = None, batch_size: int = 8,
+                 state_dir, *, beacon_cache: BeaconCache | None = None, batch_size: int | None = None,
                  networks=None, resolver=None,
                  keep_bundles: int | None = DEFAULT_KEEP_BUNDLES, max_catch_up: int = MAX_CATCH_UP_WINDOWS,
                  fetch_workers: int = FETCH_WORKERS,
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None, verify_miners: int = VERIFY_MINERS,
+                 max_batch_bytes: int | None = None):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
         for each window from chain data; without one every window uses `lm`. `backoff`: the retry
-        delays of `run` during outages."""
+        delays of `run` during outages. `batch_size` caps the rollouts of one recompute forward
+        (None: only `max_batch_bytes`, the forward's memory bound, limits it); `verify_miners`:
+        miners whose checked rollouts are recomputed together."""
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
@@ -113,6 +130,10 @@ class Validator:
         self.keep_bundles = keep_bundles  # None keeps every bundle
         self.max_catch_up = max(1, max_catch_up)
         self.fetch_workers = fetch_workers
+        if verify_miners < 1:
+            raise ValueError("verify_miners must be at least 1")
+        self.verify_miners = verify_miners
+        self.max_batch_bytes = max_batch_bytes
         self.outages = Outages(log, backoff)
         self._write_retry_at = 0.0  # monotonic time before which refused chain writes are not retried
         self._catch_up_warned: tuple[int, int] | None = None
@@ -126,17 +147,50 @@ class Validator:
         if v is None:
             if len(self._verifiers) >= 4:
                 self._verifiers.clear()
-            v = self._verifiers[lm.fingerprint] = Verifier(lm, self.networks, batch_size=self.batch_size)
+            v = self._verifiers[lm.fingerprint] = Verifier(lm, self.networks, batch_size=self.batch_size,
+                                                           max_batch_bytes=self.max_batch_bytes)
         return v
 
-    # ---- one miner ------------------------------------------------------------------------------
+    # ---- miners ---------------------------------------------------------------------------------
     def verify_commitment(self, window: int, rec: CommitmentRecord, expected: Expectation, open_seed: bytes,
                           progress: Callable[[int], None] | None = None,
                           verifier: Verifier | None = None,
                           fetched: bytes | StorageError | None = None) -> tuple[MinerOutcome, dict]:
         """One miner's outcome. `fetched` is the committed location's bytes (or its StorageError)
-        when the caller already fetched it (_score fetches every miner's bundle concurrently)."""
+        when the caller already fetched it."""
+        return self.verify_commitments(window, [rec], [expected], open_seed, [progress], verifier,
+                                       {rec.uid: fetched} if fetched is not None else None)[0]
+
+    def verify_commitments(self, window: int, records: list[CommitmentRecord], expected: list[Expectation],
+                           open_seed: bytes, progress: list[Callable[[int], None] | None] | None = None,
+                           verifier: Verifier | None = None,
+                           fetched: dict[int, bytes | StorageError] | None = None) -> list[tuple[MinerOutcome, dict]]:
+        """These miners' outcomes, in order, with one batched recompute over all their checked
+        groups (Verifier.verify_many). `fetched`: bundle bytes (or StorageError) by uid, for the
+        miners whose bundles the caller already fetched; the others are fetched here, one by one."""
         verifier = verifier or self.verifier_for(self.lm)
+        progress = progress or [None] * len(records)
+        fetched = fetched or {}
+        results: list[tuple[MinerOutcome, dict] | None] = []
+        to_verify: list[tuple[int, CommitmentRecord, dict]] = []  # (slot in results, record, audit)
+        checks: list[BundleCheck] = []
+        for rec, exp, prog in zip(records, expected, progress):
+            ready = self._before_verifier(window, rec, open_seed, fetched.get(rec.uid))
+            if isinstance(ready, tuple):  # failed before the Verifier: (outcome, audit)
+                results.append(ready)
+                continue
+            to_verify.append((len(results), rec, ready.audit))
+            checks.append(BundleCheck(ready.bundle, exp, ready.groups, prog))
+            results.append(None)
+        verdicts = verifier.verify_many(checks) if checks else []
+        for (slot, rec, audit), check, verdict in zip(to_verify, checks, verdicts):
+            results[slot] = self._outcome(rec, check.bundle, verdict, audit)
+        return results
+
+    def _before_verifier(self, window: int, rec: CommitmentRecord, open_seed: bytes,
+                         fetched: bytes | StorageError | None):
+        """The validator-level checks of one miner: its commitment, fetch, bundle hash and format.
+        (outcome, audit) when one fails, else the bundle to verify (_Fetched)."""
         def fail(reason: str, detail: str, audit: dict | None = None):
             return MinerOutcome(rec.uid, rec.hotkey, False, reason, detail, rec.block), audit or {}
 
@@ -164,7 +218,10 @@ class Validator:
         groups = groups_to_check(open_seed, rec.hotkey, bytes.fromhex(bundle.header.rows_root),
                                  bundle.header.n_groups)
         audit["checked_groups"] = groups
-        verdict = verifier.verify(bundle, expected, groups=groups, progress=progress)
+        return _Fetched(bundle, groups, audit)
+
+    @staticmethod
+    def _outcome(rec: CommitmentRecord, bundle: Bundle, verdict: BundleVerdict, audit: dict) -> tuple[MinerOutcome, dict]:
         audit["rollouts"] = [{"group": v.group, "rollout": v.rollout, "reason": v.reason, "detail": v.detail}
                              for v in verdict.rollouts if v.reason != "not_checked"]
         by_row = {(v.group, v.rollout): v for v in verdict.rollouts}
@@ -324,21 +381,25 @@ class Validator:
         outcomes: list[MinerOutcome] = []
         audits: dict[int, dict] = {}
         records = [r for r in sorted(self.chain.commitments(window), key=lambda r: r.uid) if r.hotkey != self.hotkey]
-        fetched: dict[int, bytes | StorageError] = {}
-        for n, rec in enumerate(records):
-            if n % self.fetch_workers == 0:  # the next fetch_workers miners' bundles, fetched at once
-                fetched = self._fetch_pending(window, records[n:n + self.fetch_workers])
-            saved = self.state.outcome(window, rec.uid)
-            if saved is None:
-                progress = progress_factory(rec.uid, len(records)) if progress_factory else None
-                saved = self.verify_commitment(window, rec, Expectation(hotkey=rec.hotkey, **expected_base), seed,
-                                               progress, verifier, fetched.get(rec.uid))
-                self.state.save_outcome(window, *saved)
-            outcome, audit = saved
-            outcomes.append(outcome)
-            audits[outcome.uid] = audit
-            if on_miner:
-                on_miner(outcome)
+        for n in range(0, len(records), self.verify_miners):
+            # a block of miners: their bundles fetched concurrently, their checked rollouts recomputed together
+            block = records[n:n + self.verify_miners]
+            saved = {rec.uid: self.state.outcome(window, rec.uid) for rec in block}
+            pending = [rec for rec in block if saved[rec.uid] is None]
+            if pending:
+                fetched = self._fetch_pending(window, pending)
+                progress = [progress_factory(rec.uid, len(records)) if progress_factory else None for rec in pending]
+                expected = [Expectation(hotkey=rec.hotkey, **expected_base) for rec in pending]
+                for rec, result in zip(pending, self.verify_commitments(window, pending, expected, seed, progress,
+                                                                        verifier, fetched)):
+                    self.state.save_outcome(window, *result)
+                    saved[rec.uid] = result
+            for rec in block:
+                outcome, audit = saved[rec.uid]
+                outcomes.append(outcome)
+                audits[outcome.uid] = audit
+                if on_miner:
+                    on_miner(outcome)
         scores = score_window(outcomes)
         blocks = {o.uid: o.commit_block for o in outcomes}
         return {

@@ -12,6 +12,7 @@ states by more than the protocol's tolerances.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +30,13 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bytes of transient memory one recompute batch may hold (an estimate, see _row_bytes): the
+# validator packs the checked rollouts of many groups and miners into forwards up to this bound.
+# Larger batches run faster per rollout (fewer, larger matrix products); the bound keeps a window's
+# memory flat however many miners it verifies. An option of the Verifier and the validator.
+RECOMPUTE_BATCH_BYTES = 1 << 30
+# per completion position: float32 logits and logprobs [V] and the sampling check's two bool masks
+_BYTES_PER_LOGIT = 4 + 4 + 2
 
 
 @dataclass
@@ -74,10 +82,15 @@ class LoadedModel:
                        padding_side: str = "right"):
         return teacher_forced(self, prompt, completions, batch_size=batch_size, padding_side=padding_side)
 
-    def recompute_proofs(self, prompt: list[int], completions, uniforms, vectors, *, batch_size: int = 8,
-                         padding_side: str = "right"):
-        return recompute_proofs(self, prompt, completions, uniforms, vectors, batch_size=batch_size,
-                                padding_side=padding_side)
+    def recompute_proofs(self, prompt: list[int], completions, keys, vectors, *, batch_size: int | None = 8,
+                         padding_side: str = "right", max_bytes: int = RECOMPUTE_BATCH_BYTES):
+        return recompute_proofs(self, prompt, completions, keys, vectors, batch_size=batch_size,
+                                padding_side=padding_side, max_bytes=max_bytes)
+
+    def recompute_batches(self, rows, vectors, *, batch_size: int | None = None, padding_side: str = "right",
+                          max_bytes: int = RECOMPUTE_BATCH_BYTES):
+        return recompute_batches(self, rows, vectors, batch_size=batch_size, padding_side=padding_side,
+                                 max_bytes=max_bytes)
 
 
 def _configure_torch() -> None:
@@ -322,40 +335,129 @@ def teacher_forced(lm: LoadedModel, prompt: list[int], completions: list[np.ndar
     return out
 
 
-# positions whose V-wide noise recompute_proofs holds at once (bounds its extra memory: 3 x 8 bytes
-# per entry, 1.2 GB at V = 49,152)
-_NOISE_ROWS = 1024
+# ---- the verifier's recompute, batched across groups and miners ---------------------------------
 
 
-def recompute_proofs(lm: LoadedModel, prompt: list[int], completions: list[np.ndarray], keys: list[np.ndarray],
-                     vectors: np.ndarray, *, batch_size: int = 8,
-                     padding_side: str = "right") -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """What the verifier compares, recomputed on the model's device in batched tensor ops: per
-    completion (sketches [C,K] int16, token logprobs [C] float32, sampling gaps [C] float64), from
-    the completions' noise keys (verification.sampling.noise_keys).
-    Only these small arrays leave the device."""
+@dataclass(frozen=True)
+class RecomputeRow:
+    """One rollout to recompute: its prompt and completion, the noise keys of its positions
+    (verification.sampling.noise_keys) and which of the given sketch-vector sets its sketches use."""
+
+    prompt: Sequence[int]
+    completion: np.ndarray
+    keys: np.ndarray
+    vectors: int = 0
+
+
+def _body_bytes(lm: LoadedModel, width: int) -> int:
+    """Estimated transient bytes of the body's forward for one row of this padded width:
+    hidden-sized temporaries, the MLP's intermediate ones and a [heads, width] attention row per token."""
+    cfg = getattr(lm.model, "config", None)
+    inter = int(getattr(cfg, "intermediate_size", 4 * lm.hidden_size) or 4 * lm.hidden_size)
+    heads = int(getattr(cfg, "num_attention_heads", 1) or 1)
+    return width * (16 * lm.hidden_size + 4 * inter + heads * width) * 4
+
+
+def plan_batches(lm: LoadedModel, rows: Sequence[RecomputeRow], *, batch_size: int | None = None,
+                 max_bytes: int = RECOMPUTE_BATCH_BYTES) -> list[list[int]]:
+    """Row indices per forward batch: rows sorted by length (longest first, so a batch's padding is
+    small), packed while the batch's estimated memory (its positions' logits-sized tensors and the
+    body over its padded width) stays within max_bytes and it has at most batch_size rows (None: no
+    row limit). A row over the bound alone gets a batch of its own."""
+    order = sorted(range(len(rows)), key=lambda i: -(len(rows[i].prompt) + len(rows[i].completion)))
+    per_position = lm.vocab_size * _BYTES_PER_LOGIT
+    batches: list[list[int]] = []
+    current: list[int] = []
+    positions = width = 0
+    for i in order:
+        c, n = len(rows[i].completion), len(rows[i].prompt) + len(rows[i].completion)
+        grown = max(width, n)
+        cost = (positions + c) * per_position + (len(current) + 1) * _body_bytes(lm, grown)
+        if current and ((batch_size is not None and len(current) >= batch_size) or cost > max_bytes):
+            batches.append(current)
+            current, positions, grown = [], 0, n
+        current.append(i)
+        positions += c
+        width = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+def forward_hidden(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Final normed hidden states [B,T,H] in float32 (no logits: the caller applies the head to the
+    positions it needs)."""
+    out = lm.model.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+    return out.last_hidden_state.float()
+
+
+def recompute_batches(lm: LoadedModel, rows: Sequence[RecomputeRow], vectors: Sequence[np.ndarray], *,
+                      batch_size: int | None = None, max_bytes: int = RECOMPUTE_BATCH_BYTES,
+                      padding_side: str = "right") -> Iterator[tuple[list[int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]]:
+    """What the verifier compares, recomputed on the model's device: per row (sketches [C,K] int16,
+    token logprobs [C] float32, sampling gaps [C] float64). Yields (row indices, their proofs) per
+    padded forward batch (plan_batches); rows of different prompts share a batch, each padded on
+    `padding_side` with its own position ids. The head, log_softmax, sampling check and sketch run
+    on the completion positions only, as batched tensor ops; only these small arrays leave the
+    device. Token ids outside the vocabulary are replaced by 0 for the forward pass (the verifier
+    rejects them as bad_token)."""
     from verification import tensor_ops
     from verification.constants import SKETCH_SCALE
 
-    vec = torch.from_numpy(np.asarray(vectors, dtype=np.float64)).to(lm.device)
-    vocab = lm.vocab_size
-    out = []
-    for start, hidden, logp, lengths in _teacher_forced_batches(lm, prompt, completions, batch_size, padding_side):
-        b, cmax, v = logp.shape
-        tokens = torch.zeros((b, cmax), dtype=torch.long)
-        key_rows = np.zeros((b, cmax), dtype=np.uint64)
-        for i, n in enumerate(lengths):
-            tokens[i, :n] = torch.from_numpy(np.where(np.asarray(completions[start + i]) < vocab,
-                                                      completions[start + i], 0).astype(np.int64))
-            key_rows[i, :n] = np.asarray(keys[start + i][:n], dtype=np.uint64)
-        tokens, k = tokens.to(lm.device), tensor_ops.keys_tensor(key_rows, lm.device)
-        sketches = tensor_ops.sketch(hidden, vec, SKETCH_SCALE)
-        token_lp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        flat_lp, flat_k, flat_t = logp.reshape(-1, v), k.reshape(-1), tokens.reshape(-1)
-        dist = torch.cat([tensor_ops.sampling_gap(flat_lp[i:i + _NOISE_ROWS], flat_k[i:i + _NOISE_ROWS],
-                                                  flat_t[i:i + _NOISE_ROWS])
-                          for i in range(0, flat_lp.shape[0], _NOISE_ROWS)]).reshape(b, cmax)
-        sketches, token_lp, dist = sketches.cpu().numpy(), token_lp.float().cpu().numpy(), dist.cpu().numpy()
-        for i, n in enumerate(lengths):
-            out.append((sketches[i, :n], token_lp[i, :n], dist[i, :n]))
+    if padding_side not in ("left", "right"):
+        raise ValueError("padding_side must be 'left' or 'right'")
+    dev, vocab = lm.device, lm.vocab_size
+    vec = [torch.from_numpy(np.asarray(v, dtype=np.float64)).to(dev) for v in vectors]
+    head = lm.model.get_output_embeddings()
+    for batch in plan_batches(lm, rows, batch_size=batch_size, max_bytes=max_bytes):
+        chunk = [rows[i] for i in batch]
+        safe = [np.where(np.asarray(r.completion) < vocab, r.completion, 0).astype(np.int64) for r in chunk]
+        lengths = np.array([len(c) for c in safe], dtype=np.int64)
+        prompt_lens = np.array([len(r.prompt) for r in chunk], dtype=np.int64)
+        width = int((prompt_lens + lengths).max())
+        ids = np.zeros((len(chunk), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        offsets = np.where(padding_side == "left", width - prompt_lens - lengths, 0)
+        for i, (r, c) in enumerate(zip(chunk, safe)):
+            o, n = int(offsets[i]), len(r.prompt) + len(c)
+            ids[i, o:o + len(r.prompt)] = np.asarray(r.prompt, dtype=np.int64)
+            ids[i, o + len(r.prompt):o + n] = c
+            mask[i, o:o + n] = 1
+        # completion position t of row i was predicted at sequence index offset_i + p_i - 1 + t
+        row_of = np.repeat(np.arange(len(chunk)), lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        t = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+        seq_index = np.repeat(offsets + prompt_lens - 1, lengths) + t
+        with torch.no_grad():  # grad mode is per thread: the global switch in load_model does not reach other threads
+            hidden = forward_hidden(lm, torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev))
+            h = hidden[torch.from_numpy(row_of).to(dev), torch.from_numpy(seq_index).to(dev)]
+            del hidden
+            logp = log_softmax_t(head(h), lm.temperature)
+            tokens = torch.from_numpy(np.concatenate(safe) if safe else np.zeros(0, np.int64)).to(dev)
+            keys = tensor_ops.keys_tensor(np.concatenate([np.asarray(r.keys[:len(c)], dtype=np.uint64)
+                                                          for r, c in zip(chunk, safe)]), dev)
+            token_lp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+            gaps = tensor_ops.sampling_gap(logp, keys, tokens)
+            del logp
+            sets = np.repeat(np.array([r.vectors for r in chunk], dtype=np.int64), lengths)
+            sketches = torch.empty((h.shape[0], vec[0].shape[0] if vec else 0), dtype=torch.int16, device=dev)
+            for v in np.unique(sets).tolist():  # one set per window: one pass in practice
+                sel = torch.from_numpy(np.flatnonzero(sets == v)).to(dev)
+                sketches[sel] = tensor_ops.sketch(h[sel], vec[v], SKETCH_SCALE)
+        sketches, token_lp, gaps = sketches.cpu().numpy(), token_lp.float().cpu().numpy(), gaps.cpu().numpy()
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        yield batch, [(sketches[a:b], token_lp[a:b], gaps[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def recompute_proofs(lm: LoadedModel, prompt: list[int], completions: list[np.ndarray], keys: list[np.ndarray],
+                     vectors: np.ndarray, *, batch_size: int | None = 8, padding_side: str = "right",
+                     max_bytes: int = RECOMPUTE_BATCH_BYTES) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """recompute_batches for the completions of one prompt, in their order."""
+    rows = [RecomputeRow(prompt, np.asarray(c), np.asarray(k, dtype=np.uint64)) for c, k in zip(completions, keys)]
+    out: list = [None] * len(rows)
+    for batch, proofs in recompute_batches(lm, rows, [vectors], batch_size=batch_size, max_bytes=max_bytes,
+                                           padding_side=padding_side):
+        for i, p in zip(batch, proofs):
+            out[i] = p
     return out

@@ -1,6 +1,12 @@
 """The Verifier: given a bundle, the beacon networks, the model and the environments, decide every
 rollout and say why. Used unchanged by the validator and by the offline `rollproof verify`.
 
+`verify` decides one bundle; `verify_many` decides many (a validator's window) with the same
+verdicts: the checks that need no model run first for every bundle and yield the checked groups'
+rollouts, one batched recompute runs over all of them (verification.model.recompute_batches: rows of
+different groups and miners share forward passes up to a memory bound), then each rollout is
+compared with its recomputed proofs.
+
 Check order (first failure is the reason; later failures are listed in `failed`):
   bundle level: format -> rows_root -> signature -> window/hotkey/block -> beacon -> model -> params
   every group:  problem (environment + prompt tokens derived from the window seed), then the checks
@@ -14,7 +20,7 @@ no other miner's rows can be appended to it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from typing import TYPE_CHECKING
@@ -93,15 +99,46 @@ def format_verdict(exc: BundleFormatError) -> BundleVerdict:
     return BundleVerdict(False, exc.code if exc.code in REASONS else "bundle_format", str(exc), None, None, [], [])
 
 
+@dataclass
+class BundleCheck:
+    """One bundle for verify_many: what verify takes."""
+
+    bundle: Bundle
+    expected: Expectation | None = None
+    groups: list[int] | None = None  # the opened groups (None: all)
+    progress: Callable[[int], None] | None = None  # called with 1 as each opened group is decided
+
+
+@dataclass
+class _Open:
+    """A checked group whose rollouts await their recompute."""
+
+    group: Group
+    env: object
+    problem: object
+    first_row: int
+    done: Callable[[list[RolloutVerdict]], None]
+
+
 class Verifier:
     def __init__(self, lm: LoadedModel, beacon_networks: Iterable[ChainInfo], *,
-                 batch_size: int = 8, padding_side: str = "right"):
+                 batch_size: int | None = 8, padding_side: str = "right",
+                 max_batch_bytes: int | None = None):
+        """batch_size: most rollouts per recompute forward (None: as many as max_batch_bytes, the
+        transient memory bound of one forward, allows; default verification.model.RECOMPUTE_BATCH_BYTES)."""
         if padding_side not in ("left", "right"):
             raise ValueError("padding_side must be 'left' or 'right'")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError("batch_size must be at least 1 (or None)")
         self.lm = lm
         self.networks = {info.chain_hash(): info for info in beacon_networks}
         self.batch_size = batch_size
         self.padding_side = padding_side
+        if max_batch_bytes is None:
+            from verification.model import RECOMPUTE_BATCH_BYTES
+
+            max_batch_bytes = RECOMPUTE_BATCH_BYTES
+        self.max_batch_bytes = max_batch_bytes
 
     # ---- bundle level -------------------------------------------------------------------------
     def verify_bytes(self, data: bytes, expected: Expectation | None = None, **kw) -> BundleVerdict:
@@ -114,29 +151,97 @@ class Verifier:
     def verify(self, bundle: Bundle, expected: Expectation | None = None, *,
                groups: list[int] | None = None,
                progress: Callable[[int], None] | None = None) -> BundleVerdict:
-        expected = expected or Expectation()
-        h = bundle.header
-        checked = list(range(h.n_groups)) if groups is None else sorted(set(groups))
-        outside = [i for i in checked if not 0 <= i < h.n_groups]
-        if outside:
-            raise ConfigError(f"group {outside[0]} is not in this bundle (it has groups 0..{h.n_groups - 1})")
+        return self.verify_many([BundleCheck(bundle, expected, groups, progress)])[0]
+
+    def verify_many(self, checks: Sequence[BundleCheck]) -> list[BundleVerdict]:
+        """Every bundle's verdict, as verify gives it, with one batched recompute over all their
+        opened groups. ConfigError (before any work) when a check opens a group its bundle lacks."""
+        for c in checks:
+            n = c.bundle.header.n_groups
+            outside = [i for i in (c.groups or []) if not 0 <= i < n]
+            if outside:
+                raise ConfigError(f"group {outside[0]} is not in this bundle (it has groups 0..{n - 1})")
+        rows: list = []
+        opened: list[_Open] = []
+        vector_sets: dict[bytes, int] = {}
+        vectors: list[np.ndarray] = []
+        assemble = [self._prepare(c, rows, opened, vector_sets, vectors) for c in checks]
+        owner = np.zeros(len(rows), dtype=np.int64)
+        waiting = [len(o.group.rollouts) for o in opened]
+        for k, o in enumerate(opened):
+            owner[o.first_row:o.first_row + waiting[k]] = k
+            if not waiting[k]:
+                o.done(self._check_advantages(o.group, []))
+        recomputed: dict[int, tuple] = {}
+        batches = self.lm.recompute_batches(rows, vectors, batch_size=self.batch_size, padding_side=self.padding_side,
+                                            max_bytes=self.max_batch_bytes) if rows else []
+        for batch, proofs in batches:
+            for i, p in zip(batch, proofs):
+                recomputed[i] = p
+                k = int(owner[i])
+                waiting[k] -= 1
+                if waiting[k] == 0:  # the group's last rollout is in: decide the group now
+                    o = opened[k]
+                    mine = [recomputed.pop(o.first_row + j) for j in range(len(o.group.rollouts))]
+                    o.done(self._check_advantages(o.group, [self.check_rollout(o.group, r, pr, o.env, o.problem)
+                                                            for r, pr in zip(o.group.rollouts, mine)]))
+        return [finish() for finish in assemble]
+
+    def _prepare(self, check: BundleCheck, rows: list, opened: list[_Open], vector_sets: dict[bytes, int],
+                 vectors: list[np.ndarray]) -> Callable[[], BundleVerdict]:
+        """The model-free checks of one bundle. Appends the opened groups' rollouts to `rows` (and
+        their groups to `opened`); returns what assembles the bundle's verdict once they are decided."""
+        from verification.model import RecomputeRow
+
+        bundle, h = check.bundle, check.bundle.header
+        checked = list(range(h.n_groups)) if check.groups is None else sorted(set(check.groups))
         try:
-            ctx = self._check_header(bundle, expected)
+            ctx = self._check_header(bundle, check.expected or Expectation())
         except _Reject as rej:
-            rows = [RolloutVerdict(g.index, r.index, False, rej.reason, rej.detail, [rej.reason])
-                    for g, r in bundle.rows()]
-            return BundleVerdict(False, rej.reason, rej.detail, h.hotkey, h.window, checked, rows)
-        verdicts: list[RolloutVerdict] = []
-        vectors = sketch_vectors(ctx.sketch_key, self.lm.hidden_size)
-        opened = set(checked)
+            verdict_rows = [RolloutVerdict(g.index, r.index, False, rej.reason, rej.detail, [rej.reason])
+                            for g, r in bundle.rows()]
+            verdict = BundleVerdict(False, rej.reason, rej.detail, h.hotkey, h.window, checked, verdict_rows)
+            return lambda: verdict
+        key = ctx.sketch_key
+        if key not in vector_sets:
+            vector_sets[key] = len(vectors)
+            vectors.append(sketch_vectors(key, self.lm.hidden_size))
+        vector_set = vector_sets[key]
+        per_group: list[list[RolloutVerdict] | None] = []
+        opened_here = set(checked)
         for g in bundle.groups:
-            verdicts.extend(self._check_group(g, ctx, h.hotkey, vectors, run_model=g.index in opened))
-            if progress and g.index in opened:
-                progress(1)
-        ok = all(v.ok for v in verdicts if v.reason != "not_checked")
-        first_bad = next((v for v in verdicts if not v.ok and v.reason != "not_checked"), None)
-        return BundleVerdict(ok, OK if ok else first_bad.reason, "" if ok else first_bad.detail,
-                             h.hotkey, h.window, checked, verdicts)
+            slot = len(per_group)
+            per_group.append(None)
+            seed = ctx.problem_seed(h.hotkey, g.index)
+            found = self._problem(g, seed)
+            if isinstance(found, list):
+                per_group[slot] = found
+                if check.progress and g.index in opened_here:
+                    check.progress(1)
+                continue
+            env, problem, prompt = found
+            if g.index not in opened_here:
+                per_group[slot] = self._check_advantages(
+                    g, [self.check_rollout_without_model(g, r, env, problem) for r in g.rollouts])
+                continue
+
+            def done(verdicts, slot=slot):
+                per_group[slot] = verdicts
+                if check.progress:
+                    check.progress(1)
+
+            opened.append(_Open(g, env, problem, len(rows), done))
+            rows.extend(RecomputeRow(prompt, r.completion, noise_keys(seed, r.index, len(r.completion)), vector_set)
+                        for r in g.rollouts)
+
+        def finish() -> BundleVerdict:
+            verdicts = [v for group in per_group for v in group]
+            ok = all(v.ok for v in verdicts if v.reason != "not_checked")
+            first_bad = next((v for v in verdicts if not v.ok and v.reason != "not_checked"), None)
+            return BundleVerdict(ok, OK if ok else first_bad.reason, "" if ok else first_bad.detail,
+                                 h.hotkey, h.window, checked, verdicts)
+
+        return finish
 
     def _check_header(self, bundle: Bundle, exp: Expectation) -> WindowContext:
         h = bundle.header
@@ -176,12 +281,9 @@ class Verifier:
         return WindowContext(h.netuid, h.window, bytes.fromhex(h.block_hash), h.block_time, beacon)
 
     # ---- group and rollout level ---------------------------------------------------------------
-    def _check_group(self, g: Group, ctx: WindowContext, hotkey: str, vectors, *,
-                     run_model: bool = True) -> list[RolloutVerdict]:
-        """All checks of one group. Without run_model (a group the opening did not pick) only the
-        checks that need no model: problem, token range, termination, reward and advantages; the
-        rollouts that pass them are `not_checked`."""
-        seed = ctx.problem_seed(hotkey, g.index)
+    def _problem(self, g: Group, seed: bytes):
+        """(environment, problem, prompt tokens) of the group's derived problem, or the group's
+        bad_problem verdicts when it is not that problem."""
         try:
             env_name, problem = environments.problem_for(seed, self.lm.generation)
             expected_prompt = self.lm.chat_prompt_ids(problem.prompt)
@@ -191,12 +293,11 @@ class Verifier:
             detail = (f"group {g.index} is not the problem derived from the window seed "
                       f"(environment {g.environment!r}, derived {env_name!r})")
             return [RolloutVerdict(g.index, r.index, False, "bad_problem", detail, ["bad_problem"]) for r in g.rollouts]
-        env = environments.get(env_name)
-        if run_model:
-            recomputed = self.recompute(expected_prompt, g.rollouts, seed, vectors)
-            verdicts = [self.check_rollout(g, r, proofs, env, problem) for r, proofs in zip(g.rollouts, recomputed)]
-        else:
-            verdicts = [self.check_rollout_without_model(g, r, env, problem) for r in g.rollouts]
+        return environments.get(env_name), problem, expected_prompt
+
+    @staticmethod
+    def _check_advantages(g: Group, verdicts: list[RolloutVerdict]) -> list[RolloutVerdict]:
+        """The group's advantages against the rewards it reports (after the per-rollout checks)."""
         expected_adv = advantages([r.reward for r in g.rollouts])
         for v, r, a in zip(verdicts, g.rollouts, expected_adv):
             if r.advantage != a:
@@ -222,7 +323,7 @@ class Verifier:
         failed: list[str] = []
         details: dict[str, str] = {}
         c = len(tokens)
-        eos_at = [i for i, t in enumerate(tokens.tolist()) if t in self.lm.eos_ids]
+        eos_at = np.flatnonzero(np.isin(tokens, np.fromiter(self.lm.eos_ids, dtype=np.int64))).tolist()
         max_new = self.lm.generation.max_new_tokens
         if (eos_at and eos_at[0] != c - 1) or (not eos_at and c != max_new):
             failed.append("bad_termination")
@@ -240,7 +341,8 @@ class Verifier:
         the agreed model on its device in padded batches (verification.model.recompute_proofs)."""
         return self.lm.recompute_proofs(prompt, [r.completion for r in rollouts],
                                         [noise_keys(problem_seed, r.index, len(r.completion)) for r in rollouts],
-                                        vectors, batch_size=self.batch_size, padding_side=self.padding_side)
+                                        vectors, batch_size=self.batch_size, padding_side=self.padding_side,
+                                        max_bytes=self.max_batch_bytes)
 
     def check_rollout(self, g, r, proofs, env, problem) -> RolloutVerdict:
         """All per-token and reward checks of one rollout against its recomputed proofs."""

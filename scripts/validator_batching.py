@@ -1,0 +1,138 @@
+"""A validator's window, verified two ways side by side in one run on the same bundles:
+
+  * per bundle: Verifier.verify on each miner's bundle with at most --group-rows rollouts per
+    recompute forward (one forward per checked group of 8: what the validator ran before);
+  * batched window: Verifier.verify_many over every bundle (the validator's window scoring), the
+    checked rollouts of all groups and miners packed into forwards up to the memory bound.
+
+Both give the same verdicts (checked here, rollout by rollout: ok, reason, failed checks); a
+quarter of the miners cheat (one edited token per rollout, re-signed) so that rejections are part
+of the work. Times are medians of interleaved repeats (the two ways alternate, so machine load
+that comes and goes hits both alike); the speed-up is the median of the per-repeat ratios.
+
+    python scripts/validator_batching.py [--model tiny|smollm2] [--miners 16] [--groups 4] [--repeats 3] [--threads N]
+
+Writes reports/validator_batching_<model>[_<N>threads].{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+from rich.console import Console
+
+from adversary import lib as A
+from report_lib import environment, md_table, write
+from rollproof.device import add_device_argument, device_or_exit
+from verification.constants import GROUPS_CHECKED_PER_MINER
+from verification.drand_local import LocalDrand
+from verification.model import RECOMPUTE_BATCH_BYTES, RecomputeRow, load_model, plan_batches
+from verification.verifier import BundleCheck, Verifier
+
+
+def same_verdicts(a, b) -> bool:
+    return (a.ok, a.reason) == (b.ok, b.reason) and [(r.group, r.rollout, r.ok, r.reason, r.failed) for r in a.rollouts] \
+        == [(r.group, r.rollout, r.ok, r.reason, r.failed) for r in b.rollouts]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--miners", type=int, default=16)
+    ap.add_argument("--groups", type=int, default=GROUPS_CHECKED_PER_MINER, help="groups per bundle (all checked)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--group-rows", type=int, default=8, help="rollouts per forward of the per-bundle way")
+    ap.add_argument("--max-batch-mib", type=int, default=RECOMPUTE_BATCH_BYTES >> 20,
+                    help="memory bound of one batched forward")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's); 1 keeps a shared machine's thread-barrier stalls out of the ratio")
+    add_device_argument(ap)
+    args = ap.parse_args()
+    device = device_or_exit(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    console = Console()
+    lm = load_model(args.model, device)
+    drand = LocalDrand()
+    ctx = A.window_ctx(drand, 9100)
+    t = time.perf_counter()
+    checks = []
+    for i in range(args.miners):
+        key = A.keypair(100 + i)
+        bundle = A.honest(lm, ctx, key, groups=args.groups)
+        if i % 4 == 3:
+            bundle = A.resigned(bundle, ctx, key, A.edit_token)
+        checks.append(BundleCheck(bundle, A.expectation(ctx, key, lm)))
+    generation_s = time.perf_counter() - t
+    rollouts = sum(len(g.rollouts) for c in checks for g in c.bundle.groups)
+    tokens = sum(len(r.completion) for c in checks for _, r in c.bundle.rows())
+    per_bundle = Verifier(lm, [drand.info], batch_size=args.group_rows)
+    batched = Verifier(lm, [drand.info], batch_size=None, max_batch_bytes=args.max_batch_mib << 20)
+
+    rows = [RecomputeRow(g.prompt.tolist(), r.completion, r.completion) for c in checks
+            for g in c.bundle.groups for r in g.rollouts]
+    forwards_batched = len(plan_batches(lm, rows, max_bytes=batched.max_batch_bytes))
+    forwards_per_bundle = sum(-(-len(c.bundle.groups) * len(c.bundle.groups[0].rollouts) // args.group_rows)
+                              for c in checks)
+
+    def run_per_bundle():
+        return [per_bundle.verify(c.bundle, c.expected) for c in checks]
+
+    def run_batched():
+        return batched.verify_many(checks)
+
+    times: dict[str, list[float]] = {"per_bundle": [], "batched": []}
+    cpu: dict[str, list[float]] = {"per_bundle": [], "batched": []}
+    verdicts = {}
+    ways = {"per_bundle": run_per_bundle, "batched": run_batched}
+    for r in range(args.repeats):
+        order = list(ways) if r % 2 == 0 else list(ways)[::-1]
+        for name in order:
+            t, c = time.perf_counter(), time.process_time()
+            verdicts[name] = ways[name]()
+            times[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+        console.print(f"repeat {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.1f} s" for n in ways))
+    equal = all(same_verdicts(a, b) for a, b in zip(verdicts["per_bundle"], verdicts["batched"]))
+    if not equal:
+        raise AssertionError("the batched window's verdicts differ from the per-bundle verdicts")
+    rejected = sum(1 for v in verdicts["batched"] if not v.ok)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    speedup = statistics.median([a / b for a, b in zip(times["per_bundle"], times["batched"])])
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    cpu_speedup = statistics.median([a / b for a, b in zip(cpu["per_bundle"], cpu["batched"])])
+    result = {"model": args.model, "miners": args.miners, "groups_per_bundle": args.groups, "rollouts": rollouts,
+              "tokens": tokens, "rejected_bundles": rejected, "repeats": args.repeats, "times_s": times,
+              "cpu_times_s": cpu, "cpu_speedup": cpu_speedup,
+              "median_s": med, "speedup": speedup, "forwards_per_bundle": forwards_per_bundle,
+              "forwards_batched": forwards_batched, "group_rows": args.group_rows,
+              "max_batch_bytes": batched.max_batch_bytes, "generation_s": generation_s, "verdicts_equal": equal,
+              "environment": environment(device)}
+    table = md_table(["way", "forwards", "window wall time (s, median)", "CPU time (s, median)", "verified rollouts/s"], [
+        [f"per bundle ({args.group_rows} rollouts per forward)", forwards_per_bundle, f"{med['per_bundle']:.2f}",
+         f"{cpu_med['per_bundle']:.2f}", f"{rollouts / med['per_bundle']:.1f}"],
+        [f"batched window (<= {args.max_batch_mib} MiB per forward)", forwards_batched, f"{med['batched']:.2f}",
+         f"{cpu_med['batched']:.2f}", f"{rollouts / med['batched']:.1f}"],
+    ])
+    md = (f"# Validator window: per-bundle vs batched recompute ({args.model})\n\n"
+          f"Command: `python scripts/validator_batching.py --model {args.model} --miners {args.miners} "
+          f"--groups {args.groups} --repeats {args.repeats}{'' if args.threads is None else f' --threads {args.threads}'}`\n\n"
+          f"{args.miners} miners x {args.groups} checked groups x {lm.generation.group_size} rollouts = {rollouts} "
+          f"rollouts ({tokens} tokens), {rejected} bundles rejected (edited tokens), {torch.get_num_threads()} "
+          f"threads on {environment(device)['device']}. Medians of {args.repeats} interleaved repeats; verdicts "
+          f"equal rollout by rollout: {equal}.\n\n" + table +
+          f"\nSpeed-up (median of per-repeat ratios): **{speedup:.2f}x** in wall time, {cpu_speedup:.2f}x in this "
+          "process's CPU time.\n")
+    name = f"validator_batching_{args.model.replace(':', '_').replace('/', '_')}"
+    jp, mp = write(name + ("" if args.threads is None else f"_{args.threads}threads"), result, md)
+    console.print(md)
+    console.print(f"wrote {jp} and {mp}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
