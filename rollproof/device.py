@@ -64,6 +64,25 @@ def device_or_exit(spec: str, flag: str = "--device") -> str:
         _exit(str(exc))
 
 
+THREADS_HELP = "torch CPU threads (default: torch's); 1 keeps a shared machine's thread-barrier stalls out of the ratio"
+
+
+def add_threads_argument(parser) -> None:
+    """--threads on a measurement script's argparse parser; applied by threads_and_device_or_exit."""
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+
+
+def threads_and_device_or_exit(args) -> str:
+    """For measurement scripts: set torch's CPU threads from args.threads (when given) and return the
+    checked args.device (one `error:` line and exit 2 when it is not there)."""
+    device = device_or_exit(args.device)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return device
+
+
 def _exit(message: str) -> NoReturn:
     sys.stderr.write(f"error: {' '.join(message.split())}\n")
     raise SystemExit(2)

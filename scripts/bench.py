@@ -27,7 +27,7 @@ from rich.console import Console
 from adversary import lib as A
 from miner.engine import RolloutRequest, generate
 from report_lib import environment, md_table, write
-from rollproof.device import add_device_argument, device_or_exit
+from rollproof.device import add_device_argument, add_threads_argument, threads_and_device_or_exit
 from verification import environments
 from verification.bundle import encode_bundle
 from verification.constants import SKETCH_DIM
@@ -43,13 +43,10 @@ def main() -> int:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5, help="alternating repeats of with/without proofs")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: torch's); 1 keeps a shared machine's thread-barrier stalls out of the ratio")
+    add_threads_argument(ap)
     add_device_argument(ap)
     args = ap.parse_args()
-    device = device_or_exit(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    device = threads_and_device_or_exit(args)
     console = Console()
     lm = load_model(args.model, device)
     drand = LocalDrand()

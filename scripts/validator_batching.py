@@ -27,7 +27,7 @@ from rich.console import Console
 
 from adversary import lib as A
 from report_lib import environment, md_table, write
-from rollproof.device import add_device_argument, device_or_exit
+from rollproof.device import add_device_argument, add_threads_argument, threads_and_device_or_exit
 from verification.constants import GROUPS_CHECKED_PER_MINER
 from verification.drand_local import LocalDrand
 from verification.model import RECOMPUTE_BATCH_BYTES, RecomputeRow, load_model, plan_batches
@@ -48,13 +48,10 @@ def main() -> int:
     ap.add_argument("--group-rows", type=int, default=8, help="rollouts per forward of the per-bundle way")
     ap.add_argument("--max-batch-mib", type=int, default=RECOMPUTE_BATCH_BYTES >> 20,
                     help="memory bound of one batched forward")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: torch's); 1 keeps a shared machine's thread-barrier stalls out of the ratio")
+    add_threads_argument(ap)
     add_device_argument(ap)
     args = ap.parse_args()
-    device = device_or_exit(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    device = threads_and_device_or_exit(args)
     console = Console()
     lm = load_model(args.model, device)
     drand = LocalDrand()
