@@ -166,4 +166,5 @@ def run(
                           root / started.identity, beacon_cache=BeaconCache(root / "beacons"),
                           batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver)
     log.info("validator %s (uid %s) on %s netuid %d", keypair.ss58_address, uid, chain.name, netuid)
-    validator.run(stop, max_windows=windows, on_result=lambda r: _print_window(r, file_root, model))
+    validator.run(stop, max_windows=windows, on_result=lambda r: _print_window(r, file_root, model),
+                  preflight=False)  # checked at start (rollproof/startup.py)

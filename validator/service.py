@@ -438,12 +438,14 @@ class Validator:
         return nxt
 
     def run(self, stop: threading.Event, *, max_windows: int | None = None,
-            on_result: Callable[[WindowResult], None] | None = None, poll_s: float = 2.0, **kw) -> list[WindowResult]:
+            on_result: Callable[[WindowResult], None] | None = None, poll_s: float = 2.0,
+            preflight: bool = True, **kw) -> list[WindowResult]:
         """Score every window as it closes and write its results, until `stop` (or `max_windows`
         windows finished). Transient ChainError, StorageError and BeaconUnavailableError are retried
-        with backoff for as long as they last; ChainRefusedError is raised."""
+        with backoff for as long as they last; ChainRefusedError is raised. preflight=False: the
+        caller already ran the startup check (the CLI does, before the model loads)."""
         results: list[WindowResult] = []
-        checked = False  # preflight passed
+        checked = not preflight  # preflight passed
         while not stop.is_set():
             scored = False
             finished: list[WindowResult] = []
