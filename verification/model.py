@@ -37,6 +37,18 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 RECOMPUTE_BATCH_BYTES = 1 << 30
 # per completion position: float32 logits and logprobs [V] and the sampling check's two bool masks
 _BYTES_PER_LOGIT = 4 + 4 + 2
+# Rollouts per recompute forward on a CPU, where the validator's window takes them from any groups
+# and miners. Measured (scripts/validator_batching.py, reports/validator_batching.md): on one thread
+# SmolLM2 verifies 128 rollouts in 20.6 s at 8 rows per forward, 20.4 s at 16, 23.1 s at 64 and
+# 24.6 s at 128 (larger batches' activations leave the cache), the tiny model equally at 8 to 128;
+# on a machine whose cores are shared, fewer and larger forwards avoid thread-barrier stalls. An
+# accelerator takes as many as RECOMPUTE_BATCH_BYTES allows.
+CPU_RECOMPUTE_ROWS = 16
+
+
+def default_batch_rows(device: str) -> int | None:
+    """The validator's rollouts per recompute forward on this device (None: the memory bound alone)."""
+    return CPU_RECOMPUTE_ROWS if str(device).split(":")[0] == "cpu" else None
 
 
 @dataclass
@@ -410,6 +422,10 @@ def recompute_batches(lm: LoadedModel, rows: Sequence[RecomputeRow], vectors: Se
     dev, vocab = lm.device, lm.vocab_size
     vec = [torch.from_numpy(np.asarray(v, dtype=np.float64)).to(dev) for v in vectors]
     head = lm.model.get_output_embeddings()
+    # the head's input in its own dtype (float32 for every protocol model; a bf16 or otherwise cast
+    # copy, as the false-rejection matrix measures, computes in its dtype and is read as float32)
+    weight = getattr(head, "weight", None)
+    head_dtype = weight.dtype if isinstance(weight, torch.Tensor) else torch.float32
     for batch in plan_batches(lm, rows, batch_size=batch_size, max_bytes=max_bytes):
         chunk = [rows[i] for i in batch]
         safe = [np.where(np.asarray(r.completion) < vocab, r.completion, 0).astype(np.int64) for r in chunk]
@@ -433,7 +449,7 @@ def recompute_batches(lm: LoadedModel, rows: Sequence[RecomputeRow], vectors: Se
             hidden = forward_hidden(lm, torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev))
             h = hidden[torch.from_numpy(row_of).to(dev), torch.from_numpy(seq_index).to(dev)]
             del hidden
-            logp = log_softmax_t(head(h), lm.temperature)
+            logp = log_softmax_t(head(h.to(head_dtype)).float(), lm.temperature)
             tokens = torch.from_numpy(np.concatenate(safe) if safe else np.zeros(0, np.int64)).to(dev)
             keys = tensor_ops.keys_tensor(np.concatenate([np.asarray(r.keys[:len(c)], dtype=np.uint64)
                                                           for r, c in zip(chunk, safe)]), dev)
