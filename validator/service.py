@@ -54,7 +54,7 @@ from verification.errors import (
     CommitmentFormatError,
     StorageError,
 )
-from verification.model import LoadedModel
+from verification.model import LoadedModel, default_batch_rows
 from verification.scoring import MinerOutcome, MinerScore, combine_windows, score_window, verified_root
 from verification.verifier import BundleCheck, BundleVerdict, Expectation, Verifier, format_verdict
 
@@ -71,11 +71,11 @@ MAX_CATCH_UP_WINDOWS = 3
 # miners' bundles fetched at once: each fetch is bounded by FETCH_TIMEOUT_S and MAX_BUNDLE_BYTES, so
 # a window's fetching waits at most ceil(miners / FETCH_WORKERS) deadlines
 FETCH_WORKERS = 4
-# miners verified together: their checked rollouts share batched recompute forwards (up to the
-# verifier's memory bound, verification.model.RECOMPUTE_BATCH_BYTES), so a window of many miners
-# runs few large forwards instead of one small one per checked group. A block's bundles are held
-# in memory together (at most VERIFY_MINERS x MAX_BUNDLE_BYTES) and its outcomes are journaled
-# when it finishes (a crash re-verifies at most one block).
+# miners verified together: one Verifier.verify_many over their bundles, so their checked rollouts
+# fill recompute forwards across groups and miners (verification.model.default_batch_rows per
+# forward, within RECOMPUTE_BATCH_BYTES) instead of one forward per checked group. A block's bundles
+# are held in memory together (at most VERIFY_MINERS x MAX_BUNDLE_BYTES) and its outcomes are
+# journaled when it finishes (a crash re-verifies at most one block).
 VERIFY_MINERS = 16
 
 # validator-level reasons (before the Verifier runs), in check order
@@ -112,9 +112,10 @@ class Validator:
                  max_batch_bytes: int | None = None):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
         for each window from chain data; without one every window uses `lm`. `backoff`: the retry
-        delays of `run` during outages. `batch_size` caps the rollouts of one recompute forward
-        (None: only `max_batch_bytes`, the forward's memory bound, limits it); `verify_miners`:
-        miners whose checked rollouts are recomputed together."""
+        delays of `run` during outages. `batch_size` caps the rollouts of one recompute forward,
+        taken from any checked groups of the `verify_miners` miners verified together (None:
+        verification.model.default_batch_rows: 16 on a CPU, on an accelerator only
+        `max_batch_bytes`, the forward's memory bound)."""
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
@@ -147,7 +148,8 @@ class Validator:
         if v is None:
             if len(self._verifiers) >= 4:
                 self._verifiers.clear()
-            v = self._verifiers[lm.fingerprint] = Verifier(lm, self.networks, batch_size=self.batch_size,
+            rows = self.batch_size if self.batch_size is not None else default_batch_rows(lm.device)
+            v = self._verifiers[lm.fingerprint] = Verifier(lm, self.networks, batch_size=rows,
                                                            max_batch_bytes=self.max_batch_bytes)
         return v
 
