@@ -32,7 +32,7 @@ from verification import environments
 from verification.bundle import encode_bundle
 from verification.constants import SKETCH_DIM
 from verification.drand_local import LocalDrand
-from verification.model import load_model
+from verification.model import default_batch_rows, load_model
 from verification.sketch import sketch_vectors
 from verification.verifier import Verifier
 
@@ -82,7 +82,7 @@ def main() -> int:
     gen_bundle_s = time.perf_counter() - t
     data = encode_bundle(bundle)
     tokens = sum(len(r.completion) for _, r in bundle.rows())
-    verifier = Verifier(lm, [drand.info], batch_size=None)
+    verifier = Verifier(lm, [drand.info], batch_size=default_batch_rows(device))
     t = time.perf_counter()
     verdict = verifier.verify_bytes(data, A.expectation(ctx, key, lm))
     verify_s = time.perf_counter() - t
@@ -115,8 +115,8 @@ def main() -> int:
           f"--repeats {args.repeats}{'' if args.threads is None else f' --threads {args.threads}'}`\n\nEvery rollout decodes exactly {lm.generation.max_new_tokens} tokens (equal "
           f"work with and without proofs); {torch.get_num_threads()} threads on {environment(device)['device']}; "
           f"tokens/s and the overhead are medians of {args.repeats} alternating repeats (the overhead: of the "
-          "per-repeat ratios). Verification: one bundle, every group opened, recomputed in batches up to the "
-          "verifier's memory bound.\n\n"
+          "per-repeat ratios). Verification: one bundle, every group opened, recomputed as the validator does "
+          f"({default_batch_rows(device) or 'memory-bound'} rollouts per forward).\n\n"
           + md_table(["measure", "value"], rows))
     for r in rows:
         console.print(f"{r[0]:<50} {r[1]}")
