@@ -29,9 +29,10 @@ class Net:
     def miner(self, key, cls=Miner, name="m", **kw):
         return cls(self.chain, key, self.lm, self.store, self.beacons, self.tmp / name, n_groups=2, **kw)
 
-    def validator(self, key, name="v"):
+    def validator(self, key, name="v", **kw):
         self.chain.set_validator_permit(self.chain.uid_of(key.ss58_address))
-        return Validator(self.chain, key, self.lm, self.beacons, Fetcher(file_roots=[self.store.root]), self.tmp / name)
+        return Validator(self.chain, key, self.lm, self.beacons, Fetcher(file_roots=[self.store.root]), self.tmp / name,
+                         **kw)
 
     def next_window(self):
         w = window_of_block(self.chain.current_block()) + 1
@@ -218,9 +219,11 @@ def test_validator_loop_finishes_a_window_on_a_self_mining_chain(tmp_path, tiny,
     assert chain.weights(chain.uid_of(keys[2].ss58_address)) == {chain.uid_of(keys[0].ss58_address): 65535}
 
 
-def test_windows_under_a_weight_rate_limit_count_in_the_next_set(net, keys):
+@pytest.mark.parametrize("max_combined", [None, 2])
+def test_windows_under_a_weight_rate_limit_count_in_the_next_set(net, keys, max_combined):
     """Subtensor refuses weights until WeightsSetRateLimit blocks passed since the last set; windows
-    closed meanwhile are skipped and their scores are summed into the next set."""
+    closed meanwhile are skipped and their scores are summed into the next set, at most
+    `max_combined` windows (the default cap is far above the three here; with 2, window 1 drops)."""
     from verification.constants import WINDOW_BLOCKS
 
     chain = net.chain
@@ -238,7 +241,7 @@ def test_windows_under_a_weight_rate_limit_count_in_the_next_set(net, keys):
     chain.set_weights = set_weights
     chain.weights_ready = lambda uid: "block" not in last_set or chain.current_block() - last_set["block"] >= limit
     first, second = net.miner(keys[0], name="a"), net.miner(keys[1], name="b")
-    validator = net.validator(keys[2])
+    validator = net.validator(keys[2], **({} if max_combined is None else {"max_combined": max_combined}))
     results = []
     start = net.next_window()
     for i in range(4):
@@ -258,6 +261,9 @@ def test_windows_under_a_weight_rate_limit_count_in_the_next_set(net, keys):
 
     first_total, second_total = score(results[1], 0), score(results[2], 1) + score(results[3], 1)
     assert first_total > 0 and second_total > 0
+    if max_combined == 2:  # windows 2-3 only: the first miner's window 1 counts in no set
+        assert chain.weights(chain.uid_of(keys[2].ss58_address)) == {1: 65535}
+        return
     top = max(first_total, second_total)
     assert chain.weights(chain.uid_of(keys[2].ss58_address)) == {
         0: round(first_total / top * 65535), 1: round(second_total / top * 65535)}

@@ -151,6 +151,7 @@ class OutageNet:
         self.beacons = FlakyBeacons(drand, clock=self.server.head_time)
         self.store = FlakyStore(tmp_path / "store")
         self.producer = Producer(self.server)
+        self.backoff = FAST  # the nodes' retry delays
         self.nodes: list[Node] = []
         self.results = []  # the validator's finished windows, as on_result reports them
 
@@ -175,7 +176,7 @@ class OutageNet:
                     return super().commit_window(rec)
 
         return PacedMiner(self.chain("honest"), self.keys["honest"], self.lm, self.store, self.beacons,
-                          self.tmp / "miner", n_groups=1, backoff=FAST)
+                          self.tmp / "miner", n_groups=1, backoff=self.backoff)
 
     def validator(self, chain: EVMChain | None = None) -> Validator:
         producer = self.producer
@@ -190,7 +191,7 @@ class OutageNet:
                     return super().write_window(window, **kw)
 
         return PacedValidator(chain or self.chain("validator"), self.keys["validator"], self.lm, self.beacons,
-                              Fetcher(file_roots=[self.store.root]), self.tmp / "validator", backoff=FAST)
+                              Fetcher(file_roots=[self.store.root]), self.tmp / "validator", backoff=self.backoff)
 
     def start(self, miner: Miner | None = None, validator: Validator | None = None) -> None:
         if miner is not None:
@@ -296,6 +297,41 @@ def test_rpc_outage_mid_window_kills_neither_node(outnet, caplog):
         assert _lines(caplog, logger, "refuses writes") == []
     (down,) = _lines(caplog, "rollproof.validator", "chain unreachable")
     assert "Connection refused" in down or "connection" in down.lower()
+
+
+@pytest.mark.slow
+def test_an_rpc_outage_of_a_wall_clock_minute_kills_neither_node(outnet, caplog):
+    """The RPC gone for a minute of wall time mid-window, with the production backoff (1 s doubling
+    to 30 s): the chain goes on without the nodes (about 60 windows pass), both keep running, log the
+    outage once, and the windows after it are scored with the honest miner weighted."""
+    caplog.set_level(logging.INFO)
+    net = outnet
+    net.backoff = Backoff()
+    miner, validator = net.miner(), net.validator()
+    net.start(miner, validator)
+    net.wait_for(net.first_weighted, "a first window scored with the honest miner weighted")
+    net.wait_for(lambda: (miner.state.record(window_of_block(net.server.head())) or None)
+                 and miner.state.record(window_of_block(net.server.head())).stage == "committed",
+                 "a window the miner committed")
+    down_at = net.server.head()
+    net.proxy.stop()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _assert_running(net)
+        time.sleep(0.5)
+    back_at = net.server.head()
+    net.proxy.start()
+    after = window_of_block(back_at) + 1
+    net.wait_for(lambda: next((r.window for r in list(net.results) if r.window >= after
+                               and net.honest_weighted(r.window)), None),
+                 f"a window from {after} on scored with the honest miner weighted")
+    _assert_running(net)
+    print(f"RPC down 60 s: {back_at - down_at} blocks ({(back_at - down_at) // WINDOW_BLOCKS} windows); "
+          f"failed polls miner {miner.outages.chain.failures}, validator {validator.outages.chain.failures}")
+    assert back_at - down_at >= 10 * WINDOW_BLOCKS  # the chain went on: the nodes must skip ahead
+    for logger in ("rollproof.miner", "rollproof.validator"):
+        assert len(_lines(caplog, logger, "chain unreachable")) == 1, _lines(caplog, logger, "chain")
+        assert len(_lines(caplog, logger, "chain reachable again after")) == 1
 
 
 # ---- the store refuses writes --------------------------------------------------------------------

@@ -68,6 +68,11 @@ DEFAULT_KEEP_BUNDLES = 48
 # after an outage, closed windows processed to catch up (older ones are skipped with a warning):
 # each costs a full verification, and miners need not keep old bundles online
 MAX_CATCH_UP_WINDOWS = 3
+# windows whose scores one weight set combines at most (the skipped run before it plus its own):
+# 72 x 20 blocks x 12 s = 4.8 hours, four Bittensor tempos of 360 blocks. A chain that refuses
+# weights for longer would otherwise make every later set read and sum an ever longer run of reports
+# (and keep paying miners for work done hours ago); older skipped windows then count in no set
+MAX_COMBINED_WINDOWS = 72
 # miners' bundles fetched at once: each fetch is bounded by FETCH_TIMEOUT_S and MAX_BUNDLE_BYTES, so
 # a window's fetching waits at most ceil(miners / FETCH_WORKERS) deadlines
 FETCH_WORKERS = 4
@@ -109,13 +114,14 @@ class Validator:
                  keep_bundles: int | None = DEFAULT_KEEP_BUNDLES, max_catch_up: int = MAX_CATCH_UP_WINDOWS,
                  fetch_workers: int = FETCH_WORKERS,
                  backoff: Backoff | None = None, verify_miners: int = VERIFY_MINERS,
-                 max_batch_bytes: int | None = None):
+                 max_batch_bytes: int | None = None, max_combined: int = MAX_COMBINED_WINDOWS):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
         for each window from chain data; without one every window uses `lm`. `backoff`: the retry
         delays of `run` during outages. `batch_size` caps the rollouts of one recompute forward,
         taken from any checked groups of the `verify_miners` miners verified together (None:
         verification.model.default_batch_rows: 16 on a CPU, on an accelerator only
-        `max_batch_bytes`, the forward's memory bound)."""
+        `max_batch_bytes`, the forward's memory bound). `max_combined`: windows one weight set
+        combines at most (its own and the skipped run right before it)."""
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
@@ -130,6 +136,9 @@ class Validator:
         self._verifiers: dict[bytes, Verifier] = {}
         self.keep_bundles = keep_bundles  # None keeps every bundle
         self.max_catch_up = max(1, max_catch_up)
+        if max_combined < 1:
+            raise ValueError("max_combined must be at least 1")
+        self.max_combined = max_combined
         self.fetch_workers = fetch_workers
         if verify_miners < 1:
             raise ValueError("verify_miners must be at least 1")
@@ -349,7 +358,7 @@ class Validator:
     def _weights_to_set(self, window: int, report: dict, uids: list[int], weights: list[int]) -> tuple[list[int], list[int]]:
         """This window's weights, or, after windows skipped by the chain's rate limit, the weights of
         their scores and this window's summed (verification.scoring.combine_windows)."""
-        skipped = self.state.skipped_run_before(window)
+        skipped = self.state.skipped_run_before(window, limit=self.max_combined - 1)
         if not skipped:
             return uids, weights
         reports = [json.loads(self.state.report_path(w).read_bytes()) for w in skipped] + [report]

@@ -121,12 +121,13 @@ class ValidatorState:
                 out.append(w)
         return out[::-1]
 
-    def skipped_run_before(self, window: int) -> list[int]:
+    def skipped_run_before(self, window: int, limit: int | None = None) -> list[int]:
         """The windows right before `window` whose weights were skipped, oldest first (stops at the
-        first window that set weights, never ran, or lacks its report)."""
+        first window that set weights, never ran, or lacks its report, and after `limit` windows)."""
         run = []
         w = window - 1
-        while w >= 0 and self.stage(w) == "weights_skipped" and self.report_path(w).is_file():
+        while (w >= 0 and (limit is None or len(run) < limit) and self.stage(w) == "weights_skipped"
+               and self.report_path(w).is_file()):
             run.append(w)
             w -= 1
         return run[::-1]
