@@ -50,9 +50,9 @@ from verification.errors import (
 )
 from verification.model import LoadedModel
 from verification.window import WindowContext
+from miner.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GROUPS, DEFAULT_KEEP_BUNDLES
 
 log = logging.getLogger("rollproof.miner")
-DEFAULT_KEEP_BUNDLES = 3  # windows whose bundle bytes stay in the journal (a restart needs only the current one)
 
 
 @dataclass
@@ -159,7 +159,7 @@ class MinerState:
 
 class Miner:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, store: BundleStore, beacons: BeaconSource,
-                 state_dir: Path, *, n_groups: int = 8, batch_size: int = 16,
+                 state_dir: Path, *, n_groups: int = DEFAULT_GROUPS, batch_size: int = DEFAULT_BATCH_SIZE,
                  beacon_cache: BeaconCache | None = None, keep_bundles: int = DEFAULT_KEEP_BUNDLES,
                  resolver=None, backoff: Backoff | None = None):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force

@@ -17,6 +17,7 @@ from rollproof.cli_common import (
     check_directory, check_http_url, check_model, check_store, console, fail, setup_logging, stop_on_signals,
     wallet_options,
 )
+from miner.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GROUPS, DEFAULT_KEEP_BUNDLES
 from verification.constants import MAX_GROUPS_PER_BUNDLE
 from verification.errors import RollproofError
 
@@ -85,11 +86,11 @@ def run(
         None, "--public-url",
         help="public HTTPS address of the s3:// bucket (R2 public bucket, custom domain): committed instead of "
              "s3://, so every validator reads bundles without credentials"),
-    groups: int = typer.Option(8, "--groups", min=1, max=MAX_GROUPS_PER_BUNDLE, help="GRPO groups per window"),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, max=4096, help="rollouts generated at once"),
+    groups: int = typer.Option(DEFAULT_GROUPS, "--groups", min=1, max=MAX_GROUPS_PER_BUNDLE, help="GRPO groups per window"),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, max=4096, help="rollouts generated at once"),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows (default: run until stopped; 1 on the embedded chain)"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/miner/...)"),
-    keep_bundles: int = typer.Option(3, "--keep-bundles", min=1,
+    keep_bundles: int = typer.Option(DEFAULT_KEEP_BUNDLES, "--keep-bundles", min=1,
                                      help="windows whose bundle bytes stay in the journal (the store keeps what it published)"),
     checkpoint_root: list[Path] = typer.Option([Path("~/.rollproof/store")], "--checkpoint-root",
                                                help="directories file:// checkpoint locations may point into"),

@@ -16,6 +16,7 @@ from rollproof.cli_common import (
     check_directory, check_model, check_http_url, check_store, console, fail, setup_logging, stop_on_signals,
     wallet_options,
 )
+from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, LR, PUBLISH_EVERY
 from verification.errors import RollproofError
 
 app = App(help="Train the next checkpoint on verified rollouts.")
@@ -36,10 +37,10 @@ def run(
                                                    help="that validator's hotkey: each report must match its ledger entry"),
     store: str = typer.Option("~/.rollproof/store", "--store", help="where checkpoints are published: a directory or s3://…"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint"),
-    lr: float = typer.Option(5e-5, "--lr", min=1e-9, max=1.0, help="AdamW learning rate of the LoRA adapter"),
-    publish_every: int = typer.Option(1, "--publish-every", min=1, help="applied steps between candidate checkpoints"),
-    heldout: int = typer.Option(48, "--heldout", min=2, help="held-out problems of the acceptance gate"),
-    gate_margin: float = typer.Option(0.02, "--gate-margin", min=0.0, max=1.0,
+    lr: float = typer.Option(LR, "--lr", min=1e-9, max=1.0, help="AdamW learning rate of the LoRA adapter"),
+    publish_every: int = typer.Option(PUBLISH_EVERY, "--publish-every", min=1, help="applied steps between candidate checkpoints"),
+    heldout: int = typer.Option(HELDOUT_PROBLEMS, "--heldout", min=2, help="held-out problems of the acceptance gate"),
+    gate_margin: float = typer.Option(GATE_MARGIN, "--gate-margin", min=0.0, max=1.0,
                                       help="withhold a candidate whose held-out reward is below its parent's by more"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/trainer/...)"),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows"),

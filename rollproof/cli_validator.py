@@ -10,6 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from validator.defaults import DEFAULT_KEEP_BUNDLES
+from verification.constants import FETCH_TIMEOUT_S
 from rollproof.cli_common import (
     Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
     RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
@@ -95,16 +97,18 @@ def run(
     file_root: list[Path] = typer.Option([DEFAULT_FILE_ROOT], "--file-root",
                                          help="directories file:// bundle and checkpoint locations may point into"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint for s3:// locations"),
-    fetch_timeout: float = typer.Option(30.0, "--fetch-timeout", min=0.1, max=3600.0,
+    fetch_timeout: float = typer.Option(float(FETCH_TIMEOUT_S), "--fetch-timeout", min=0.1, max=3600.0,
                                         help="seconds per bundle download"),
     allow_private_fetch: bool = typer.Option(
         False, "--allow-private-fetch",
         help="fetch miners' http(s) locations on loopback and private addresses too (local networks only: "
              "on a public subnet it lets miners make this validator probe its own network)"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, max=4096, help="rollouts verified at once"),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", min=1, max=4096,
+        help="rollouts per recompute forward, from any checked groups and miners (default: 16 on a CPU, on an accelerator as many as the memory bound allows)"),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/validator/...)"),
-    keep_bundles: int = typer.Option(48, "--keep-bundles", min=0,
+    keep_bundles: int = typer.Option(DEFAULT_KEEP_BUNDLES, "--keep-bundles", min=0,
                                      help="finished windows whose fetched bundles stay on disk for audit; 0 keeps all"),
     threads: Optional[int] = Threads,
     device: str = Device,

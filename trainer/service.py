@@ -19,6 +19,7 @@ from adapters.checkpoints import publish_checkpoint
 from adapters.files import atomic_write
 from adapters.storage import BundleStore
 from trainer.adapter_files import adapter_tensors, load_adapter_into
+from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, PUBLISH_EVERY
 from trainer.checkpointing import BuiltCheckpoint, build_checkpoint, retarget_checkpoint
 from trainer.heldout import HeldoutResult, evaluate, paired_difference
 from trainer.journal import TrainerJournal
@@ -46,11 +47,11 @@ class TrainerConfig:
     gate_margin: a candidate is withheld when its held-out reward is below its parent's by more than
     this (reward units, 0..1); 0.02 is about one held-out problem in 48."""
 
-    publish_every: int = 1  # applied steps between candidates
+    publish_every: int = PUBLISH_EVERY  # applied steps between candidates
     max_staleness: int = ACTIVATION_WINDOWS + 2
-    heldout_problems: int = 48
+    heldout_problems: int = HELDOUT_PROBLEMS
     heldout_rollouts: int = 2
-    gate_margin: float = 0.02
+    gate_margin: float = GATE_MARGIN
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     params: GenerationParams | None = None  # generation params of the next checkpoints (default: the base's)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainer.defaults import LR
 from trainer.loss import EPS_HIGH, EPS_LOW, GRPOStats, grpo_loss
 from trainer.policy import Policy, reference_logprobs
 from verification.constants import ADVANTAGE_SCALE
@@ -100,7 +101,7 @@ class TrainConfig:
     temperature None: the policy's, i.e. the checkpoint's sampling temperature, at which the miners
       computed the behaviour logprobs (any other value makes every ratio wrong)."""
 
-    lr: float = 5e-5
+    lr: float = LR
     betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     weight_decay: float = 0.0
