@@ -45,10 +45,15 @@ def main() -> int:
     ap.add_argument("--positions", type=int, default=10_000, help="honest positions per cell (at least)")
     ap.add_argument("--model", default="tiny")
     add_device_argument(ap)
+    ap.add_argument("--verify-device", default=None,
+                    help="device of the verifying cells (default: --device); e.g. --device cuda "
+                         "--verify-device cpu measures a miner on an accelerator against a validator on a CPU")
     args = ap.parse_args()
     device = device_or_exit(args.device)
+    verify_device = device if args.verify_device is None else device_or_exit(args.verify_device, "--verify-device")
     console = Console()
     lm = load_model(args.model, device)
+    vlm = lm if verify_device == device else load_model(args.model, verify_device)
     drand = LocalDrand()
     t0 = time.time()
     bundles, positions, w = [], 0, 0
@@ -62,11 +67,12 @@ def main() -> int:
     gen_s = time.time() - t0
     console.print(f"{positions} honest positions in {sum(len(b.groups) for *_, b in bundles) * lm.generation.group_size} rollouts "
                   f"({gen_s:.0f} s)")
-    rows, data = [], {"model": args.model, "positions": positions, "cells": {}, "environment": environment(device)}
+    rows, data = [], {"model": args.model, "positions": positions, "cells": {}, "environment": environment(device),
+                      "verify_environment": environment(verify_device)}
     base_threads = torch.get_num_threads()
     for name, batch, pad, threads, attn, dtype, allowed in CELLS:
         torch.set_num_threads(threads)
-        cell_lm = A.variant(lm, name, lambda m: m.to(dtype)) if dtype != torch.float32 else lm
+        cell_lm = A.variant(vlm, name, lambda m: m.to(dtype)) if dtype != torch.float32 else vlm
         cell_lm.model.set_attn_implementation(attn)
         verifier = Verifier(cell_lm, [drand.info], batch_size=batch, padding_side=pad)
         counts = {"positions": 0, "rollouts": 0, "bad_sketch": 0, "bad_sample": 0, "bad_logprob": 0,
@@ -86,7 +92,7 @@ def main() -> int:
                 counts["max_logprob_err"] = max(counts["max_logprob_err"], s["max_logprob_err"])
         counts["seconds"] = time.time() - t1
         counts["allowed"] = allowed
-        lm.model.set_attn_implementation("sdpa")
+        vlm.model.set_attn_implementation("sdpa")
         data["cells"][name] = counts
         rows.append([name, counts["positions"], counts["bad_sketch"], counts["bad_sample"], counts["bad_logprob"],
                      f"{counts['rejected_rollouts']}/{counts['rollouts']}", counts["max_sketch_dist"],
@@ -100,11 +106,14 @@ def main() -> int:
     for row in rows:
         table.add_row(*[str(c) for c in row])
     console.print(table)
+    devices = "" if args.device == "cpu" and args.verify_device is None else \
+        f" --device {args.device}" + ("" if args.verify_device is None else f" --verify-device {args.verify_device}")
+    suffix = "" if not devices else "_" + str(device).replace(":", "") + "_to_" + str(verify_device).replace(":", "")
     allowed_ok = all(c["rejected_rollouts"] == 0 for c in data["cells"].values() if c["allowed"])
     md = (f"# False-rejection matrix ({args.model})\n\nCommand: `python scripts/false_rejections.py "
-          f"--positions {args.positions} --model {args.model}`\n\n" + md_table(headers, rows)
+          f"--positions {args.positions} --model {args.model}{devices}`\n\n" + md_table(headers, rows)
           + f"\nEvery allowed cell: {'zero' if allowed_ok else 'SOME'} false rejections.\n")
-    jp, mp = write(f"false_rejections_{args.model.replace(':', '_').replace('/', '_')}", data, md)
+    jp, mp = write(f"false_rejections_{args.model.replace(':', '_').replace('/', '_')}{suffix}", data, md)
     console.print(f"wrote {jp} and {mp}")
     return 0 if allowed_ok else 1
 
