@@ -31,6 +31,10 @@ class BundleStore:
     def exists(self, key: str) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def base_location(self) -> str:  # pragma: no cover - interface
+        """The location every key is under, ending in "/" (what a commitment carries as its base)."""
+        raise NotImplementedError
+
 
 class FileStore(BundleStore):
     """A directory; locations are file:// URIs. Writes are atomic (temp file + rename)."""
@@ -57,6 +61,9 @@ class FileStore(BundleStore):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def base_location(self) -> str:
+        return self.root.as_uri().rstrip("/") + "/"
 
 
 class S3Store(BundleStore):

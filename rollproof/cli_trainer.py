@@ -36,7 +36,11 @@ def run(
     validator_hotkey: Optional[str] = typer.Option(None, "--validator-hotkey",
                                                    help="that validator's hotkey: each report must match its ledger entry"),
     store: str = typer.Option("~/.rollproof/store", "--store", help="where checkpoints are published: a directory or s3://…"),
-    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint"),
+    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (R2, MinIO)"),
+    public_url: Optional[str] = typer.Option(
+        None, "--public-url",
+        help="public HTTPS address of the s3:// bucket: announced instead of s3://, so every miner and validator "
+             "fetches checkpoints without credentials"),
     lr: float = typer.Option(LR, "--lr", min=1e-9, max=1.0, help="AdamW learning rate of the LoRA adapter"),
     publish_every: int = typer.Option(PUBLISH_EVERY, "--publish-every", min=1, help="applied steps between candidate checkpoints"),
     heldout: int = typer.Option(HELDOUT_PROBLEMS, "--heldout", min=2, help="held-out problems of the acceptance gate"),
@@ -69,11 +73,28 @@ def run(
         fail(f"--validator-state {validator_state}: no such directory (the validator's --state-dir joined "
              f"with its chain identity)")
     check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
+    if public_url is not None:
+        if not store.startswith("s3://"):
+            fail("--public-url goes with an s3:// store (--store s3://BUCKET/PREFIX)")
+        from adapters.storage import check_public_url
+        try:
+            check_public_url(public_url)
+        except RollproofError as exc:
+            fail(f"--public-url: {exc}")
     opts = check_chain_args(opts, probe=False)  # reachability: waited for below (rollproof/startup.py)
+    from adapters.storage import open_store
+    from verification.announcement import MAX_ANNOUNCEMENT_BASE_BYTES
+    try:
+        checkpoint_store = open_store(store, endpoint_url=s3_endpoint, public_url=public_url)
+    except RollproofError as exc:
+        fail(f"--store {store}: {exc}")
+    base = checkpoint_store.base_location()
+    if len(base.encode("utf-8")) > MAX_ANNOUNCEMENT_BASE_BYTES:
+        fail(f"the announced base {base} is {len(base.encode('utf-8'))} bytes; an announcement leaves "
+             f"{MAX_ANNOUNCEMENT_BASE_BYTES}: shorten --store, --public-url or the store prefix")
     # the node's stack (torch, bittensor) only once the arguments are known to be good
     from adapters.connect import default_state_dir, load_hotkey
     from rollproof.startup import start_chain
-    from adapters.storage import open_store
     from trainer.service import Trainer, TrainerConfig
     from trainer.sources import ValidatorJournal
     from trainer.step import TrainConfig
@@ -104,7 +125,7 @@ def run(
         root = (state_dir or default_state_dir("trainer", wallet, netuid)).expanduser()
         config = TrainerConfig(publish_every=publish_every, heldout_problems=heldout, gate_margin=gate_margin,
                                train=TrainConfig(lr=lr))
-        trainer = Trainer(chain, keypair, lm, open_store(store, endpoint_url=s3_endpoint), root / started.identity,
+        trainer = Trainer(chain, keypair, lm, checkpoint_store, root / started.identity,
                           config)
 
         def report(rec, pub) -> None:
