@@ -50,7 +50,7 @@ def final_comparison(lm, store: Path, fingerprint: str, problems: int, rollouts:
         out[name] = {"base": before.mean, "final": after.mean, "chance": before.chance, "difference": d.mean,
                      "low": d.low, "high": d.high, "n": d.n, "base_correct": before.correct_share,
                      "final_correct": after.correct_share,
-                     "params": params.to_json()["environments"][0]["params"]}
+                     "params": "; ".join(f"{e['params']} x{e['weight']}" for e in params.to_json()["environments"])}
     return out
 
 

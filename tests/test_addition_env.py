@@ -195,11 +195,36 @@ def test_curriculum_raises_digits_then_terms():
     from verification.generation import GenerationParams
 
     params = GenerationParams.from_json(BASE_GENERATION)
-    seen = []
+    seen, previous = [], None
     while params is not None and len(seen) < 40:
-        seen.append(params.environments[0].params_dict)
+        hardest = params.environments[-1].params_dict
+        if previous is not None:
+            # the mastered setting stays beside the next one, at the same weight
+            assert [e.params_dict for e in params.environments] == [previous, hardest]
+            assert params.environments[0].weight == params.environments[1].weight
+        seen.append(hardest)
+        previous = hardest
         params = params.harder()
     assert seen[1]["max_digits"] == 2 and seen[1]["min_digits"] == 1
     assert all(AdditionEnvironment().check_params(p) is None for p in seen)
     assert seen[-1]["max_terms"] == seen[-1]["min_terms"] == 10 and seen[-1]["min_digits"] == 12
     assert params is None  # the last setting has no harder one
+
+
+def test_a_curriculum_mix_draws_both_settings_and_refuses_a_repeated_one():
+    from verification import environments
+    from verification.constants import BASE_GENERATION
+    from verification.errors import EnvironmentSpecError
+    from verification.generation import GenerationParams
+    from verification.prf import prf
+
+    mixed = GenerationParams.from_json(BASE_GENERATION).harder()
+    seeds = [prf("mix-test", i) for i in range(400)]
+    chosen = [mixed.environment_for(s) for s in seeds]
+    easy = sum(1 for c in chosen if c == mixed.environments[0])
+    assert 150 <= easy <= 250  # equal weights: about half of the problems at each setting
+    his = {environments.problem_for(s, mixed)[1].answer["hi"] for s in seeds}
+    assert his == {18, 108, 198}  # largest sums of 1+1, 1+2 and 2+2 digit terms: both settings drawn
+    twice = {**BASE_GENERATION, "environments": BASE_GENERATION["environments"] * 2}
+    with pytest.raises(EnvironmentSpecError, match="twice"):
+        GenerationParams.from_json(twice)

@@ -80,15 +80,18 @@ class GenerationParams:
             if not isinstance(e, Mapping) or set(e) != {"name", "weight", "params"}:
                 raise EnvironmentSpecError("each environment needs exactly name, weight, params")
             name, weight, params = e["name"], e["weight"], e["params"]
-            if not isinstance(name, str) or name in seen:
-                raise EnvironmentSpecError(f"environment name {name!r} is not a string or is repeated")
+            if not isinstance(name, str):
+                raise EnvironmentSpecError(f"environment name {name!r} is not a string")
             if not _is_int(weight) or not 1 <= weight <= MAX_ENVIRONMENT_WEIGHT:
                 raise EnvironmentSpecError(f"weight of {name!r} must be in [1, {MAX_ENVIRONMENT_WEIGHT}]")
             if not isinstance(params, Mapping) or not all(isinstance(k, str) and _is_int(v)
                                                           for k, v in params.items()):
                 raise EnvironmentSpecError(f"params of {name!r} must map strings to integers")
-            seen.add(name)
-            specs.append(EnvironmentSpec(name, int(weight), tuple(sorted((k, int(v)) for k, v in params.items()))))
+            spec = EnvironmentSpec(name, int(weight), tuple(sorted((k, int(v)) for k, v in params.items())))
+            if (spec.name, spec.params) in seen:
+                raise EnvironmentSpecError(f"environment {name!r} is listed twice with the same params")
+            seen.add((spec.name, spec.params))
+            specs.append(spec)
         out = cls(int(t), int(g), int(m), tuple(specs))
         from verification import environments  # the registry checks each environment's own params
 
@@ -97,15 +100,26 @@ class GenerationParams:
         return out
 
     def harder(self) -> "GenerationParams | None":
-        """Every environment one curriculum step harder (those without a harder setting unchanged);
-        None when none can get harder."""
+        """The next curriculum step (not consensus: the trainer's choice, fixed by its manifest).
+        Per environment, its hardest listed setting (the last) stays beside that setting's next harder
+        one, at the same weight: half of its problems at the level the model just mastered, half one
+        step above. A plain jump leaves most groups of the new level all wrong (no GRPO signal while
+        the model is still learning it); the mix keeps reward variance in the mastered half
+        (reports/learning.md). None when no environment can get harder."""
         from verification import environments
 
         specs, changed = [], False
-        for e in self.environments:
-            nxt = environments.get(e.name).harder(e.params_dict)
-            changed |= nxt is not None
-            specs.append(EnvironmentSpec(e.name, e.weight, tuple(sorted((nxt or e.params_dict).items()))))
+        names = list(dict.fromkeys(e.name for e in self.environments))
+        for name in names:
+            listed = [e for e in self.environments if e.name == name]
+            hardest = listed[-1]
+            nxt = environments.get(name).harder(hardest.params_dict)
+            if nxt is None:
+                specs.extend(listed)
+                continue
+            changed = True
+            specs.append(hardest)
+            specs.append(EnvironmentSpec(name, hardest.weight, tuple(sorted(nxt.items()))))
         if not changed:
             return None
         return GenerationParams.from_json({**self.to_json(), "environments": [
