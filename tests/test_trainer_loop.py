@@ -212,17 +212,34 @@ def _windows_with_signal(result):
     return [t.window for t in result.training if t.step and t.step["applied"]]
 
 
-def test_acceptance_gate_withholds_worse_candidates(loop_run, tmp_path):
+@pytest.mark.parametrize("reset", [True, False])
+def test_acceptance_gate_withholds_worse_candidates(loop_run, tmp_path, reset):
+    from trainer.adapter_files import adapter_tensors
+
     lm, root, result = loop_run
     window = _windows_with_signal(result)[0]
     with parity_registered():
-        trainer, chain = _fresh_trainer(lm, tmp_path / "t", tmp_path / "store", gate_margin=-1.0)
+        trainer, chain = _fresh_trainer(lm, tmp_path / "t", tmp_path / "store", gate_margin=-1.0,
+                                        reset_on_withheld=reset)
+        before = adapter_tensors(trainer.policy)
         rec = trainer.train_window(window, *_scored_window(root, window))
         assert rec.step["applied"]
+        trained = adapter_tensors(trainer.policy)
+        assert any((trained[k] != v).any() for k, v in before.items())
         pub = trainer.maybe_publish()
+        after = adapter_tensors(trainer.policy)
+        restarted, _ = _fresh_trainer(lm, tmp_path / "t", tmp_path / "store", gate_margin=-1.0,
+                                      reset_on_withheld=reset)
+        after_restart = adapter_tensors(restarted.policy)
     assert pub.stage == "withheld" and "below the parent" in pub.note
     assert chain.checkpoint_announcements() == []
     assert trainer.journal.publication(pub.version)["stage"] == "withheld"
+    # a withheld candidate's step is discarded (weights and optimizer back to the parent's), and the
+    # journal holds the reset: a restart resumes from the parent too
+    expected = before if reset else trained
+    assert all((after[k] == v).all() for k, v in expected.items())
+    assert all((after_restart[k] == v).all() for k, v in expected.items())
+    assert (trainer.optimizer.state_dict()["state"] == {}) is reset
 
 
 def test_trainer_restart_never_trains_a_window_twice(loop_run, tmp_path):

@@ -58,6 +58,11 @@ class TrainerConfig:
     # curriculum: above this held-out correct share of the parent, candidates use harder params
     # (prime-rl and grail train where the model solves 20-80%; None disables it)
     raise_difficulty_above: float | None = 0.8
+    # a withheld candidate's steps are discarded: the trainer returns to the adapter and optimizer
+    # state of the newest announced checkpoint. Miners only ever generate with announced checkpoints,
+    # so without this a run of withheld candidates lets the trained policy drift further and further
+    # from the policy that produced its rows (measured: reports/learning.md, docs/security.md 6)
+    reset_on_withheld: bool = True
 
 
 @dataclass
@@ -114,7 +119,10 @@ class Trainer:
         self.versions: dict[str, int] = {base.fingerprint.hex(): 0}
         self._heldout: dict[tuple[str, bytes], HeldoutResult] = {}
         self._newest: LoadedModel | None = None  # the newest announced checkpoint, merged (the next parent)
+        self._anchor: dict | None = None  # adapter + optimizer state of the newest announced checkpoint
         self._restore()
+        if self._anchor is None:
+            self._anchor = self._snapshot()
 
     # ---- state ----------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -125,12 +133,17 @@ class Trainer:
             self.trained_windows = set(state["trained_windows"])
             self.steps_applied = state["steps_applied"]
             self.steps_since_publish = state["steps_since_publish"]
+            self._anchor = state.get("anchor")
             log.info("trainer resumed: %d steps, %d windows trained", self.steps_applied, len(self.trained_windows))
         self._reconcile()
         for pub in self.journal.publications():
             if pub["stage"] == "announced":
                 self.versions[pub["fingerprint"]] = pub["version"]
                 self.version = max(self.version, pub["version"])
+        if self._anchor is not None and self._anchor["version"] < self.version:
+            # a crash after the announcement, before the anchor moved: the journaled state is the
+            # announced candidate itself (no step runs between building and announcing)
+            self._anchor = self._snapshot()
         if self.version and self.config.params is None:
             # the curriculum continues from the newest announced checkpoint's params
             self.params = parse_manifest(self.journal.manifest_bytes(self.version)).generation
@@ -156,7 +169,25 @@ class Trainer:
             "adapter": adapter_tensors(self.policy), "adapter_config": adapter_config(self.policy),
             "optimizer": self.optimizer.state_dict(), "trained_windows": sorted(self.trained_windows),
             "steps_applied": self.steps_applied, "steps_since_publish": self.steps_since_publish,
+            "anchor": self._anchor,
         })
+
+    def _snapshot(self) -> dict:
+        """The policy's adapter and the optimizer's state, copied (later steps do not touch them)."""
+        import copy
+
+        return {"version": self.version, "adapter": adapter_tensors(self.policy),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def _return_to_anchor(self) -> None:
+        """Discard the steps since the newest announced checkpoint (its adapter and optimizer state)."""
+        import copy
+
+        from trainer.adapter_files import adapter_config
+
+        load_adapter_into(self.policy, self._anchor["adapter"], adapter_config(self.policy))
+        # load_state_dict keeps same-device tensors as given: a copy, so the anchor stays as it is
+        self.optimizer.load_state_dict(copy.deepcopy(self._anchor["optimizer"]))
 
     @property
     def parent_fingerprint(self) -> str:
@@ -261,6 +292,11 @@ class Trainer:
         shared = [pub, self.versions, self.version, self.params]
         dist.broadcast_object_list(shared, src=0)
         pub, self.versions, self.version, self.params = shared
+        if self.rank != 0 and pub is not None:  # every rank keeps the same weights and anchor
+            if pub.stage == "announced":
+                self._anchor = self._snapshot()
+            elif pub.stage == "withheld" and self.config.reset_on_withheld:
+                self._return_to_anchor()
         return pub
 
     def _publish(self, current_window) -> Publication | None:
@@ -284,6 +320,10 @@ class Trainer:
         if after.mean < before.mean - self.config.gate_margin:
             pub.note = (f"held-out reward {after.mean:.3f} is below the parent's {before.mean:.3f} by more "
                         f"than {self.config.gate_margin}")
+            if self.config.reset_on_withheld:
+                self._return_to_anchor()
+                pub.note += "; the trainer returned to the parent's weights"
+                self._save_state()
             log.warning("checkpoint v%d withheld: %s", version, pub.note)
             self.journal.save_publication(version, asdict(pub))
             return pub
@@ -308,6 +348,8 @@ class Trainer:
         self.journal.save_publication(version, asdict(pub))
         self.versions[built.manifest.fingerprint] = version
         self.version = version
+        self._anchor = self._snapshot()  # a crash before this line: _restore re-takes it from the state
+        self._save_state()
         self._newest = built.model
         log.info("checkpoint v%d announced for window %d: held-out %.3f (parent %.3f, chance %.3f), %d bytes",
                  version, from_window, after.mean, before.mean, after.chance, built.size_bytes)

@@ -142,15 +142,6 @@ class Validator:
         return v
 
     # ---- miners ---------------------------------------------------------------------------------
-    def verify_commitment(self, window: int, rec: CommitmentRecord, expected: Expectation, open_seed: bytes,
-                          progress: Callable[[int], None] | None = None,
-                          verifier: Verifier | None = None,
-                          fetched: bytes | StorageError | None = None) -> tuple[MinerOutcome, dict]:
-        """One miner's outcome. `fetched` is the committed location's bytes (or its StorageError)
-        when the caller already fetched it."""
-        return self.verify_commitments(window, [rec], [expected], open_seed, [progress], verifier,
-                                       {rec.uid: fetched} if fetched is not None else None)[0]
-
     def verify_commitments(self, window: int, records: list[CommitmentRecord], expected: list[Expectation],
                            open_seed: bytes, progress: list[Callable[[int], None] | None] | None = None,
                            verifier: Verifier | None = None,
