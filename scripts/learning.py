@@ -88,7 +88,7 @@ def result_from_journals(lm, root: Path):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--windows", type=int, default=14)
+    ap.add_argument("--windows", type=int, default=18)
     ap.add_argument("--groups", type=int, default=4, help="groups per honest miner per window")
     ap.add_argument("--lr", type=float, default=1e-4, help="1e-4: measured here (docs/security.md section 6)")
     ap.add_argument("--gate-problems", type=int, default=32, help="held-out problems of the trainer's gate")
