@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rollproof.cli_common import (
-    EXIT_CODES_HELP, EXIT_OK, EXIT_REJECTED, VERIFY_EXIT_CODES_HELP, App, Device, OneLineErrors, Threads,
+    EXIT_CODES_HELP, EXIT_OK, EXIT_REJECTED, VERIFY_EXIT_CODES_HELP, App, Device, Model, OneLineErrors, Threads,
     apply_threads, check_device, check_directory, check_groups_list, check_model, console, fail,
 )
 
@@ -55,7 +55,7 @@ def _accepted_networks(local_seed: Optional[str], include_local: bool):
 @app.command(epilog=VERIFY_EXIT_CODES_HELP)
 def verify(
     bundle: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="bundle file"),
-    model: str = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory"),
+    model: str = Model,
     as_json: bool = typer.Option(False, "--json", help="print the verdict as JSON on stdout"),
     trace: bool = typer.Option(False, "--trace", help="print the verdict and every intermediate value (seeds, checked "
                                                       "groups, per-position logprobs, gaps, sketches and distances) "

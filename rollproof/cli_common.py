@@ -64,7 +64,9 @@ Announcer = typer.Option(None, "--announcer",
 EvmKey = typer.Option(None, "--evm-key", envvar="ROLLPROOF_EVM_KEY", help="funded EVM account key (with --rpc-url)")
 Drand = typer.Option(None, "--drand", help="'local' (default on EVM chains) or 'quicknet' (default on Bittensor)")
 LocalSeed = typer.Option(None, "--local-drand-seed", help="seed of the local drand chain")
-Model = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory")
+DEFAULT_MODEL = "smollm2"  # every role's --model default
+DEFAULT_STORE = "~/.rollproof/store"  # miners' and the trainer's --store, validators' --file-root, --checkpoint-root
+Model = typer.Option(DEFAULT_MODEL, "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory")
 LogLevel = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING")
 Threads = typer.Option(None, "--threads", help="CPU threads torch may use (default: torch's own choice)")
 Device = typer.Option("cpu", "--device", help=DEVICE_HELP)

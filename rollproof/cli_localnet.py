@@ -13,13 +13,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from rollproof.cli_common import (
-    Device, Threads, apply_threads, check_device, check_directory, check_model, console, fail, setup_logging,
+    Device, Model, Threads, apply_threads, check_device, check_directory, check_model, console, fail, setup_logging,
 )
 from verification.constants import MAX_GROUPS_PER_BUNDLE
 
 
 def localnet(
-    model: str = typer.Option("smollm2", "--model", help="'smollm2', 'tiny' / 'tiny:SEED' or a local HF model directory"),
+    model: str = Model,
     windows: int = typer.Option(4, "--windows", min=1, max=10_000, help="windows to run (a checkpoint announced after the first is in force from the fourth)"),
     groups: int = typer.Option(2, "--groups", min=1, max=MAX_GROUPS_PER_BUNDLE, help="GRPO groups per miner per window"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="where the store and journals go (default: a temporary directory, removed after)"),

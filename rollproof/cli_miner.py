@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.markup import escape
 
 from rollproof.cli_common import (
-    Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl,
+    DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl,
     Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
     check_directory, check_http_url, check_model, check_store, console, fail, setup_logging, stop_on_signals,
     wallet_options,
@@ -80,7 +80,7 @@ def run(
     registry: Optional[str] = Registry, ledger: Optional[str] = Ledger, evm_key: Optional[str] = EvmKey,
     announcer: Optional[str] = Announcer,
     drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
-    store: str = typer.Option("~/.rollproof/store", "--store", help="bundle store: a directory or s3://BUCKET/PREFIX"),
+    store: str = typer.Option(DEFAULT_STORE, "--store", help="bundle store: a directory or s3://BUCKET/PREFIX"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (R2, MinIO)"),
     public_url: Optional[str] = typer.Option(
         None, "--public-url",
@@ -92,7 +92,7 @@ def run(
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/miner/...)"),
     keep_bundles: int = typer.Option(DEFAULT_KEEP_BUNDLES, "--keep-bundles", min=1,
                                      help="windows whose bundle bytes stay in the journal (the store keeps what it published)"),
-    checkpoint_root: list[Path] = typer.Option([Path("~/.rollproof/store")], "--checkpoint-root",
+    checkpoint_root: list[Path] = typer.Option([Path(DEFAULT_STORE)], "--checkpoint-root",
                                                help="directories file:// checkpoint locations may point into"),
     threads: Optional[int] = Threads,
     device: str = Device,

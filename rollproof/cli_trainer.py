@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from rollproof.cli_common import (
-    Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
+    DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
     RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
     check_directory, check_model, check_http_url, check_store, console, fail, setup_logging, stop_on_signals,
     wallet_options,
@@ -35,7 +35,7 @@ def run(
                                          help="journal of a validator on this machine (its --state-dir/<chain identity>)"),
     validator_hotkey: Optional[str] = typer.Option(None, "--validator-hotkey",
                                                    help="that validator's hotkey: each report must match its ledger entry"),
-    store: str = typer.Option("~/.rollproof/store", "--store", help="where checkpoints are published: a directory or s3://…"),
+    store: str = typer.Option(DEFAULT_STORE, "--store", help="where checkpoints are published: a directory or s3://…"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (R2, MinIO)"),
     public_url: Optional[str] = typer.Option(
         None, "--public-url",

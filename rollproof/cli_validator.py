@@ -13,13 +13,13 @@ from rich.table import Table
 from validator.defaults import DEFAULT_KEEP_BUNDLES
 from verification.constants import FETCH_TIMEOUT_S
 from rollproof.cli_common import (
-    Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
+    DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
     RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
     check_directory, check_model, check_http_url, console, fail, setup_logging, stop_on_signals, wallet_options,
 )
 
 app = App(help="Verify miners' bundles, score them, write weights.")
-DEFAULT_FILE_ROOT = Path("~/.rollproof/store")  # the miners' default --store
+DEFAULT_FILE_ROOT = Path(DEFAULT_STORE)  # the miners' default --store
 # fetch_failed details of a file:// location outside every --file-root (adapters/fetch.py)
 OUTSIDE_FILE_ROOTS = "outside the directories this validator reads"
 EMBEDDED_NOTHING_TO_VALIDATE = (
