@@ -37,6 +37,12 @@ def checkpoint_table(result) -> Table:
     return table
 
 
+def curriculum_steps(versions: list[int], chances: list[float]) -> list[int]:
+    """The versions whose chance baseline differs from the one before: where the generation params
+    changed (the same params give the same chance up to float summation order, ~1e-16)."""
+    return [v for v, before, after in zip(versions[1:], chances, chances[1:]) if abs(after - before) > 1e-6]
+
+
 def plot_curve(result, path: Path) -> Path:
     import matplotlib
 
@@ -53,10 +59,17 @@ def plot_curve(result, path: Path) -> Path:
     ax1.set_ylim(-0.02, 1.02)
     ax1.set_title("rollouts per window")
     ax1.legend(fontsize=8)
-    versions = [0] + [p.version for p in result.publications if p.stage == "announced"]
-    heldout = [result.base_heldout] + [p.heldout for p in result.publications if p.stage == "announced"]
-    ax2.plot(versions, heldout, marker="o", label="held-out reward")
-    ax2.axhline(result.chance, color="grey", linestyle=":", label="chance baseline")
+    announced = [p for p in result.publications if p.stage == "announced"]
+    versions = [0] + [p.version for p in announced]
+    heldout = [result.base_heldout] + [p.heldout for p in announced]
+    # each checkpoint is evaluated under its own params: its chance baseline moves with them, and
+    # a drop in held-out reward where they get harder is the curriculum, not forgetting
+    chances = [result.chance] + [p.chance for p in announced]
+    ax2.plot(versions, heldout, marker="o", label="held-out reward (the checkpoint's own params)")
+    ax2.step(versions, chances, where="mid", color="grey", linestyle=":", label="chance baseline")
+    for i, v in enumerate(curriculum_steps(versions, chances)):
+        ax2.axvline(v - 0.5, color="tab:orange", alpha=0.6, linestyle="--",
+                    label="curriculum: harder params from here" if i == 0 else None)
     for p in result.publications:
         if p.stage != "announced":
             ax2.scatter([p.version], [p.heldout], marker="x", color="red", label=f"{p.stage} candidate")
