@@ -9,6 +9,7 @@ Withheld candidates are logged and journaled; the policy keeps training."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from adapters.chain.base import Chain
 from adapters.checkpoints import publish_checkpoint
 from adapters.files import atomic_write
 from adapters.storage import BundleStore
-from trainer.adapter_files import adapter_tensors, load_adapter_into
+from trainer.adapter_files import adapter_config, adapter_tensors, load_adapter_into
 from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, PUBLISH_EVERY
 from trainer.checkpointing import BuiltCheckpoint, build_checkpoint, retarget_checkpoint
 from trainer.heldout import HeldoutResult, evaluate, paired_difference
@@ -161,8 +162,6 @@ class Trainer:
             log.info("checkpoint v%d was %s before the restart", pub["version"], pub["stage"])
 
     def _save_state(self) -> None:
-        from trainer.adapter_files import adapter_config
-
         if self.rank != 0:
             return
         self.journal.save_state({
@@ -174,17 +173,11 @@ class Trainer:
 
     def _snapshot(self) -> dict:
         """The policy's adapter and the optimizer's state, copied (later steps do not touch them)."""
-        import copy
-
         return {"version": self.version, "adapter": adapter_tensors(self.policy),
                 "optimizer": copy.deepcopy(self.optimizer.state_dict())}
 
     def _return_to_anchor(self) -> None:
         """Discard the steps since the newest announced checkpoint (its adapter and optimizer state)."""
-        import copy
-
-        from trainer.adapter_files import adapter_config
-
         load_adapter_into(self.policy, self._anchor["adapter"], adapter_config(self.policy))
         # load_state_dict keeps same-device tensors as given: a copy, so the anchor stays as it is
         self.optimizer.load_state_dict(copy.deepcopy(self._anchor["optimizer"]))
