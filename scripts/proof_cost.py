@@ -103,6 +103,7 @@ def main() -> int:
     torch.set_grad_enabled(False)
     torch.backends.cuda.matmul.allow_tf32 = False
     batches = [int(b) for b in args.batches.split(",")]
+    cpu_filter = tensor_ops._default_backend(torch.device(dev)) == "numba"
     rows, results = [], []
     for vocab in (int(v) for v in args.vocabs.split(",")):
         model = smollm2_shaped(vocab, dev)
@@ -150,9 +151,12 @@ def main() -> int:
                     g = -np.log(-np.log((np.frombuffer(raw, dtype="<u4").astype(np.float64) + 0.5) * 2.0**-32))
                     int(np.argmax(lp[i].astype(np.float64) + g))
 
-            t, cpu = interleaved({"decode": decode, "v3": proof(tensor_ops.sample_tokens),
-                                  "v3_full": proof(tensor_ops.sample_tokens_full), "v2": proof_v2, "icdf": icdf},
-                                 args.repeats, dev)
+            measures = {"decode": decode, "v3": proof(tensor_ops.sample_tokens),
+                        "v3_full": proof(tensor_ops.sample_tokens_full), "v2": proof_v2, "icdf": icdf}
+            if cpu_filter:
+                # the same filter with its two V-wide passes as numpy ufuncs (where numba is missing)
+                measures["v3_numpy"] = proof(lambda lp, k: tensor_ops._filtered_tokens(lp, k, "numpy"))
+            t, cpu = interleaved(measures, args.repeats, dev)
             med = {k: statistics.median(v) for k, v in t.items()}
             frac = {k: statistics.median([x / d for x, d in zip(v, t["decode"])]) for k, v in t.items() if k != "decode"}
             frac_cpu = {k: statistics.median([x / d for x, d in zip(v, cpu["decode"])]) for k, v in cpu.items()
@@ -167,12 +171,13 @@ def main() -> int:
                          f"{r['v3_ms_per_row_token']:.3f}", f"{100 * frac['v3']:.2f} %", f"{100 * frac_cpu['v3']:.2f} %",
                          f"{r['v3_full_ms_per_row_token']:.3f}", f"{100 * frac['v3_full']:.2f} %",
                          f"{100 * frac_cpu['v3_full']:.2f} %",
+                         *([f"{r['v3_numpy_ms_per_row_token']:.3f}", f"{100 * frac['v3_numpy']:.2f} %"] if cpu_filter else []),
                          f"{100 * frac['v2']:.1f} %", f"{100 * frac['icdf']:.1f} %", f"{candidates:.0f}"])
             console.print(" | ".join(rows[-1]))
         del model
     headers = ["vocab", "batch", "decode step (ms)", "v3 proof ms/row-token", "v3 / decode (wall)",
                "v3 / decode (CPU)", "v3 full-V ms/row-token", "v3 full-V / decode (wall)", "v3 full-V / decode (CPU)",
-               "v2 / decode", "inverse-CDF / decode", "exact scores per row"]
+               *(["v3 numpy passes ms/row-token", "v3 numpy passes / decode (wall)"] if cpu_filter else []), "v2 / decode", "inverse-CDF / decode", "exact scores per row"]
     md = (f"# Sampling-proof cost per decode step ({dev})\n\nCommand: `python scripts/proof_cost.py --device {dev} "
           f"--repeats {args.repeats} --batches {args.batches} --vocabs {args.vocabs}"
           f"{'' if args.threads is None else f' --threads {args.threads}'}`\n\n"
@@ -182,10 +187,12 @@ def main() -> int:
           "the decode step of the same repeat, by wall time and by this process's CPU time (which a shared machine's "
           "time slicing does not inflate: with one thread it is the cleanest ratio there; with more it also counts "
           "threads waiting at barriers). Milliseconds are wall medians. v3: one PRF word per row, the candidate filter of "
-          "verification/tensor_ops.py (the counter hash over V in integer ops, numpy's uint64 ones on a CPU, and "
-          "exact float64 scores of the few entries that can win) + argmax + logprob gather + sketch, on the model's device; it picks the token the full computation "
+          "verification/tensor_ops.py (the counter hash over V in integer ops: on a CPU one compiled loop, "
+          "verification/cpu_kernels.py; and exact float64 scores of the few entries that can win) + argmax + logprob gather + sketch, on the model's device; it picks the token the full computation "
           "picks (checked here on the measured logits, and tests/test_grpo_sampling_sketch.py). v3 full-V: the same "
           "proof computing the float64 noise of every entry (the definition; the implementation before the filter). "
+          "v3 numpy passes (CPU): the filter with its two V-wide passes as numpy uint64 and float32 ufuncs instead of "
+          "the compiled loops (what runs where numba is missing; the same tokens). "
           "v2: SHAKE-256 over 4V bytes per row and float64 Gumbel noise on the host, per row. Inverse-CDF: float64 "
           "CDF + searchsorted. Exact scores per row: the entries the filter scores exactly (random-init logits are "
           "nearly flat; SmolLM2's real logits give 139 per row at V = 49,152).\n\n" + md_table(headers, rows))

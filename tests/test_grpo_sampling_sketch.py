@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verification import tensor_ops
+from verification import cpu_kernels, sampling, tensor_ops
 from verification.constants import ADVANTAGE_SCALE, GUMBEL_MARGIN, SKETCH_SCALE
 from verification.grpo import advantages
 from verification.sampling import gumbel_noise, noise_keys, noise_uniforms, sample_token, sampling_gap, token_passes
@@ -114,6 +114,46 @@ def test_top_bucket_is_the_uniforms_above_its_edge(key, vocab):
                 tensor_ops._top_bucket_numpy(kt.numpy().view(np.uint64), vocab, kt.device)[0].copy()):
         assert not top[vocab:].any()
         assert np.array_equal(top[:vocab], edge)
+    counters = tensor_ops._counters(vocab, kt.device).numpy().view(np.uint64)
+    rows, cols = cpu_kernels.top_bucket_entries(kt.numpy().view(np.uint64), counters, vocab, tensor_ops._TOP_PATTERN)
+    assert np.array_equal(rows, np.zeros(len(cols), np.int64)) and np.array_equal(cols, np.flatnonzero(edge))
+
+
+def test_the_compiled_passes_run_on_a_cpu():
+    """numba is a dependency: on a CPU the filter's V-wide passes are the compiled loops."""
+    assert cpu_kernels.available()
+    assert tensor_ops._default_backend(torch.device("cpu")) == "numba"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 700), st.integers(0, 2**32), st.floats(-3.0, 3.0))
+def test_compiled_passes_select_the_numpy_passes_entries(n, vocab, seed, shift):
+    """Both compiled passes give the (row, col) pairs of the numpy passes, row-major, also when the
+    first output arrays are too small (the call is repeated at the returned size) and for rows the
+    at-least pass skips (threshold above the row's maximum), with -inf entries."""
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 2**64, n, dtype=np.uint64)
+    counters = tensor_ops._counters(vocab, torch.device("cpu")).numpy().view(np.uint64)
+    low = np.uint64(rng.integers(0, 2**64, dtype=np.uint64))  # a wide bucket: many entries, overflowing the guess
+    for pattern in (tensor_ops._TOP_PATTERN, low):
+        rows, cols = cpu_kernels.top_bucket_entries(keys, counters, vocab, pattern)
+        with np.errstate(over="ignore"):
+            z = counters[None, :] + keys[:, None]
+            z ^= z >> np.uint64(30)
+            z *= np.uint64(sampling.MIX1)
+            z ^= z >> np.uint64(27)
+            z *= np.uint64(sampling.MIX2)
+        want = np.nonzero(z >= pattern)
+        assert np.array_equal(rows, want[0]) and np.array_equal(cols, want[1])
+    lp = rng.standard_normal((n, vocab)).astype(np.float32)
+    lp[rng.random((n, vocab)) < 0.2] = -np.inf
+    row_max = lp.max(axis=-1)
+    thresholds = (row_max + np.float32(shift) * rng.random(n).astype(np.float32)).astype(np.float32)
+    rows, cols = cpu_kernels.entries_at_least(lp, thresholds, row_max)
+    want = np.nonzero(lp >= thresholds[:, None])
+    assert np.array_equal(rows, want[0]) and np.array_equal(cols, want[1])
+    rows, cols = tensor_ops._at_least_numpy(lp, thresholds, row_max, torch.device("cpu"))
+    assert np.array_equal(rows, want[0]) and np.array_equal(cols, want[1])
 
 
 filter_rows = st.tuples(st.integers(1, 3000), st.integers(1, 5), st.sampled_from([0.0, 0.01, 0.3, 2.0, 8.0, 30.0]),
@@ -123,8 +163,8 @@ filter_rows = st.tuples(st.integers(1, 3000), st.integers(1, 5), st.sampled_from
 @settings(max_examples=80, deadline=None)
 @given(filter_rows)
 def test_candidate_filter_gives_the_full_computations_bits(case):
-    """The candidate filter (exact scores of the candidates only), in both backends (numpy: a CPU;
-    torch: an accelerator), gives the definition's tokens and gaps over every entry bit for bit:
+    """The candidate filter (exact scores of the candidates only), in every backend (numba: a CPU;
+    numpy: a CPU without numba; torch: an accelerator), gives the definition's tokens and gaps over every entry bit for bit:
     flat rows (a random-init head), peaked ones, ties of equal logprobs, -inf entries; the chosen
     token's gap is exactly 0. (sample_tokens and sampling_gap use it from FILTER_FROM_ENTRIES
     entries on; below, the definition itself.)"""
@@ -141,7 +181,7 @@ def test_candidate_filter_gives_the_full_computations_bits(case):
     gaps = tensor_ops.sampling_gap_full(logp, keys, other)
     assert torch.equal(tokens, tensor_ops.sample_tokens(logp, keys))
     assert torch.equal(gaps, tensor_ops.sampling_gap(logp, keys, other))
-    for backend in ("numpy", "torch"):
+    for backend in ("numba", "numpy", "torch"):
         assert torch.equal(tensor_ops._filtered_tokens(logp, keys, backend), tokens)
         assert torch.all(tensor_ops._filtered_gaps(logp, keys, tokens, backend) == 0.0)
         assert torch.equal(tensor_ops._filtered_gaps(logp, keys, other, backend), gaps)
@@ -159,7 +199,7 @@ def test_candidate_filter_at_full_vocabulary_width():
         assert tokens.shape == (3, 2) and torch.equal(tokens, tensor_ops.sample_tokens_full(logp, keys))
         other = (tokens + 1) % vocab
         assert torch.equal(tensor_ops.sampling_gap(logp, keys, other), tensor_ops.sampling_gap_full(logp, keys, other))
-        for backend in ("numpy", "torch"):
+        for backend in ("numba", "numpy", "torch"):
             rows, _, _ = tensor_ops._candidate_scores(logp.reshape(6, vocab), keys.reshape(6), backend=backend)
             assert len(rows) < 6 * (vocab // 2 ** tensor_ops.TOP_BITS + 400)
             assert torch.equal(tensor_ops._filtered_tokens(logp.reshape(6, vocab), keys.reshape(6), backend),
@@ -167,7 +207,7 @@ def test_candidate_filter_at_full_vocabulary_width():
     nan = logp.reshape(6, -1)[:2].clone()
     nan[1, 5] = float("nan")
     k = keys.reshape(6)[:2]
-    for backend in ("numpy", "torch"):
+    for backend in ("numba", "numpy", "torch"):
         assert tensor_ops._filtered_tokens(nan, k, backend) is None
         assert tensor_ops._filtered_gaps(nan, k, k * 0, backend) is None
     assert torch.equal(tensor_ops.sample_tokens(nan, k), tensor_ops.sample_tokens_full(nan, k))

@@ -31,6 +31,7 @@ import threading
 import numpy as np
 import torch
 
+from verification import cpu_kernels
 from verification.sampling import GAMMA, MIX1, MIX2
 from verification.constants import UNIFORM_BITS
 
@@ -266,24 +267,49 @@ def _exact_numpy(lp: np.ndarray, keys: np.ndarray, counters: np.ndarray, rows: n
     return _gumbel_(torch.from_numpy(u)).numpy() + lp[rows, cols].astype(np.float64)
 
 
-def _candidates_numpy(lp_t: torch.Tensor, keys_t: torch.Tensor, must: torch.Tensor | None):
+def _candidates_numpy(lp_t: torch.Tensor, keys_t: torch.Tensor, must: torch.Tensor | None, compiled: bool):
+    """The CPU backend: the two V-wide passes compiled (verification/cpu_kernels.py) or as numpy
+    ufuncs (compiled=False), which select the same entries; the rest in numpy on the few candidates."""
     lp, keys = lp_t.detach().numpy(), keys_t.detach().numpy().view(np.uint64)
     counters = _counters(lp.shape[1], lp_t.device).numpy().view(np.uint64)
     n, v = lp.shape
-    top = _top_bucket_numpy(keys, v, lp_t.device)
-    rows1, cols1 = _entries_numpy(top)
+    if compiled:
+        rows1, cols1 = cpu_kernels.top_bucket_entries(keys, counters, v, _TOP_PATTERN)
+    else:
+        top = _top_bucket_numpy(keys, v, lp_t.device)
+        rows1, cols1 = _entries_numpy(top)
     s1 = _exact_numpy(lp, keys, counters, rows1, cols1)
     best1 = np.full(n, -np.inf)
     np.maximum.at(best1, rows1, s1)
-    floor = np.maximum(best1, lp.max(axis=-1).astype(np.float64) - (_G_MIN_ABS + _SLACK))
+    row_max = lp.max(axis=-1)
+    floor = np.maximum(best1, row_max.astype(np.float64) - (_G_MIN_ABS + _SLACK))
     if np.isnan(floor).any():
         return None
-    np.greater_equal(lp, (floor - (_G_CAP + _SLACK)).astype(np.float32)[:, None], out=top[:, :v])
-    rows2, cols2 = _entries_numpy(top)
+    thresholds = (floor - (_G_CAP + _SLACK)).astype(np.float32)
+    # a row whose threshold is above its largest logprob has no entry within reach (the usual case for
+    # a flat row: its best score is far above every logprob); only the other rows are compared
+    if compiled:
+        rows2, cols2 = cpu_kernels.entries_at_least(lp, thresholds, row_max)
+    else:
+        rows2, cols2 = _at_least_numpy(lp, thresholds, row_max, lp_t.device)
     if must is not None:
         rows2, cols2 = np.concatenate([rows2, np.arange(n)]), np.concatenate([cols2, must.detach().numpy()])
     s2 = _exact_numpy(lp, keys, counters, rows2, cols2)
     return np.concatenate([rows1, rows2]), np.concatenate([cols1, cols2]), np.concatenate([s1, s2])
+
+
+def _at_least_numpy(lp: np.ndarray, thresholds: np.ndarray, row_max: np.ndarray,
+                    device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of lp >= thresholds[row], row-major, comparing only rows whose maximum reaches it."""
+    active = np.flatnonzero(thresholds <= row_max)
+    if active.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    v = lp.shape[1]
+    mask = _mask_and_chunk(active.size, v, device)[0].numpy()
+    part = lp if active.size == lp.shape[0] else lp[active]
+    np.greater_equal(part, thresholds[active, None], out=mask[:, :v])
+    rows, cols = _entries_numpy(mask)
+    return active[rows], cols
 
 
 def _tokens_numpy(n: int, v: int, rows, cols, s) -> np.ndarray:
@@ -294,6 +320,13 @@ def _tokens_numpy(n: int, v: int, rows, cols, s) -> np.ndarray:
     return tokens
 
 
+def _default_backend(device: torch.device) -> str:
+    """"numba" on a CPU (the compiled passes), "numpy" there without numba, "torch" elsewhere."""
+    if device.type != "cpu":
+        return "torch"
+    return "numba" if cpu_kernels.available() else "numpy"
+
+
 def _candidate_scores(lp: torch.Tensor, keys: torch.Tensor, must: torch.Tensor | None = None,
                       backend: str | None = None):
     """(rows, cols, exact scores) of entries that include every entry that can be its row's best
@@ -301,17 +334,19 @@ def _candidate_scores(lp: torch.Tensor, keys: torch.Tensor, must: torch.Tensor |
     listed twice (with the same score). numpy arrays on a CPU (backend "numpy"), tensors elsewhere
     ("torch"). None when a row has a NaN logprob (argmax picks the first NaN, which no bound
     describes: the definition decides)."""
-    backend = backend or ("numpy" if lp.device.type == "cpu" else "torch")
-    return (_candidates_numpy if backend == "numpy" else _candidates_torch)(lp, keys, must)
+    backend = backend or _default_backend(lp.device)
+    if backend == "torch":
+        return _candidates_torch(lp, keys, must)
+    return _candidates_numpy(lp, keys, must, compiled=backend == "numba")
 
 
 def _filtered_tokens(lp: torch.Tensor, keys: torch.Tensor, backend: str | None = None) -> torch.Tensor | None:
     """sample_tokens on [N, V] by the candidate filter (None: a NaN row, for the definition)."""
-    backend = backend or ("numpy" if lp.device.type == "cpu" else "torch")
+    backend = backend or _default_backend(lp.device)
     found = _candidate_scores(lp, keys, backend=backend)
     if found is None:
         return None
-    if backend == "numpy":
+    if backend != "torch":
         return torch.from_numpy(_tokens_numpy(*lp.shape, *found))
     return _tokens_torch(*lp.shape, *found)
 
@@ -319,13 +354,13 @@ def _filtered_tokens(lp: torch.Tensor, keys: torch.Tensor, backend: str | None =
 def _filtered_gaps(lp: torch.Tensor, keys: torch.Tensor, tokens: torch.Tensor,
                    backend: str | None = None) -> torch.Tensor | None:
     """sampling_gap on [N, V] by the candidate filter (None: a NaN row, for the definition)."""
-    backend = backend or ("numpy" if lp.device.type == "cpu" else "torch")
+    backend = backend or _default_backend(lp.device)
     found = _candidate_scores(lp, keys, must=tokens, backend=backend)
     if found is None:
         return None
     n = lp.shape[0]
     rows, _, s = found
-    if backend == "numpy":
+    if backend != "torch":
         best = np.full(n, -np.inf)
         np.maximum.at(best, rows, s)
         return torch.from_numpy(best - s[-n:])
