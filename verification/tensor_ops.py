@@ -18,10 +18,12 @@ only where lp >= L - G_CAP, for any lower bound L of that best: the best exact s
 top-bucket entries, or its largest logprob plus the least noise there is (-3.62). The exact scores
 (the whole counter hash, two float64 logarithms) of the top-bucket entries and of those within
 reach then decide the token and the gap. What runs over all V entries is eight integer operations
-(on a CPU numpy's uint64 ones on the same memory: logical shifts need no mask, and they measured
-1.8x faster than torch's int64 ones; eleven in torch elsewhere) and four float32/bool passes, without a logarithm; the
-candidates are 0.06-0.3% of the row (measured: 139 of 49,152 per position on SmolLM2, 48 on a
-random-init head). Below FILTER_FROM_ENTRIES entries the definition itself is cheaper and runs."""
+and a float32 compare, without a logarithm: on a CPU two compiled loops over the row
+(verification/cpu_kernels.py; 2-3x numpy's uint64 ufuncs, which run where numba is missing), on an
+accelerator eleven torch int64 ops and four float32/bool passes. A row whose threshold is above its
+largest logprob (a flat row) skips the compare. The candidates are 0.06-0.3% of the row (measured:
+139 of 49,152 per position on SmolLM2, 48 on a random-init head). Below FILTER_FROM_ENTRIES entries
+the definition itself is cheaper and runs."""
 
 from __future__ import annotations
 
@@ -220,9 +222,10 @@ def _tokens_torch(n: int, v: int, rows, cols, s) -> torch.Tensor:
     return torch.full((n,), v, dtype=torch.int64, device=s.device).scatter_reduce_(0, rows, at_best, "amin")
 
 
-# numpy backend (a CPU): numpy's uint64 ops on the tensors' memory, without masked shifts, measured
-# 1.8x faster than torch's int64 ones, its float32 compare 7x faster, and a tenth of the per-call
-# overhead of torch's dispatch; only the logarithms are torch's own (the definition's bits) ----------
+# CPU backend: the V-wide passes compiled (cpu_kernels) or as numpy's uint64 ufuncs on the tensors'
+# memory (without masked shifts, measured 1.8x faster than torch's int64 ops, its float32 compare 7x
+# faster, a tenth of torch's per-call dispatch); the few candidates in numpy, and only the logarithms
+# are torch's own (the definition's bits) ---------------------------------------------------------
 _TOP_PATTERN = np.uint64(((1 << TOP_BITS) - 1) << (64 - TOP_BITS))
 
 
@@ -331,8 +334,8 @@ def _candidate_scores(lp: torch.Tensor, keys: torch.Tensor, must: torch.Tensor |
                       backend: str | None = None):
     """(rows, cols, exact scores) of entries that include every entry that can be its row's best
     (ties included), then the entries `must` [N] names (one per row, the last N); an entry may be
-    listed twice (with the same score). numpy arrays on a CPU (backend "numpy"), tensors elsewhere
-    ("torch"). None when a row has a NaN logprob (argmax picks the first NaN, which no bound
+    listed twice (with the same score). numpy arrays on a CPU (backends "numba" and "numpy"), tensors
+    elsewhere ("torch"). None when a row has a NaN logprob (argmax picks the first NaN, which no bound
     describes: the definition decides)."""
     backend = backend or _default_backend(lp.device)
     if backend == "torch":
