@@ -129,31 +129,38 @@ def test_the_compiled_passes_run_on_a_cpu():
 @given(st.integers(1, 6), st.integers(1, 700), st.integers(0, 2**32), st.floats(-3.0, 3.0))
 def test_compiled_passes_select_the_numpy_passes_entries(n, vocab, seed, shift):
     """Both compiled passes give the (row, col) pairs of the numpy passes, row-major, also when the
-    first output arrays are too small (the call is repeated at the returned size) and for rows the
-    at-least pass skips (threshold above the row's maximum), with -inf entries."""
+    first output arrays are too small (the call is repeated at the returned size), for rows the
+    at-least pass skips (threshold above the row's maximum), with -inf entries, and with the rows
+    split across 1-4 threads (the split forced down to every batch size here)."""
     rng = np.random.default_rng(seed)
     keys = rng.integers(0, 2**64, n, dtype=np.uint64)
     counters = tensor_ops._counters(vocab, torch.device("cpu")).numpy().view(np.uint64)
     low = np.uint64(rng.integers(0, 2**64, dtype=np.uint64))  # a wide bucket: many entries, overflowing the guess
-    for pattern in (tensor_ops._TOP_PATTERN, low):
-        rows, cols = cpu_kernels.top_bucket_entries(keys, counters, vocab, pattern)
-        with np.errstate(over="ignore"):
-            z = counters[None, :] + keys[:, None]
-            z ^= z >> np.uint64(30)
-            z *= np.uint64(sampling.MIX1)
-            z ^= z >> np.uint64(27)
-            z *= np.uint64(sampling.MIX2)
-        want = np.nonzero(z >= pattern)
-        assert np.array_equal(rows, want[0]) and np.array_equal(cols, want[1])
     lp = rng.standard_normal((n, vocab)).astype(np.float32)
     lp[rng.random((n, vocab)) < 0.2] = -np.inf
     row_max = lp.max(axis=-1)
     thresholds = (row_max + np.float32(shift) * rng.random(n).astype(np.float32)).astype(np.float32)
-    rows, cols = cpu_kernels.entries_at_least(lp, thresholds, row_max)
-    want = np.nonzero(lp >= thresholds[:, None])
-    assert np.array_equal(rows, want[0]) and np.array_equal(cols, want[1])
+    want_at_least = np.nonzero(lp >= thresholds[:, None])
     rows, cols = tensor_ops._at_least_numpy(lp, thresholds, row_max, torch.device("cpu"))
-    assert np.array_equal(rows, want[0]) and np.array_equal(cols, want[1])
+    assert np.array_equal(rows, want_at_least[0]) and np.array_equal(cols, want_at_least[1])
+    split_from = cpu_kernels.PARALLEL_FROM_ENTRIES
+    try:
+        for threads in (1, 2, 4):
+            cpu_kernels.PARALLEL_FROM_ENTRIES = 0 if threads > 1 else split_from
+            for pattern in (tensor_ops._TOP_PATTERN, low):
+                rows, cols = cpu_kernels.top_bucket_entries(keys, counters, vocab, pattern, threads)
+                with np.errstate(over="ignore"):
+                    z = counters[None, :] + keys[:, None]
+                    z ^= z >> np.uint64(30)
+                    z *= np.uint64(sampling.MIX1)
+                    z ^= z >> np.uint64(27)
+                    z *= np.uint64(sampling.MIX2)
+                want = np.nonzero(z >= pattern)
+                assert np.array_equal(rows, want[0]) and np.array_equal(cols, want[1])
+            rows, cols = cpu_kernels.entries_at_least(lp, thresholds, row_max, threads)
+            assert np.array_equal(rows, want_at_least[0]) and np.array_equal(cols, want_at_least[1])
+    finally:
+        cpu_kernels.PARALLEL_FROM_ENTRIES = split_from
 
 
 filter_rows = st.tuples(st.integers(1, 3000), st.integers(1, 5), st.sampled_from([0.0, 0.01, 0.3, 2.0, 8.0, 30.0]),

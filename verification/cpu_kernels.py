@@ -12,11 +12,14 @@ passes, which give the same entries more slowly.
 
 Each pass writes (row, column) pairs in row-major order into caller-given arrays and returns how many
 there are; when that exceeds the arrays' length it writes only what fits and the caller calls again
-with arrays of the returned length."""
+with arrays of the returned length. The loops release the GIL: with `threads` > 1 a batch's rows are
+split into that many contiguous slices run at once (the decode step's own threads are idle then), and
+the slices' pairs are joined in row order, so the result does not depend on the thread count."""
 
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -27,6 +30,9 @@ from verification.sampling import MIX1, MIX2
 # 128-256 for the compare; the top bucket sets one flag in 1,024, so a block is rarely scanned)
 HASH_BLOCK = 64
 COMPARE_BLOCK = 128
+# a batch is split across threads only from this many entries (rows x V): below it the hand-off to
+# the pool (tens of microseconds) costs more than a slice saves
+PARALLEL_FROM_ENTRIES = 1 << 18
 
 
 _MIX1, _MIX2 = np.uint64(MIX1), np.uint64(MIX2)
@@ -111,16 +117,45 @@ def _collect(run, expected: int) -> tuple[np.ndarray, np.ndarray]:
         size = count
 
 
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="rollproof-filter")
+
+
+def _by_row_slices(pass_on_rows, n: int, vocab_size: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """pass_on_rows(lo, hi) -> (rows relative to lo, cols) over rows [lo, hi), run on `threads`
+    contiguous slices at once where the batch is large enough, joined in row order."""
+    parts = min(max(1, threads), n) if n * vocab_size >= PARALLEL_FROM_ENTRIES else 1
+    if parts <= 1:
+        return pass_on_rows(0, n)
+    bounds = [n * i // parts for i in range(parts + 1)]
+    results = list(_pool(parts).map(lambda i: pass_on_rows(bounds[i], bounds[i + 1]), range(parts)))
+    rows = np.concatenate([r + bounds[i] for i, (r, _) in enumerate(results)])
+    return rows, np.concatenate([c for _, c in results])
+
+
 def top_bucket_entries(keys: np.ndarray, counters: np.ndarray, vocab_size: int,
-                       top_pattern: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+                       top_pattern: np.uint64, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of the entries whose mixed counter (splitmix64's first four steps of
     key + counters[col]) is >= top_pattern, row-major; keys [N] and counters [V] uint64."""
+    kernel = _kernels()[0]
     # a uniform is in the top bucket with probability 2^-TOP_BITS: twice that leaves room
-    expected = 2 * int(keys.shape[0] * vocab_size * (1.0 - float(top_pattern) / 2.0 ** 64)) + 64
-    return _collect(lambda rows, cols: _kernels()[0](keys, counters, vocab_size, top_pattern, rows, cols), expected)
+    share = 1.0 - float(top_pattern) / 2.0 ** 64
+
+    def on_rows(lo, hi):
+        part = keys[lo:hi]
+        return _collect(lambda rows, cols: kernel(part, counters, vocab_size, top_pattern, rows, cols),
+                        2 * int((hi - lo) * vocab_size * share) + 64)
+    return _by_row_slices(on_rows, keys.shape[0], vocab_size, threads)
 
 
-def entries_at_least(lp: np.ndarray, thresholds: np.ndarray, row_max: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def entries_at_least(lp: np.ndarray, thresholds: np.ndarray, row_max: np.ndarray,
+                     threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of the entries with lp[row, col] >= thresholds[row], row-major; lp [N, V] and
     thresholds [N] float32, row_max [N] lp's row maxima (a row whose threshold is above it is skipped)."""
-    return _collect(lambda rows, cols: _kernels()[1](lp, thresholds, row_max, rows, cols), 64 * lp.shape[0])
+    kernel = _kernels()[1]
+
+    def on_rows(lo, hi):
+        part, t, m = lp[lo:hi], thresholds[lo:hi], row_max[lo:hi]
+        return _collect(lambda rows, cols: kernel(part, t, m, rows, cols), 64 * (hi - lo))
+    return _by_row_slices(on_rows, lp.shape[0], lp.shape[1], threads)

@@ -277,7 +277,7 @@ def _candidates_numpy(lp_t: torch.Tensor, keys_t: torch.Tensor, must: torch.Tens
     counters = _counters(lp.shape[1], lp_t.device).numpy().view(np.uint64)
     n, v = lp.shape
     if compiled:
-        rows1, cols1 = cpu_kernels.top_bucket_entries(keys, counters, v, _TOP_PATTERN)
+        rows1, cols1 = cpu_kernels.top_bucket_entries(keys, counters, v, _TOP_PATTERN, torch.get_num_threads())
     else:
         top = _top_bucket_numpy(keys, v, lp_t.device)
         rows1, cols1 = _entries_numpy(top)
@@ -292,7 +292,7 @@ def _candidates_numpy(lp_t: torch.Tensor, keys_t: torch.Tensor, must: torch.Tens
     # a row whose threshold is above its largest logprob has no entry within reach (the usual case for
     # a flat row: its best score is far above every logprob); only the other rows are compared
     if compiled:
-        rows2, cols2 = cpu_kernels.entries_at_least(lp, thresholds, row_max)
+        rows2, cols2 = cpu_kernels.entries_at_least(lp, thresholds, row_max, torch.get_num_threads())
     else:
         rows2, cols2 = _at_least_numpy(lp, thresholds, row_max, lp_t.device)
     if must is not None:
