@@ -423,6 +423,24 @@ def environment_vectors() -> dict:
 
 
 # ---- sections 9, 10, 12, 13 ---------------------------------------------------------------------------
+def _same_up_to_honest_drift(ours, stored) -> bool:
+    from verification.constants import LOGPROB_ABS_TOL, SKETCH_TOL
+    from verification.sketch import sketch_distance
+
+    if [(g.index, g.environment, g.prompt.tolist(), len(g.rollouts)) for g in ours] != \
+            [(g.index, g.environment, g.prompt.tolist(), len(g.rollouts)) for g in stored]:
+        return False
+    for g, h in zip(ours, stored):
+        for r, s in zip(g.rollouts, h.rollouts):
+            if (r.index, r.completion.tolist(), r.reward, r.advantage) != (s.index, s.completion.tolist(), s.reward, s.advantage):
+                return False
+            if np.abs(r.logprobs.astype(np.float64) - s.logprobs.astype(np.float64)).max(initial=0.0) > LOGPROB_ABS_TOL:
+                return False
+            if sketch_distance(r.sketches, s.sketches).max(initial=0) > SKETCH_TOL:
+                return False
+    return True
+
+
 def bundle_vectors(lm, previous: dict | None = None) -> dict:
     from bittensor.sp_core import Keypair
 
@@ -439,6 +457,15 @@ def bundle_vectors(lm, previous: dict | None = None) -> dict:
     drand = LocalDrand()
     keypair = Keypair.create_from_uri(ALICE_URI)
     groups = build_groups(lm, ctx, keypair.ss58_address, [0, 1], batch_size=16)
+    if previous is not None:
+        # logprobs and sketches are the model's floating-point outputs: another honest machine (another
+        # CPU's vector units, another BLAS) reproduces them within the protocol's tolerances, not bit for
+        # bit. The stored groups stay the vector where this machine's agree with them exactly in tokens,
+        # rewards and advantages and within LOGPROB_ABS_TOL and SKETCH_TOL in the rest; everything derived
+        # from them (digests, roots, signature, file bytes, verdicts) is then compared byte for byte.
+        stored = decode_bundle(base64.b64decode(previous["file_base64"])).groups
+        if _same_up_to_honest_drift(groups, stored):
+            groups = stored
     header = Header(protocol_version=PROTOCOL_VERSION, netuid=ctx.netuid, window=ctx.window,
                     block_hash=ctx.block_hash.hex(), block_time=ctx.block_time, hotkey=keypair.ss58_address,
                     beacon=BeaconModel.from_beacon(ctx.beacon), model_fingerprint=lm.fingerprint.hex(),
