@@ -219,3 +219,36 @@ def test_candidate_filter_at_full_vocabulary_width():
         assert tensor_ops._filtered_gaps(nan, k, k * 0, backend) is None
     assert torch.equal(tensor_ops.sample_tokens(nan, k), tensor_ops.sample_tokens_full(nan, k))
     assert tensor_ops.sample_tokens(nan, k)[1].item() == 5
+
+
+def test_split_passes_work_in_a_forked_child():
+    """The row split's thread pool is per process: a child forked after the parent used it gets its
+    own pool (an inherited one has no threads, and its tasks would never run)."""
+    import os
+    import signal
+    import time
+
+    rng = np.random.default_rng(7)
+    keys = rng.integers(0, 2**64, 8, dtype=np.uint64)
+    counters = tensor_ops._counters(3000, torch.device("cpu")).numpy().view(np.uint64)
+    split_from = cpu_kernels.PARALLEL_FROM_ENTRIES
+    cpu_kernels.PARALLEL_FROM_ENTRIES = 0
+    try:
+        want = cpu_kernels.top_bucket_entries(keys, counters, 3000, tensor_ops._TOP_PATTERN, 2)
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only when the split pass gives the parent's entries
+            got = cpu_kernels.top_bucket_entries(keys, counters, 3000, tensor_ops._TOP_PATTERN, 2)
+            os._exit(0 if all(np.array_equal(a, b) for a, b in zip(got, want)) else 1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child's split pass hung")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        cpu_kernels.PARALLEL_FROM_ENTRIES = split_from

@@ -21,6 +21,7 @@ the slices' pairs are joined in row order, so the result does not depend on the 
 from __future__ import annotations
 
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -131,7 +132,8 @@ def _collect(run, expected: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
+def _pool(threads: int, pid: int) -> ThreadPoolExecutor:
+    # one pool per process: a forked child inherits the parent's pool object without its threads
     return ThreadPoolExecutor(threads, thread_name_prefix="rollproof-filter")
 
 
@@ -142,7 +144,7 @@ def _by_row_slices(pass_on_rows, n: int, vocab_size: int, threads: int) -> tuple
     if parts <= 1:
         return pass_on_rows(0, n)
     bounds = [n * i // parts for i in range(parts + 1)]
-    results = list(_pool(parts).map(lambda i: pass_on_rows(bounds[i], bounds[i + 1]), range(parts)))
+    results = list(_pool(parts, os.getpid()).map(lambda i: pass_on_rows(bounds[i], bounds[i + 1]), range(parts)))
     rows = np.concatenate([r + bounds[i] for i, (r, _) in enumerate(results)])
     return rows, np.concatenate([c for _, c in results])
 
