@@ -4,9 +4,11 @@
     python3 scripts/make_vectors.py --check    # exit 1 if any file differs from what the code gives
 
 Every value is computed by the reference implementation from fixed inputs, so the output is the same
-on every run and machine, with one exception: sr25519 signatures are randomized, so the bundle
-vector keeps the signature already stored in tests/vectors/bundle.json when it still verifies for the
-recomputed header (a fresh one is made only when the signed message changes). tests/test_vectors.py
+on every run and machine, with one exception: sr25519 signatures are randomized, so the bundle and
+checkpoint vectors keep the signature already stored in tests/vectors/bundle.json and checkpoint.json
+when it still verifies for the recomputed header or manifest (a fresh one is made only when the signed
+message changes); likewise the stored adapter file is kept while it holds exactly the recomputed
+tensors (safetensors lays out the bytes). tests/test_vectors.py
 calls the same builders and compares with the stored files, and re-derives a part of each from the
 document's definitions.
 
@@ -22,6 +24,11 @@ decimal strings, floats are float.hex() strings where exact):
     environments.json section 8: prompts, answers, rewards of sample completions, advantages
     bundle.json       sections 9, 10, 12, 13: a full two-group bundle of the tiny model, its verdicts,
                       row digests, rows_root, header signing message, commitment, verified_root
+    checkpoint.json   section 15: a LoRA checkpoint of the tiny model: adapter tensors and file, tensors_root,
+                      lora weights_root, fingerprint, manifest bytes, SHA-256, signing message, signature,
+                      merged weights of the adapted modules
+    announcement.json sections 12, 15: rc3 announcements of that checkpoint in both location forms, and
+                      byte strings a reader refuses
 """
 
 from __future__ import annotations
@@ -540,6 +547,208 @@ def bundle_vectors(lm, previous: dict | None = None) -> dict:
     }
 
 
+# ---- section 15: a checkpoint of the tiny model --------------------------------------------------------
+TRAINER_URI = "//Bob"
+LORA_MODULES = ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.up_proj")
+LORA_ADAPTER = {"kind": "lora", "rank": 3, "alpha": 7, "target_modules": ["q_proj", "up_proj"]}
+CHECKPOINT_NETUID, CHECKPOINT_FROM_WINDOW = 3, 9
+
+
+def lora_vector_tensor(name: str, shape: tuple[int, int]) -> np.ndarray:
+    """The vector adapter's tensor `name`: value i (C order) = ((w_i >> 40) - 2^23) / 2^27 in float32
+    (exact: a 24-bit integer over a power of two, in (-1/16, 1/16)) for the word stream w of
+    PRF("vectors/lora", name:string)."""
+    words = word_stream(prf("vectors/lora", name))
+    n = shape[0] * shape[1]
+    return np.array([((next(words) >> 40) - (1 << 23)) / (1 << 27) for _ in range(n)], dtype=np.float32).reshape(shape)
+
+
+def lora_vector_tensors(lm) -> dict[str, np.ndarray]:
+    modules = dict(lm.model.named_modules())
+    rank, out = LORA_ADAPTER["rank"], {}
+    for path in LORA_MODULES:
+        out_f, in_f = modules[path].weight.shape
+        out[f"{path}.lora_A.weight"] = lora_vector_tensor(f"{path}.lora_A.weight", (rank, int(in_f)))
+        out[f"{path}.lora_B.weight"] = lora_vector_tensor(f"{path}.lora_B.weight", (int(out_f), rank))
+    return out
+
+
+def _adapter_file(arrays: dict[str, np.ndarray], previous: dict | None) -> bytes:
+    """The trainer's adapter file of `arrays` (trainer/adapter_files.py). The stored file stays the
+    vector while it holds exactly these tensors and config: safetensors writes the bytes, and another
+    release of it could lay out the same tensors otherwise."""
+    import torch
+
+    from trainer.adapter_files import adapter_from_bytes, adapter_to_bytes
+
+    config = {"rank": LORA_ADAPTER["rank"], "alpha": float(LORA_ADAPTER["alpha"]),
+              "target_modules": list(LORA_ADAPTER["target_modules"])}
+    fresh = adapter_to_bytes({k: torch.from_numpy(v.copy()) for k, v in arrays.items()}, config)
+    if previous is None:
+        return fresh
+    stored = base64.b64decode(previous["adapter_file_base64"])
+    try:
+        tensors, stored_config = adapter_from_bytes(stored)
+    except ValueError:
+        return fresh
+    _, fresh_config = adapter_from_bytes(fresh)
+    same = (stored_config == fresh_config and set(tensors) == set(arrays)
+            and all(np.array_equal(tensors[k].numpy(), arrays[k]) for k in arrays))
+    return stored if same else fresh
+
+
+def _kept_signature(ss58: str, message: bytes, previous: dict | None, keypair) -> bytes:
+    """sr25519 signatures are randomized: keep the stored one while it verifies for `message`."""
+    from verification.errors import SignatureError
+    from verification.signing import sign, verify
+
+    if previous is not None:
+        stored = bytes.fromhex(previous["signature"])
+        try:
+            verify(ss58, message, stored)
+            return stored
+        except SignatureError:
+            pass
+    return sign(keypair, message)
+
+
+def checkpoint_vectors(lm, previous: dict | None = None) -> dict:
+    from dataclasses import replace
+
+    from bittensor.sp_core import Keypair
+
+    from verification.checkpoint import Manifest, ManifestFile, lora_weights_root, parse_manifest
+    from verification.checkpoint_model import ADAPTER_FILE, load_checkpoint, lora_delta
+    from verification.constants import PROTOCOL_VERSION
+    from verification.fingerprint import tensor_leaf, tensors_root
+    from verification.model import compute_fingerprint
+
+    keypair = Keypair.create_from_uri(TRAINER_URI)
+    arrays = lora_vector_tensors(lm)
+    data = _adapter_file(arrays, previous)
+    adapter_root = tensors_root(arrays.items())
+    root = lora_weights_root(lm.weights_root, adapter_root, LORA_ADAPTER)
+    params = GenerationParams.from_json(MIX)
+    fp = compute_fingerprint(root, lm.tokenizer_json, lm.chat_template, lm.eos_ids, params)
+    unsigned = Manifest(
+        protocol_version=PROTOCOL_VERSION, netuid=CHECKPOINT_NETUID, version=1, from_window=CHECKPOINT_FROM_WINDOW,
+        base_fingerprint=lm.fingerprint.hex(), parent_fingerprint=lm.fingerprint.hex(), fingerprint=fp.hex(),
+        weights_root=root.hex(), adapter=dict(LORA_ADAPTER),
+        files=(ManifestFile(ADAPTER_FILE, hashlib.sha256(data).hexdigest(), len(data)),),
+        generation=params, trainer_hotkey=keypair.ss58_address)
+    message = unsigned.signing_message()
+    signature = _kept_signature(keypair.ss58_address, message, previous, keypair)
+    manifest = replace(unsigned, signature=signature.hex())
+    manifest_bytes = manifest.to_bytes()
+    assert parse_manifest(manifest_bytes) == manifest
+    model = load_checkpoint(lm, manifest, {ADAPTER_FILE: data})  # every check a node runs, and the merge
+    assert model.fingerprint == fp
+    merged_state = model.model.state_dict()
+    scale = LORA_ADAPTER["alpha"] / LORA_ADAPTER["rank"]
+    merged = []
+    for path in LORA_MODULES:
+        import torch
+
+        delta = lora_delta(torch.from_numpy(arrays[f"{path}.lora_A.weight"]),
+                           torch.from_numpy(arrays[f"{path}.lora_B.weight"]), scale).numpy()
+        w = merged_state[f"{path}.weight"].detach().to("cpu").numpy()
+        merged.append({"module": path, "shape": list(w.shape),
+                       "delta_sha256_le": hashlib.sha256(np.ascontiguousarray(delta, dtype="<f4").tobytes()).hexdigest(),
+                       "merged_sha256_le": hashlib.sha256(np.ascontiguousarray(w, dtype="<f4").tobytes()).hexdigest(),
+                       "merged_first_4_float32_hex": _hex_floats(w.reshape(-1)[:4])})
+    return {
+        "comment": "docs/protocol.md section 15: version 1 of a LoRA checkpoint on the tiny model (appendix C), "
+                   "signed by //Bob. Adapter tensor values: see lora_vector_tensor in scripts/make_vectors.py "
+                   "(value i = ((w_i >> 40) - 2^23) / 2^27 for the word stream of PRF(\"vectors/lora\", name)). "
+                   "The signature is randomized (sr25519): scripts/make_vectors.py keeps this one while it verifies.",
+        "model": "tiny",
+        "base_weights_root": lm.weights_root.hex(),
+        "base_fingerprint": lm.fingerprint.hex(),
+        "adapter": LORA_ADAPTER,
+        "adapter_canonical_json": canonical_json(LORA_ADAPTER).decode(),
+        "tensors": [{"name": name, "shape": list(arr.shape),
+                     "sha256_le": hashlib.sha256(np.ascontiguousarray(arr, dtype="<f4").tobytes()).hexdigest(),
+                     "leaf": tensor_leaf(name, arr).hex(), "first_4_float32_hex": _hex_floats(arr.reshape(-1)[:4])}
+                    for name, arr in sorted(arrays.items())],
+        "adapter_tensors_root": adapter_root.hex(),
+        "weights_root": root.hex(),
+        "generation": MIX,
+        "generation_canonical_json": canonical_json({"eos_ids": sorted(lm.eos_ids), "params": params.to_json()}).decode(),
+        "fingerprint": fp.hex(),
+        "adapter_file_name": ADAPTER_FILE,
+        "adapter_file_base64": base64.b64encode(data).decode(),
+        "adapter_file_sha256": hashlib.sha256(data).hexdigest(),
+        "adapter_file_bytes": len(data),
+        "trainer_uri": TRAINER_URI,
+        "trainer_hotkey": keypair.ss58_address,
+        "trainer_public_key": bytes(keypair.public_key).hex(),
+        "manifest_body_canonical_json": canonical_json(unsigned.body()).decode(),
+        "signing_message": message.hex(),
+        "signature": signature.hex(),
+        "manifest": manifest_bytes.decode(),
+        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+        "manifest_bytes": len(manifest_bytes),
+        "merged": {"scale_float32_hex": float(np.float32(scale)).hex(), "modules": merged},
+    }
+
+
+# ---- sections 12, 15: announcement commitments ---------------------------------------------------------
+def announcement_vectors(checkpoint: dict) -> dict:
+    """rc3 announcements of the checkpoint of checkpoint.json, in both location forms."""
+    from verification.announcement import (
+        ANNOUNCEMENT_HEAD_BYTES, MAX_ANNOUNCEMENT_BASE_BYTES, checkpoint_manifest_name, decode_announcement, encode_announcement,
+    )
+    from verification.errors import CheckpointError
+
+    netuid, from_window = CHECKPOINT_NETUID, CHECKPOINT_FROM_WINDOW
+    fp, mh = bytes.fromhex(checkpoint["fingerprint"]), bytes.fromhex(checkpoint["manifest_sha256"])
+    name = checkpoint_manifest_name(netuid, fp)
+    longest_base = "https://example.org/" + "c" * (MAX_ANNOUNCEMENT_BASE_BYTES - len("https://example.org/") - 1) + "/"
+    cases = []
+    for form, location in (
+        ("base", "https://example.org/rp/" + name),
+        ("base", longest_base + name),
+        ("base", "file:///srv/ckpt/" + name),
+        ("full", "https://example.org/checkpoints/v1.json"),
+        ("full", "s3://bucket/rp/manifest.json"),
+    ):
+        data = encode_announcement(netuid, from_window, fp, mh, location)
+        decoded = decode_announcement(netuid, data)
+        assert decoded.location == location and decoded.fingerprint == fp and decoded.manifest_hash == mh
+        committed = data[ANNOUNCEMENT_HEAD_BYTES:].decode()
+        assert committed.endswith("/") == (form == "base")
+        cases.append({"form": form, "manifest_location": location, "committed_location": committed,
+                      "hex": data.hex(), "bytes": len(data)})
+    head = b"rc3" + from_window.to_bytes(8, "big") + fp + mh
+    assert len(head) == ANNOUNCEMENT_HEAD_BYTES
+    refused = []
+    for why, data in (
+        ("no location", head),
+        ("another magic", b"rc2" + head[3:] + b"https://example.org/rp/"),
+        ("location over MAX_ANNOUNCEMENT_BASE_BYTES", head + longest_base[:-1].encode() + b"c/"),
+        ("location not UTF-8", head + b"https://example.org/\xff/"),
+        ("whitespace in the location", head + b"https://example.org/a b/"),
+        ("unknown scheme", head + b"ftp://example.org/rp/"),
+    ):
+        try:
+            decode_announcement(netuid, data)
+        except CheckpointError:
+            refused.append({"why": why, "hex": data.hex()})
+        else:
+            raise AssertionError(f"an announcement with {why} decoded")
+    return {
+        "comment": "docs/protocol.md sections 12 and 15: rc3 announcements (subtensor commitments of the announcer) "
+                   "of the checkpoint of checkpoint.json, with the location given to the encoder, the location "
+                   "committed (a base ending in '/', completed by manifest_name, or a full URI) and the bytes; "
+                   "then byte strings every reader refuses.",
+        "netuid": netuid, "from_window": from_window,
+        "fingerprint": fp.hex(), "manifest_sha256": mh.hex(),
+        "manifest_name": name,
+        "cases": cases,
+        "refused": refused,
+    }
+
+
 # ---- files -------------------------------------------------------------------------------------------
 def load_tiny():
     from verification.model import load_model
@@ -550,7 +759,7 @@ def load_tiny():
 def build_all(lm=None, stored: dict[str, dict] | None = None) -> dict[str, dict]:
     stored = stored or {}
     lm = lm or load_tiny()
-    return {
+    docs = {
         "prf.json": prf_vectors(),
         "drand.json": drand_vectors(),
         "challenge.json": challenge_vectors(),
@@ -560,6 +769,9 @@ def build_all(lm=None, stored: dict[str, dict] | None = None) -> dict[str, dict]
         "environments.json": environment_vectors(),
         "bundle.json": bundle_vectors(lm, stored.get("bundle.json")),
     }
+    docs["checkpoint.json"] = checkpoint_vectors(lm, stored.get("checkpoint.json"))
+    docs["announcement.json"] = announcement_vectors(docs["checkpoint.json"])
+    return docs
 
 
 def dump(doc: dict) -> str:

@@ -48,6 +48,7 @@ def _same_file(name: str, doc: dict) -> None:
     ("sampling.json", make_vectors.sampling_vectors),
     ("sketch.json", make_vectors.sketch_vectors_doc),
     ("environments.json", make_vectors.environment_vectors),
+    ("announcement.json", lambda: make_vectors.announcement_vectors(_load("checkpoint.json"))),
 ])
 def test_pure_vector_files(name, build):
     _same_file(name, build())
@@ -59,6 +60,10 @@ def test_model_file(tiny):
 
 def test_bundle_file(tiny):
     _same_file("bundle.json", make_vectors.bundle_vectors(tiny, _load("bundle.json")))
+
+
+def test_checkpoint_file(tiny):
+    _same_file("checkpoint.json", make_vectors.checkpoint_vectors(tiny, _load("checkpoint.json")))
 
 
 def test_vector_files_stay_small():
@@ -385,3 +390,118 @@ def test_bundle_by_definition(tiny):
     verdict = Verifier(tiny, [drand.info]).verify_bytes(data, expected)
     assert [[v.group, v.rollout, v.reason] for v in verdict.rollouts] == doc["verdict_all_groups_opened"]["rollout_reasons"]
     assert verdict.ok and doc["verdict_all_groups_opened"]["ok"]
+
+
+# ---- section 15 ------------------------------------------------------------------------------------
+def _lora_tensor(name: str, shape: list[int]) -> np.ndarray:
+    """The vector adapter's values by the rule the file states: ((w >> 40) - 2^23) / 2^27, C order."""
+    words = _words(_prf("vectors/lora", name))
+    return np.array([((next(words) >> 40) - 2**23) / 2**27 for _ in range(shape[0] * shape[1])],
+                    dtype=np.float32).reshape(shape)
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def test_checkpoint_by_definition(tiny):
+    from bittensor.sp_core import Keypair
+    from safetensors.numpy import load
+
+    from verification.checkpoint import parse_manifest, verify_manifest_signature
+    from verification.checkpoint_model import load_checkpoint
+    from verification.signing import verify
+
+    doc, model = _load("checkpoint.json"), _load("model.json")
+    assert doc["base_weights_root"] == model["tensors_root"] and doc["base_fingerprint"] == model["fingerprint"]
+    # the adapter tensors: their values by definition, in the file, and their leaves and root (section 7)
+    data = base64.b64decode(doc["adapter_file_base64"])
+    assert hashlib.sha256(data).hexdigest() == doc["adapter_file_sha256"] and len(data) == doc["adapter_file_bytes"]
+    in_file = load(data)
+    assert sorted(in_file) == [t["name"] for t in doc["tensors"]]
+    tensors, leaves = {}, []
+    for t in doc["tensors"]:
+        arr = _lora_tensor(t["name"], t["shape"])
+        assert np.array_equal(in_file[t["name"]], arr) and in_file[t["name"]].dtype == np.float32
+        digest = hashlib.sha256(arr.astype("<f4").tobytes()).digest()
+        assert digest.hex() == t["sha256_le"]
+        assert [float(x).hex() for x in arr.reshape(-1)[:4]] == t["first_4_float32_hex"]
+        leaf = _prf("tensor", t["name"], "<f4", ",".join(map(str, t["shape"])), digest)
+        assert leaf.hex() == t["leaf"]
+        leaves.append(leaf)
+        tensors[t["name"]] = arr
+    assert _merkle(leaves).hex() == doc["adapter_tensors_root"]
+    assert _canonical(doc["adapter"]).decode() == doc["adapter_canonical_json"]
+    root = _prf("lora-weights", bytes.fromhex(doc["base_weights_root"]), bytes.fromhex(doc["adapter_tensors_root"]),
+                doc["adapter_canonical_json"].encode())
+    assert root.hex() == doc["weights_root"]
+    gen = doc["generation_canonical_json"]
+    assert gen == _canonical({"eos_ids": model["eos_ids"], "params": doc["generation"]}).decode()
+    fp = _prf("model", root, bytes.fromhex(model["tokenizer_sha256"]), bytes.fromhex(model["chat_template_sha256"]),
+              hashlib.sha256(gen.encode()).digest())
+    assert fp.hex() == doc["fingerprint"]
+    # the manifest: canonical JSON, its body signed by the trainer's sr25519 key (randomized: verified)
+    raw = doc["manifest"].encode()
+    manifest = json.loads(raw)
+    assert _canonical(manifest) == raw and hashlib.sha256(raw).hexdigest() == doc["manifest_sha256"]
+    assert len(raw) == doc["manifest_bytes"]
+    assert (manifest["fingerprint"], manifest["weights_root"], manifest["base_fingerprint"]) == \
+        (doc["fingerprint"], doc["weights_root"], doc["base_fingerprint"])
+    assert manifest["adapter"] == doc["adapter"] and manifest["generation"] == doc["generation"]
+    assert manifest["files"] == [{"name": doc["adapter_file_name"], "sha256": doc["adapter_file_sha256"],
+                                  "size": doc["adapter_file_bytes"]}]
+    body = {k: v for k, v in manifest.items() if k != "signature"}
+    assert _canonical(body).decode() == doc["manifest_body_canonical_json"]
+    message = _prf("checkpoint-manifest", _canonical(body))
+    assert message.hex() == doc["signing_message"] and manifest["signature"] == doc["signature"]
+    assert bytes(Keypair(ss58_address=doc["trainer_hotkey"]).public_key).hex() == doc["trainer_public_key"]
+    assert bytes(Keypair.create_from_uri(doc["trainer_uri"]).public_key).hex() == doc["trainer_public_key"]
+    verify(doc["trainer_hotkey"], message, bytes.fromhex(doc["signature"]))
+    # the merge of section 15, in numpy float32 (elementwise IEEE operations), against the reference's load
+    scale = np.float32(doc["adapter"]["alpha"] / doc["adapter"]["rank"])
+    assert float(scale).hex() == doc["merged"]["scale_float32_hex"]
+    state = tiny.model.state_dict()
+    for m in doc["merged"]["modules"]:
+        a, b = tensors[m["module"] + ".lora_A.weight"], tensors[m["module"] + ".lora_B.weight"]
+        delta = np.zeros((b.shape[0], a.shape[1]), dtype=np.float32)
+        for k in range(a.shape[0]):
+            delta = delta + b[:, k:k + 1] * a[k:k + 1, :]
+        delta = delta * scale
+        w = state[m["module"] + ".weight"].numpy() + delta
+        assert delta.dtype == w.dtype == np.float32 and list(w.shape) == m["shape"]
+        assert hashlib.sha256(delta.astype("<f4").tobytes()).hexdigest() == m["delta_sha256_le"]
+        assert hashlib.sha256(w.astype("<f4").tobytes()).hexdigest() == m["merged_sha256_le"]
+        assert [float(x).hex() for x in w.reshape(-1)[:4]] == m["merged_first_4_float32_hex"]
+    parsed = parse_manifest(raw)
+    verify_manifest_signature(parsed, doc["trainer_hotkey"])
+    lm = load_checkpoint(tiny, parsed, {doc["adapter_file_name"]: data})
+    assert lm.fingerprint.hex() == doc["fingerprint"]
+    merged_state = lm.model.state_dict()
+    for m in doc["merged"]["modules"]:
+        w = merged_state[m["module"] + ".weight"].numpy()
+        assert hashlib.sha256(w.astype("<f4").tobytes()).hexdigest() == m["merged_sha256_le"]
+
+
+def test_announcement_by_definition():
+    from verification.announcement import decode_announcement
+    from verification.errors import CheckpointError
+
+    doc, ckpt = _load("announcement.json"), _load("checkpoint.json")
+    assert (doc["fingerprint"], doc["manifest_sha256"]) == (ckpt["fingerprint"], ckpt["manifest_sha256"])
+    assert doc["manifest_name"] == f"rollproof/{doc['netuid']}/checkpoints/{doc['fingerprint']}/manifest.json"
+    head = b"rc3" + doc["from_window"].to_bytes(8, "big") + bytes.fromhex(doc["fingerprint"]) \
+        + bytes.fromhex(doc["manifest_sha256"])
+    assert {c["form"] for c in doc["cases"]} == {"base", "full"}
+    for c in doc["cases"]:
+        data = bytes.fromhex(c["hex"])
+        assert data == head + c["committed_location"].encode() and len(data) == c["bytes"] <= 150
+        if c["form"] == "base":
+            assert c["committed_location"].endswith("/")
+            assert c["committed_location"] + doc["manifest_name"] == c["manifest_location"]
+        else:
+            assert not c["committed_location"].endswith("/") and c["committed_location"] == c["manifest_location"]
+        assert decode_announcement(doc["netuid"], data).location == c["manifest_location"]
+    assert max(c["bytes"] for c in doc["cases"]) == 150
+    for r in doc["refused"]:
+        with pytest.raises(CheckpointError):
+            decode_announcement(doc["netuid"], bytes.fromhex(r["hex"]))
