@@ -55,6 +55,8 @@ def test_an_accepted_bundle(tmp_path):
     code, out = _verify(tmp_path, _vector_bundle(), "--json")
     VERIFY_VALIDATOR.validate(out)
     assert code == 0 and out["ok"] and all(r["stats"] for r in out["rollouts"])
+    rows = [(r["group"], r["rollout"]) for r in out["rollouts"]]
+    assert rows == sorted(rows) and len(rows) == 16 and out["checked_groups"] == [0, 1]
 
 
 def test_a_rollout_rejected_by_the_model_checks(tmp_path, ctx, alice):
