@@ -615,6 +615,7 @@ def _kept_signature(ss58: str, message: bytes, previous: dict | None, keypair) -
 def checkpoint_vectors(lm, previous: dict | None = None) -> dict:
     from dataclasses import replace
 
+    import torch
     from bittensor.sp_core import Keypair
 
     from verification.checkpoint import Manifest, ManifestFile, lora_weights_root, parse_manifest
@@ -647,8 +648,6 @@ def checkpoint_vectors(lm, previous: dict | None = None) -> dict:
     scale = LORA_ADAPTER["alpha"] / LORA_ADAPTER["rank"]
     merged = []
     for path in LORA_MODULES:
-        import torch
-
         delta = lora_delta(torch.from_numpy(arrays[f"{path}.lora_A.weight"]),
                            torch.from_numpy(arrays[f"{path}.lora_B.weight"]), scale).numpy()
         w = merged_state[f"{path}.weight"].detach().to("cpu").numpy()
@@ -719,12 +718,14 @@ def announcement_vectors(checkpoint: dict) -> dict:
         assert committed.endswith("/") == (form == "base")
         cases.append({"form": form, "manifest_location": location, "committed_location": committed,
                       "hex": data.hex(), "bytes": len(data)})
-    head = b"rc3" + from_window.to_bytes(8, "big") + fp + mh
+    from verification.constants import ANNOUNCEMENT_MAGIC, COMMITMENT_MAGIC
+
+    head = ANNOUNCEMENT_MAGIC + from_window.to_bytes(8, "big") + fp + mh
     assert len(head) == ANNOUNCEMENT_HEAD_BYTES
     refused = []
     for why, data in (
         ("no location", head),
-        ("another magic", b"rc2" + head[3:] + b"https://example.org/rp/"),
+        ("a bundle commitment's magic", COMMITMENT_MAGIC + head[len(ANNOUNCEMENT_MAGIC):] + b"https://example.org/rp/"),
         ("location over MAX_ANNOUNCEMENT_BASE_BYTES", head + longest_base[:-1].encode() + b"c/"),
         ("location not UTF-8", head + b"https://example.org/\xff/"),
         ("whitespace in the location", head + b"https://example.org/a b/"),

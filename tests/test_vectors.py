@@ -484,24 +484,25 @@ def test_checkpoint_by_definition(tiny):
 
 def test_announcement_by_definition():
     from verification.announcement import decode_announcement
+    from verification.constants import ANNOUNCEMENT_MAGIC, MAX_ANNOUNCEMENT_BYTES
     from verification.errors import CheckpointError
 
     doc, ckpt = _load("announcement.json"), _load("checkpoint.json")
     assert (doc["fingerprint"], doc["manifest_sha256"]) == (ckpt["fingerprint"], ckpt["manifest_sha256"])
     assert doc["manifest_name"] == f"rollproof/{doc['netuid']}/checkpoints/{doc['fingerprint']}/manifest.json"
-    head = b"rc3" + doc["from_window"].to_bytes(8, "big") + bytes.fromhex(doc["fingerprint"]) \
+    head = ANNOUNCEMENT_MAGIC + doc["from_window"].to_bytes(8, "big") + bytes.fromhex(doc["fingerprint"]) \
         + bytes.fromhex(doc["manifest_sha256"])
     assert {c["form"] for c in doc["cases"]} == {"base", "full"}
     for c in doc["cases"]:
         data = bytes.fromhex(c["hex"])
-        assert data == head + c["committed_location"].encode() and len(data) == c["bytes"] <= 150
+        assert data == head + c["committed_location"].encode() and len(data) == c["bytes"] <= MAX_ANNOUNCEMENT_BYTES
         if c["form"] == "base":
             assert c["committed_location"].endswith("/")
             assert c["committed_location"] + doc["manifest_name"] == c["manifest_location"]
         else:
             assert not c["committed_location"].endswith("/") and c["committed_location"] == c["manifest_location"]
         assert decode_announcement(doc["netuid"], data).location == c["manifest_location"]
-    assert max(c["bytes"] for c in doc["cases"]) == 150
+    assert max(c["bytes"] for c in doc["cases"]) == MAX_ANNOUNCEMENT_BYTES
     for r in doc["refused"]:
         with pytest.raises(CheckpointError):
             decode_announcement(doc["netuid"], bytes.fromhex(r["hex"]))
