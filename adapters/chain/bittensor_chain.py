@@ -47,7 +47,7 @@ from datetime import datetime
 from adapters.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
 from adapters.chain.subtensor_announcements import AnnouncementHistory
 from adapters.chain.subtensor_weights import (
-    LEGACY_CALL, RuntimeSurface, WeightsRoute, choose_weights_route, conform_weights, read_runtime_surface,
+    LEGACY_CALL, U16_MAX, RuntimeSurface, WeightsRoute, choose_weights_route, conform_weights, read_runtime_surface,
 )
 from verification.announcement import (
     MAX_ANNOUNCEMENT_BASE_BYTES, announcement_state_block, encode_announcement, valid_on_subtensor,
@@ -599,7 +599,7 @@ class BittensorChain(Chain):
         limit = self._read("MaxWeightsLimit", lambda: self.sub.query(
             bt.storage.SubtensorModule.MaxWeightsLimit, [self.netuid]))
         me = self.uid_of(keypair.ss58_address) if len(uids) == 1 else None  # a lone self-weight is not clipped
-        dests, values = conform_weights(uids, weights, me, 65535 if limit is None else int(limit))
+        dests, values = conform_weights(uids, weights, me, U16_MAX if limit is None else int(limit))
         return bt.calls.SubtensorModule.set_weights(netuid=self.netuid, dests=dests, weights=values,
                                                     version_key=PROTOCOL_VERSION)
 
