@@ -78,7 +78,12 @@ def open_chain(opts: ChainOptions, keypair=None, wallet_opts: WalletOptions | No
         if not (opts.registry and opts.ledger):
             raise ConfigError("--rpc-url needs --registry and --ledger (see `rollproof chain deploy`)")
         keys = {keypair.ss58_address: opts.evm_key} if (keypair is not None and opts.evm_key) else None
-        return EVMChain.connect(opts.rpc_url, opts.registry, opts.ledger, evm_keys=keys)
+        chain = EVMChain.connect(opts.rpc_url, opts.registry, opts.ledger, evm_keys=keys)
+        if chain.netuid != opts.netuid:  # a registry holds one subnet: never act on another than asked
+            raise ConfigError(f"--netuid {opts.netuid}: the registry at {opts.registry} holds netuid {chain.netuid} "
+                              f"(pass --netuid {chain.netuid}, or the registry `rollproof chain deploy --netuid "
+                              f"{opts.netuid}` printed)")
+        return chain
     if opts.network == EMBEDDED:
         from adapters.chain.evm import EVMChain
 

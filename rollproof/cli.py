@@ -14,7 +14,8 @@ from rich.table import Table
 
 from rollproof.cli_common import (
     EXIT_CODES_HELP, EXIT_OK, EXIT_REJECTED, VERIFY_EXIT_CODES_HELP, App, Device, Model, OneLineErrors, Threads,
-    apply_threads, check_device, check_directory, check_groups_list, check_model, console, fail,
+    apply_threads, check_device, check_directory, check_groups_list, check_hex_bytes, check_model, check_ss58, console,
+    fail,
 )
 
 app = App(cls=OneLineErrors, help="rollproof: verifiable GRPO rollouts for a Bittensor subnet.",
@@ -88,10 +89,13 @@ def verify(
     device = check_device(device)
     check_model(model)
     selected = check_groups_list(groups)
-    check_directory(checkpoints, "--checkpoints")
-    for flag, value in (("--fingerprint", fingerprint), ("--block-hash", block_hash)):
-        if value is not None and not _is_hex(value):
-            fail(f"{flag} {value}: not hex")
+    check_directory(checkpoints, "--checkpoints", must_exist=True)  # read from: it must be there
+    check_ss58(trainer_hotkey, "--trainer-hotkey")
+    if trainer_hotkey is not None and checkpoints is None:
+        fail("--trainer-hotkey checks a checkpoint's signer: it goes with --checkpoints")
+    check_ss58(hotkey, "--hotkey")
+    check_hex_bytes(fingerprint, "--fingerprint", 32)
+    check_hex_bytes(block_hash, "--block-hash", 32)
     # the bundle, then the model: any failure is one line and exit code 2 (cli_common.guarded)
     data = read_local_file(bundle, MAX_BUNDLE_BYTES)  # a FIFO or device is refused, never read blocking
     try:
@@ -135,14 +139,6 @@ def verify(
     else:
         _print_verdict(verdict)
     raise typer.Exit(EXIT_ACCEPT if verdict.ok else EXIT_REJECT)
-
-
-def _is_hex(value: str) -> bool:
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _checkpoint_model(base, named: str, store: Path, trainer_hotkey: Optional[str]):

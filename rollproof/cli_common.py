@@ -238,12 +238,21 @@ def check_device(spec: str, flag: str = "--device") -> str:
         fail(str(exc))
 
 
-def check_directory(path: Optional[Path | str], flag: str) -> Optional[Path]:
+def check_directory(path: Optional[Path | str], flag: str, *, must_exist: bool = False) -> Optional[Path]:
     """A directory option (journal, store, workdir): an existing directory, or one that can be
-    created (its nearest existing ancestor is a writable directory). Nothing is created here."""
+    created (its nearest existing ancestor is a writable directory). Nothing is created here.
+    must_exist: a directory read from (`verify --checkpoints`), which must be there and readable."""
     if path is None:
         return None
     p = Path(path).expanduser()
+    if must_exist:
+        if not p.exists():
+            fail(f"{flag} {path}: no such directory")
+        if not p.is_dir():
+            fail(f"{flag} {path}: not a directory")
+        if not os.access(p, os.R_OK | os.X_OK):
+            fail(f"{flag} {path}: not readable")
+        return p
     if p.exists():
         if not p.is_dir():
             fail(f"{flag} {path}: not a directory")
@@ -282,6 +291,32 @@ def check_evm_key(key: Optional[str], flag: str = "--evm-key") -> Optional[str]:
         fail(f"{flag} is not an EVM private key: 32 bytes as 64 hex digits, optionally with 0x "
              f"(got {len(key)} characters)")
     return key.strip()
+
+
+def check_ss58(address: Optional[str], flag: str) -> Optional[str]:
+    """A hotkey given as an SS58 address (checksum included), before any work."""
+    if address is None:
+        return None
+    from bittensor.sp_core import Keypair
+
+    try:
+        Keypair(ss58_address=address)
+    except Exception:  # noqa: BLE001 - the SDK raises several types for a bad address
+        fail(f"{flag} {address}: not an SS58 address (a hotkey such as 5F…, 48 characters)")
+    return address
+
+
+def check_hex_bytes(value: Optional[str], flag: str, size: int) -> Optional[bytes]:
+    """`size` bytes as 2*size hex digits (a fingerprint, a block hash)."""
+    if value is None:
+        return None
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        fail(f"{flag} {value}: not hex")
+    if len(raw) != size:
+        fail(f"{flag} {value}: {len(raw)} bytes, expected {size} ({2 * size} hex digits)")
+    return raw
 
 
 def check_address(address: Optional[str], flag: str) -> Optional[str]:
@@ -421,6 +456,13 @@ def check_chain_args(opts: ChainOptions, *, probe: bool = True) -> ChainOptions:
         if not (opts.registry and opts.ledger and opts.evm_key):
             fail("--ledger-rpc-url needs --registry, --ledger and --evm-key (see `rollproof chain deploy`)")
         check_http_url(opts.ledger_rpc_url, "--ledger-rpc-url")
+    if opts.announcer is not None:
+        from adapters.connect import parse_announcer
+
+        try:
+            parse_announcer(opts.announcer)
+        except ConfigError as exc:
+            fail(str(exc))
     if opts.drand is not None and opts.drand != "local":
         from verification.drand import PUBLIC_NETWORKS
 

@@ -110,6 +110,9 @@ def run(
     check_model(model)
     check_store(store)
     check_directory(state_dir, "--state-dir")
+    for root in checkpoint_root:  # read from (file:// checkpoints): a file there is a typo, not a store
+        if root.expanduser().exists() and not root.expanduser().is_dir():
+            fail(f"--checkpoint-root {root}: not a directory")
     check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
     opts = check_chain_args(chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed,
                                           announcer=announcer),

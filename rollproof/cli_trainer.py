@@ -13,7 +13,7 @@ from rich.markup import escape
 from rollproof.cli_common import (
     DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
     RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
-    check_directory, check_model, check_http_url, check_store, console, fail, setup_logging, stop_on_signals,
+    check_directory, check_model, check_http_url, check_ss58, check_store, console, fail, setup_logging, stop_on_signals,
     wallet_options,
 )
 from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, LR, PUBLISH_EVERY
@@ -72,6 +72,7 @@ def run(
     if not validator_state.expanduser().is_dir():
         fail(f"--validator-state {validator_state}: no such directory (the validator's --state-dir joined "
              f"with its chain identity)")
+    check_ss58(validator_hotkey, "--validator-hotkey")
     check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
     if public_url is not None:
         if not store.startswith("s3://"):

@@ -6,14 +6,23 @@ from types import SimpleNamespace
 
 
 class SubtensorReads:
-    def __init__(self, block, neurons, storage=None, *, finalized=None, burn_rao=0, result=None, permits=None):
+    def __init__(self, block, neurons, storage=None, *, finalized=None, burn_rao=0, result=None, permits=None,
+                 metadata=None):
         """neurons=None: the netuid names no subnet (the SDK's metagraph answers None). permits: the
-        uids holding a validator permit (default: every uid)."""
+        uids holding a validator permit (default: every uid). metadata: the runtime's metadata IR
+        (spec_version, pallets), served by metadata_ir() and counted in metadata_reads."""
         self.block = block
         self.finalized_block = block if finalized is None else finalized
         self.storage = storage or {}
         self.metagraph_calls: list[dict] = []
         self.executed: list = []
+        self.metadata_reads = 0
+        if metadata is not None:
+            def metadata_ir():
+                self.metadata_reads += 1
+                return metadata
+
+            self.metadata_ir = metadata_ir
         self.result = result or SimpleNamespace(success=True, message="Success", error=None)
         graph = None if neurons is None else SimpleNamespace(
             neurons=[SimpleNamespace(uid=u, hotkey=h, validator_permit=permits is None or u in permits)

@@ -3,7 +3,9 @@ the SDK calls it makes (against a recording stand-in). tests/test_subtensor_live
 adapter against a real subtensor runtime; test_live_subtensor_reads here reads any node named by
 ROLLPROOF_SUBTENSOR (e.g. ws://127.0.0.1:9944) and ROLLPROOF_NETUID."""
 
+import json
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -314,3 +316,154 @@ def test_a_window_before_the_beacon_genesis_is_not_minable(local_drand):
         window_context(FreshChain(), beacons, 0)
     assert isinstance(err.value, BeaconError) and not isinstance(err.value, BeaconUnavailableError)
     assert window_context(FreshChain(), beacons, 1).window == 1
+
+
+# ---- the weights route: from the runtime's metadata (adapters/chain/subtensor_weights.py) --------
+SPEC293 = Path(__file__).parent / "data" / "subtensor_spec293_surface.json"  # recorded from the spec-293 runtime
+
+
+def _metadata(spec_version: int, calls: dict, storage) -> SimpleNamespace:
+    """A metadata IR of SubtensorModule alone, shaped as the SDK's (MetadataIR/PalletIR/CallIR)."""
+    pallet = SimpleNamespace(name="SubtensorModule",
+                             calls=[SimpleNamespace(name=c, args=[SimpleNamespace(name=a) for a in args])
+                                    for c, args in calls.items()],
+                             storage=[SimpleNamespace(name=s) for s in storage])
+    return SimpleNamespace(spec_version=spec_version, pallets=[SimpleNamespace(name="System", calls=[], storage=[]),
+                                                               pallet])
+
+
+def _spec293() -> SimpleNamespace:
+    (pallet,) = json.loads(SPEC293.read_text())["pallets"]
+    return _metadata(293, pallet["calls"], pallet["storage"])
+
+
+def _sdk_runtime() -> SimpleNamespace:
+    """The runtime the SDK was generated from (its calls and storage descriptors)."""
+    import inspect
+
+    import bittensor as bt
+
+    calls = {name: tuple(inspect.signature(fn).parameters)
+             for name, fn in vars(bt.calls.SubtensorModule).items() if isinstance(fn, staticmethod)}
+    storage = [v.name for v in vars(bt.storage.SubtensorModule).values() if hasattr(v, "container")]
+    return _metadata(999, calls, storage)
+
+
+def test_the_weights_route_follows_the_runtimes_metadata():
+    from adapters.chain.subtensor_weights import LEGACY_ARGS, choose_weights_route, surface_from_metadata
+
+    old, new = surface_from_metadata(_spec293()), surface_from_metadata(_sdk_runtime())
+    assert old.spec_version == 293 and old.calls["set_weights"] == LEGACY_ARGS
+    assert [choose_weights_route(new, cr).kind for cr in (False, True)] == ["sdk", "sdk"]
+    legacy = choose_weights_route(old, False)
+    assert legacy.kind == "legacy"
+    assert "SubnetEpochConsensus" in legacy.reason and "set_mechanism_weights" in legacy.reason
+    none = choose_weights_route(old, True)  # commit-reveal: the runtime's own set_weights is refused then
+    assert none.kind == "none" and "commit_timelocked_mechanism_weights" in none.reason
+    assert "no weight can be set" in none.reason and "\n" not in none.reason
+    bare = surface_from_metadata(_metadata(1, {k: v for k, v in old.calls.items() if k != "set_weights"}, old.storage))
+    assert choose_weights_route(bare, False).kind == "none"
+    renamed = surface_from_metadata(_metadata(1, {**old.calls, "set_weights": ("netuid", "uids", "values")}, old.storage))
+    assert choose_weights_route(renamed, False).kind == "none"  # a call this adapter cannot compose
+    assert choose_weights_route(None, True).kind == "sdk"  # a client without metadata: as before
+
+
+def test_weights_on_an_older_runtime_use_its_own_call(alice, bob):
+    reads = SubtensorReads(10, [(0, alice.ss58_address), (1, bob.ss58_address)], metadata=_spec293(),
+                           storage={"WeightsVersionKey": 1, "MaxWeightsLimit": 65535,
+                                    "CommitRevealWeightsEnabled": False})
+    chain = _chain(reads)
+    chain.set_weights(alice, 5, [0, 1, 2], [30000, 0, 60000])
+    chain.set_weights(alice, 6, [1], [9])
+    first, second = reads.executed
+    assert tuple(first) == ("SubtensorModule", "set_weights", {
+        "netuid": 3, "dests": [0, 2], "weights": [32768, 65535], "version_key": PROTOCOL_VERSION})
+    assert second[2]["dests"] == [1] and second[2]["weights"] == [65535]
+    assert reads.metadata_reads == 1  # read once per connection
+    chain.close()
+    chain._sub = reads
+    chain.set_weights(alice, 7, [1], [9])
+    assert reads.metadata_reads == 2
+
+
+def test_older_runtime_weights_are_clipped_as_the_sdk_clips_them(alice, bob):
+    from bittensor.intents.weights import clip_to_max_weight, normalize
+
+    limit = 39321  # 0.6
+    reads = SubtensorReads(10, [(0, alice.ss58_address), (1, bob.ss58_address)], metadata=_spec293(),
+                           storage={"MaxWeightsLimit": limit, "CommitRevealWeightsEnabled": False})
+    _chain(reads).set_weights(alice, 5, [0, 1], [65535, 1000])
+    _chain(reads).set_weights(alice, 5, [0], [65535])  # alice (uid 0) weighting herself alone: not clipped
+    (_, _, clipped), (_, _, own) = reads.executed
+    assert (clipped["dests"], clipped["weights"]) == tuple(normalize([0, 1], clip_to_max_weight([65535, 1000], 0.6)))
+    assert max(clipped["weights"]) / sum(clipped["weights"]) <= 0.6 + 1e-4
+    assert own["weights"] == [65535]
+
+
+def test_no_weights_route_sends_nothing_and_says_why(alice):
+    from verification.errors import WeightsUnavailableError
+
+    reads = SubtensorReads(10, [(0, alice.ss58_address)], metadata=_spec293(),
+                           storage={"CommitRevealWeightsEnabled": True})
+    with pytest.raises(WeightsUnavailableError, match="weights for window 5: the subnet runs commit-reveal") as err:
+        _chain(reads).set_weights(alice, 5, [0], [1])
+    assert "\n" not in str(err.value) and not isinstance(err.value, ChainRefusedError)
+    assert reads.executed == []
+    new = SubtensorReads(10, [(0, alice.ss58_address)], metadata=_sdk_runtime(),
+                         storage={"CommitRevealWeightsEnabled": True})
+    _chain(new).set_weights(alice, 5, [0], [1])
+    (intent,) = new.executed
+    assert type(intent).__name__ == "SetWeights" and intent.version_key == PROTOCOL_VERSION
+
+
+def test_a_validator_logs_an_unavailable_weight_set_once_per_window(tmp_path, tiny, local_drand, caplog):
+    """On a runtime where no weight can be set, each window is journaled weights_skipped with one
+    warning naming why (nothing is retried); once a set lands it carries the skipped windows' scores."""
+    import logging
+
+    from bittensor.sp_core import Keypair
+
+    from adapters.beacons import LocalBeaconSource
+    from adapters.chain.evm import EVMChain
+    from adapters.fetch import Fetcher
+    from adapters.storage import FileStore
+    from miner.service import Miner
+    from validator.service import Validator
+    from verification.challenge import window_of_block, window_start_block
+    from verification.errors import WeightsUnavailableError
+
+    caplog.set_level(logging.INFO, logger="rollproof.validator")
+    chain = EVMChain.embedded_chain(3)
+    beacons = LocalBeaconSource(local_drand, clock=chain.now)
+    store = FileStore(tmp_path / "store")
+    mkey, vkey = Keypair.create_from_uri("//offline/miner"), Keypair.create_from_uri("//offline/validator")
+    muid, vuid = chain.register(mkey), chain.register(vkey)
+    chain.set_validator_permit(vuid)
+    real_set_weights, attempts = chain.set_weights, []
+
+    def unavailable(keypair, window, uids, weights):  # what BittensorChain.set_weights raises on such a runtime
+        attempts.append(window)
+        raise WeightsUnavailableError(f"weights for window {window}: the subnet runs commit-reveal and ...: "
+                                      f"no weight can be set")
+
+    chain.set_weights = unavailable
+    miner = Miner(chain, mkey, tiny, store, beacons, tmp_path / "m", n_groups=1)
+    validator = Validator(chain, vkey, tiny, beacons, Fetcher(file_roots=[store.root]), tmp_path / "v")
+    start = window_of_block(chain.current_block()) + 1
+    results = []
+    for w in range(start, start + 3):
+        chain.mine(window_start_block(w) - chain.current_block())
+        assert miner.run_window(w).stage == "committed"
+        while not validator.ready(w):
+            chain.mine(1)
+        if w == start + 2:
+            chain.set_weights = real_set_weights  # the runtime takes weights again
+        results.append(validator.process_window(w))
+    assert attempts == [start, start + 1]  # once per window, never retried
+    assert [validator.state.stage(w) for w in range(start, start + 3)] == ["weights_skipped"] * 2 + ["weights_set"]
+    lines = [r.getMessage() for r in caplog.records if "no weights set" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == [f"window {start}", f"window {start + 1}"]
+    assert all("no weight can be set" in line and "\n" not in line for line in lines)
+    assert [r.wrote_weights for r in results] == [False, False, True]
+    assert chain.weights(vuid) == {muid: 65535}
+    assert any(f"weights over windows {start}, {start + 1}, {start + 2}" in r.getMessage() for r in caplog.records)

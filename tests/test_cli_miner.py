@@ -169,3 +169,38 @@ def test_a_validator_with_a_wrong_file_root_or_model_warns(tmp_path):
     finally:
         stop_mining.set()
         server.close()
+
+
+def test_register_refuses_a_netuid_the_registry_does_not_hold_before_any_transaction(tmp_path):
+    """Against a netuid-1 registry, `--netuid 5` is one error line (exit 2) and no transaction: the
+    hotkey holds no uid and the EVM account sent nothing; `--netuid 1` then registers it."""
+    import bittensor as bt
+    from eth_account import Account
+
+    from adapters.chain.evm import EVMChain
+    from test_cli_walk import make_wallet, netuid_one_registry
+
+    server, registry, ledger = netuid_one_registry()
+    try:
+        key = Account.create()
+        with server.lock:
+            server.evm.fund(key.address)
+        make_wallet(tmp_path, "op", "hk")
+        args = ["miner", "register", "--rpc-url", server.url, "--registry", registry, "--ledger", ledger,
+                "--evm-key", "0x" + key.key.hex().removeprefix("0x"), "--wallet.path", str(tmp_path),
+                "--wallet.name", "op", "--wallet.hotkey", "hk"]
+        runner = CliRunner()
+        refused = runner.invoke(app, [*args, "--netuid", "5"])
+        assert refused.exit_code == 2, refused.output
+        assert refused.output.count("\n") == 1 and refused.output.startswith(
+            f"error: --netuid 5: the registry at {registry} holds netuid 1"), refused.output
+        chain = EVMChain.connect(server.url, registry, ledger)
+        hotkey = bt.Wallet(name="op", hotkey="hk", path=str(tmp_path)).hotkey.ss58_address
+        assert chain.uid_of(hotkey) is None
+        with server.lock:
+            assert server.evm.w3.eth.get_transaction_count(key.address) == 0
+        ok = runner.invoke(app, [*args, "--netuid", "1"])
+        assert ok.exit_code == 0 and f"hotkey {hotkey} has uid 0 on netuid 1" in ok.output, ok.output
+        assert chain.uid_of(hotkey) == 0
+    finally:
+        server.close()

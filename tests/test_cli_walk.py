@@ -103,8 +103,22 @@ def world(tmp_path_factory, honest_bundle):
     (tmp / "garbage.rpb").write_bytes(os.urandom(4096))
     (tmp / "validator_state" / "windows").mkdir(parents=True)
     silent = SilentServer()
-    yield {"tmp": tmp, "home": home, "silent": silent.port, "dead": dead_port()}
+    rpc, registry, ledger = netuid_one_registry()
+    yield {"tmp": tmp, "home": home, "silent": silent.port, "dead": dead_port(), "rpc": rpc.url,
+           "registry": registry, "ledger": ledger}
     silent.close()
+    rpc.close()
+
+
+def netuid_one_registry():
+    """The rollproof contracts for netuid 1 on the embedded EVM, served over HTTP JSON-RPC."""
+    from adapters.chain.evm import EVMChain
+    from rpc_server import EmbeddedRPCServer
+
+    server = EmbeddedRPCServer().start()
+    with server.lock:
+        registry, ledger = EVMChain.deploy(server.evm.w3, server.evm.admin, 1)
+    return server, registry, ledger
 
 
 def cases(w: dict) -> list[Case]:
@@ -119,6 +133,8 @@ def cases(w: dict) -> list[Case]:
     # tested in tests/test_cli_startup.py): here it is told to fail at the first attempt
     no_wait = ("--chain-wait", "0")
     no_such_gpu = _no_such_gpu()
+    netuid_one = ("--rpc-url", w.get("rpc", dead_http), "--registry", w.get("registry", ZERO),
+                  "--ledger", w.get("ledger", ZERO))
     # every EVM endpoint goes through one bounded probe (cli_common.probe_rpc), so a few commands
     # against the silent server stand for all of them (each waits out the probe's timeout)
     return [
@@ -139,6 +155,9 @@ def cases(w: dict) -> list[Case]:
         Case("register: unknown network", ("miner", "register", "--network", "nowhere"), says="--network nowhere"),
         Case("register: negative netuid", ("miner", "register", "--netuid", "-1"), says="--netuid"),
         Case("register: netuid over u16", ("miner", "register", "--netuid", "65536"), says="--netuid"),
+        Case("register: a netuid the registry does not hold", ("miner", "register", *netuid_one, "--netuid", "5",
+                                                               "--evm-key", KEY, *wallet),
+             says="--netuid 5: the registry at"),
         # miner run: every range and path before any generation
         Case("miner: 257 groups", ("miner", "run", "--groups", "257", "--model", "tiny"), says="--groups"),
         Case("miner: 0 groups", ("miner", "run", "--groups", "0", "--model", "tiny"), says="--groups"),
@@ -172,6 +191,13 @@ def cases(w: dict) -> list[Case]:
                                          "--state-dir", state), says=no_such_gpu),
         Case("miner: unknown drand", ("miner", "run", "--model", "tiny", "--drand", "nope"), says="--drand nope"),
         Case("miner: bad log level", ("miner", "run", "--log-level", "LOUD"), says="--log-level"),
+        Case("miner: a netuid the registry does not hold", ("miner", "run", "--model", "tiny", *netuid_one,
+                                                            "--netuid", "5", *wallet, *no_wait),
+             says="holds netuid 1"),
+        Case("miner: checkpoint root is a file", ("miner", "run", "--model", "tiny",
+                                                  "--checkpoint-root", str(t / "a_file")), says="--checkpoint-root"),
+        Case("miner: bad announcer", ("miner", "run", "--model", "tiny", "--network", dead_ws,
+                                      "--announcer", "notanss58"), says="--announcer 'notanss58'"),
         # validator run
         Case("validator: embedded chain", ("validator", "run", "--model", "tiny"), says="nothing to validate"),
         Case("validator: silent RPC", ("validator", "run", "--model", "tiny", "--rpc-url", silent_http, *evm, *wallet,
@@ -215,6 +241,20 @@ def cases(w: dict) -> list[Case]:
              says="--fingerprint zz"),
         Case("verify: checkpoints is a file", ("verify", good, "--checkpoints", str(t / "a_file")),
              says="--checkpoints"),
+        Case("verify: checkpoints missing", ("verify", good, "--model", "tiny", "--checkpoints", "/nonexistent"),
+             says="--checkpoints /nonexistent: no such directory"),
+        Case("verify: trainer hotkey not ss58", ("verify", good, "--model", "tiny", "--checkpoints", str(t / "empty_dir"),
+                                                 "--trainer-hotkey", "notanss58"),
+             says="--trainer-hotkey notanss58: not an SS58 address"),
+        Case("verify: trainer hotkey without checkpoints", ("verify", good, "--model", "tiny", "--trainer-hotkey",
+                                                            "5EZ3S39Axe8yauoQL97cvaNwwGomCbLx7fqDiafFvE1Frr2X"),
+             says="goes with --checkpoints"),
+        Case("verify: hotkey not ss58", ("verify", good, "--model", "tiny", "--hotkey", "5EZ3S39Axe8yau"),
+             says="--hotkey 5EZ3S39Axe8yau: not an SS58 address"),
+        Case("verify: short block hash", ("verify", good, "--model", "tiny", "--block-hash", "abcd"),
+             says="--block-hash abcd: 2 bytes, expected 32"),
+        Case("verify: long fingerprint", ("verify", good, "--model", "tiny", "--fingerprint", "00" * 33),
+             says="33 bytes, expected 32"),
         Case("verify: bad device", ("verify", good, "--model", "tiny", "--device", "cuda:x"), says="--device cuda:x"),
         # trainer run
         Case("trainer: embedded chain", ("trainer", "run", "--validator-state", str(t / "validator_state")),
@@ -234,6 +274,9 @@ def cases(w: dict) -> list[Case]:
         Case("trainer: announced base too long", ("trainer", "run", "--validator-state", str(t / "validator_state"),
                                                   "--rpc-url", dead_http, *evm, "--store", "s3://bucket/" + "p" * 80),
              says="an announcement leaves 75"),
+        Case("trainer: bad validator hotkey", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+                                               "--rpc-url", dead_http, *evm, "--validator-hotkey", "nope"),
+             says="--validator-hotkey nope: not an SS58 address"),
         Case("trainer: lr out of range", ("trainer", "run", "--validator-state", str(t / "validator_state"),
                                           "--lr", "5"), says="--lr"),
         # chain deploy / permit / trainer

@@ -6,9 +6,10 @@ PROXY_PORT SECONDS`; default ../shared/subtensor next to the repository); the mo
 the reason, when it or node/npm is missing or the runtime does not start (npm needs its registry at
 first use). ROLLPROOF_SUBTENSOR_WORKDIR keeps chopsticks' node_modules between runs.
 
-What this older runtime lacks is expected, not hidden: the SDK's `set_weights` pre-check reads
-`SubnetEpochConsensus` and `BurnedRegister` reads `CollateralLockShare` (MevShield), so those calls
-fail here with the missing storage named; registration in these tests uses the raw
+What this older runtime lacks is expected, not hidden: the SDK's `SetWeights` pre-check reads
+`SubnetEpochConsensus` and `BurnedRegister` reads `CollateralLockShare` (MevShield). The adapter
+reads the runtime's metadata and sets weights through the runtime's own `set_weights` instead
+(read back here from the chain's storage); registration in these tests uses the raw
 `burned_register` call, and the intents themselves are covered by tests/test_bittensor_offline.py."""
 
 from __future__ import annotations
@@ -321,25 +322,89 @@ def test_a_miner_commits_every_window_of_two_tempos(runtime, alice, miner_key):
 
 
 # ---- weights -----------------------------------------------------------------------------------
-def test_weights_follow_the_subnet_version_key(runtime, alice, miner_key):
-    def version_key(value: int) -> None:
-        runtime.set_storage({"SubtensorModule": {"WeightsVersionKey": [[[NETUID], value]]}})
-        runtime.new_blocks(1)
+def _past_rate_limit(runtime, chain: BittensorChain) -> None:
+    import bittensor as bt
 
+    limit = int(chain.sub.query(bt.storage.SubtensorModule.WeightsSetRateLimit, [NETUID]) or 0)
+    runtime.jump_to(chain.current_block() + limit + 2)
+
+
+def _set_sub(runtime, item: str, value) -> None:
+    runtime.set_storage({"SubtensorModule": {item: [[[NETUID], value]]}})
+    runtime.new_blocks(1)
+
+
+def test_weights_follow_the_subnet_version_key(runtime, alice, miner_key):
+    """A lone self-weight (no permit needed) through the adapter: it lands with this protocol's
+    version key, read back from the chain's Weights storage; a newer required version is refused
+    before sending."""
     with _chain(runtime, alice, miner_key) as chain:
         uid = chain.uid_of(miner_key.ss58_address)
         try:
-            version_key(PROTOCOL_VERSION)
+            _set_sub(runtime, "WeightsVersionKey", PROTOCOL_VERSION)
             assert chain.weights_version_key() == PROTOCOL_VERSION
             assert chain.weights_intent([uid], [65535]).version_key == PROTOCOL_VERSION
-            # the SDK's pre-check reads storage this older runtime lacks: a typed error naming it
-            with pytest.raises(ChainError, match="SubnetEpochConsensus|not found"):
-                chain.set_weights(miner_key, 1, [uid], [65535])
-            version_key(PROTOCOL_VERSION + 1)
+            _past_rate_limit(runtime, chain)
+            chain.set_weights(miner_key, 1, [uid], [7])  # the chain refuses a version_key below the subnet's
+            assert chain.weights(uid) == {uid: 65535}  # max-upscaled, as the SDK's intent sends it
+            _set_sub(runtime, "WeightsVersionKey", PROTOCOL_VERSION + 1)
             with pytest.raises(ChainRefusedError, match=f"version {PROTOCOL_VERSION + 1} or later"):
                 chain.set_weights(miner_key, 1, [uid], [65535])
         finally:
-            version_key(0)
+            _set_sub(runtime, "WeightsVersionKey", 0)
+
+
+def test_weights_land_through_the_runtimes_own_call(runtime, alice, miner_key):
+    """This runtime's metadata lacks what the SDK's SetWeights needs (SubnetEpochConsensus,
+    set_mechanism_weights): the adapter says so once and sends the runtime's own
+    SubtensorModule.set_weights, signed by the validator's hotkey, conformed as the SDK would (the
+    subnet's MaxWeightsLimit clip): the weights are read back from the chain's storage. With
+    commit-reveal on, no call of this runtime can take them: one line, nothing sent."""
+    import bittensor as bt
+
+    from verification.errors import WeightsUnavailableError
+
+    vkey = _keys("//Alice/rollproof-weights")
+    _raw_register(runtime, alice, vkey)
+    st = bt.storage.SubtensorModule
+    with _chain(runtime, alice, vkey) as chain:
+        vuid, muid = chain.uid_of(vkey.ss58_address), chain.uid_of(miner_key.ss58_address)
+        surface = chain.runtime_surface()
+        assert surface.spec_version == 293 and "SubnetEpochConsensus" not in surface.storage
+        route = chain.weights_route()
+        assert route.kind == "legacy" and "SubnetEpochConsensus" in route.reason, route
+        before = [n.uid for n in chain.neurons() if n.validator_permit]
+        limit = int(chain.sub.query(st.MaxWeightsLimit, [NETUID]))
+        try:
+            _permits(runtime, chain, {vuid})
+            _past_rate_limit(runtime, chain)
+            chain.set_weights(vkey, 1, [muid, vuid], [65535, 30000])
+            assert chain.weights(vuid) == {muid: 65535, vuid: 30000}
+            landed = int(chain.sub.query(st.LastUpdate, [NETUID])[vuid])
+            assert landed == chain.current_block()
+
+            # a subnet limit the raw values break (65535 of 66535 > 0.6): clipped before sending,
+            # as the SDK's intent does; the chain takes it (unclipped it refuses MaxWeightExceeded)
+            _set_sub(runtime, "MaxWeightsLimit", 39321)  # 0.6 of u16
+            _past_rate_limit(runtime, chain)
+            chain.set_weights(vkey, 2, [muid, vuid], [65535, 1000])
+            stored = chain.weights(vuid)
+            assert set(stored) == {muid, vuid} and stored[muid] == 65535
+            assert stored[muid] / sum(stored.values()) <= 0.6 + 1e-4, stored
+
+            # commit-reveal on: this runtime lacks the SDK's timelocked commit, and its own
+            # set_weights is refused while commit-reveal is on: one line, nothing sent
+            _set_sub(runtime, "CommitRevealWeightsEnabled", True)
+            _past_rate_limit(runtime, chain)
+            head, last = chain.current_block(), int(chain.sub.query(st.LastUpdate, [NETUID])[vuid])
+            with pytest.raises(WeightsUnavailableError, match="commit-reveal.*no weight can be set") as none:
+                chain.set_weights(vkey, 3, [muid], [65535])
+            assert "\n" not in str(none.value) and not isinstance(none.value, ChainRefusedError)
+            assert chain.current_block() == head and int(chain.sub.query(st.LastUpdate, [NETUID])[vuid]) == last
+        finally:
+            _set_sub(runtime, "CommitRevealWeightsEnabled", False)
+            _set_sub(runtime, "MaxWeightsLimit", limit)
+            _permits(runtime, chain, set(before))
 
 
 # ---- preflight ---------------------------------------------------------------------------------
@@ -544,10 +609,11 @@ def _chain_clock(chain: BittensorChain):
 def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, tiny, local_drand, tmp_path, caplog):
     """A registered miner mines two windows through BittensorChain (bundle in a FileStore, rp3
     commitment of its base); a registered validator with a permit opens the first, verifies the
-    bundle (ok) and journals its report and ledger entry; its weights are refused by this runtime
-    (the SDK's pre-check reads SubnetEpochConsensus, which spec 293 lacks) as a retryable ChainError
-    that leaves the window journaled. Its loop then keeps going: it scores the second window, folds
-    the first's scores into the second's weights, and logs why the chain refuses them."""
+    bundle (ok) and journals its report and ledger entry; its weights land through the runtime's own
+    set_weights (the SDK's SetWeights reads SubnetEpochConsensus, which spec 293 lacks) and are read
+    back from the chain. Its loop then keeps going: it scores the second window, whose weights wait
+    for the subnet's rate limit (journaled weights_skipped: they count in the next set), and no
+    write is refused."""
     import hashlib
     import logging
     import threading
@@ -604,22 +670,23 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
         assert vchain.checkpoint_announcements() == [] and vchain.trainer_hotkey() is None
         assert validator.preflight() == vuid and validator.ready(w) and not validator.ready(w + 1)
 
-        # window w: verified and journaled; the weights are refused, retryably, naming what is missing
-        with pytest.raises(ChainError, match="SubnetEpochConsensus") as refused:
-            validator.process_window(w)
-        assert not isinstance(refused.value, ChainRefusedError)  # retried, never a reason to stop
-        assert validator.state.stage(w) == "ledgered"
+        # window w: verified, journaled, and its weights land through the runtime's own call
+        assert vchain.weights_route().kind == "legacy"
+        result = validator.process_window(w)
+        assert (result.window, result.wrote_weights) == (w, True)
+        assert validator.state.stage(w) == "weights_set"
         report_bytes = validator.state.report_path(w).read_bytes()
         (mine,) = [m for m in json.loads(report_bytes)["miners"] if m["hotkey"] == miner_key.ss58_address]
         assert mine["reason"] == "ok" and mine["weight"] == 65535 and mine["credited_rollouts"] > 0, mine
         entry = vchain.ledger_entry(vuid, w)
         assert entry is not None and entry.report_hash == hashlib.sha256(report_bytes).digest()
-        assert vchain.weights(vuid) == {}
+        muid = vchain.uid_of(miner_key.ss58_address)
+        assert vchain.weights(vuid) == {muid: 65535}
 
-        # the loop keeps verifying: window w+1 is scored, w's scores are folded into its weights
-        # (w is closed weights_skipped), and the refusal is logged once with the chain's reason
+        # the loop keeps verifying: window w+1 is scored; the rate limit (WeightsSetRateLimit blocks
+        # since w's set) has not passed, so its scores wait for the next set; nothing is refused
         runtime.new_blocks((w + 2) * WINDOW_BLOCKS + 12 - vchain.current_block())
-        caplog.set_level(logging.WARNING, logger="rollproof.validator")
+        caplog.set_level(logging.INFO, logger="rollproof.validator")
         stop = threading.Event()
         guard = threading.Timer(300, stop.set)  # a loop that never reports stops here and fails below
         guard.start()
@@ -628,12 +695,12 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
         finally:
             guard.cancel()
         assert not stop.is_set(), "the validator loop reported no window"
-        assert [(r.window, r.wrote_ledger, r.wrote_weights) for r in results] == [(w, False, False)]
-        assert validator.state.stage(w) == "weights_skipped"
-        assert validator.state.stage(w + 1) == "ledgered"
+        assert [(r.window, r.wrote_weights) for r in results] == [(w + 1, False)]
+        assert validator.state.stage(w + 1) == "weights_skipped"
         (mine,) = [m for m in json.loads(validator.state.report_path(w + 1).read_bytes())["miners"]
                    if m["hotkey"] == miner_key.ss58_address]
         assert mine["reason"] == "ok", mine
-        refusals = [r.getMessage() for r in caplog.records if "refuses writes" in r.getMessage()]
-        assert len(refusals) == 1 and "SubnetEpochConsensus" in refusals[0], refusals
-        assert vchain.weights(vuid) == {}
+        messages = [r.getMessage() for r in caplog.records]
+        assert not [m for m in messages if "refuses writes" in m], messages
+        assert any(f"window {w + 1}: the chain's weight rate limit has not passed" in m for m in messages), messages
+        assert vchain.weights(vuid) == {muid: 65535}

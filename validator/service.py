@@ -53,6 +53,7 @@ from verification.errors import (
     CheckpointError,
     CommitmentFormatError,
     StorageError,
+    WeightsUnavailableError,
 )
 from verification.model import LoadedModel, default_batch_rows
 from verification.scoring import MinerOutcome, MinerScore, combine_windows, score_window, verified_root
@@ -315,12 +316,18 @@ class Validator:
                 self.state.set_stage(window, "weights_skipped")
             else:
                 set_uids, set_weights = self._weights_to_set(window, report, uids, weights)
+                stage = "weights_set"
                 if any(set_weights):
-                    self.chain.set_weights(self.keypair, window, set_uids, set_weights)
-                    wrote_weights = True
+                    try:
+                        self.chain.set_weights(self.keypair, window, set_uids, set_weights)
+                        wrote_weights = True
+                    except WeightsUnavailableError as exc:  # nothing sent, and a retry cannot help
+                        log.warning("window %d: no weights set: %s; its scores count in the next set that lands",
+                                    window, exc)
+                        stage = "weights_skipped"
                 else:
                     log.warning("window %d: every miner scored zero; weights left unchanged", window)
-                self.state.set_stage(window, "weights_set")
+                self.state.set_stage(window, stage)
         scores = [MinerScore(m["uid"], m["hotkey"], m["reason"], m["detail"], m["credited_rollouts"],
                              m["score"], m["weight"], m["verdict"]) for m in report["miners"]]
         return WindowResult(window, report, report_hash, scores, wrote_ledger, wrote_weights)

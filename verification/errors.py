@@ -80,6 +80,15 @@ class ChainRefusedError(ChainError):
     code = "chain_refused"
 
 
+class WeightsUnavailableError(ChainError):
+    """The connected chain's runtime has no call that can take this subnet's weights now (e.g.
+    commit-reveal on, and the runtime lacks the commit the SDK sends). Nothing was sent; a
+    validator logs the reason once per window and keeps scoring (its scores count in the next set
+    that lands), instead of retrying a write that cannot succeed."""
+
+    code = "weights_unavailable"
+
+
 class StorageError(RollproofError):
     """Bundle storage cannot be reached, or the object is missing or too large."""
 

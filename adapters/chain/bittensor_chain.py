@@ -10,7 +10,11 @@ Mapping of the chain interface:
                               hotkey) / query_map(Commitments.CommitmentOf, [netuid])
   set_weights                 Subtensor.execute(bt.SetWeights(..., version_key=PROTOCOL_VERSION))
                               (clip, u16 quantize, commit-reveal chosen by the SDK), refused here
-                              when the subnet's WeightsVersionKey asks for a newer protocol
+                              when the subnet's WeightsVersionKey asks for a newer protocol; on a
+                              runtime whose metadata lacks what that intent needs, the runtime's
+                              own SubtensorModule.set_weights (same version key, same conforming),
+                              or WeightsUnavailableError saying why none can be set
+                              (adapters/chain/subtensor_weights.py)
   record_scores / ledger      not on subtensor itself: with --ledger-rpc-url, the ScoreLedger
                               contract on the subtensor's EVM (chain id 964 mainnet, 945 testnet;
                               its block numbers are subtensor's, so windows agree), where the
@@ -42,6 +46,9 @@ from datetime import datetime
 
 from adapters.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
 from adapters.chain.subtensor_announcements import AnnouncementHistory
+from adapters.chain.subtensor_weights import (
+    LEGACY_CALL, U16_MAX, RuntimeSurface, WeightsRoute, choose_weights_route, conform_weights, read_runtime_surface,
+)
 from verification.announcement import (
     MAX_ANNOUNCEMENT_BASE_BYTES, announcement_state_block, encode_announcement, valid_on_subtensor,
 )
@@ -49,7 +56,9 @@ from verification.challenge import window_deadline_block, window_of_block
 from verification.checkpoint import Announcement
 from verification.commitment import MAX_BASE_BYTES, decode_commitment
 from verification.constants import ACTIVATION_WINDOWS, MAX_COMMITMENT_BYTES, PROTOCOL_VERSION, WINDOW_BLOCKS
-from verification.errors import ChainError, ChainRefusedError, CheckpointError, CommitmentFormatError
+from verification.errors import (
+    ChainError, ChainRefusedError, CheckpointError, CommitmentFormatError, WeightsUnavailableError,
+)
 
 RAW_FIELD_BYTES = 128  # the Commitments pallet's largest Raw variant
 MAX_FIELDS = 3
@@ -175,6 +184,7 @@ class BittensorChain(Chain):
         self.announcer = announcer
         self._announcer_of_uid: str | None = None
         self._announcements = AnnouncementHistory(netuid, self._commitment_at)
+        self._surface: tuple[RuntimeSurface | None] | None = None  # the runtime's metadata, read once per connection
 
     @property
     def sub(self):
@@ -190,6 +200,7 @@ class BittensorChain(Chain):
     def close(self) -> None:
         """End the SDK client (its event loop thread and websocket); reading again reconnects."""
         sub, self._sub = self._sub, None
+        self._surface = None
         if sub is not None:
             close_sdk_client(sub)
         if self.ledger is not None and hasattr(self.ledger, "close"):
@@ -546,10 +557,51 @@ class BittensorChain(Chain):
         return bt.SetWeights(netuid=self.netuid, uids=[u for u, _ in pairs], weights=[w for _, w in pairs],
                              version_key=PROTOCOL_VERSION)
 
+    def runtime_surface(self) -> RuntimeSurface | None:
+        """SubtensorModule's calls and storage as the connected runtime's metadata declares them,
+        read once per connection (None: the SDK client does not expose its metadata)."""
+        if self._surface is None:
+            self._surface = (self._read("the runtime metadata", lambda: read_runtime_surface(self.sub)),)
+        return self._surface[0]
+
+    def weights_route(self) -> WeightsRoute:
+        """How a weight set runs on the connected runtime now: the SDK's intent, the runtime's own
+        set_weights, or none (with the one-line reason); subtensor_weights.choose_weights_route."""
+        import bittensor as bt
+
+        surface = self.runtime_surface()
+        commit_reveal = False
+        if surface is None or "CommitRevealWeightsEnabled" in surface.storage:
+            commit_reveal = bool(self._read("CommitRevealWeightsEnabled", lambda: self.sub.query(
+                bt.storage.SubtensorModule.CommitRevealWeightsEnabled, [self.netuid])))
+        return choose_weights_route(surface, commit_reveal)
+
     def set_weights(self, keypair, window: int, uids: list[int], weights: list[int]) -> None:
+        """Through the SDK's intent where the runtime can run it; else the runtime's own weights
+        call; else WeightsUnavailableError (nothing sent). weights_route says which."""
         intent = self.weights_intent(uids, weights)
-        # through this chain's own client (bt.set_weights would open a second, shared one)
-        self._submit(f"weights for window {window}", lambda: self.sub.execute(intent, self._wallet()))
+        what = f"weights for window {window}"
+        route = self.weights_route()
+        if route.kind == "none":
+            raise WeightsUnavailableError(f"{what}: {route.reason}")
+        if route.kind == "sdk":
+            # through this chain's own client (bt.set_weights would open a second, shared one)
+            self._submit(what, lambda: self.sub.execute(intent, self._wallet()))
+            return
+        call = self.legacy_weights_call(keypair, intent.uids, intent.weights)
+        self._submit(f"{what} ({LEGACY_CALL})", lambda: self.sub.submit_call(call, self._wallet(), signer="hotkey"))
+
+    def legacy_weights_call(self, keypair, uids: list[int], weights: list[float]):
+        """SubtensorModule.set_weights with the weights the SDK's intent would send (clipped to
+        MaxWeightsLimit, u16) and its version key (this protocol's)."""
+        import bittensor as bt
+
+        limit = self._read("MaxWeightsLimit", lambda: self.sub.query(
+            bt.storage.SubtensorModule.MaxWeightsLimit, [self.netuid]))
+        me = self.uid_of(keypair.ss58_address) if len(uids) == 1 else None  # a lone self-weight is not clipped
+        dests, values = conform_weights(uids, weights, me, U16_MAX if limit is None else int(limit))
+        return bt.calls.SubtensorModule.set_weights(netuid=self.netuid, dests=dests, weights=values,
+                                                    version_key=PROTOCOL_VERSION)
 
     def record_scores(self, keypair, window: int, uids: list[int], scores: list[int],
                       verified_root: bytes, report_hash: bytes) -> None:
