@@ -102,24 +102,28 @@ class ModelResolver:
         """The announcement in force for window (None: the base model): the first candidate whose
         checkpoint is not invalid. Raises CheckpointError (unavailable: skip the window) when a
         candidate before it cannot be judged by this node."""
-        trainer = self.chain.trainer_hotkey()
         for ann in self.chain.announcement_candidates(window):
-            if self._judge(ann, trainer, window) is not None:
+            if self._judge(ann, window) is not None:
                 return ann
         return None
 
     def model_for(self, window: int):
         """The LoadedModel for window; CheckpointError (not CheckpointInvalidError) when this node
         cannot get the checkpoint in force (the window is skipped)."""
-        trainer = self.chain.trainer_hotkey()
         for ann in self.chain.announcement_candidates(window):
-            lm = self._judge(ann, trainer, window)
+            lm = self._judge(ann, window)
             if lm is not None:
                 return lm
         return self.base
 
-    def _judge(self, ann: Announcement, trainer: str | None, window: int):
+    def signer_of(self, ann: Announcement) -> str | None:
+        """The hotkey whose signature ann's manifest must carry: the one the registry bound to it,
+        else the chain's trainer key (subtensor: the announcer)."""
+        return ann.signer or self.chain.trainer_hotkey()
+
+    def _judge(self, ann: Announcement, window: int):
         """The announcement's model, or None once it is known invalid (the verdict kept)."""
+        trainer = self.signer_of(ann)
         key = (ann.verdict_key, trainer)
         if key in self._invalid:
             return None
@@ -133,7 +137,7 @@ class ModelResolver:
             return None
 
     def load(self, ann: Announcement, trainer: str | None = None):
-        trainer = self.chain.trainer_hotkey() if trainer is None else trainer
+        trainer = self.signer_of(ann) if trainer is None else trainer
         key = (ann.verdict_key, trainer)
         if key in self._models:
             self._models.move_to_end(key)

@@ -85,6 +85,9 @@ trainer: public(address)
 trainer_hotkey: public(bytes32)
 announcement_count: public(uint256)
 announcements: public(HashMap[uint256, Announcement])
+# index -> the trainer hotkey when it was announced: its manifest must carry that key's signature,
+# whatever set_trainer names later (a verdict on an announcement never changes)
+announcement_hotkey: public(HashMap[uint256, bytes32])
 # index -> the block the admin voided it in (0: not voided); readers apply a void from window
 # window_of(that block) + activation_windows on
 voided_block: public(HashMap[uint256, uint256])
@@ -180,6 +183,7 @@ def announce_checkpoint(from_window: uint64, fingerprint: bytes32, manifest_hash
     self.announcements[i] = Announcement(from_window=from_window, fingerprint=fingerprint,
                                          manifest_hash=manifest_hash, location=location, block=block.number)
     self.announcement_count = i + 1
+    self.announcement_hotkey[i] = self.trainer_hotkey
     self.live_prev[i] = tail
     if tail > 0:
         self.live_next[tail - 1] = i + 1

@@ -221,6 +221,23 @@ def test_an_invalid_checkpoint_leaves_the_previous_in_force_on_every_node(tiny, 
     assert all(node.model_for(now2 + 2) is tiny for node in resolvers(chain2, tiny, root))
 
 
+def test_a_verdict_does_not_change_when_the_admin_names_another_trainer(tiny, alice, bob, built, root):
+    """The registry binds the trainer hotkey to each announcement: alice's checkpoint stays valid
+    after the admin names bob, and bob's announcements need bob's signature."""
+    chain = trainer_chain(alice)
+    now = window_start(chain)
+    a = signed(built.manifest, alice, from_window=now + 2)
+    announce(chain, alice, a, put(root, "a", a, built.files))
+    chain.set_trainer(bob.ss58_address, chain.account_for(bob).address)
+    by_alice = signed(built.manifest, alice, from_window=now + 3)  # sent by bob's account, alice's signature
+    announce(chain, bob, by_alice, put(root, "b", by_alice, built.files))
+    first, second = chain.checkpoint_announcements()
+    assert (first.signer, second.signer) == (alice.ss58_address, bob.ss58_address)
+    node = ModelResolver(chain, tiny, Fetcher(file_roots=[root]))
+    assert node.model_for(now + 3).fingerprint.hex() == a.fingerprint  # the second is void, the first stays
+    assert [k[1] for k in node.invalid_verdicts()] == [bob.ss58_address]
+
+
 def test_bytes_that_differ_from_their_hash_are_unavailable_not_invalid(tiny, alice, built, root):
     chain = trainer_chain(alice)
     now = window_start(chain)

@@ -201,8 +201,10 @@ def check_announced_manifest(ann: "Announcement", data: bytes, trainer_hotkey: s
 @dataclass(frozen=True)
 class Announcement:
     """What the chain holds for one checkpoint: from_window, fingerprint, manifest SHA-256, location,
-    the block the announcement landed in, and the block the registry's admin voided it in (0: not
-    voided; subtensor announcements are never voided, a later one supersedes them)."""
+    the block the announcement landed in, the block the registry's admin voided it in (0: not
+    voided; subtensor announcements are never voided, a later one supersedes them), and the trainer
+    hotkey the registry bound to it when it landed ("": the chain's trainer key, as on subtensor,
+    where the announcer's own commitment carries it)."""
 
     from_window: int
     fingerprint: bytes
@@ -210,6 +212,7 @@ class Announcement:
     location: str
     block: int
     voided_block: int = 0
+    signer: str = ""
 
     def __post_init__(self):
         if len(self.fingerprint) != 32 or len(self.manifest_hash) != 32:

@@ -230,11 +230,13 @@ class EVMChain(Chain):
             from_window, fp, mh, location, block = self._call(self.registry.functions.announcements(i),
                                                                f"announcement {i}")
             voided = int(self._call(self.registry.functions.voided_block(i), f"announcement {i}'s void"))
+            signer = bytes(self._call(self.registry.functions.announcement_hotkey(i), f"announcement {i}'s hotkey"))
             try:
                 text = bytes(location).decode("utf-8")
             except UnicodeDecodeError:
                 text = ""  # an undecodable location cannot be fetched; the resolver reports it
-            out.append(Announcement(int(from_window), bytes(fp), bytes(mh), text, int(block), voided))
+            out.append(Announcement(int(from_window), bytes(fp), bytes(mh), text, int(block), voided,
+                                    "" if signer == bytes(32) else ss58_of(signer)))
         return out
 
     def trainer_hotkey(self) -> str | None:
