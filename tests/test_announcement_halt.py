@@ -259,6 +259,48 @@ def test_bytes_that_differ_from_their_hash_are_unavailable_not_invalid(tiny, ali
     assert node.model_for(now + 2).fingerprint.hex() == a.fingerprint
 
 
+def test_miner_and_validator_skip_an_unfetchable_checkpoint_and_run_again_once_it_is_voided(
+        tmp_path, tiny, local_drand, alice, bob, built, root, caplog):
+    """The real services: each node skips (and logs) the windows of a checkpoint nobody can fetch,
+    and both run again, on the same model, from ACTIVATION_WINDOWS after the admin voids it; an
+    invalid checkpoint announced next changes nothing for either."""
+    from bittensor.sp_core import Keypair
+
+    from test_miner_validator import Net
+
+    miner_key, vkey = (Keypair.create_from_uri(f"//halt/{n}") for n in ("miner", "validator"))
+    net = Net(tmp_path, tiny, local_drand, [miner_key, vkey])
+    net.chain.set_trainer(alice.ss58_address, net.chain.account_for(alice).address)
+    w = net.next_window()
+    net.chain.announce_checkpoint(alice, w + ACTIVATION_WINDOWS, FP, MH, (root / "nowhere" / "m.json").as_uri())
+    miner = net.miner(miner_key, resolver=ModelResolver(net.chain, tiny, Fetcher(file_roots=[root])))
+    validator = net.validator(vkey, resolver=ModelResolver(net.chain, tiny, Fetcher(file_roots=[root])))
+
+    skipped = net.next_window()
+    assert skipped == w + 1
+    skipped = net.next_window()  # the unfetchable checkpoint's first window
+    rec = miner.run_window(skipped)
+    assert rec.stage == "missed" and "cannot fetch the manifest" in rec.detail
+    net.open(validator, skipped)
+    res = validator.process_window(skipped)
+    assert "cannot fetch the manifest" in res.checkpoint_error and not res.wrote_weights
+    assert validator.state.stage(skipped) == "checkpoint_failed"
+    assert any("cannot fetch the manifest" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    net.chain.void_announcement(0)  # lands in window `skipped`: applies from skipped + ACTIVATION_WINDOWS
+    bad = signed(built.manifest, bob, from_window=skipped + ACTIVATION_WINDOWS + 1, trainer_hotkey=bob.ss58_address)
+    announce(net.chain, alice, bad, put(root, "bad", bad, built.files))  # invalid: void by rule
+    for _ in range(ACTIVATION_WINDOWS - 1):
+        assert miner.run_window(net.next_window()).stage == "missed"
+    for _ in range(2):  # the voided window and the invalid checkpoint's: the base model in force
+        window = net.next_window()
+        assert miner.run_window(window).stage == "committed"
+        net.open(validator, window)
+        res = validator.process_window(window)
+        (m,) = res.report["miners"]
+        assert m["reason"] == "ok" and m["weight"] == 65535 and res.wrote_weights, m
+    assert len(validator.resolver.invalid_verdicts()) == len(miner.resolver.invalid_verdicts()) == 1
+
+
 # ---- the subtensor-commitment path -----------------------------------------------------------------
 class CommitmentReads:
     """Subtensor's reads for the announcer's commitments: CommitmentOf answers as the state of the
