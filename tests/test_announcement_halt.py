@@ -266,6 +266,7 @@ def test_miner_and_validator_skip_an_unfetchable_checkpoint_and_run_again_once_i
     invalid checkpoint announced next changes nothing for either."""
     from bittensor.sp_core import Keypair
 
+    from miner.service import Miner
     from test_miner_validator import Net
 
     miner_key, vkey = (Keypair.create_from_uri(f"//halt/{n}") for n in ("miner", "validator"))
@@ -273,7 +274,8 @@ def test_miner_and_validator_skip_an_unfetchable_checkpoint_and_run_again_once_i
     net.chain.set_trainer(alice.ss58_address, net.chain.account_for(alice).address)
     w = net.next_window()
     net.chain.announce_checkpoint(alice, w + ACTIVATION_WINDOWS, FP, MH, (root / "nowhere" / "m.json").as_uri())
-    miner = net.miner(miner_key, resolver=ModelResolver(net.chain, tiny, Fetcher(file_roots=[root])))
+    miner = Miner(net.chain, miner_key, tiny, net.store, net.beacons, tmp_path / "m", n_groups=1,
+                  resolver=ModelResolver(net.chain, tiny, Fetcher(file_roots=[root])))
     validator = net.validator(vkey, resolver=ModelResolver(net.chain, tiny, Fetcher(file_roots=[root])))
 
     skipped = net.next_window()
@@ -286,18 +288,20 @@ def test_miner_and_validator_skip_an_unfetchable_checkpoint_and_run_again_once_i
     assert "cannot fetch the manifest" in res.checkpoint_error and not res.wrote_weights
     assert validator.state.stage(skipped) == "checkpoint_failed"
     assert any("cannot fetch the manifest" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
-    net.chain.void_announcement(0)  # lands in window `skipped`: applies from skipped + ACTIVATION_WINDOWS
-    bad = signed(built.manifest, bob, from_window=skipped + ACTIVATION_WINDOWS + 1, trainer_hotkey=bob.ss58_address)
+    net.chain.void_announcement(0)
+    applies = window_of_block(net.chain.checkpoint_announcements()[0].voided_block) + ACTIVATION_WINDOWS
+    bad = signed(built.manifest, bob, from_window=applies, trainer_hotkey=bob.ss58_address)
     announce(net.chain, alice, bad, put(root, "bad", bad, built.files))  # invalid: void by rule
-    for _ in range(ACTIVATION_WINDOWS - 1):
-        assert miner.run_window(net.next_window()).stage == "missed"
-    for _ in range(2):  # the voided window and the invalid checkpoint's: the base model in force
+    window = net.next_window()
+    while window < applies:  # decided before the void applies: still skipped
+        assert miner.run_window(window).stage == "missed"
         window = net.next_window()
-        assert miner.run_window(window).stage == "committed"
-        net.open(validator, window)
-        res = validator.process_window(window)
-        (m,) = res.report["miners"]
-        assert m["reason"] == "ok" and m["weight"] == 65535 and res.wrote_weights, m
+    assert window == applies  # the unfetchable one voided, the invalid one void: the base model
+    assert miner.run_window(window).stage == "committed"
+    net.open(validator, window)
+    res = validator.process_window(window)
+    (m,) = res.report["miners"]
+    assert m["reason"] == "ok" and m["weight"] == 65535 and res.wrote_weights, m
     assert len(validator.resolver.invalid_verdicts()) == len(miner.resolver.invalid_verdicts()) == 1
 
 
