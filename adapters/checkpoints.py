@@ -8,8 +8,12 @@ and the chain's announcement holds the manifest's location; the other files are 
 ModelResolver.model_for(window) derives the checkpoint from chain data alone (the window rule of
 docs/protocol.md section 15), fetches the manifest and files, checks the manifest's SHA-256 against
 the chain, its signature against the chain's trainer key, every file's SHA-256 and size, and the
-recomputed fingerprint; only then is the model used. Any failure is a CheckpointError: the caller
-skips the window. It never falls back to another model."""
+recomputed fingerprint; only then is the model used. A failure is one of two kinds:
+  * CheckpointInvalidError: the bytes the chain binds fail a check every node repeats. The
+    announcement is void for every node alike; the verdict is kept (never refetched) and the next
+    candidate (the previous valid checkpoint, recursively down to the base model) is in force.
+  * CheckpointUnavailableError (or any other CheckpointError): this node could not get the bound
+    bytes. The caller skips the window and logs it; it never falls back to another model."""
 
 from __future__ import annotations
 
@@ -19,9 +23,15 @@ from collections import OrderedDict
 from adapters.chain.base import Chain
 from adapters.fetch import Fetcher
 from adapters.storage import BundleStore
-from verification.checkpoint import Announcement, Manifest, manifest_hash, parse_manifest, verify_manifest_signature
+from verification.checkpoint import (
+    Announcement,
+    Manifest,
+    check_announced_manifest,
+    parse_manifest,
+    verify_manifest_signature,
+)
 from verification.constants import MAX_MANIFEST_BYTES
-from verification.errors import CheckpointError, StorageError
+from verification.errors import CheckpointError, CheckpointInvalidError, CheckpointUnavailableError, StorageError
 
 log = logging.getLogger("rollproof.checkpoints")
 MANIFEST_FILE = "manifest.json"
@@ -48,19 +58,13 @@ def sibling(location: str, name: str) -> str:
 
 
 def fetch_checkpoint(fetcher: Fetcher, ann: Announcement, trainer_hotkey: str | None) -> tuple[Manifest, dict[str, bytes]]:
-    """Manifest and files of an announcement, every check but the model ones done."""
-    if trainer_hotkey is None:
-        raise CheckpointError("a checkpoint is announced but the chain names no trainer key")
+    """Manifest and files of an announcement, every check but the model ones done (the manifest's
+    by check_announced_manifest: CheckpointInvalidError or CheckpointUnavailableError)."""
     try:
         data = fetcher.fetch(ann.location, max_bytes=MAX_MANIFEST_BYTES)
     except StorageError as exc:
-        raise CheckpointError(f"cannot fetch the manifest at {ann.location}: {exc}") from None
-    if manifest_hash(data) != ann.manifest_hash:
-        raise CheckpointError("the manifest fetched does not hash to the announced manifest hash")
-    manifest = parse_manifest(data)
-    verify_manifest_signature(manifest, trainer_hotkey)
-    if manifest.fingerprint != ann.fingerprint.hex() or manifest.from_window != ann.from_window:
-        raise CheckpointError("the manifest's fingerprint or window differs from the announcement")
+        raise CheckpointUnavailableError(f"cannot fetch the manifest at {ann.location}: {exc}") from None
+    manifest = check_announced_manifest(ann, data, trainer_hotkey)
     return manifest, _fetch_files(fetcher, ann.location, manifest)
 
 
@@ -70,8 +74,8 @@ def _fetch_files(fetcher: Fetcher, manifest_location: str, manifest: Manifest) -
     for f in manifest.files:
         try:
             files[f.name] = fetcher.fetch(sibling(manifest_location, f.name), max_bytes=f.size)
-        except StorageError as exc:
-            raise CheckpointError(f"cannot fetch checkpoint file {f.name}: {exc}") from None
+        except (StorageError, CheckpointError) as exc:  # sibling(): a location with no directory part
+            raise CheckpointUnavailableError(f"cannot fetch checkpoint file {f.name}: {exc}") from None
     return files
 
 
@@ -83,28 +87,66 @@ class ModelResolver:
         self.base = base
         self.fetcher = fetcher
         self.cached_models = cached_models
-        self._models: OrderedDict[bytes, object] = OrderedDict()
-        self._failed: dict[bytes, str] = {}
+        # loaded models by (announcement's verdict_key, trainer hotkey): a model is reused only for
+        # the announcement whose manifest was checked (another announcement of the same fingerprint
+        # is judged on its own manifest)
+        self._models: OrderedDict[tuple, object] = OrderedDict()
+        # invalid verdicts: (announcement's verdict_key, trainer hotkey) -> why; a function of bytes
+        # bound on chain, so never refetched
+        self._invalid: dict[tuple, str] = {}
+
+    def invalid_verdicts(self) -> dict[tuple, str]:
+        return dict(self._invalid)
 
     def announcement_for(self, window: int) -> Announcement | None:
-        return self.chain.announcement_in_force(window)
+        """The announcement in force for window (None: the base model): the first candidate whose
+        checkpoint is not invalid. Raises CheckpointError (unavailable: skip the window) when a
+        candidate before it cannot be judged by this node."""
+        for ann in self.chain.announcement_candidates(window):
+            if self._judge(ann, window) is not None:
+                return ann
+        return None
 
     def model_for(self, window: int):
-        """The LoadedModel for window; CheckpointError when its checkpoint cannot be verified."""
-        ann = self.announcement_for(window)
-        if ann is None:
-            return self.base
-        return self.load(ann)
+        """The LoadedModel for window; CheckpointError (not CheckpointInvalidError) when this node
+        cannot get the checkpoint in force (the window is skipped)."""
+        for ann in self.chain.announcement_candidates(window):
+            lm = self._judge(ann, window)
+            if lm is not None:
+                return lm
+        return self.base
 
-    def load(self, ann: Announcement):
-        if ann.fingerprint in self._models:
-            self._models.move_to_end(ann.fingerprint)
-            return self._models[ann.fingerprint]
+    def signer_of(self, ann: Announcement) -> str | None:
+        """The hotkey whose signature ann's manifest must carry: the one the registry bound to it,
+        else the chain's trainer key (subtensor: the announcer)."""
+        return ann.signer or self.chain.trainer_hotkey()
+
+    def _judge(self, ann: Announcement, window: int):
+        """The announcement's model, or None once it is known invalid (the verdict kept)."""
+        trainer = self.signer_of(ann)
+        key = (ann.verdict_key, trainer)
+        if key in self._invalid:
+            return None
+        try:
+            return self.load(ann, trainer)
+        except CheckpointInvalidError as exc:
+            self._invalid[key] = str(exc)
+            log.warning("window %d: the checkpoint announced for window %d (%s…) is invalid, void on every "
+                        "node (protocol section 15), the previous one stays in force: %s",
+                        window, ann.from_window, ann.fingerprint.hex()[:16], exc)
+            return None
+
+    def load(self, ann: Announcement, trainer: str | None = None):
+        trainer = self.signer_of(ann) if trainer is None else trainer
+        key = (ann.verdict_key, trainer)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
         from verification.checkpoint_model import load_checkpoint  # torch: only once a checkpoint is in force
 
-        manifest, files = fetch_checkpoint(self.fetcher, ann, self.chain.trainer_hotkey())
+        manifest, files = fetch_checkpoint(self.fetcher, ann, trainer)
         lm = load_checkpoint(self.base, manifest, files)
-        self._models[ann.fingerprint] = lm
+        self._models[key] = lm
         while len(self._models) > self.cached_models:
             self._models.popitem(last=False)
         log.info("checkpoint v%d (%s…) loaded and verified; in force from window %d",

@@ -2,7 +2,8 @@
 """
 @title rollproof subnet registry
 @notice One subnet: hotkeys to uids, per-window bundle commitments, u16 weights per validator,
-        and the trainer's checkpoint announcements (docs/protocol.md section 15).
+        and the trainer's checkpoint announcements (docs/protocol.md section 15), which name a
+        from_window at most max_ahead_windows ahead and which the admin can void.
         The sr25519 hotkey cannot be checked by the EVM, so each registration carries the
         hotkey's signature over (chain id, this contract, owner); readers drop registrations
         whose proof does not verify (docs/protocol.md section 12).
@@ -57,11 +58,17 @@ event CheckpointAnnounced:
     manifest_hash: bytes32
     location: Bytes[MAX_CHECKPOINT_LOCATION]
 
+event AnnouncementVoided:
+    index: indexed(uint256)
+    from_window: indexed(uint64)
+
 netuid: public(immutable(uint16))
 window_blocks: public(immutable(uint64))
 admin: public(immutable(address))
 # an announcement made in window v applies from window >= v + activation_windows
 activation_windows: public(immutable(uint64))
+# ... and names a from_window of at most v + max_ahead_windows (MAX_ANNOUNCE_AHEAD_WINDOWS)
+max_ahead_windows: public(immutable(uint64))
 
 neuron_count: public(uint16)
 neurons: public(HashMap[uint16, Neuron])
@@ -78,15 +85,28 @@ trainer: public(address)
 trainer_hotkey: public(bytes32)
 announcement_count: public(uint256)
 announcements: public(HashMap[uint256, Announcement])
+# index -> the trainer hotkey when it was announced: its manifest must carry that key's signature,
+# whatever set_trainer names later (a verdict on an announcement never changes)
+announcement_hotkey: public(HashMap[uint256, bytes32])
+# index -> the block the admin voided it in (0: not voided); readers apply a void from window
+# window_of(that block) + activation_windows on
+voided_block: public(HashMap[uint256, uint256])
+# the announcements not voided, as a doubly linked list of index + 1 (0: none), so that "after the
+# last announcement" compares with the last one not voided in constant gas
+live_tail: public(uint256)
+live_prev: HashMap[uint256, uint256]
+live_next: HashMap[uint256, uint256]
 
 
 @deploy
-def __init__(netuid_: uint16, window_blocks_: uint64, activation_windows_: uint64):
+def __init__(netuid_: uint16, window_blocks_: uint64, activation_windows_: uint64, max_ahead_windows_: uint64):
     assert window_blocks_ > 0, "window_blocks"
     assert activation_windows_ > 0, "activation_windows"
+    assert max_ahead_windows_ >= activation_windows_, "max_ahead_windows"
     netuid = netuid_
     window_blocks = window_blocks_
     activation_windows = activation_windows_
+    max_ahead_windows = max_ahead_windows_
     admin = msg.sender
 
 
@@ -153,15 +173,42 @@ def set_trainer(trainer_: address, hotkey: bytes32):
 def announce_checkpoint(from_window: uint64, fingerprint: bytes32, manifest_hash: bytes32,
                         location: Bytes[MAX_CHECKPOINT_LOCATION]):
     assert self.trainer != empty(address) and msg.sender == self.trainer, "trainer only"
-    assert from_window >= self._current_window() + activation_windows, "announcement for a past window"
+    current: uint64 = self._current_window()
+    assert from_window >= current + activation_windows, "announcement for a past window"
+    assert from_window <= current + max_ahead_windows, "announcement too far ahead"
+    tail: uint256 = self.live_tail
+    if tail > 0:
+        assert from_window > self.announcements[tail - 1].from_window, "not after the last announcement"
     i: uint256 = self.announcement_count
-    if i > 0:
-        assert from_window > self.announcements[i - 1].from_window, "not after the last announcement"
     self.announcements[i] = Announcement(from_window=from_window, fingerprint=fingerprint,
                                          manifest_hash=manifest_hash, location=location, block=block.number)
     self.announcement_count = i + 1
+    self.announcement_hotkey[i] = self.trainer_hotkey
+    self.live_prev[i] = tail
+    if tail > 0:
+        self.live_next[tail - 1] = i + 1
+    self.live_tail = i + 1
     log CheckpointAnnounced(index=i, from_window=from_window, fingerprint=fingerprint,
                             manifest_hash=manifest_hash, location=location)
+
+
+@external
+def void_announcement(index: uint256):
+    """The admin voids an announcement: readers ignore it from window window_of(this block) +
+    activation_windows on, and later announcements need only follow the last one not voided."""
+    assert msg.sender == admin, "admin only"
+    assert index < self.announcement_count, "no such announcement"
+    assert self.voided_block[index] == 0, "already voided"
+    self.voided_block[index] = block.number
+    prev: uint256 = self.live_prev[index]
+    nxt: uint256 = self.live_next[index]
+    if nxt > 0:
+        self.live_prev[nxt - 1] = prev
+    else:
+        self.live_tail = prev
+    if prev > 0:
+        self.live_next[prev - 1] = nxt
+    log AnnouncementVoided(index=index, from_window=self.announcements[index].from_window)
 
 
 @view

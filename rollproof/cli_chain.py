@@ -1,4 +1,5 @@
-"""`rollproof chain ...`: deploy the contracts to an EVM endpoint and manage validator permits."""
+"""`rollproof chain ...`: deploy the contracts to an EVM endpoint, manage validator permits and the
+trainer, list checkpoint announcements and void one."""
 
 from __future__ import annotations
 
@@ -85,6 +86,56 @@ def trainer(
     chain = EVMChain.connect(rpc_url, registry, ledger)
     chain.set_trainer(hotkey, trainer_address, admin=Account.from_key(admin_key))
     console.print(f"trainer: {hotkey} (EVM {trainer_address})")
+
+
+@app.command()
+def announcements(
+    rpc_url: str = typer.Option(..., "--rpc-url"),
+    registry: str = typer.Option(..., "--registry"),
+    ledger: str = typer.Option(..., "--ledger"),
+) -> None:
+    """List the registry's checkpoint announcements, one JSON object a line (index, from_window,
+    fingerprint, manifest_hash, location, block, voided_block: 0 when not voided)."""
+    from adapters.chain.evm import EVMChain
+
+    check_address(registry, "--registry")
+    check_address(ledger, "--ledger")
+    probe_rpc(rpc_url)
+    chain = EVMChain.connect(rpc_url, registry, ledger)
+    for i, a in enumerate(chain.checkpoint_announcements()):
+        print(json.dumps({"index": i, "from_window": a.from_window, "fingerprint": a.fingerprint.hex(),
+                          "manifest_hash": a.manifest_hash.hex(), "location": a.location, "block": a.block,
+                          "voided_block": a.voided_block}))
+
+
+@app.command()
+def void(
+    index: int = typer.Argument(..., min=0, help="the announcement's index (`rollproof chain announcements`)"),
+    rpc_url: str = typer.Option(..., "--rpc-url"),
+    registry: str = typer.Option(..., "--registry"),
+    ledger: str = typer.Option(..., "--ledger"),
+    admin_key: str = typer.Option(..., "--admin-key", envvar="ROLLPROOF_ADMIN_KEY"),
+) -> None:
+    """Void a checkpoint announcement (the registry's admin only): nodes ignore it from
+    ACTIVATION_WINDOWS after the window the void lands in, and the trainer may announce again after
+    the last announcement not voided (docs/protocol.md section 15)."""
+    from eth_account import Account
+
+    from adapters.chain.evm import EVMChain
+    from verification.challenge import window_of_block
+    from verification.constants import ACTIVATION_WINDOWS
+
+    _check_admin_args(rpc_url, admin_key, registry=registry, ledger=ledger)
+    chain = EVMChain.connect(rpc_url, registry, ledger)
+    held = chain.checkpoint_announcements()
+    if index >= len(held):
+        fail(f"announcement {index}: the registry holds {len(held)} announcement(s) (indices 0 to {len(held) - 1})")
+    if held[index].voided_block:
+        fail(f"announcement {index} was already voided in block {held[index].voided_block}")
+    chain.void_announcement(index, admin=Account.from_key(admin_key))
+    voided = chain.checkpoint_announcements()[index].voided_block
+    console.print(f"announcement {index} (from window {held[index].from_window}) voided in block {voided}: "
+                  f"ignored from window {window_of_block(voided) + ACTIVATION_WINDOWS} on")
 
 
 def _check_ss58(hotkey: str) -> None:

@@ -24,13 +24,18 @@ the 250 left take one more full announcement (a re-announcement after one landed
 
 The rule (subtensor keeps only a hotkey's latest commitment, with the block it landed in):
   * an announcement that landed in block b is valid iff from_window == window_of_block(b) +
-    ACTIVATION_WINDOWS exactly (the EVM registry also takes a later from_window; here equality makes
-    from_window grow with the landing block, so the newest valid announcement is the one in force);
+    ACTIVATION_WINDOWS exactly (the EVM registry also takes a later from_window, up to
+    MAX_ANNOUNCE_AHEAD_WINDOWS; here equality makes from_window grow with the landing block, so the
+    newest valid announcement comes first, and keeps every valid announcement within that bound:
+    one naming a later window, 2**64 - 1 included, is never valid);
   * the checkpoint in force for window w is the announcer's latest valid announcement that landed at
     or before block announcement_state_block(w), the last block of window w - ACTIVATION_WINDOWS:
     the announcer's commitment in that block's state, and, while that is not a valid announcement
     (another payload, a late landing), the commitment in the state of the block before the one it
-    landed in, and so on. No commitment at all: the base model."""
+    landed in, and so on. No commitment at all: the base model. The valid announcements met on
+    that walk are the window's candidates: one whose checkpoint is invalid (a check on the bytes it
+    binds fails) is void and the next one is in force (docs/protocol.md section 15). There is no
+    void here: the announcer supersedes an announcement with its next one."""
 
 from __future__ import annotations
 

@@ -19,20 +19,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from verification.canonical import canonical_json
 from verification.challenge import window_of_block
 from verification.constants import (
     ACTIVATION_WINDOWS,
+    MAX_ANNOUNCE_AHEAD_WINDOWS,
     MAX_CHECKPOINT_FILE_BYTES,
     MAX_CHECKPOINT_LOCATION_BYTES,
     MAX_JSON_DEPTH,
     MAX_MANIFEST_BYTES,
     PROTOCOL_VERSION,
 )
-from verification.errors import CheckpointError, EnvironmentSpecError
+from verification.errors import (
+    CheckpointError,
+    CheckpointInvalidError,
+    CheckpointUnavailableError,
+    EnvironmentSpecError,
+)
 from verification.generation import GenerationParams
 from verification.json_depth import nesting_depth
 from verification.prf import prf
@@ -171,17 +177,42 @@ def verify_manifest_signature(manifest: Manifest, trainer_hotkey: str) -> None:
         raise CheckpointError(f"manifest signature: {exc}") from None
 
 
+def check_announced_manifest(ann: "Announcement", data: bytes, trainer_hotkey: str | None) -> Manifest:
+    """The manifest an announcement names, from bytes a node fetched at its location (section 15).
+    Bytes that do not hash to the announced SHA-256 are CheckpointUnavailableError (the store may
+    serve other nodes other bytes: no verdict on the announcement). Bytes that do are judged for
+    every node alike: CheckpointInvalidError when the manifest is malformed, is not signed by the
+    chain's trainer key, or names another fingerprint or from_window than the announcement."""
+    if manifest_hash(data) != ann.manifest_hash:
+        raise CheckpointUnavailableError("the manifest fetched does not hash to the announced manifest hash")
+    if trainer_hotkey is None:
+        raise CheckpointInvalidError("a checkpoint is announced but the chain names no trainer key")
+    try:
+        manifest = parse_manifest(data)
+        verify_manifest_signature(manifest, trainer_hotkey)
+    except CheckpointError as exc:
+        raise CheckpointInvalidError(str(exc)) from None
+    if manifest.fingerprint != ann.fingerprint.hex() or manifest.from_window != ann.from_window:
+        raise CheckpointInvalidError("the manifest's fingerprint or window differs from the announcement")
+    return manifest
+
+
 # ---- announcements and the window rule -----------------------------------------------------------
 @dataclass(frozen=True)
 class Announcement:
     """What the chain holds for one checkpoint: from_window, fingerprint, manifest SHA-256, location,
-    and the block the announcement landed in."""
+    the block the announcement landed in, the block the registry's admin voided it in (0: not
+    voided; subtensor announcements are never voided, a later one supersedes them), and the trainer
+    hotkey the registry bound to it when it landed ("": the chain's trainer key, as on subtensor,
+    where the announcer's own commitment carries it)."""
 
     from_window: int
     fingerprint: bytes
     manifest_hash: bytes
     location: str
     block: int
+    voided_block: int = 0
+    signer: str = ""
 
     def __post_init__(self):
         if len(self.fingerprint) != 32 or len(self.manifest_hash) != 32:
@@ -191,20 +222,40 @@ class Announcement:
 
     @property
     def valid(self) -> bool:
-        """Landed at least ACTIVATION_WINDOWS before the window it applies from."""
-        return window_of_block(self.block) + ACTIVATION_WINDOWS <= self.from_window
+        """Landed at least ACTIVATION_WINDOWS and at most MAX_ANNOUNCE_AHEAD_WINDOWS before the
+        window it applies from."""
+        landed = window_of_block(self.block)
+        return landed + ACTIVATION_WINDOWS <= self.from_window <= landed + MAX_ANNOUNCE_AHEAD_WINDOWS
+
+    def voided_for(self, window: int) -> bool:
+        """A void applies from ACTIVATION_WINDOWS after the window it landed in, like an
+        announcement: a window already decided stays decided."""
+        return self.voided_block > 0 and window_of_block(self.voided_block) + ACTIVATION_WINDOWS <= window
+
+    @property
+    def verdict_key(self) -> tuple[int, bytes, bytes]:
+        """What an invalid verdict is a function of (with the trainer key): the announced window,
+        fingerprint and manifest SHA-256 (the manifest binds every file's SHA-256)."""
+        return self.from_window, self.fingerprint, self.manifest_hash
 
 
-def checkpoint_for(window: int, announcements: Iterable[Announcement]) -> Announcement | None:
-    """The announcement in force for `window`: among valid announcements with from_window <= window,
-    the one with the greatest from_window (ties: the later block). None means the base model."""
-    best: Announcement | None = None
-    for a in announcements:
-        if not a.valid or a.from_window > window:
-            continue
-        if best is None or (a.from_window, a.block) > (best.from_window, best.block):
-            best = a
-    return best
+def checkpoint_candidates(window: int, announcements: Iterable[Announcement]) -> list[Announcement]:
+    """The announcements that may be in force for `window`, best first: valid, not voided for the
+    window, with from_window <= window, ordered by (from_window, block) descending. The first one
+    that is not invalid (section 15) is in force; none left means the base model."""
+    eligible = [a for a in announcements if a.valid and a.from_window <= window and not a.voided_for(window)]
+    return sorted(eligible, key=lambda a: (a.from_window, a.block), reverse=True)
+
+
+def checkpoint_for(window: int, announcements: Iterable[Announcement],
+                   invalid: Container[tuple[int, bytes, bytes]] = ()) -> Announcement | None:
+    """The announcement in force for `window`: the first of checkpoint_candidates whose verdict_key
+    is not in `invalid` (the announcements known to fail a check every node repeats). None means
+    the base model."""
+    for a in checkpoint_candidates(window, announcements):
+        if a.verdict_key not in invalid:
+            return a
+    return None
 
 
 def _nonneg_int(v) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from verification.checkpoint import Manifest, lora_weights_root
-from verification.errors import CheckpointError
+from verification.errors import CheckpointError, CheckpointInvalidError, CheckpointUnavailableError
 from verification.fingerprint import tensors_root
 from verification.model import LoadedModel
 
@@ -25,11 +25,13 @@ ADAPTER_FILE = "adapter.safetensors"
 
 
 def check_file(manifest: Manifest, name: str, data: bytes) -> None:
+    """CheckpointUnavailableError unless data are the file's bytes the manifest states (bytes that
+    differ are what this node was served, not what the chain binds: docs/protocol.md section 15)."""
     f = manifest.file(name)
     if len(data) != f.size:
-        raise CheckpointError(f"checkpoint file {name} is {len(data)} bytes, the manifest says {f.size}")
+        raise CheckpointUnavailableError(f"checkpoint file {name} is {len(data)} bytes, the manifest says {f.size}")
     if hashlib.sha256(data).hexdigest() != f.sha256:
-        raise CheckpointError(f"checkpoint file {name} does not hash to the manifest's SHA-256")
+        raise CheckpointUnavailableError(f"checkpoint file {name} does not hash to the manifest's SHA-256")
 
 
 def decode_adapter(data: bytes, manifest: Manifest, base: LoadedModel) -> dict[str, np.ndarray]:
@@ -95,14 +97,29 @@ def merge_lora(model: torch.nn.Module, tensors: dict[str, np.ndarray], rank: int
 
 
 def load_checkpoint(base: LoadedModel, manifest: Manifest, files: dict[str, bytes]) -> LoadedModel:
-    """The checkpoint's model, or CheckpointError. `base` must be the base model the manifest names."""
+    """The checkpoint's model. `base` must be the base model the manifest names. Raises
+    CheckpointUnavailableError for a file missing or not the manifest's bytes, and
+    CheckpointInvalidError for a checkpoint whose bound bytes fail a check every node repeats (another
+    base, no adapter file, an adapter that does not decode or does not give the manifest's weights
+    root or fingerprint)."""
+    for f in manifest.files:
+        if f.name not in files:
+            raise CheckpointUnavailableError(f"checkpoint file {f.name} was not fetched")
+        check_file(manifest, f.name, files[f.name])
+    try:
+        return _merge_checked(base, manifest, files)
+    except CheckpointInvalidError:
+        raise
+    except CheckpointError as exc:
+        raise CheckpointInvalidError(str(exc)) from None
+
+
+def _merge_checked(base: LoadedModel, manifest: Manifest, files: dict[str, bytes]) -> LoadedModel:
     if base.fingerprint.hex() != manifest.base_fingerprint:
         raise CheckpointError(f"checkpoint applies to base {manifest.base_fingerprint[:16]}…, "
                               f"the loaded base is {base.fingerprint.hex()[:16]}…")
-    for f in manifest.files:
-        if f.name not in files:
-            raise CheckpointError(f"checkpoint file {f.name} was not fetched")
-        check_file(manifest, f.name, files[f.name])
+    if ADAPTER_FILE not in files:
+        raise CheckpointError(f"the manifest lists no {ADAPTER_FILE}")
     tensors = decode_adapter(files[ADAPTER_FILE], manifest, base)
     root = lora_weights_root(base.weights_root, tensors_root(tensors.items()), manifest.adapter)
     if root.hex() != manifest.weights_root:

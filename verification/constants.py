@@ -62,6 +62,17 @@ MAX_CHECKPOINT_FILE_BYTES = 4 * 1024 * 1024 * 1024
 # Longest checkpoint location URI (the registry stores 200 bytes). Breaks: long URIs.
 MAX_CHECKPOINT_LOCATION_BYTES = 200
 
+# ---- checkpoint announcement bound (section 15, issue 24) ---------------------------------------
+# Latest from_window an announcement may name, in windows after the window it lands in: the EVM
+# registry refuses later ones ("announcement too far ahead") and readers count them invalid on
+# every chain (on subtensor from_window is exactly landing + ACTIVATION_WINDOWS, within it). 8
+# windows (32 minutes at 20 blocks of 12 s) leaves a trainer room to schedule a checkpoint a few
+# windows ahead, and bounds how long one bad announcement can hold back later ones ("not after the
+# last announcement") when nobody voids it: a from_window of 2**64 - 1 is refused outright.
+# Breaks: which announcements every node counts as valid (consensus); raising it lengthens that
+# hold; below ACTIVATION_WINDOWS no announcement could land (the registry's constructor refuses).
+MAX_ANNOUNCE_AHEAD_WINDOWS = 8
+
 # ---- sampling proof (seeded Gumbel-max, counter-based noise) ----------------------------------
 
 # A challenged token passes when its perturbed score is within this margin (nats) of the best

@@ -102,8 +102,25 @@ class CommitmentFormatError(RollproofError):
 
 
 class CheckpointError(RollproofError):
-    """A checkpoint cannot be used: bad manifest or signature, a file whose hash or size differs,
-    a fingerprint that does not match, a checkpoint that cannot be fetched. The window is skipped;
-    a node never falls back to another model."""
+    """A checkpoint cannot be used. Raised as such (the window is skipped) or as one of its two
+    kinds below, which docs/protocol.md section 15 treats differently."""
 
     code = "bad_checkpoint"
+
+
+class CheckpointUnavailableError(CheckpointError):
+    """This node could not get the checkpoint's bytes: a fetch failed or timed out, or the bytes it
+    got do not hash to what the chain (or the manifest) states. Another node may get them, so this
+    is the node's own problem and no consensus rule: the node skips the window and logs it."""
+
+    code = "checkpoint_unavailable"
+
+
+class CheckpointInvalidError(CheckpointError):
+    """The checkpoint fails a check that is a function of bytes bound on chain alone (the manifest
+    whose SHA-256 the announcement holds, and the files whose SHA-256 that manifest holds): a
+    malformed manifest, a wrong signature or trainer, a fingerprint, window or base that differs, an
+    adapter whose weights root or fingerprint disagrees. Every node reaches the same verdict, so the
+    announcement is void and the previous valid checkpoint stays in force (section 15)."""
+
+    code = "checkpoint_invalid"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from verification.checkpoint import Announcement
@@ -136,6 +137,14 @@ class Chain(ABC):
         from verification.checkpoint import checkpoint_for
 
         return checkpoint_for(window, self.checkpoint_announcements())
+
+    def announcement_candidates(self, window: int) -> Iterator[Announcement]:
+        """The announcements that may be in force for `window`, best first (the first one that is
+        not invalid is in force; none left: the base model, docs/protocol.md section 15): by default
+        checkpoint_candidates over every announcement. Lazy, so a reader stops at the first valid."""
+        from verification.checkpoint import checkpoint_candidates
+
+        yield from checkpoint_candidates(window, self.checkpoint_announcements())
 
     def trainer_hotkey(self) -> str | None:
         """The ss58 hotkey whose signature a checkpoint manifest must carry (None: no trainer set)."""

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
 
@@ -422,16 +423,22 @@ class BittensorChain(Chain):
         verification/announcement.py: the announcer's commitment in the state of the last block of
         window - ACTIVATION_WINDOWS, walked back past commitments that are not valid announcements.
         ChainError until that block is finalized."""
-        from verification.checkpoint import checkpoint_for
+        return next(self.announcement_candidates(window), None)
 
+    def announcement_candidates(self, window: int) -> Iterator[Announcement]:
+        """Every valid announcement that may be in force for `window`, newest first: the resolver
+        walks past the ones whose checkpoint is invalid (docs/protocol.md section 15). ChainError
+        until the deciding block is finalized."""
         if self.ledger is not None:
-            return checkpoint_for(window, self.ledger.checkpoint_announcements())
+            yield from self.ledger.announcement_candidates(window)
+            return
         at = announcement_state_block(window)
         if at is not None and (final := self.finalized_block()) < at:
             raise ChainError(f"the checkpoint of window {window} is decided by block {at}, not finalized yet "
                              f"(finalized {final})")
         announcer = self.announcer_hotkey()
-        return None if announcer is None else self._announcements.in_force(announcer, window)
+        if announcer is not None:
+            yield from self._announcements.candidates(announcer, window)
 
     def trainer_hotkey(self) -> str | None:
         return self.ledger.trainer_hotkey() if self.ledger is not None else self.announcer_hotkey()

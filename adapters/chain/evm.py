@@ -17,8 +17,9 @@ import warnings
 
 from adapters.chain.base import BlockInfo, Chain, CommitmentRecord, LedgerEntry, Neuron
 from adapters.contracts import load_artifact
+from verification.challenge import window_of_block
 from verification.checkpoint import Announcement
-from verification.constants import ACTIVATION_WINDOWS, WINDOW_BLOCKS
+from verification.constants import ACTIVATION_WINDOWS, MAX_ANNOUNCE_AHEAD_WINDOWS, WINDOW_BLOCKS
 from verification.errors import ChainError, ChainRefusedError, SignatureError
 from verification.prf import prf
 from verification.signing import sign, verify
@@ -27,7 +28,8 @@ BLOCK_SECONDS = 12  # simulated seconds per block on the embedded chain (Bittens
 FUND_WEI = 10**20  # what the embedded chain gives each new participant account
 TX_TIMEOUT_S = 120
 # contract reverts that no retry can fix (an operator must act): the node raises ChainRefusedError
-PERMANENT_REVERTS = ("not the owner of uid", "no validator permit", "no such uid", "admin only", "trainer only")
+PERMANENT_REVERTS = ("not the owner of uid", "no validator permit", "no such uid", "admin only", "trainer only",
+                     "announcement too far ahead", "no such announcement", "already voided")
 
 
 def registration_message(chain_id: int, registry: str, owner: str) -> bytes:
@@ -96,7 +98,7 @@ class EVMChain(Chain):
         returns (registry, ledger) addresses."""
         reg = load_artifact("SubnetRegistry")
         led = load_artifact("ScoreLedger")
-        registry = _deploy(w3, admin, reg, netuid, window_blocks, ACTIVATION_WINDOWS)
+        registry = _deploy(w3, admin, reg, netuid, window_blocks, ACTIVATION_WINDOWS, MAX_ANNOUNCE_AHEAD_WINDOWS)
         ledger = _deploy(w3, admin, led, registry)
         return registry, ledger
 
@@ -227,11 +229,14 @@ class EVMChain(Chain):
         for i in range(count):
             from_window, fp, mh, location, block = self._call(self.registry.functions.announcements(i),
                                                                f"announcement {i}")
+            voided = int(self._call(self.registry.functions.voided_block(i), f"announcement {i}'s void"))
+            signer = bytes(self._call(self.registry.functions.announcement_hotkey(i), f"announcement {i}'s hotkey"))
             try:
                 text = bytes(location).decode("utf-8")
             except UnicodeDecodeError:
                 text = ""  # an undecodable location cannot be fetched; the resolver reports it
-            out.append(Announcement(int(from_window), bytes(fp), bytes(mh), text, int(block)))
+            out.append(Announcement(int(from_window), bytes(fp), bytes(mh), text, int(block), voided,
+                                    "" if signer == bytes(32) else ss58_of(signer)))
         return out
 
     def trainer_hotkey(self) -> str | None:
@@ -260,10 +265,35 @@ class EVMChain(Chain):
 
     def announce_checkpoint(self, keypair, from_window: int, fingerprint: bytes, manifest_hash: bytes,
                             location: str) -> None:
+        """Refuses before sending a from_window the registry would refuse where it lands (the next
+        block): ChainError before ACTIVATION_WINDOWS ahead (a later call may need a later window),
+        ChainRefusedError past MAX_ANNOUNCE_AHEAD_WINDOWS ahead (a window given in blocks, 2**64 - 1)."""
+        landing = window_of_block(self.current_block() + 1)
+        if not 0 <= from_window < 2**64 or from_window > landing + MAX_ANNOUNCE_AHEAD_WINDOWS:
+            raise ChainRefusedError(f"checkpoint announcement for window {from_window}: at most "
+                                    f"{MAX_ANNOUNCE_AHEAD_WINDOWS} windows after the current window {landing} "
+                                    f"(MAX_ANNOUNCE_AHEAD_WINDOWS)")
+        if from_window < landing + ACTIVATION_WINDOWS:
+            raise ChainError(f"checkpoint announcement for window {from_window}: announcement for a past window "
+                             f"(the earliest is {landing + ACTIVATION_WINDOWS}, ACTIVATION_WINDOWS after {landing})")
         self._transact(self.account_for(keypair),
                        self.registry.functions.announce_checkpoint(from_window, fingerprint, manifest_hash,
                                                                    location.encode()),
                        f"checkpoint announcement for window {from_window}")
+
+    def void_announcement(self, index: int, admin=None) -> None:
+        """Admin only (the deployer): void announcement `index` (docs/protocol.md section 15). On the
+        embedded chain the admin is the tester's first account."""
+        fn = self.registry.functions.void_announcement(index)
+        if self.embedded is not None and admin is None:
+            try:
+                self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": self.embedded.admin}))
+            except _web3_errors() as exc:
+                raise _refusal(f"void of announcement {index} refused: {exc}") from exc
+        elif admin is None:
+            raise ChainError("voiding an announcement needs the admin key")
+        else:
+            self._transact(admin, fn, f"void of announcement {index}")
 
     def ledger_entry(self, validator_uid: int, window: int) -> LedgerEntry | None:
         uids, scores, root, report, block = self._call(self.ledger.functions.entry(validator_uid, window), "ledger entry")

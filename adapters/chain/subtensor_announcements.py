@@ -68,17 +68,22 @@ class AnnouncementHistory:
         except CheckpointError:
             return None
 
-    def in_force(self, hotkey: str, window: int) -> Announcement | None:
-        """The rule: the newest valid announcement in the state of announcement_state_block(window).
-        None: the base model."""
+    def candidates(self, hotkey: str, window: int) -> Iterator[Announcement]:
+        """The valid announcements in the state of announcement_state_block(window), newest first:
+        the first one whose checkpoint is not invalid is in force (docs/protocol.md section 15);
+        none: the base model. Lazy: each further one costs chain reads only when asked for."""
         at = announcement_state_block(window)
         if at is None:
-            return None
+            return
         for record in self.records(hotkey, at):
             ann = self.valid(record)
             if ann is not None:
-                return ann
-        return None
+                yield ann
+
+    def in_force(self, hotkey: str, window: int) -> Announcement | None:
+        """The newest valid announcement in the state of announcement_state_block(window) (in force
+        unless its checkpoint is invalid). None: the base model."""
+        return next(self.candidates(hotkey, window), None)
 
     def recent(self, hotkey: str, head: int, since_block: int) -> list[Announcement]:
         """Every valid announcement that landed after since_block (up to head), and the newest one
