@@ -608,7 +608,7 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
         with pytest.raises(ChainError, match="SubnetEpochConsensus") as refused:
             validator.process_window(w)
         assert not isinstance(refused.value, ChainRefusedError)  # retried, never a reason to stop
-        assert validator.state.stage(w) == "ledgered"
+        assert validator.state.stage(w) == "weights_intent"  # journaled before the refused transaction
         report_bytes = validator.state.report_path(w).read_bytes()
         (mine,) = [m for m in json.loads(report_bytes)["miners"] if m["hotkey"] == miner_key.ss58_address]
         assert mine["reason"] == "ok" and mine["weight"] == 65535 and mine["credited_rollouts"] > 0, mine
@@ -617,7 +617,7 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
         assert vchain.weights(vuid) == {}
 
         # the loop keeps verifying: window w+1 is scored, w's scores are folded into its weights
-        # (w is closed weights_skipped), and the refusal is logged once with the chain's reason
+        # (w is deferred: no set of its landed), and the refusal is logged once with the chain's reason
         runtime.new_blocks((w + 2) * WINDOW_BLOCKS + 12 - vchain.current_block())
         caplog.set_level(logging.WARNING, logger="rollproof.validator")
         stop = threading.Event()
@@ -629,8 +629,8 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
             guard.cancel()
         assert not stop.is_set(), "the validator loop reported no window"
         assert [(r.window, r.wrote_ledger, r.wrote_weights) for r in results] == [(w, False, False)]
-        assert validator.state.stage(w) == "weights_skipped"
-        assert validator.state.stage(w + 1) == "ledgered"
+        assert validator.state.stage(w) == "deferred"
+        assert validator.state.stage(w + 1) == "weights_intent"
         (mine,) = [m for m in json.loads(validator.state.report_path(w + 1).read_bytes())["miners"]
                    if m["hotkey"] == miner_key.ss58_address]
         assert mine["reason"] == "ok", mine
