@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,12 +65,15 @@ class Net:
         return Validator(self.chain, self.vkey, self.lm, self.beacons, Fetcher(file_roots=[self.store.root]),
                          self.tmp / "v", **kw)
 
+    def mine(self, n: int) -> None:
+        self.chain.mine(n)
+
     def to_window(self, w: int) -> None:
-        self.chain.mine(window_start_block(w) - self.chain.current_block())
+        self.mine(window_start_block(w) - self.chain.current_block())
 
     def close(self, validator: Validator, w: int) -> None:
         while not validator.ready(w):
-            self.chain.mine(1)
+            self.mine(1)
 
     def weight_sets(self) -> dict[int, dict[int, int]]:
         """The WeightsSet events of the validator's uid: window -> {uid: weight}. Fails on a second
@@ -79,6 +87,43 @@ class Net:
             assert w not in out, f"two weight sets for window {w}"
             out[w] = {int(d): int(v) for d, v in zip(ev.args.dests, ev.args.weights)}
         return out
+
+
+class ServedNet(Net):
+    """The embedded EVM served over HTTP JSON-RPC (tests/rpc_server.py), so a validator in another
+    process writes to the same chain; every node connects with its own funded EVM key."""
+
+    def __init__(self, tmp_path, lm, drand, keys):
+        from eth_account import Account
+
+        from adapters.chain.evm import EmbeddedEVM
+        from rpc_server import EmbeddedRPCServer
+
+        evm = EmbeddedEVM()
+        self.registry, self.ledger = EVMChain.deploy(evm.w3, evm.admin, NETUID)
+        self.server = EmbeddedRPCServer(evm).start()
+        self.evm_keys = {}
+        for k in keys:
+            acct = Account.create()
+            with self.server.lock:
+                evm.fund(acct.address)
+            self.evm_keys[k.ss58_address] = "0x" + acct.key.hex().removeprefix("0x")
+        self.chain = EVMChain.connect(self.server.url, self.registry, self.ledger, evm_keys=self.evm_keys)
+        for k in keys:
+            self.chain.register(k)
+        self.vkey = keys[2]
+        vuid = self.chain.uid_of(self.vkey.ss58_address)
+        with self.server.lock:  # the admin is eth-tester's unlocked account, in process
+            EVMChain(evm.w3, self.registry, self.ledger, embedded=evm).set_validator_permit(vuid)
+        self.beacons = LocalBeaconSource(drand, clock=self.server.head_time)
+        self.store = FileStore(tmp_path / "store")
+        self.lm = lm
+        self.tmp = tmp_path
+        self.miners = [Miner(self.chain, k, lm, self.store, self.beacons, tmp_path / f"m{i}", n_groups=1)
+                       for i, k in enumerate(keys[:2])]
+
+    def mine(self, n: int) -> None:
+        self.server.mine(n)
 
 
 def step(validator: Validator, w: int) -> None:
@@ -175,6 +220,40 @@ def test_a_killed_validator_counts_every_credited_window_once(tmp_path, tiny, lo
         assert counted == {w3: [w1, w3]}
         assert net.weight_sets() == {w3: {a: 65535, b: 65535}}
     assert restarted.state.stage(w1 + 1) is None
+
+
+def test_a_validator_sigkilled_after_its_weights_landed_never_sends_them_again(tmp_path, tiny, local_drand, keys):
+    """The same as the weights_tx case above with a real SIGKILL of a validator process writing over
+    HTTP JSON-RPC: the transaction landed, the process died before journaling it, and the restarted
+    validator (down for more than a window, one window never run) counts the set once."""
+    net = ServedNet(tmp_path, tiny, local_drand, keys)
+    try:
+        first = window_of_block(net.chain.current_block()) + 1
+        w1, w3 = first, first + 2
+        net.to_window(w1)
+        assert net.miners[0].run_window(w1).stage == "committed"
+        scorer = net.validator()
+        net.close(scorer, w1)
+        assert scorer.score_window(w1) is None  # scored in this process; the writes in the one killed
+        script = str(Path(__file__).resolve().parent / "sigkill_validator.py")
+        proc = subprocess.run([sys.executable, script, net.server.url, net.registry, net.ledger,
+                               net.evm_keys[net.vkey.ss58_address], str(tmp_path / "v")],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+        assert proc.stdout.splitlines()[-1] == "weights sent"
+        state = ValidatorState(tmp_path / "v")
+        assert state.stage(w1) == Stage.WEIGHTS_INTENT and net.weight_sets().keys() == {w1}
+
+        net.to_window(w3)
+        assert net.miners[1].run_window(w3).stage == "committed"
+        restarted = net.validator(max_catch_up=1)
+        net.close(restarted, w3)
+        step(restarted, w3)
+        b = net.chain.uid_of(keys[1].ss58_address)
+        assert check_every_credited_window_counted_once(net) == {w1: [w1], w3: [w3]}
+        assert net.weight_sets()[w3] == {b: 65535}
+    finally:
+        net.server.close()
 
 
 def test_deferred_windows_past_the_cap_are_dropped_with_a_line_each(tmp_path, tiny, local_drand, keys, caplog):
