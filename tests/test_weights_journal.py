@@ -163,11 +163,18 @@ def check_every_credited_window_counted_once(net: Net) -> dict[int, list[int]]:
     return counted
 
 
-@pytest.mark.parametrize("kill_after", ["scored", "ledgered", "weights_intent", "weights_tx"])
+@pytest.mark.parametrize("kill_after", ["scored", "ledgered", "weights_intent", "weights_tx",
+                                        "weights_tx, no weights window"])
 def test_a_killed_validator_counts_every_credited_window_once(tmp_path, tiny, local_drand, keys, kill_after, caplog):
+    """`weights_tx, no weights window`: a chain that does not say which window the last set was for
+    (Bittensor: weights_window is None), where the restart compares the weights on chain with the
+    journaled intent."""
     caplog.set_level(logging.INFO, logger="rollproof.validator")
     net = Net(tmp_path, tiny, local_drand, keys)
     chain = net.chain
+    if kill_after.endswith("no weights window"):
+        chain.weights_window = lambda uid: None
+        kill_after = "weights_tx"
     first = window_of_block(chain.current_block()) + 1
     w1, w3 = first, first + 2  # first + 1 never runs: the validator is down through it
     net.to_window(w1)

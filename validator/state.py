@@ -141,7 +141,12 @@ class ValidatorState:
         if self.stage(window) != Stage.COUNTED:
             return None
         path = self._dir(window) / "counted_in"
-        return int(path.read_text()) if path.is_file() else window
+        if not path.is_file():
+            return window
+        try:
+            return int(path.read_text())
+        except ValueError:
+            raise JournalError(f"{path}: not a window number") from None
 
     def save_checkpoint_error(self, window: int, detail: str) -> None:
         atomic_write(self._dir(window) / "checkpoint_error", detail.encode())
