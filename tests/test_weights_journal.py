@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from adapters.beacons import LocalBeaconSource
 from adapters.chain.evm import EVMChain
@@ -302,3 +303,54 @@ def test_the_journal_refuses_an_illegal_stage_change_and_reads_old_journals(tmp_
     (tmp_path / "v" / "windows" / "4" / "stage").write_text("weights_exploded")
     with pytest.raises(JournalError, match="unknown stage 'weights_exploded'"):
         state.stage(4)
+
+
+def test_the_stage_machine_has_no_dead_ends():
+    """Every stage is reachable from a fresh window, every non-terminal stage can still end (counted,
+    dropped or checkpoint_failed), and terminal stages have no way out."""
+    from validator.stages import TERMINAL, TRANSITIONS
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in TRANSITIONS[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    assert reachable(None) == set(Stage)
+    for stage in Stage:
+        assert (TRANSITIONS[stage] == frozenset()) == (stage in TERMINAL)
+        assert stage in TERMINAL or reachable(stage) & TERMINAL, stage
+    # a window whose scores credit a miner can only end counted or dropped (logged), never silently
+    assert reachable(Stage.SCORED) & TERMINAL == {Stage.COUNTED, Stage.DROPPED}
+
+
+@given(st.text(max_size=60))
+def test_a_stage_file_parses_or_is_one_journal_error(text):
+    from validator.stages import LEGACY_STAGES, parse_stage
+
+    try:
+        stage = parse_stage(text, "windows/1/stage")
+    except JournalError as exc:
+        assert "\n" not in str(exc)  # one line, whatever the file holds
+        assert text.strip() not in {s.value for s in Stage} | set(LEGACY_STAGES)
+    else:
+        assert stage in set(Stage) and (stage.value == text.strip() or LEGACY_STAGES[text.strip()] == stage)
+
+
+@given(st.lists(st.sampled_from(list(Stage)), max_size=8))
+def test_random_stage_changes_apply_only_along_the_machine(tmp_path_factory, changes):
+    from validator.stages import TRANSITIONS
+
+    state = ValidatorState(tmp_path_factory.mktemp("v"))
+    current = None
+    for new in changes:
+        if new == current or new in TRANSITIONS[current]:
+            state.set_stage(7, new)
+            current = new
+        else:
+            with pytest.raises(JournalError):
+                state.set_stage(7, new)
+        assert state.stage(7) == current
