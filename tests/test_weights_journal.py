@@ -165,7 +165,7 @@ def check_every_credited_window_counted_once(net: Net) -> dict[int, list[int]]:
 
 
 @pytest.mark.parametrize("kill_after", ["scored", "ledgered", "weights_intent", "weights_tx",
-                                        "weights_tx, no weights window"])
+                                        "weights_tx, no weights window", "weights_tx, lands late"])
 def test_a_killed_validator_counts_every_credited_window_once(tmp_path, tiny, local_drand, keys, kill_after, caplog):
     """`weights_tx, no weights window`: a chain that does not say which window the last set was for
     (Bittensor: weights_window is None), where the restart compares the weights on chain with the
@@ -176,6 +176,9 @@ def test_a_killed_validator_counts_every_credited_window_once(tmp_path, tiny, lo
     if kill_after.endswith("no weights window"):
         chain.weights_window = lambda uid: None
         kill_after = "weights_tx"
+    lands_late = kill_after.endswith("lands late")  # the killed process's transaction lands after the restart read the chain
+    if lands_late:
+        kill_after = "weights_tx"
     first = window_of_block(chain.current_block()) + 1
     w1, w3 = first, first + 2  # first + 1 never runs: the validator is down through it
     net.to_window(w1)
@@ -184,9 +187,13 @@ def test_a_killed_validator_counts_every_credited_window_once(tmp_path, tiny, lo
     net.close(dying, w1)
     if kill_after == "weights_tx":
         real = chain.set_weights
+        pending = []
 
         def land_then_die(*a, **kw):
-            real(*a, **kw)
+            if lands_late:  # sent, still in the mempool when the process dies
+                pending.append((a, kw))
+            else:
+                real(*a, **kw)
             raise Killed
 
         chain.set_weights = land_then_die
@@ -203,7 +210,7 @@ def test_a_killed_validator_counts_every_credited_window_once(tmp_path, tiny, lo
         step(dying, w1)
     if kill_after == "weights_tx":
         del chain.set_weights
-        assert net.weight_sets().keys() == {w1}  # the set landed; the journal never heard of it
+        assert net.weight_sets().keys() == (set() if lands_late else {w1})  # landed; the journal never heard of it
         assert dying.state.stage(w1) == Stage.WEIGHTS_INTENT
     else:
         assert dying.state.stage(w1) == kill_after and net.weight_sets() == {}
@@ -214,7 +221,21 @@ def test_a_killed_validator_counts_every_credited_window_once(tmp_path, tiny, lo
     restarted = net.validator(max_catch_up=1)
     net.close(restarted, w3)
     assert restarted.next_window() == w3
+    if lands_late:
+        # the restart reads the chain (nothing for w1 yet: w1 is deferred), then the old transaction lands
+        real_ready = chain.weights_ready
+
+        def late_landing(uid):
+            while pending:
+                a, kw = pending.pop()
+                chain.set_weights(*a, **kw)
+            return real_ready(uid)
+
+        chain.weights_ready = late_landing
     step(restarted, w3)
+    if lands_late:
+        assert any(f"window {w1}: its weight set (windows {w1}) landed after it was deferred" in r.getMessage()
+                   for r in caplog.records)
 
     counted = check_every_credited_window_counted_once(net)
     a, b = (chain.uid_of(k.ss58_address) for k in keys[:2])
@@ -222,7 +243,8 @@ def test_a_killed_validator_counts_every_credited_window_once(tmp_path, tiny, lo
         # the set sent before the kill is recognised, never sent again, w1 never deferred
         assert counted == {w1: [w1], w3: [w3]}
         assert net.weight_sets()[w3] == {b: 65535}
-        assert any(f"window {w1}: its weight set (windows {w1}) is on chain" in r.getMessage() for r in caplog.records)
+        assert lands_late or any(f"window {w1}: its weight set (windows {w1}) is on chain" in r.getMessage()
+                                 for r in caplog.records)
     else:
         # w1's scores reach w3's set across the window that never ran
         assert counted == {w3: [w1, w3]}

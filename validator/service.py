@@ -351,6 +351,7 @@ class Validator:
             self.state.set_stage(window, Stage.DEFERRED)
             return False
         if intent is None:
+            self._count_late_set(window, my_uid)
             intent = self._plan(window, report)
             self.state.save_intent(intent)
         sent = False
@@ -372,6 +373,25 @@ class Validator:
         want = {u: w for u, w in zip(intent.uids, intent.weights) if w > 0}
         have = {u: w for u, w in self.chain.weights(my_uid).items() if w > 0}
         return bool(want) and have.keys() == want.keys() and all(abs(have[u] - w) <= 1 for u, w in want.items())
+
+    def _count_late_set(self, window: int, my_uid: int) -> None:
+        """A set whose window was deferred (a newer window was scored before the chain showed it)
+        but that landed afterwards (its transaction was still pending through a crash): its windows
+        are journaled counted in it before window's set is planned, so none is counted twice. On
+        chains that name the last set's window that is the one to look at; elsewhere the newest
+        deferred window with an intent (the chain takes sets in window order only)."""
+        deferred = self.state.deferred_before(window)
+        done = self.chain.weights_window(my_uid)  # read again: it may have landed since the last read
+        if done is not None:
+            late = [done] if done in deferred else []
+        else:
+            late = [w for w in deferred if self.state.intent(w) is not None][-1:]
+        for w in late:
+            intent = self.state.intent(w)
+            if intent is not None and self._landed(intent, done, my_uid):
+                log.info("window %d: its weight set (windows %s) landed after it was deferred; journaled counted",
+                         w, _window_list(intent.windows))
+                self._count(intent)
 
     def _count(self, intent: WeightsIntent) -> None:
         """Journal every window of a set the chain shows (or an all-zero one, never sent) as counted
