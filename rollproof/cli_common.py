@@ -269,6 +269,42 @@ def check_directory(path: Optional[Path | str], flag: str, *, must_exist: bool =
     return p
 
 
+NewChain = typer.Option(False, "--new-chain",
+                        help="start a fresh journal when --state-dir holds only journals of a chain with the same "
+                             "name and netuid but another genesis (a restarted development chain)")
+
+_IDENTITY_HASH = re.compile(r"[0-9a-f]{12}")
+
+
+def other_genesis_journals(root: Path, identity: str) -> list[str]:
+    """The journals under `root` of chains with identity's name and netuid but another block-0
+    hash (Chain.identity(): NAME-NETUID-HASH12), sorted; none when identity's own journal exists."""
+    prefix, _, digest = identity.rpartition("-")
+    if not prefix or not _IDENTITY_HASH.fullmatch(digest) or (root / identity).exists() or not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and p.name.startswith(prefix + "-") and _IDENTITY_HASH.fullmatch(p.name[len(prefix) + 1:]))
+
+
+def journal_dir(root: Path, identity: str, *, new_chain: bool, logger: logging.Logger = log) -> Path:
+    """The node's journal for this chain: root/identity. A journal keyed by the genesis hash means a
+    restarted chain (anvil --state, a redeployed local chain) would silently open an empty one beside
+    the old: when root holds journals of the same chain name and netuid with another genesis and none
+    for this one, the start stops (one line naming them and the new genesis, exit 2) unless
+    `new_chain` (--new-chain), which starts the fresh journal with one warning line."""
+    old = other_genesis_journals(root, identity)
+    if old:
+        genesis = identity.rpartition("-")[2]
+        names = ", ".join(old)
+        if not new_chain:
+            fail(f"{root} holds the journal of another chain with this name and netuid ({names}), and this chain's "
+                 f"genesis is {genesis}: pass --new-chain to start a fresh journal {identity} (a restarted "
+                 f"development chain), or connect to the chain the old journal belongs to")
+        logger.warning("chain genesis %s has no journal in %s (journals of other genesis: %s): --new-chain, "
+                       "starting a fresh journal %s", genesis, root, names, identity)
+    return root / identity
+
+
 def check_store(spec: str, flag: str = "--store") -> str:
     """`s3://BUCKET[/PREFIX]` with a valid bucket name, or a directory (see check_directory)."""
     if spec.startswith("s3://"):

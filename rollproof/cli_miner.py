@@ -14,8 +14,8 @@ from rich.markup import escape
 from rollproof.cli_common import (
     DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl,
     Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
-    check_directory, check_http_url, check_model, check_store, console, fail, setup_logging, stop_on_signals,
-    wallet_options,
+    NewChain, check_directory, check_http_url, check_model, check_store, console, fail, journal_dir, setup_logging,
+    stop_on_signals, wallet_options,
 )
 from miner.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GROUPS, DEFAULT_KEEP_BUNDLES
 from verification.constants import MAX_GROUPS_PER_BUNDLE
@@ -94,6 +94,7 @@ def run(
                                      help="windows whose bundle bytes stay in the journal (the store keeps what it published)"),
     checkpoint_root: list[Path] = typer.Option([Path(DEFAULT_STORE)], "--checkpoint-root",
                                                help="directories file:// checkpoint locations may point into"),
+    new_chain: bool = NewChain,
     threads: Optional[int] = Threads,
     device: str = Device,
     chain_wait: Optional[float] = ChainWait,
@@ -150,13 +151,16 @@ def run(
         console.print("stopped before the chain answered")
         return
     chain = started.chain
+    root = (state_dir or default_state_dir("miner", wallet, netuid)).expanduser()
+    journal = root / started.identity
     if not opts.is_embedded:
         log.info("hotkey %s holds uid %d on netuid %d (%s)", keypair.ss58_address, started.checked, netuid, chain.name)
+        # a changed genesis: one line, before the model loads (the embedded chain is new at every run)
+        journal = journal_dir(root, started.identity, new_chain=new_chain)
     with console.status(f"loading model {model} on {device}…"):
         lm = load_model(model, device)
     log.info("model %s, fingerprint %s", lm.name, lm.fingerprint.hex())
     beacons = beacon_source(opts, chain)
-    root = (state_dir or default_state_dir("miner", wallet, netuid)).expanduser()
     s3 = make_s3_client(s3_endpoint) if s3_endpoint else None
     resolver = ModelResolver(chain, lm, Fetcher(file_roots=checkpoint_root, s3_client=s3))
     bundle_store = open_store(store, endpoint_url=s3_endpoint, public_url=public_url)
@@ -165,7 +169,7 @@ def run(
                              f"bytes; a subtensor commitment leaves {MAX_BASE_BYTES}: shorten --public-url or the "
                              f"store prefix")
     miner = Miner(chain, keypair, lm, bundle_store, beacons,
-                  root / started.identity, n_groups=groups, batch_size=batch_size,
+                  journal, n_groups=groups, batch_size=batch_size,
                   beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:

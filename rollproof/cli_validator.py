@@ -15,7 +15,8 @@ from verification.constants import FETCH_TIMEOUT_S
 from rollproof.cli_common import (
     DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
     RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
-    check_directory, check_model, check_http_url, console, fail, setup_logging, stop_on_signals, wallet_options,
+    NewChain, check_directory, check_model, check_http_url, console, fail, journal_dir, setup_logging, stop_on_signals,
+    wallet_options,
 )
 
 app = App(help="Verify miners' bundles, score them, write weights.")
@@ -110,6 +111,7 @@ def run(
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/validator/...)"),
     keep_bundles: int = typer.Option(DEFAULT_KEEP_BUNDLES, "--keep-bundles", min=0,
                                      help="finished windows whose fetched bundles stay on disk for audit; 0 keeps all"),
+    new_chain: bool = NewChain,
     threads: Optional[int] = Threads,
     device: str = Device,
     chain_wait: Optional[float] = ChainWait,
@@ -155,19 +157,20 @@ def run(
         console.print("stopped before the chain answered")
         return
     chain, uid = started.chain, started.checked
+    root = (state_dir or default_state_dir("validator", wallet, netuid)).expanduser()
+    journal = journal_dir(root, started.identity, new_chain=new_chain)  # a changed genesis: one line, before the model
     with console.status(f"loading model {model} on {device}…"):
         lm = load_model(model, device)
     if opts.ledger_rpc_url:
         log.info("score ledger on %s: EVM-registry uid %s", opts.ledger_rpc_url, chain.prepare_ledger(keypair))
     beacons = beacon_source(opts, chain)
-    root = (state_dir or default_state_dir("validator", wallet, netuid)).expanduser()
     s3 = make_s3_client(s3_endpoint, timeout=fetch_timeout) if s3_endpoint else None
     fetcher = Fetcher(file_roots=file_root, s3_client=s3, timeout=fetch_timeout, allow_private=allow_private_fetch)
     for missing in (r for r in file_root if r != DEFAULT_FILE_ROOT and not r.expanduser().is_dir()):
         log.warning("--file-root %s does not exist: no file:// location can be read under it", missing)
     resolver = ModelResolver(chain, lm, fetcher)
     validator = Validator(chain, keypair, lm, beacons, fetcher,
-                          root / started.identity, beacon_cache=BeaconCache(root / "beacons"),
+                          journal, beacon_cache=BeaconCache(root / "beacons"),
                           batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver)
     log.info("validator %s (uid %s) on %s netuid %d", keypair.ss58_address, uid, chain.name, netuid)
     validator.run(stop, max_windows=windows, on_result=lambda r: _print_window(r, file_root, model),

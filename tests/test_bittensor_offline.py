@@ -417,7 +417,7 @@ def test_no_weights_route_sends_nothing_and_says_why(alice):
 
 
 def test_a_validator_logs_an_unavailable_weight_set_once_per_window(tmp_path, tiny, local_drand, caplog):
-    """On a runtime where no weight can be set, each window is journaled weights_skipped with one
+    """On a runtime where no weight can be set, each window is journaled deferred with one
     warning naming why (nothing is retried); once a set lands it carries the skipped windows' scores."""
     import logging
 
@@ -460,7 +460,7 @@ def test_a_validator_logs_an_unavailable_weight_set_once_per_window(tmp_path, ti
             chain.set_weights = real_set_weights  # the runtime takes weights again
         results.append(validator.process_window(w))
     assert attempts == [start, start + 1]  # once per window, never retried
-    assert [validator.state.stage(w) for w in range(start, start + 3)] == ["weights_skipped"] * 2 + ["weights_set"]
+    assert [validator.state.stage(w) for w in range(start, start + 3)] == ["deferred"] * 2 + ["counted"]
     lines = [r.getMessage() for r in caplog.records if "no weights set" in r.getMessage()]
     assert [line.split(":")[0] for line in lines] == [f"window {start}", f"window {start + 1}"]
     assert all("no weight can be set" in line and "\n" not in line for line in lines)

@@ -177,3 +177,46 @@ def test_miner_run_waits_for_a_dead_rpc_then_checks_and_refuses(served, tmp_path
     errors = _errors(text)
     assert len(errors) == 1 and "is not registered on netuid 1" in errors[0], text
     assert "model tiny, fingerprint" not in text  # refused before the model loaded
+
+
+# ---- a journal opened on a chain whose genesis changed (issue 24, item 7) -------------------------
+
+def test_a_journal_of_another_genesis_stops_the_start_in_one_line(served, model_loads, tmp_path):
+    """A restarted development chain (anvil --state) has a new block-0 hash, so its journal would be
+    a new, empty directory beside the old one: the start says so and stops before the model loads."""
+    state = tmp_path / "state"
+    old = state / "evm-1-000000000000"  # the same chain name and netuid, another genesis
+    (old / "windows" / "5").mkdir(parents=True)
+    out = CliRunner().invoke(app, ["miner", "run", *served["chain"], "--wallet.name", "miner",
+                                   "--evm-key", served["keys"]["miner"], "--model", "tiny", "--device", "cpu",
+                                   "--store", str(tmp_path / "store"), "--state-dir", str(state)])
+    assert out.exit_code == 2, out.output
+    (error,) = _errors(out.output)
+    assert "evm-1-000000000000" in error and "--new-chain" in error and "genesis" in error, out.output
+    assert "Traceback" not in out.output and model_loads == []
+    assert sorted(p.name for p in state.iterdir()) == ["evm-1-000000000000"]  # nothing created beside it
+
+
+def test_new_chain_starts_a_fresh_journal_with_one_line(tmp_path, caplog):
+    import logging
+
+    import typer
+
+    from rollproof.cli_common import journal_dir, other_genesis_journals
+
+    root = tmp_path / "state"
+    for name in ("evm-1-aaaaaaaaaaaa", "evm-1-bbbbbbbbbbbb", "evm-2-cccccccccccc", "beacons"):
+        (root / name).mkdir(parents=True)
+    identity = "evm-1-0123456789ab"
+    assert other_genesis_journals(root, identity) == ["evm-1-aaaaaaaaaaaa", "evm-1-bbbbbbbbbbbb"]
+    with pytest.raises(typer.Exit) as refused:
+        journal_dir(root, identity, new_chain=False)
+    assert refused.value.exit_code == 2
+    caplog.set_level(logging.WARNING)
+    assert journal_dir(root, identity, new_chain=True) == root / identity
+    (line,) = [r.getMessage() for r in caplog.records if "--new-chain" in r.getMessage()]
+    assert "0123456789ab" in line and "evm-1-aaaaaaaaaaaa, evm-1-bbbbbbbbbbbb" in line
+    (root / identity).mkdir()  # the node ran once: later starts on this genesis say nothing
+    assert other_genesis_journals(root, identity) == []
+    assert journal_dir(root, identity, new_chain=False) == root / identity
+    assert other_genesis_journals(root, "evm-3-0123456789ab") == []  # another netuid: no journal of its own kind

@@ -253,8 +253,10 @@ def test_windows_under_a_weight_rate_limit_count_in_the_next_set(net, keys, max_
         net.open(validator, w)
         results.append(validator.process_window(w))
     assert [r.wrote_weights for r in results] == [True, False, False, True]
-    assert [validator.state.stage(r.window) for r in results] == ["weights_set", "weights_skipped", "weights_skipped",
-                                                                   "weights_set"]
+    # every window is journaled counted, each in the set that holds its scores (window 1 past the cap: dropped)
+    counted = [validator.state.counted_in(r.window) for r in results]
+    assert counted == ([start, None, start + 3, start + 3] if max_combined == 2 else [start, start + 3, start + 3, start + 3])
+    assert validator.state.stage(start + 1) == ("dropped" if max_combined == 2 else "counted")
     # the last set covers windows 1-3: the first miner scored in window 1, the second in 2 and 3
     def score(result, uid):
         return next(m["score"] for m in result.report["miners"] if m["uid"] == uid)
@@ -289,11 +291,13 @@ def test_validator_prunes_bundles_of_finished_windows_only(tmp_path):
     from validator.state import ValidatorState
 
     state = ValidatorState(tmp_path / "v")
-    for w, stage in ((1, "weights_set"), (2, "weights_skipped"), (3, "scored")):
+    for w, stages in ((1, ("scored", "ledgered", "deferred", "counted")), (2, ("scored", "ledgered", "deferred")),
+                      (3, ("scored",))):
         state.bundle_path(w, 0).parent.mkdir(parents=True)
         state.bundle_path(w, 0).write_bytes(b"bundle")
         state.save_report(w, b"{}")
-        state.set_stage(w, stage)
+        for stage in stages:
+            state.set_stage(w, stage)
     assert state.prune_bundles(2) == 1
     assert not state.bundle_path(1, 0).exists() and state.bundle_path(2, 0).exists()
     assert state.prune_bundles(10) == 1  # window 3 is not finished: its bundle stays
@@ -306,7 +310,7 @@ def test_validator_catches_up_at_most_a_few_windows_after_an_outage(net, keys):
     validator = net.validator(keys[2])
     start = net.next_window()
     assert validator.next_window() == start - 1  # empty journal: the last closed window
-    validator.state.set_stage(start - 1, "weights_set")
+    validator.state.set_stage(start - 1, "checkpoint_failed")
     net.chain.mine(window_start_block(start + 1) - net.chain.current_block())
     assert validator.next_window() == start  # one window behind: resume in order
     net.chain.mine(window_start_block(start + 10) - net.chain.current_block())

@@ -612,7 +612,7 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
     bundle (ok) and journals its report and ledger entry; its weights land through the runtime's own
     set_weights (the SDK's SetWeights reads SubnetEpochConsensus, which spec 293 lacks) and are read
     back from the chain. Its loop then keeps going: it scores the second window, whose weights wait
-    for the subnet's rate limit (journaled weights_skipped: they count in the next set), and no
+    for the subnet's rate limit (journaled deferred: they count in the next set), and no
     write is refused."""
     import hashlib
     import logging
@@ -674,7 +674,7 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
         assert vchain.weights_route().kind == "legacy"
         result = validator.process_window(w)
         assert (result.window, result.wrote_weights) == (w, True)
-        assert validator.state.stage(w) == "weights_set"
+        assert validator.state.stage(w) == "counted"
         report_bytes = validator.state.report_path(w).read_bytes()
         (mine,) = [m for m in json.loads(report_bytes)["miners"] if m["hotkey"] == miner_key.ss58_address]
         assert mine["reason"] == "ok" and mine["weight"] == 65535 and mine["credited_rollouts"] > 0, mine
@@ -696,7 +696,7 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
             guard.cancel()
         assert not stop.is_set(), "the validator loop reported no window"
         assert [(r.window, r.wrote_weights) for r in results] == [(w + 1, False)]
-        assert validator.state.stage(w + 1) == "weights_skipped"
+        assert validator.state.stage(w + 1) == "deferred"
         (mine,) = [m for m in json.loads(validator.state.report_path(w + 1).read_bytes())["miners"]
                    if m["hotkey"] == miner_key.ss58_address]
         assert mine["reason"] == "ok", mine

@@ -12,7 +12,11 @@ Outages: `run` never exits because the chain, a store or the drand relays are do
 adapters/outage.py). Scoring and chain writes are separate steps: a window whose ledger entry or
 weights the chain refuses stays at its journal stage and is retried with backoff while later
 windows are still verified and scored; a newer window's weights supersede an older window's
-pending ones (its scores are folded into the newer set, as for the rate limit). It stops only on
+pending ones (the older window is deferred and its scores are folded into the newer set, as for the
+rate limit). Weight sets are write-ahead: the set's windows, uids and weights are journaled before
+the transaction and the windows journaled counted once the chain shows it, so every deferred window
+is counted in exactly one set (or dropped past MAX_COMBINED_WINDOWS, logged) whatever the restart
+timing (validator/stages.py has the state machine). It stops only on
 ChainRefusedError (not registered, no permit, an EVM key that does not own the uid: `preflight`
 checks them before any work)."""
 
@@ -32,7 +36,8 @@ from adapters.fetch import Fetcher
 from adapters.windows import opening_randomness
 from adapters.files import atomic_write
 from adapters.outage import Backoff, Outages
-from validator.state import ValidatorState
+from validator.stages import Stage
+from validator.state import ValidatorState, WeightsIntent
 from verification.bundle import Bundle, bundle_hash, completion_digest, decode_bundle, row_digest
 from verification.canonical import canonical_json
 from verification.challenge import (
@@ -263,7 +268,7 @@ class Validator:
         Returns None once scored, or the finished result of a window whose checkpoint cannot be
         verified (journaled checkpoint_failed: nothing is scored or written)."""
         stage = self.state.stage(window)
-        if stage == "checkpoint_failed":
+        if stage == Stage.CHECKPOINT_FAILED:
             detail = self.state.checkpoint_error(window)
             return WindowResult(window, {}, b"", [], False, False, checkpoint_error=detail)
         if stage is None:
@@ -275,17 +280,18 @@ class Validator:
                 return WindowResult(window, {}, b"", [], False, False, checkpoint_error=str(exc))
             report = self._score(window, lm, on_miner, progress_factory)
             self.state.save_report(window, canonical_json(report))
-            self.state.set_stage(window, "scored")
+            self.state.set_stage(window, Stage.SCORED)
         return None
 
     def write_window(self, window: int, *, superseded_by: int | None = None) -> WindowResult:
         """The chain writes of a scored window: its ledger entry, then its weights (or, with
-        `superseded_by`, no weights: a newer scored window's set will count its scores). Each step
-        reads the chain first and is journaled after, so a retry never writes twice. Raises
+        `superseded_by`, a newer scored window whose set will count its scores: this window is
+        deferred). Each step reads the chain first and is journaled after, so a retry never writes
+        twice; a weight set is journaled as an intent before it is sent (_write_weights). Raises
         ChainError when the chain cannot be read or refuses a write (the stage stays)."""
         my_uid = self.uid()
         stage = self.state.stage(window)
-        if stage == "checkpoint_failed":
+        if stage == Stage.CHECKPOINT_FAILED:
             return WindowResult(window, {}, b"", [], False, False, checkpoint_error=self.state.checkpoint_error(window))
         if stage is None:
             raise ValueError(f"window {window} is not scored")
@@ -295,54 +301,133 @@ class Validator:
         uids = [m["uid"] for m in report["miners"]]
         weights = [m["weight"] for m in report["miners"]]
         wrote_ledger = wrote_weights = False
-        if stage == "scored":
+        if stage == Stage.SCORED:
             if self.chain.ledger_entry(my_uid, window) is None:
                 self.chain.record_scores(self.keypair, window, uids, weights,
                                          bytes.fromhex(report["verified_root"]), report_hash)
                 wrote_ledger = True
-            self.state.set_stage(window, "ledgered")
-            stage = "ledgered"
-        if stage == "ledgered" and superseded_by is not None:
-            log.info("window %d: its weights were not set before window %d was scored; its scores count in "
-                     "window %d's weights", window, superseded_by, superseded_by)
-            self.state.set_stage(window, "weights_skipped")
-        elif stage == "ledgered":
-            done = self.chain.weights_window(my_uid)
-            if done is not None and done >= window:
-                self.state.set_stage(window, "weights_set")
-            elif not self.chain.weights_ready(my_uid):
-                log.info("window %d: the chain's weight rate limit has not passed; its scores count in the "
-                         "next window's weights", window)
-                self.state.set_stage(window, "weights_skipped")
-            else:
-                set_uids, set_weights = self._weights_to_set(window, report, uids, weights)
-                stage = "weights_set"
-                if any(set_weights):
-                    try:
-                        self.chain.set_weights(self.keypair, window, set_uids, set_weights)
-                        wrote_weights = True
-                    except WeightsUnavailableError as exc:  # nothing sent, and a retry cannot help
-                        log.warning("window %d: no weights set: %s; its scores count in the next set that lands",
-                                    window, exc)
-                        stage = "weights_skipped"
-                else:
-                    log.warning("window %d: every miner scored zero; weights left unchanged", window)
-                self.state.set_stage(window, stage)
+            self.state.set_stage(window, Stage.LEDGERED)
+            stage = Stage.LEDGERED
+        if stage in (Stage.LEDGERED, Stage.WEIGHTS_INTENT):
+            wrote_weights = self._write_weights(window, stage, report, my_uid, superseded_by)
         scores = [MinerScore(m["uid"], m["hotkey"], m["reason"], m["detail"], m["credited_rollouts"],
                              m["score"], m["weight"], m["verdict"]) for m in report["miners"]]
         return WindowResult(window, report, report_hash, scores, wrote_ledger, wrote_weights)
 
-    def _weights_to_set(self, window: int, report: dict, uids: list[int], weights: list[int]) -> tuple[list[int], list[int]]:
-        """This window's weights, or, after windows skipped by the chain's rate limit, the weights of
-        their scores and this window's summed (verification.scoring.combine_windows)."""
-        skipped = self.state.skipped_run_before(window, limit=self.max_combined - 1)
-        if not skipped:
-            return uids, weights
-        reports = [json.loads(self.state.report_path(w).read_bytes()) for w in skipped] + [report]
+    def _write_weights(self, window: int, stage: Stage, report: dict, my_uid: int, superseded_by: int | None) -> bool:
+        """Window's weights, from stage ledgered or weights_intent; True when a set was sent now.
+
+        The chain is read first: a set this journal's intent describes that already landed (sent
+        before a crash) is journaled counted and never sent again. Otherwise a window superseded by
+        a newer scored one, or closed while the chain's weight rate limit holds, is deferred (a later
+        set counts it). Else the set (this window's scores and every deferred window's before it, at
+        most max_combined windows: _plan) is journaled as an intent, sent, and its windows journaled
+        counted in this window."""
+        done = self.chain.weights_window(my_uid)
+        intent = self.state.intent(window) if stage == Stage.WEIGHTS_INTENT else None
+        if intent is not None and self._landed(intent, done, my_uid):
+            log.info("window %d: its weight set (windows %s) is on chain; journaled counted", window,
+                     _window_list(intent.windows))
+            self._count(intent)
+            return False
+        if stage == Stage.LEDGERED and done is not None and done >= window:
+            # a set landed with no intent journaled: only a journal written before intents existed
+            if done == window:
+                intent = self._plan(window, report)
+                log.info("window %d: its weight set (windows %s) is on chain; journaled counted", window,
+                         _window_list(intent.windows))
+                self._count(intent)
+            else:
+                log.warning("window %d dropped: window %d's weight set landed without its scores", window, done)
+                self.state.set_stage(window, Stage.DROPPED)
+            return False
+        if superseded_by is not None:
+            log.info("window %d: no weight set for it landed before window %d was scored; its scores count in "
+                     "the next weight set", window, superseded_by)
+            self.state.set_stage(window, Stage.DEFERRED)
+            return False
+        if not self.chain.weights_ready(my_uid):
+            log.info("window %d: the chain's weight rate limit has not passed; its scores count in the "
+                     "next weight set", window)
+            self.state.set_stage(window, Stage.DEFERRED)
+            return False
+        if intent is None:
+            self._count_late_set(window, my_uid)
+            intent = self._plan(window, report)
+            self.state.save_intent(intent)
+        sent = False
+        if any(intent.weights):
+            try:
+                self.chain.set_weights(self.keypair, window, list(intent.uids), list(intent.weights))
+            except WeightsUnavailableError as exc:  # nothing was sent, and a retry cannot help
+                log.warning("window %d: no weights set: %s; its scores count in the next set that lands",
+                            window, exc)
+                self.state.clear_intent(window)  # never taken for a set that landed
+                self.state.set_stage(window, Stage.DEFERRED)
+                return False
+            sent = True
+        else:
+            log.warning("window %d: every miner scored zero in windows %s; weights left unchanged", window,
+                        _window_list(intent.windows))
+        self._count(intent)
+        return sent
+
+    def _landed(self, intent: WeightsIntent, done: int | None, my_uid: int) -> bool:
+        """Whether the chain shows the intent's set: its weights window reached the intent's window
+        or, on chains that do not keep one (Bittensor), the weights on chain are the intent's
+        (within the SDK's u16 rounding)."""
+        if done is not None:
+            return done >= intent.window
+        want = {u: w for u, w in zip(intent.uids, intent.weights) if w > 0}
+        have = {u: w for u, w in self.chain.weights(my_uid).items() if w > 0}
+        return bool(want) and have.keys() == want.keys() and all(abs(have[u] - w) <= 1 for u, w in want.items())
+
+    def _count_late_set(self, window: int, my_uid: int) -> None:
+        """A set whose window was deferred (a newer window was scored before the chain showed it)
+        but that landed afterwards (its transaction was still pending through a crash): its windows
+        are journaled counted in it before window's set is planned, so none is counted twice. On
+        chains that name the last set's window that is the one to look at; elsewhere the newest
+        deferred window with an intent (the chain takes sets in window order only)."""
+        deferred = self.state.deferred_before(window)
+        done = self.chain.weights_window(my_uid)  # read again: it may have landed since the last read
+        if done is not None:
+            late = [done] if done in deferred else []
+        else:
+            late = [w for w in deferred if self.state.intent(w) is not None][-1:]
+        for w in late:
+            intent = self.state.intent(w)
+            if intent is not None and self._landed(intent, done, my_uid):
+                log.info("window %d: its weight set (windows %s) landed after it was deferred; journaled counted",
+                         w, _window_list(intent.windows))
+                self._count(intent)
+
+    def _count(self, intent: WeightsIntent) -> None:
+        """Journal every window of a set the chain shows (or an all-zero one, never sent) as counted
+        in its window, the set's own window last (a crash between them repeats this)."""
+        for w in intent.windows:
+            self.state.mark_counted(w, intent.window)
+
+    def _plan(self, window: int, report: dict) -> WeightsIntent:
+        """The weight set for window: its own scores and those of every deferred window before it
+        that no set counted yet (gaps and checkpoint_failed windows between them included), the
+        newest max_combined - 1 of them; older deferred windows are dropped, one log line each. One
+        window: its report's weights; several: verification.scoring.combine_windows."""
+        deferred = self.state.deferred_before(window)
+        keep = deferred[max(0, len(deferred) - (self.max_combined - 1)):]
+        for w in deferred[:len(deferred) - len(keep)]:
+            log.warning("window %d dropped: more than %d deferred windows before window %d's weight set "
+                        "(MAX_COMBINED_WINDOWS = %d); its scores count in no set", w, self.max_combined - 1,
+                        window, self.max_combined)
+            self.state.set_stage(w, Stage.DROPPED)
+        if not keep:
+            return WeightsIntent(window, (window,), tuple(m["uid"] for m in report["miners"]),
+                                 tuple(m["weight"] for m in report["miners"]))
+        reports = [json.loads(self.state.report_path(w).read_bytes()) for w in keep] + [report]
         registered = {n.uid: n.hotkey for n in self.chain.neurons()}
         rows = [[(m["uid"], m["hotkey"], float(m["score"])) for m in r["miners"]] for r in reports]
-        log.info("window %d: weights over windows %s", window, ", ".join(map(str, skipped + [window])))
-        return combine_windows(rows, registered)
+        uids, weights = combine_windows(rows, registered)
+        log.info("window %d: weights over windows %s", window, _window_list(keep + [window]))
+        return WeightsIntent(window, tuple(keep) + (window,), tuple(uids), tuple(weights))
 
     def _fetch_pending(self, window: int, records: list[CommitmentRecord]) -> dict[int, bytes | StorageError]:
         """The bundles of these miners not verified yet, fetched concurrently, each under its own
@@ -505,6 +590,10 @@ class Validator:
         # landing while the newest window's weights are still refused is not a recovery
         self.outages.writes.ok()
         self._write_retry_at = 0.0
+
+
+def _window_list(windows) -> str:
+    return ", ".join(map(str, windows))
 
 
 def _answers(chain: Chain) -> bool:
