@@ -460,7 +460,9 @@ def test_a_validator_logs_an_unavailable_weight_set_once_per_window(tmp_path, ti
             chain.set_weights = real_set_weights  # the runtime takes weights again
         results.append(validator.process_window(w))
     assert attempts == [start, start + 1]  # once per window, never retried
-    assert [validator.state.stage(w) for w in range(start, start + 3)] == ["deferred"] * 2 + ["counted"]
+    # the two deferred windows are counted in the set that landed, with its own window
+    assert [validator.state.stage(w) for w in range(start, start + 3)] == ["counted"] * 3
+    assert [validator.state.counted_in(w) for w in range(start, start + 3)] == [start + 2] * 3
     lines = [r.getMessage() for r in caplog.records if "no weights set" in r.getMessage()]
     assert [line.split(":")[0] for line in lines] == [f"window {start}", f"window {start + 1}"]
     assert all("no weight can be set" in line and "\n" not in line for line in lines)
