@@ -11,9 +11,9 @@ import typer
 from rich.markup import escape
 
 from rollproof.cli_common import (
-    DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
+    DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, NewChain, Netuid, Network, Registry,
     RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
-    check_directory, check_model, check_http_url, check_ss58, check_store, console, fail, setup_logging, stop_on_signals,
+    check_directory, check_model, check_http_url, check_ss58, check_store, console, fail, journal_dir, setup_logging, stop_on_signals,
     wallet_options,
 )
 from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, LR, PUBLISH_EVERY
@@ -51,6 +51,7 @@ def run(
     threads: Optional[int] = Threads,
     device: str = Device,
     chain_wait: Optional[float] = ChainWait,
+    new_chain: bool = NewChain,
     log_level: str = LogLevel,
 ) -> None:
     """Each scored window: take the rows the validator accepted (tied to its report and ledger
@@ -121,12 +122,13 @@ def run(
             console.print("stopped before the chain answered")
             return
         chain, source = started.chain, started.checked
+        root = (state_dir or default_state_dir("trainer", wallet, netuid)).expanduser()
+        journal = journal_dir(root, started.identity, new_chain=new_chain)  # a changed genesis: one line, before the model
         with console.status(f"loading model {model} on {device}…"):
             lm = load_model(model, device)
-        root = (state_dir or default_state_dir("trainer", wallet, netuid)).expanduser()
         config = TrainerConfig(publish_every=publish_every, heldout_problems=heldout, gate_margin=gate_margin,
                                train=TrainConfig(lr=lr))
-        trainer = Trainer(chain, keypair, lm, checkpoint_store, root / started.identity,
+        trainer = Trainer(chain, keypair, lm, checkpoint_store, journal,
                           config)
 
         def report(rec, pub) -> None:
