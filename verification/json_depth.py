@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,7 +23,36 @@ def nesting_depth(body: bytes) -> int:
     """The deepest array/object nesting of a JSON text, ignoring brackets inside strings, computed
     without recursion. It never counts less than the json module would recurse (strings end at
     the same unescaped quote), so a body under the limit cannot overflow the parser's stack."""
-    structure = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    return _depth_of_structure(_JSON_STRING.sub(b'""', body))
+
+
+@dataclass(frozen=True)
+class JsonShape:
+    """How much structure a JSON text holds, counted without parsing it: what json.loads would
+    allocate is about one Python object per container, key and value, plus the strings' bytes."""
+
+    depth: int
+    objects: int  # "{"
+    arrays: int  # "["
+    keys: int  # ":"
+    commas: int  # ","
+    strings: int  # string literals (keys included)
+    long_number: bool  # a run of number characters outside strings longer than the scan's limit
+
+
+def scan_json(body: bytes, max_number_chars: int = 20) -> JsonShape:
+    """One linear pass over a JSON text (strings collapsed to "" first, as nesting_depth does):
+    its depth and the counts a schema can bound before the parser builds anything. Memory: the
+    collapsed text (at most the body's size) and a few MiB of chunks."""
+    structure = _JSON_STRING.sub(b'""', body)
+    long_number = re.search(rb"[-+.0-9eE]{%d}" % (max_number_chars + 1), structure) is not None
+    return JsonShape(depth=_depth_of_structure(structure), objects=structure.count(b"{"),
+                     arrays=structure.count(b"["), keys=structure.count(b":"), commas=structure.count(b","),
+                     strings=structure.count(b'"') // 2, long_number=long_number)
+
+
+def _depth_of_structure(collapsed: bytes) -> int:
+    structure = np.frombuffer(collapsed, dtype=np.uint8)
     depth = deepest = 0
     for start in range(0, structure.size, _DEPTH_CHUNK):  # chunks bound the memory to a few MiB
         chunk = structure[start:start + _DEPTH_CHUNK]
