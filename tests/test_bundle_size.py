@@ -119,7 +119,7 @@ BOUND = max_bundle_bytes(8, 24, MAX_GROUPS_PER_BUNDLE)
 
 
 def _fill(unit: bytes, size: int = BOUND) -> bytes:
-    body = b"[" + unit + (b"," + unit) * ((size - len(BUNDLE_MAGIC) - 2) // (len(unit) + 1)) + b"]"
+    body = b"[" + unit + (b"," + unit) * ((size - len(BUNDLE_MAGIC) - 2 - len(unit)) // (len(unit) + 1)) + b"]"
     return BUNDLE_MAGIC + body
 
 
@@ -131,7 +131,7 @@ def _fill(unit: bytes, size: int = BOUND) -> bytes:
     (BUNDLE_MAGIC + b'{"a":' + b"1" * 100 + b"}", "number longer than 20"),
     (BUNDLE_MAGIC + b"[" * 17 + b"]" * 17, "nests 17 deep"),
     (BUNDLE_MAGIC + b'{' + b",".join(b'"%d":0' % i for i in range(20000)) + b"}", "keys"),
-])
+], ids=["empty-objects", "empty-arrays", "flat-zeros", "empty-strings", "long-number", "deep", "many-keys"])
 def test_structure_the_schema_cannot_hold_is_refused_before_parsing(data, what, monkeypatch):
     import json
 
