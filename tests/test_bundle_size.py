@@ -124,14 +124,16 @@ def _fill(unit: bytes, size: int = BOUND) -> bytes:
 
 
 @pytest.mark.parametrize("data,what", [
-    (_fill(b"{}"), "objects"),
-    (_fill(b"[]"), "arrays"),
+    (_fill(b"{}"), "commas"),
+    (_fill(b"[]"), "commas"),
     (_fill(b"0"), "commas"),
-    (_fill(b'""'), "commas"),
+    (_fill(b'""'), "quotes"),
+    (BUNDLE_MAGIC + b"[" + b"[[[[[[[[[[[[{}]]]]]]]]]]]]" * 3000 + b"]", "JSON objects"),
     (BUNDLE_MAGIC + b'{"a":' + b"1" * 100 + b"}", "number longer than 20"),
     (BUNDLE_MAGIC + b"[" * 17 + b"]" * 17, "nests 17 deep"),
-    (BUNDLE_MAGIC + b'{' + b",".join(b'"%d":0' % i for i in range(20000)) + b"}", "keys"),
-], ids=["empty-objects", "empty-arrays", "flat-zeros", "empty-strings", "long-number", "deep", "many-keys"])
+    (BUNDLE_MAGIC + b'{' + b",".join(b'"%d":0' % i for i in range(20000)) + b"}", "JSON keys"),
+], ids=["empty-objects", "empty-arrays", "flat-zeros", "empty-strings", "nested-no-commas", "long-number", "deep",
+     "many-keys"])
 def test_structure_the_schema_cannot_hold_is_refused_before_parsing(data, what, monkeypatch):
     import json
 

@@ -16,7 +16,7 @@ import numpy as np
 # a JSON string: quote, then (non-quote non-backslash runs | backslash + any byte), then quote;
 # possessive so that a 64 MiB run costs linear time and no backtracking memory
 _JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_DEPTH_CHUNK = 1 << 22
+_DEPTH_CHUNK = 1 << 16  # 64 KiB of text: ~1 MiB of numpy temporaries, whatever the body's size
 
 
 def nesting_depth(body: bytes) -> int:
@@ -54,7 +54,7 @@ def scan_json(body: bytes, max_number_chars: int = 20) -> JsonShape:
 def _depth_of_structure(collapsed: bytes) -> int:
     structure = np.frombuffer(collapsed, dtype=np.uint8)
     depth = deepest = 0
-    for start in range(0, structure.size, _DEPTH_CHUNK):  # chunks bound the memory to a few MiB
+    for start in range(0, structure.size, _DEPTH_CHUNK):  # chunks bound the memory
         chunk = structure[start:start + _DEPTH_CHUNK]
         step = ((chunk == ord("[")) | (chunk == ord("{"))).astype(np.int32)
         step -= ((chunk == ord("]")) | (chunk == ord("}"))).astype(np.int32)
