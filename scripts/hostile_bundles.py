@@ -4,8 +4,8 @@ Each case runs in a fresh Python process (so one case's memory cannot hide anoth
 built first, then the validator's path up to the Verifier runs on it - SHA-256 of the file (the
 committed-hash check), then decode_bundle under the window's bound (the base generation params,
 at most MAX_GROUPS_PER_BUNDLE groups) - first timed (process CPU seconds, best of --repeats), then
-once more under tracemalloc (peak Python allocation). ru_maxrss minus the resident size before the
-path ran gives the peak the process really touched.
+once more under tracemalloc (peak Python allocation). The peak resident size (VmHWM, reset after the body is built)
+minus the resident size before the path ran gives the memory the process really touched.
 
 Cases: two honest bundles (8 groups as a miner sends today; 256 groups at the longest prompts and
 completions, the largest honest bundle of the base params), and hostile bodies at the largest
@@ -79,7 +79,7 @@ def build(case: str) -> bytes:
 
     def fill(unit: bytes) -> bytes:
         n = (room - 2 - len(unit)) // (len(unit) + 1) + 1
-        return BUNDLE_MAGIC + b"[" + b",".join([unit] * n) + b"]"
+        return BUNDLE_MAGIC + b"[" + (unit + b",") * (n - 1) + unit + b"]"
 
     kind = case.removesuffix("_64mib")
     if kind == "honest_8":
@@ -122,6 +122,28 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_rss() -> bool:
+    """Linux: writing 5 to clear_refs resets the process's peak resident size (VmHWM), so the peak
+    read after the path is the path's, not the body's construction."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def one(case: str, repeats: int) -> dict:
     """Runs in the child: the validator's path up to the Verifier on this case's body."""
     import gc
@@ -148,6 +170,7 @@ def one(case: str, repeats: int) -> dict:
         return f"parsed ({b.header.n_groups} groups)"
 
     gc.collect()
+    _reset_peak_rss()
     rss_before = _rss_now()
     cpu = []
     for _ in range(repeats):
@@ -155,7 +178,7 @@ def one(case: str, repeats: int) -> dict:
         outcome = path()
         cpu.append(time.process_time() - t)
         gc.collect()
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_rss = _peak_rss()
     tracemalloc.start()
     path()
     _, peak_alloc = tracemalloc.get_traced_memory()
@@ -207,7 +230,7 @@ def main() -> int:
     md = (f"# Hostile bundles: cost to refuse or parse up to the Verifier\n\n"
           f"`python scripts/hostile_bundles.py --repeats {args.repeats}` (Python {data['python']}, {data['machine']}). "
           f"Each case in a fresh process: SHA-256 + decode_bundle under the base params' window bound; CPU is the best "
-          f"of {args.repeats}, peak alloc from tracemalloc, RSS growth = ru_maxrss - RSS before the path. "
+          f"of {args.repeats}, peak alloc from tracemalloc, RSS growth = peak RSS (VmHWM, reset after the body is built) - RSS before the path. "
           f"Reference: `{HONEST_REFERENCE}` (the largest honest bundle of the base params). `*_64mib`: no window "
           f"bound (MAX_BUNDLE_BYTES only), the scan alone.\n\n{table}\n"
           f"Worst hostile case within the window bound: {worst_cpu:.2f}x the honest reference's CPU, "

@@ -124,16 +124,17 @@ def _fill(unit: bytes, size: int = BOUND) -> bytes:
 
 
 @pytest.mark.parametrize("data,what", [
-    (_fill(b"{}"), "commas"),
-    (_fill(b"[]"), "commas"),
-    (_fill(b"0"), "commas"),
-    (_fill(b'""'), "quotes"),
+    (_fill(b"{}"), "JSON objects"),
+    (_fill(b"[]"), "JSON arrays"),
+    (_fill(b"0"), "JSON commas"),
+    (_fill(b'""'), "JSON commas"),
     (BUNDLE_MAGIC + b"[" + b"[[[[[[[[[[[[{}]]]]]]]]]]]]" * 3000 + b"]", "JSON objects"),
     (BUNDLE_MAGIC + b'{"a":' + b"1" * 100 + b"}", "number longer than 20"),
     (BUNDLE_MAGIC + b"[" * 17 + b"]" * 17, "nests 17 deep"),
     (BUNDLE_MAGIC + b'{' + b",".join(b'"%d":0' % i for i in range(20000)) + b"}", "JSON keys"),
+    (BUNDLE_MAGIC + b"[" + b",".join([b'"a\\"b"'] * 30000) + b"]", "JSON commas"),
 ], ids=["empty-objects", "empty-arrays", "flat-zeros", "empty-strings", "nested-no-commas", "long-number", "deep",
-     "many-keys"])
+     "many-keys", "escaped-quotes"])
 def test_structure_the_schema_cannot_hold_is_refused_before_parsing(data, what, monkeypatch):
     import json
 
@@ -155,3 +156,32 @@ def test_the_shape_limits_are_the_schemas_counts():
 def test_a_bundle_over_its_windows_bound_is_too_large_before_parsing():
     with pytest.raises(BundleTooLargeError, match=f"limit of {BOUND}"):
         decode_bundle(BUNDLE_MAGIC + b" " * BOUND, generation=GEN)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}",:\\ab\u00e9'),
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
+                        st.text(alphabet='[]{}",:\\a'), kids, max_size=4), max_leaves=20),
+       st.booleans())
+def test_the_vectorized_scan_agrees_with_the_parser(value, ascii_only):
+    """scan_json sees the strings json.dumps writes (escaped quotes and backslashes included): its
+    depth is the regex scan's, and its counts are those of the structure outside strings."""
+    import json
+
+    from verification.json_depth import nesting_depth, scan_json
+
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    shape = scan_json(text)
+    assert shape.depth == nesting_depth(text)
+    assert shape.commas == text.count(b",") - sum(s.count(",") for s in _strings(value))
+    assert shape.strings == len(_strings(value))
+
+
+def _strings(v) -> list[str]:
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list):
+        return [s for x in v for s in _strings(x)]
+    if isinstance(v, dict):
+        return [s for k, x in v.items() for s in [k, *_strings(x)]]
+    return []

@@ -312,22 +312,12 @@ def _check_shape(body: bytes, group_size: int, n_groups: int) -> None:
     once per level) or holding more objects, arrays, keys, values or longer numbers than a bundle
     of n_groups groups of group_size rollouts has: each of those would become a Python object of
     ~50-100 bytes, so `[{},{},...]` would cost ~30x its size; within these counts parsing costs
-    about the strings' bytes plus a bounded number of small objects."""
-    limits = shape_limits(group_size, n_groups)
-    # first on the raw bytes (no allocation): the only strings of a valid bundle that may hold
-    # quotes, commas or colons are its hotkey and environment names, so a valid body has at most
-    # `free` more of each than its structure needs. This bounds the strings the scan below
-    # collapses (each a piece of its result) before it runs.
-    free = MAX_HOTKEY_LEN + n_groups * MAX_ENV_NAME_LEN
-    for what, have, most in (("quotes", body.count(b'"'), 2 * limits.strings + free),
-                             ("commas", body.count(b","), limits.commas + free),
-                             ("colons", body.count(b":"), limits.keys + free)):
-        if have > most:
-            raise BundleFormatError(f"bundle body holds {have} {what}; {n_groups} groups of {group_size} "
-                                    f"rollouts have at most {most}")
+    about the strings' bytes plus a bounded number of small objects. The scan itself is
+    vectorized in fixed chunks (verification.json_depth.scan_json): no object per token."""
     shape = scan_json(body, MAX_NUMBER_CHARS)
     if shape.depth > MAX_JSON_DEPTH:
         raise BundleFormatError(f"bundle body nests {shape.depth} deep (limit {MAX_JSON_DEPTH})")
+    limits = shape_limits(group_size, n_groups)
     for what, have, most in (("objects", shape.objects, limits.objects), ("arrays", shape.arrays, limits.arrays),
                              ("keys", shape.keys, limits.keys), ("commas", shape.commas, limits.commas),
                              ("strings", shape.strings, limits.strings)):

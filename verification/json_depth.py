@@ -32,23 +32,69 @@ class JsonShape:
     allocate is about one Python object per container, key and value, plus the strings' bytes."""
 
     depth: int
-    objects: int  # "{"
-    arrays: int  # "["
-    keys: int  # ":"
-    commas: int  # ","
+    objects: int  # "{" outside strings
+    arrays: int  # "[" outside strings
+    keys: int  # ":" outside strings
+    commas: int  # "," outside strings
     strings: int  # string literals (keys included)
     long_number: bool  # a run of number characters outside strings longer than the scan's limit
 
 
+_SCAN_CHUNK = 1 << 16
+_NUMBER_CHARS = np.zeros(256, dtype=bool)
+_NUMBER_CHARS[np.frombuffer(b"-+.0123456789eE", dtype=np.uint8)] = True
+
+
+def _run_lengths(flags: np.ndarray, carry: int) -> np.ndarray:
+    """For each position, how many consecutive True flags end there (carry: the run before it)."""
+    idx = np.arange(1, flags.size + 1, dtype=np.int64)
+    last_false = np.maximum.accumulate(np.where(flags, 0, idx))
+    runs = idx - last_false
+    # a run that reaches back to the chunk's start continues the previous chunk's run
+    return np.where(last_false == 0, runs + carry, runs)
+
+
 def scan_json(body: bytes, max_number_chars: int = 20) -> JsonShape:
-    """One linear pass over a JSON text (strings collapsed to "" first, as nesting_depth does):
-    its depth and the counts a schema can bound before the parser builds anything. Memory: the
-    collapsed text (at most the body's size) and a few MiB of chunks."""
-    structure = _JSON_STRING.sub(b'""', body)
-    long_number = re.search(rb"[-+.0-9eE]{%d}" % (max_number_chars + 1), structure) is not None
-    return JsonShape(depth=_depth_of_structure(structure), objects=structure.count(b"{"),
-                     arrays=structure.count(b"["), keys=structure.count(b":"), commas=structure.count(b","),
-                     strings=structure.count(b'"') // 2, long_number=long_number)
+    """One linear, vectorized pass over a JSON text, in chunks of 64 KiB (a few MiB of
+    temporaries whatever the text's size, and no Python object per token): its depth and the
+    counts a schema can bound before the parser builds anything. A quote opens or closes a string
+    unless an odd run of backslashes precedes it, as in the parser, so brackets inside strings are
+    not counted (up to the first byte the parser would refuse, it sees the same strings)."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    depth = deepest = 0
+    inside = False  # within a string at the chunk's start
+    backslashes = number_run = 0  # runs carried over from the previous chunk
+    objects = arrays = keys = commas = quotes = 0
+    long_number = False
+    for start in range(0, data.size, _SCAN_CHUNK):
+        chunk = data[start:start + _SCAN_CHUNK]
+        slash = chunk == ord("\\")
+        slash_runs = _run_lengths(slash, backslashes)
+        before = np.empty_like(slash_runs)  # backslashes right before each byte
+        before[0] = backslashes
+        before[1:] = slash_runs[:-1]
+        quote = (chunk == ord('"')) & (before % 2 == 0)
+        # inside a string: an odd number of unescaped quotes at or before the byte (the closing
+        # quote itself counts as inside, the opening one as well: neither is structure)
+        parity = (np.cumsum(quote, dtype=np.int64) + int(inside)) % 2 == 1
+        outside = ~(parity | quote)
+        opened = outside & ((chunk == ord("[")) | (chunk == ord("{")))
+        closed = outside & ((chunk == ord("]")) | (chunk == ord("}")))
+        running = np.cumsum(opened.astype(np.int32) - closed.astype(np.int32), dtype=np.int64) + depth
+        deepest = max(deepest, int(running.max()))
+        depth = int(running[-1])
+        objects += int(np.count_nonzero(outside & (chunk == ord("{"))))
+        arrays += int(np.count_nonzero(outside & (chunk == ord("["))))
+        keys += int(np.count_nonzero(outside & (chunk == ord(":"))))
+        commas += int(np.count_nonzero(outside & (chunk == ord(","))))
+        quotes += int(np.count_nonzero(quote))
+        number_runs = _run_lengths(outside & _NUMBER_CHARS[chunk], number_run)
+        long_number = long_number or int(number_runs.max()) > max_number_chars
+        inside = bool(parity[-1])
+        backslashes = int(slash_runs[-1])
+        number_run = int(number_runs[-1])
+    return JsonShape(depth=deepest, objects=objects, arrays=arrays, keys=keys, commas=commas,
+                     strings=quotes // 2, long_number=long_number)
 
 
 def _depth_of_structure(collapsed: bytes) -> int:
