@@ -185,3 +185,23 @@ def _strings(v) -> list[str]:
     if isinstance(v, dict):
         return [s for k, x in v.items() for s in [k, *_strings(x)]]
     return []
+
+
+def test_rollproof_verify_refuses_a_bundle_over_its_checkpoints_bound(tmp_path, tiny):
+    """A well-formed bundle that only a window with longer generations could hold: bundle_too_large
+    under the tiny model's params, before any model check."""
+    from typer.testing import CliRunner
+
+    from rollproof.cli import app
+
+    s, t = 64, 512
+    groups = [Group(gi, "add", np.ones(8, np.uint32), [_rollout(r, t, longest=True) for r in range(s)])
+              for gi in range(3)]
+    data = encode_bundle(_bundle(groups, s, t, "x" * MAX_HOTKEY_LEN))
+    bound = max_bundle_bytes(tiny.generation.group_size, tiny.generation.max_new_tokens)
+    assert bound < len(data) < max_bundle_bytes(s, t, 3)
+    path = tmp_path / "long.rpb"
+    path.write_bytes(data)
+    out = CliRunner().invoke(app, ["verify", str(path), "--model", "tiny"])
+    assert out.exit_code == 1, out.output
+    assert "bundle_too_large" in out.output and str(bound) in out.output.replace(",", "")
