@@ -114,7 +114,7 @@ def test_honest_miners_are_scored_beside_stallers_and_junk_is_refused_unkept(tmp
     for k in stallers:
         assert by[k.ss58_address]["reason"] == "fetch_failed", by[k.ss58_address]
     assert by[junk_keys[0].ss58_address]["reason"] == "bundle_format"
-    assert "commas" in by[junk_keys[0].ss58_address]["detail"]
+    assert "JSON objects" in by[junk_keys[0].ss58_address]["detail"]
     assert by[junk_keys[1].ss58_address]["reason"] == "bundle_too_large"
     # only the bundles that parsed are kept on disk
     kept = {p.stem for p in v.state.bundle_path(w, 0).parent.glob("*.rpb")}
