@@ -205,3 +205,22 @@ def test_rollproof_verify_refuses_a_bundle_over_its_checkpoints_bound(tmp_path, 
     out = CliRunner().invoke(app, ["verify", str(path), "--model", "tiny"])
     assert out.exit_code == 1, out.output
     assert "bundle_too_large" in out.output and str(bound) in out.output.replace(",", "")
+
+
+@pytest.mark.parametrize("shift", range(-3, 4))
+def test_the_scan_carries_escapes_and_strings_across_its_chunks(shift):
+    """An escaped quote, a run of backslashes or a long number split by the scan's 64 KiB chunk
+    boundary is read as the parser reads it."""
+    import json
+
+    from verification.json_depth import _SCAN_CHUNK, nesting_depth, scan_json
+
+    pad = "a" * (_SCAN_CHUNK - 4 + shift)
+    value = [pad + '\\"[{', ["x\\\\", {"k": [1]}], 12345678901234567890]
+    text = json.dumps(value, separators=(",", ":")).encode()
+    shape = scan_json(text)
+    assert shape.depth == nesting_depth(text) == 4
+    assert (shape.strings, shape.objects, shape.arrays, shape.keys, shape.commas) == (3, 1, 3, 1, 3)
+    assert not shape.long_number
+    long = b"[" + b" " * (_SCAN_CHUNK - 12 + shift) + b"1" * 21 + b"]"
+    assert scan_json(long).long_number and not scan_json(long.replace(b"1" * 21, b"1" * 20)).long_number
