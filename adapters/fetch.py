@@ -5,8 +5,11 @@ Every location a miner commits is attacker-chosen, so a fetch here is bounded an
 - one total deadline per fetch (the Fetcher's timeout, FETCH_TIMEOUT_S by default) covering name
   resolution, connect, TLS handshake, headers and every body read: each socket operation gets the
   time left of that budget, so a server dribbling one byte at a time cannot stretch a fetch;
-- one size cap for every scheme (MAX_BUNDLE_BYTES or the caller's), checked against the declared
-  Content-Length before reading and against the bytes actually read;
+- one size cap for every scheme (MAX_BUNDLE_BYTES or the caller's: a validator passes its window's
+  bundle bound), checked against the declared Content-Length before reading and against the bytes
+  actually read (FetchTooLargeError);
+- fetch_many: many fetches at once under one total budget (a validator's window), so stalling
+  locations hold a slot for at most their own deadline and never past the budget;
 - http(s): the host is resolved once, every address is checked (no loopback, private, CGNAT,
   link-local, multicast, reserved or unspecified address, nor one embedded in an IPv4-mapped,
   6to4 or NAT64 IPv6 address) and the connection goes to that checked address (TLS still verifies
@@ -41,6 +44,11 @@ FILE_READ_CHUNK = 4 * 1024 * 1024
 USER_AGENT = "rollproof-validator"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class FetchTooLargeError(StorageError):
+    """The location holds more bytes than the caller's size cap (declared or actually sent): the
+    validator reports it as bundle_too_large, refused before a byte of it is parsed."""
 
 # ---- which addresses a validator may connect to ------------------------------------------------
 
@@ -255,7 +263,7 @@ def _read_http(url: str, limit: int, timeout: float, *, allow_private: bool,
             raise StorageError(f"cannot fetch {url}: Transfer-Encoding {transfer.strip()!r} refused")
         declared = None if resp.chunked else _declared_length(resp, url)
         if declared is not None and declared > limit:
-            raise StorageError(f"{url} is {declared} bytes, larger than the limit of {limit} bytes")
+            raise FetchTooLargeError(f"{url} is {declared} bytes, larger than the limit of {limit} bytes")
         data = bytearray()
         while True:
             chunk = resp.read(min(HTTP_READ_CHUNK, limit + 1 - len(data)))
@@ -263,7 +271,7 @@ def _read_http(url: str, limit: int, timeout: float, *, allow_private: bool,
                 break
             data += chunk
             if len(data) > limit:
-                raise StorageError(f"{url} is larger than {limit} bytes")
+                raise FetchTooLargeError(f"{url} is larger than {limit} bytes")
         if declared is not None and len(data) != declared:
             raise StorageError(f"cannot fetch {url}: body ended after {len(data)} of {declared} bytes")
         return bytes(data)
@@ -291,7 +299,7 @@ def _read_regular_fd(fd: int, name: str, limit: int, deadline: float | None) -> 
     if not stat.S_ISREG(st.st_mode):
         raise StorageError(f"{name} is not a regular file")
     if st.st_size > limit:
-        raise StorageError(f"{name} is larger than {limit} bytes")
+        raise FetchTooLargeError(f"{name} is larger than {limit} bytes")
     chunks, total = [], 0
     while True:
         if deadline is not None:
@@ -302,7 +310,7 @@ def _read_regular_fd(fd: int, name: str, limit: int, deadline: float | None) -> 
         chunks.append(chunk)
         total += len(chunk)
         if total > limit:  # the file grew while it was read
-            raise StorageError(f"{name} is larger than {limit} bytes")
+            raise FetchTooLargeError(f"{name} is larger than {limit} bytes")
     return b"".join(chunks)
 
 
@@ -401,7 +409,7 @@ def read_s3_object(client, bucket: str, key: str, max_bytes: int, timeout: float
                 chunks.append(chunk)
                 total += len(chunk)
                 if total > max_bytes:
-                    raise StorageError(f"{name} is larger than {max_bytes} bytes")
+                    raise FetchTooLargeError(f"{name} is larger than {max_bytes} bytes")
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -438,34 +446,48 @@ class Fetcher:
         self.ssl_context = ssl_context
         self._s3_lock = threading.Lock()
 
-    def fetch(self, location: str, max_bytes: int | None = None) -> bytes:
+    def fetch(self, location: str, max_bytes: int | None = None, timeout: float | None = None) -> bytes:
         """The bytes at location, at most max_bytes (default: the fetcher's bundle limit), within
-        the fetcher's timeout; StorageError otherwise."""
+        timeout seconds (never more than the fetcher's timeout); StorageError otherwise
+        (FetchTooLargeError when the location holds more than max_bytes)."""
         limit = self.max_bytes if max_bytes is None else max_bytes
+        budget = self.timeout if timeout is None else min(timeout, self.timeout)
         if not isinstance(location, str):
             raise StorageError(f"a location is a string, not {type(location).__name__}")
         parsed = urllib.parse.urlsplit(location)
         if parsed.scheme == "file":
-            return self._read_file(location, parsed, limit)
+            return self._read_file(location, parsed, limit, budget)
         if parsed.scheme == "s3":
-            return read_s3_object(self._s3(), parsed.netloc, parsed.path.lstrip("/"), limit, self.timeout)
+            return read_s3_object(self._s3(), parsed.netloc, parsed.path.lstrip("/"), limit, budget)
         if parsed.scheme in ("http", "https"):
-            return _read_http(location, limit, self.timeout, allow_private=self.allow_private,
+            return _read_http(location, limit, budget, allow_private=self.allow_private,
                               ssl_context=self.ssl_context)
         raise StorageError(f"unsupported location scheme {parsed.scheme!r}")
 
-    def fetch_many(self, locations: list[str], max_workers: int = 4) -> list[bytes | StorageError]:
-        """Fetch every location, at most max_workers at once; in input order, each item the bytes or
-        the StorageError of that location. Every fetch has its own deadline, so the call takes at
-        most about timeout * ceil(len(locations) / max_workers)."""
+    def fetch_many(self, locations: list[str], max_workers: int = 4, *, max_bytes: int | None = None,
+                   timeout: float | None = None, budget_s: float | None = None) -> list[bytes | StorageError]:
+        """Fetch every location, at most max_workers at once, each at most max_bytes within its own
+        timeout (fetch's arguments); in input order, each item the bytes or the StorageError of that
+        location. budget_s bounds the whole call: a fetch gets at most what is left of it, and a
+        location not started before it is spent fails without a connection. So the call takes at
+        most min(budget_s, timeout * ceil(len(locations) / max_workers)); locations are started in
+        input order, so the caller's order decides who waits."""
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if not locations:
             return []
+        end = None if budget_s is None else time.monotonic() + budget_s
 
         def one(location: str) -> bytes | StorageError:
             try:
-                return self.fetch(location)
+                allowed = self.timeout if timeout is None else timeout
+                if end is not None:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        raise StorageError(f"cannot fetch {location}: the fetch budget of {budget_s:g} s was "
+                                           "spent before it started")
+                    allowed = min(allowed, left)
+                return self.fetch(location, max_bytes, allowed)
             except StorageError as exc:
                 return exc
 
@@ -482,8 +504,8 @@ class Fetcher:
                 self.s3_client = make_s3_client(timeout=self.timeout)
             return self.s3_client
 
-    def _read_file(self, location: str, parsed: urllib.parse.SplitResult, limit: int) -> bytes:
-        deadline = time.monotonic() + self.timeout
+    def _read_file(self, location: str, parsed: urllib.parse.SplitResult, limit: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
         if parsed.netloc not in ("", "localhost"):
             raise StorageError(f"{location} names another host")
         raw = urllib.parse.unquote(parsed.path)

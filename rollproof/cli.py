@@ -115,6 +115,16 @@ def verify(
             lm = load_model(model, device)
         if checkpoints is not None:
             lm = _checkpoint_model(lm, parsed.header.model_fingerprint, checkpoints, trainer_hotkey)
+    if format_error is None:
+        from verification.bundle_size import bundle_limit
+        from verification.errors import BundleTooLargeError
+
+        bound = bundle_limit(lm.generation)  # the validator's fetch cap for this checkpoint's windows
+        if len(data) > bound:
+            format_error = BundleTooLargeError(f"bundle of {len(data)} bytes exceeds the limit of {bound} "
+                                               "that its checkpoint's generation params allow")
+            verdict = format_verdict(format_error)
+    if format_error is None:
         networks = _accepted_networks(local_drand_seed, include_local=not no_local_drand)
         expected = Expectation(
             netuid=netuid, window=window, hotkey=hotkey,

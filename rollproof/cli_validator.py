@@ -99,7 +99,8 @@ def run(
                                          help="directories file:// bundle and checkpoint locations may point into"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint for s3:// locations"),
     fetch_timeout: float = typer.Option(float(FETCH_TIMEOUT_S), "--fetch-timeout", min=0.1, max=3600.0,
-                                        help="seconds per bundle download"),
+                                        help="most seconds per bundle download (the deadline is shorter where the "
+                                             "window's bundle size bound allows: 5 s + bound / 256 KiB/s)"),
     allow_private_fetch: bool = typer.Option(
         False, "--allow-private-fetch",
         help="fetch miners' http(s) locations on loopback and private addresses too (local networks only: "

@@ -32,13 +32,14 @@ from dataclasses import asdict, dataclass
 
 from adapters.beacons import BeaconCache, BeaconSource
 from adapters.chain.base import Chain, CommitmentRecord
-from adapters.fetch import Fetcher
+from adapters.fetch import Fetcher, FetchTooLargeError
 from adapters.windows import opening_randomness
 from adapters.files import atomic_write
 from adapters.outage import Backoff, Outages
 from validator.stages import Stage
 from validator.state import ValidatorState, WeightsIntent
 from verification.bundle import Bundle, bundle_hash, completion_digest, decode_bundle, row_digest
+from verification.bundle_size import bundle_limit
 from verification.canonical import canonical_json
 from verification.challenge import (
     groups_to_check,
@@ -53,6 +54,7 @@ from verification.constants import PROTOCOL_VERSION
 from verification.errors import (
     BeaconUnavailableError,
     BundleFormatError,
+    BundleTooLargeError,
     ChainError,
     ChainRefusedError,
     CheckpointError,
@@ -64,7 +66,7 @@ from verification.model import LoadedModel, default_batch_rows
 from verification.scoring import MinerOutcome, MinerScore, combine_windows, score_window, verified_root
 from verification.verifier import BundleCheck, BundleVerdict, Expectation, Verifier, format_verdict
 from validator.defaults import (BEACON_GRACE_S, DEFAULT_KEEP_BUNDLES, FETCH_WORKERS, MAX_CATCH_UP_WINDOWS,  # noqa: F401
-                                 MAX_COMBINED_WINDOWS, VERIFY_MINERS)
+                                 MAX_COMBINED_WINDOWS, VERIFY_MINERS, WINDOW_FETCH_BUDGET_S, fetch_deadline_s)
 
 log = logging.getLogger("rollproof.validator")
 
@@ -97,7 +99,7 @@ class Validator:
                  state_dir, *, beacon_cache: BeaconCache | None = None, batch_size: int | None = None,
                  networks=None, resolver=None,
                  keep_bundles: int | None = DEFAULT_KEEP_BUNDLES, max_catch_up: int = MAX_CATCH_UP_WINDOWS,
-                 fetch_workers: int = FETCH_WORKERS,
+                 fetch_workers: int = FETCH_WORKERS, fetch_budget_s: float = WINDOW_FETCH_BUDGET_S,
                  backoff: Backoff | None = None, verify_miners: int = VERIFY_MINERS,
                  max_batch_bytes: int | None = None, max_combined: int = MAX_COMBINED_WINDOWS):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
@@ -125,6 +127,7 @@ class Validator:
             raise ValueError("max_combined must be at least 1")
         self.max_combined = max_combined
         self.fetch_workers = fetch_workers
+        self.fetch_budget_s = fetch_budget_s
         if verify_miners < 1:
             raise ValueError("verify_miners must be at least 1")
         self.verify_miners = verify_miners
@@ -162,7 +165,7 @@ class Validator:
         to_verify: list[tuple[int, CommitmentRecord, dict]] = []  # (slot in results, record, audit)
         checks: list[BundleCheck] = []
         for rec, exp, prog in zip(records, expected, progress):
-            ready = self._before_verifier(window, rec, open_seed, fetched.get(rec.uid))
+            ready = self._before_verifier(window, rec, open_seed, fetched.get(rec.uid), verifier.lm.generation)
             if isinstance(ready, tuple):  # failed before the Verifier: (outcome, audit)
                 results.append(ready)
                 continue
@@ -175,9 +178,11 @@ class Validator:
         return results
 
     def _before_verifier(self, window: int, rec: CommitmentRecord, open_seed: bytes,
-                         fetched: bytes | StorageError | None):
+                         fetched: bytes | StorageError | None, generation=None):
         """The validator-level checks of one miner: its commitment, fetch, bundle hash and format.
-        (outcome, audit) when one fails, else the bundle to verify (_Fetched)."""
+        (outcome, audit) when one fails, else the bundle to verify (_Fetched). `generation`: the
+        window's generation params, whose bundle bound caps the fetch and the parse (a bigger file
+        is bundle_too_large, never parsed). Only a bundle that parsed is kept on disk."""
         def fail(reason: str, detail: str, audit: dict | None = None):
             return MinerOutcome(rec.uid, rec.hotkey, False, reason, detail, rec.block), audit or {}
 
@@ -188,19 +193,27 @@ class Validator:
         audit = {"bundle_hash": c.bundle_hash.hex(), "location": c.location, "checked_groups": [], "rollouts": []}
         if c.window != window:
             return fail("bad_commitment", f"commitment names window {c.window}, landed in window {window}", audit)
+        bound = bundle_limit(generation) if generation is not None else None
         try:
             if isinstance(fetched, StorageError):
                 raise fetched
-            data = fetched if fetched is not None else self.fetcher.fetch(c.location)
+            if fetched is not None:
+                data = fetched
+            else:
+                data = self.fetcher.fetch(c.location, bound,
+                                          fetch_deadline_s(bound) if bound is not None else None)
+        except FetchTooLargeError as exc:
+            return fail(BundleTooLargeError.code, str(exc), audit)
         except StorageError as exc:
             return fail("fetch_failed", str(exc), audit)
         if bundle_hash(data) != c.bundle_hash:
             return fail("hash_mismatch", "the fetched file is not the committed bundle", audit)
-        atomic_write(self.state.bundle_path(window, rec.uid), data)
         try:
-            bundle = decode_bundle(data)
+            bundle = decode_bundle(data, generation=generation)
         except BundleFormatError as exc:
             return fail(format_verdict(exc).reason, str(exc), audit)
+        # kept for audit only once it parsed: junk a miner committed costs no disk for 48 windows
+        atomic_write(self.state.bundle_path(window, rec.uid), data)
         # the signed root: if it is not the rows' real root, the Verifier rejects every row anyway
         groups = groups_to_check(open_seed, rec.hotkey, bytes.fromhex(bundle.header.rows_root),
                                  bundle.header.n_groups)
@@ -429,19 +442,27 @@ class Validator:
         log.info("window %d: weights over windows %s", window, _window_list(keep + [window]))
         return WeightsIntent(window, tuple(keep) + (window,), tuple(uids), tuple(weights))
 
-    def _fetch_pending(self, window: int, records: list[CommitmentRecord]) -> dict[int, bytes | StorageError]:
-        """The bundles of these miners not verified yet, fetched concurrently, each under its own
-        deadline and size cap: a slow or stalling miner costs the others at most one deadline.
-        Records whose commitment does not parse are left out (they fail bad_commitment unfetched)."""
+    def _fetch_pending(self, window: int, records: list[CommitmentRecord], open_seed: bytes,
+                       generation) -> dict[int, bytes | StorageError]:
+        """The bundles of these miners not verified yet, fetched concurrently (fetch_workers at a
+        time) in an order no miner chooses (fetch_order: a permutation seeded by the window's
+        opening randomness), each within its window's bundle bound and its deadline sized from it
+        (fetch_deadline_s), all within fetch_budget_s: a slow or stalling miner holds one slot for
+        at most one deadline, and stallers cannot push the others past the budget. Records whose
+        commitment does not parse are left out (they fail bad_commitment unfetched)."""
         wanted: dict[int, str] = {}
-        for rec in records:
+        for rec in fetch_order(records, open_seed):
             if self.state.outcome(window, rec.uid) is not None:
                 continue
             try:
                 wanted[rec.uid] = decode_commitment(rec.data).location
             except CommitmentFormatError:
                 continue
-        results = self.fetcher.fetch_many(list(wanted.values()), max_workers=self.fetch_workers) if wanted else []
+        if not wanted:
+            return {}
+        bound = bundle_limit(generation)
+        results = self.fetcher.fetch_many(list(wanted.values()), max_workers=self.fetch_workers, max_bytes=bound,
+                                          timeout=fetch_deadline_s(bound), budget_s=self.fetch_budget_s)
         return dict(zip(wanted, results))
 
     def _score(self, window, lm: LoadedModel, on_miner, progress_factory) -> dict:
@@ -454,13 +475,16 @@ class Validator:
         outcomes: list[MinerOutcome] = []
         audits: dict[int, dict] = {}
         records = [r for r in sorted(self.chain.commitments(window), key=lambda r: r.uid) if r.hotkey != self.hotkey]
+        # every bundle of the window fetched up front (I/O bound, many at once, one budget); each is
+        # at most the window's bundle bound, so memory stays bounded; then verified block by block
+        fetched_all = self._fetch_pending(window, records, seed, lm.generation)
         for n in range(0, len(records), self.verify_miners):
-            # a block of miners: their bundles fetched concurrently, their checked rollouts recomputed together
+            # a block of miners: their checked rollouts recomputed together
             block = records[n:n + self.verify_miners]
             saved = {rec.uid: self.state.outcome(window, rec.uid) for rec in block}
             pending = [rec for rec in block if saved[rec.uid] is None]
             if pending:
-                fetched = self._fetch_pending(window, pending)
+                fetched = {rec.uid: fetched_all.pop(rec.uid) for rec in pending if rec.uid in fetched_all}
                 progress = [progress_factory(rec.uid, len(records)) if progress_factory else None for rec in pending]
                 expected = [Expectation(hotkey=rec.hotkey, **expected_base) for rec in pending]
                 for rec, result in zip(pending, self.verify_commitments(window, pending, expected, seed, progress,
@@ -594,6 +618,13 @@ class Validator:
 
 def _window_list(windows) -> str:
     return ", ".join(map(str, windows))
+
+
+def fetch_order(records: list[CommitmentRecord], open_seed: bytes) -> list[CommitmentRecord]:
+    """The window's records in the order their bundles are fetched: by SHA-256(opening seed || uid),
+    a permutation fixed by the window's opening randomness, which no miner knows when it commits
+    (not uid order, which a miner picks by registering early or late)."""
+    return sorted(records, key=lambda r: hashlib.sha256(open_seed + r.uid.to_bytes(8, "big")).digest())
 
 
 def _answers(chain: Chain) -> bool:

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from verification.bundle_size import MAX_ENV_NAME_LEN, MAX_HOTKEY_LEN, MAX_NUMBER_CHARS, bundle_limit, shape_limits
 from verification.constants import (
     BUNDLE_MAGIC,
     MAX_BUNDLE_BYTES,
+    MAX_GROUP_SIZE,
     MAX_GROUPS_PER_BUNDLE,
     MAX_JSON_DEPTH,
     MAX_NEW_TOKENS,
@@ -35,15 +37,13 @@ from verification.constants import (
 )
 from verification.drand import Beacon
 from verification.errors import BundleFormatError, BundleTooLargeError
-from verification.json_depth import nesting_depth
+from verification.json_depth import scan_json
 from verification.merkle import merkle_root
 from verification.canonical import canonical_json
 from verification.prf import prf
 
 _HEX = re.compile(r"^(?:[0-9a-f]{2})*$")
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
-MAX_HOTKEY_LEN = 64
-MAX_ENV_NAME_LEN = 32
 
 
 class _Strict(BaseModel):
@@ -270,19 +270,28 @@ def bundle_hash(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def decode_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
-    """Parse and structurally validate a bundle. Raises BundleFormatError (never anything else)."""
+def decode_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES, generation=None,
+                  n_groups: int = MAX_GROUPS_PER_BUNDLE) -> Bundle:
+    """Parse and structurally validate a bundle. Raises BundleFormatError (never anything else).
+
+    `generation` (the window's generation params, anything with group_size and max_new_tokens):
+    a bundle larger than what an honest miner can build under them with at most n_groups groups
+    (verification.bundle_size.max_bundle_bytes) is BundleTooLargeError, before any parsing.
+    Without it only max_bytes and the schema's absolute ranges bound the file. Either way a linear
+    scan refuses a body holding more JSON structure than n_groups groups of group_size rollouts
+    can have before the JSON parser allocates anything, so parsing memory stays a small multiple
+    of the file's size (docs/security.md, reports/hostile_bundles.md)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BundleFormatError("bundle must be bytes")
     data = bytes(data)
+    if generation is not None:
+        max_bytes = min(max_bytes, bundle_limit(generation, n_groups))
     if len(data) > max_bytes:
         raise BundleTooLargeError(f"bundle of {len(data)} bytes exceeds the limit of {max_bytes}")
     if not data.startswith(BUNDLE_MAGIC):
         raise BundleFormatError("not a rollproof bundle (bad magic)")
     body = data[len(BUNDLE_MAGIC):]
-    depth = nesting_depth(body)
-    if depth > MAX_JSON_DEPTH:
-        raise BundleFormatError(f"bundle body nests {depth} deep (limit {MAX_JSON_DEPTH})")
+    _check_shape(body, generation.group_size if generation is not None else MAX_GROUP_SIZE, n_groups)
     try:
         obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as exc:
@@ -296,6 +305,27 @@ def decode_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
     if canonical_json(obj) != body:
         raise BundleFormatError("bundle is not in canonical form")
     return _from_document(doc)
+
+
+def _check_shape(body: bytes, group_size: int, n_groups: int) -> None:
+    """Refuse, before json.loads, a body nesting deeper than MAX_JSON_DEPTH (the parser recurses
+    once per level) or holding more objects, arrays, keys, values or longer numbers than a bundle
+    of n_groups groups of group_size rollouts has: each of those would become a Python object of
+    ~50-100 bytes, so `[{},{},...]` would cost ~30x its size; within these counts parsing costs
+    about the strings' bytes plus a bounded number of small objects. The scan itself is
+    vectorized in fixed chunks (verification.json_depth.scan_json): no object per token."""
+    shape = scan_json(body, MAX_NUMBER_CHARS)
+    if shape.depth > MAX_JSON_DEPTH:
+        raise BundleFormatError(f"bundle body nests {shape.depth} deep (limit {MAX_JSON_DEPTH})")
+    limits = shape_limits(group_size, n_groups)
+    for what, have, most in (("objects", shape.objects, limits.objects), ("arrays", shape.arrays, limits.arrays),
+                             ("keys", shape.keys, limits.keys), ("commas", shape.commas, limits.commas),
+                             ("strings", shape.strings, limits.strings)):
+        if have > most:
+            raise BundleFormatError(f"bundle body holds {have} JSON {what}; {n_groups} groups of {group_size} "
+                                    f"rollouts have at most {most}")
+    if shape.long_number:
+        raise BundleFormatError(f"bundle body holds a number longer than {MAX_NUMBER_CHARS} characters")
 
 
 def _reject_constant(name: str):

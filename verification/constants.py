@@ -191,6 +191,7 @@ MAX_COMMITMENT_BYTES = 100
 BUNDLE_FILE_SUFFIX = ".rpb"
 
 # ---- validator fetching -----------------------------------------------------------------------
-# Seconds a validator waits for one bundle download. A miner whose storage is slower scores zero
-# for the window ("fetch_failed"). Breaks: miners on slow storage.
+# Most seconds a validator waits for one bundle download (its deadline is shorter where the
+# window's bundle size bound allows: validator/defaults.py fetch_deadline_s). A miner whose storage
+# is slower scores zero for the window ("fetch_failed"). Breaks: miners on slow storage.
 FETCH_TIMEOUT_S = 30
