@@ -518,7 +518,7 @@ def test_verify_with_device_cpu_end_to_end(tmp_path, base_bundle, monkeypatch):
     assert {p.device.type for p in loaded[0].model.parameters()} == {"cpu"}
 
 
-SCRIPTS = ["attacks", "false_rejections", "steering", "learning", "learning_zone", "checkpoint_bytes"]
+SCRIPTS = ["attacks", "false_rejections", "steering", "learning", "learning_zone", "checkpoint_bytes", "training_choice"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
