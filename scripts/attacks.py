@@ -81,7 +81,7 @@ def build_attacks(lm, drand):
 
     def problem_not_derived(ctx, key):
         other = replace(ctx, block_hash=bytes(32))  # problems from a seed the miner chose
-        groups = A.build_groups(lm, other, key.ss58_address, [0])
+        groups = A.build_groups(lm, other, key.ss58_address, list(range(lm.generation.groups)))
         return A.assemble_bundle(ctx, key, lm.fingerprint, groups, lm.generation), A.expectation(ctx, key, lm)
 
     def replay_window(ctx, key):
