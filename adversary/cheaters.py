@@ -93,10 +93,10 @@ class ReplayMiner(Miner):
 
 class CreditThiefMiner(Miner):
     """Computes another miner's honest rows itself (they are a deterministic function of model,
-    window seed and the victim's hotkey, so it needs no access to the victim's bundle), appends them
-    to its own honest groups as extra groups and commits first: unless every group's problem is
-    checked, the extra groups pass whenever the opening misses them, and the victim's identical
-    rows look like copies of the thief's."""
+    window seed and the victim's hotkey, so it needs no access to the victim's bundle), puts them in
+    place of its own last group (the checkpoint fixes how many groups a bundle holds, so it cannot
+    append them) and commits first: unless every group's problem is checked, the stolen group passes
+    whenever the opening misses it, and the victim's identical rows look like copies of the thief's."""
 
     kind = "credit thief"
 
@@ -106,20 +106,17 @@ class CreditThiefMiner(Miner):
         self.victim_groups = victim_groups  # how many of the victim's groups it may steal from
 
     def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
-        own = build_groups(self.lm, ctx, self.hotkey, list(range(self.n_groups)),
+        target = self.n_groups - 1
+        own = build_groups(self.lm, ctx, self.hotkey, list(range(target)),
                            batch_size=self.batch_size, on_tokens=on_tokens)
         theirs = build_groups(self.lm, ctx, self.victim, list(range(self.victim_groups)), batch_size=self.batch_size)
-        # steal a group that answers a problem the thief does not have at the appended index (in a
-        # small problem space the two may coincide; then the rows would be the thief's own problem
-        # and nothing would be stolen): append one more honest group of its own until one fits
-        while True:
-            target = len(own)
-            mine = self.lm.chat_prompt_ids(
-                environments.problem_for(ctx.problem_seed(self.hotkey, target), self.lm.generation)[1].prompt)
-            stolen = next((g for g in theirs if list(map(int, g.prompt)) != mine), None)
-            if stolen is not None:
-                break
-            own += build_groups(self.lm, ctx, self.hotkey, [target], batch_size=self.batch_size)
-        self.stolen_index = target
-        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, own + [replace(stolen, index=target)],
-                               self.lm.generation)
+        # steal a group that answers another problem than the thief's own at that index (in a small
+        # problem space the two may coincide; then the rows would be the thief's own problem and
+        # nothing would be stolen); when none does, the thief commits its own honest group
+        mine = self.lm.chat_prompt_ids(
+            environments.problem_for(ctx.problem_seed(self.hotkey, target), self.lm.generation)[1].prompt)
+        stolen = next((g for g in theirs if list(map(int, g.prompt)) != mine), None)
+        self.stolen_index = target if stolen is not None else None
+        last = (replace(stolen, index=target) if stolen is not None
+                else build_groups(self.lm, ctx, self.hotkey, [target], batch_size=self.batch_size)[0])
+        return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, own + [last], self.lm.generation)

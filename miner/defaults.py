@@ -1,8 +1,6 @@
 """The miner's node defaults (not consensus). Shared by miner.service and the `rollproof miner run`
 options; this module imports nothing, so the CLI reads it without loading torch."""
 
-# GRPO groups generated per window (a bundle holds at most MAX_GROUPS_PER_BUNDLE)
-DEFAULT_GROUPS = 8
 # rollouts decoded at once (memory, not results: the sampling rule is per row)
 DEFAULT_BATCH_SIZE = 16
 # windows whose bundle bytes stay in the journal (a restart needs only the current one)

@@ -69,6 +69,9 @@ def assemble_bundle(ctx: WindowContext, keypair, fingerprint: bytes, groups: lis
     return Bundle(header=header, signature=sign(keypair, header.signing_message()), groups=groups)
 
 
-def build_bundle(lm: LoadedModel, ctx: WindowContext, keypair, n_groups: int, **kw) -> Bundle:
+def build_bundle(lm: LoadedModel, ctx: WindowContext, keypair, n_groups: int | None = None, **kw) -> Bundle:
+    """The honest bundle: all of the checkpoint's `groups` groups (n_groups: another count, which
+    verifiers reject as bad_params; for tests and adversaries only)."""
+    n_groups = lm.generation.groups if n_groups is None else n_groups
     groups = build_groups(lm, ctx, keypair.ss58_address, list(range(n_groups)), **kw)
     return assemble_bundle(ctx, keypair, lm.fingerprint, groups, lm.generation)

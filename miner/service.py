@@ -50,7 +50,7 @@ from verification.errors import (
 )
 from verification.model import LoadedModel
 from verification.window import WindowContext
-from miner.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GROUPS, DEFAULT_KEEP_BUNDLES
+from miner.defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEEP_BUNDLES
 
 log = logging.getLogger("rollproof.miner")
 
@@ -159,14 +159,12 @@ class MinerState:
 
 class Miner:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, store: BundleStore, beacons: BeaconSource,
-                 state_dir: Path, *, n_groups: int = DEFAULT_GROUPS, batch_size: int = DEFAULT_BATCH_SIZE,
+                 state_dir: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  beacon_cache: BeaconCache | None = None, keep_bundles: int = DEFAULT_KEEP_BUNDLES,
                  resolver=None, backoff: Backoff | None = None):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
         for each window from chain data; without one every window uses `lm`. `self.lm` is the model
         of the window being mined. `backoff`: the retry delays of `run` during outages."""
-        if n_groups < 1:
-            raise ConfigError("a miner publishes at least one group per window")
         if keep_bundles < 1:
             raise ConfigError("keep_bundles must be at least 1 (the current window's bundle)")
         self.chain = chain
@@ -178,7 +176,6 @@ class Miner:
         self.store = store
         self.beacons = beacons
         self.state = MinerState(state_dir)
-        self.n_groups = n_groups
         self.batch_size = batch_size
         self.beacon_cache = beacon_cache
         self.keep_bundles = keep_bundles
@@ -189,6 +186,12 @@ class Miner:
         """Before any work: the chain will take this hotkey's commitments (registered; on EVM chains
         the EVM key owns the uid). Returns the uid; ChainRefusedError says what to fix."""
         return self.chain.preflight(self.keypair)
+
+    @property
+    def n_groups(self) -> int:
+        """Groups per bundle: the generation params of the window's checkpoint fix it (all of the
+        window's problems or none; a bundle of another count is rejected as bad_params)."""
+        return self.lm.generation.groups
 
     # ---- the bundle; cheating miners in rollproof/localnet override this ----------------------
     def make_bundle(self, ctx: WindowContext, on_tokens: Callable[[int], None] | None = None) -> Bundle:

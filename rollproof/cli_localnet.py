@@ -21,7 +21,8 @@ from verification.constants import MAX_GROUPS_PER_BUNDLE
 def localnet(
     model: str = Model,
     windows: int = typer.Option(4, "--windows", min=1, max=10_000, help="windows to run (a checkpoint announced after the first is in force from the fourth)"),
-    groups: int = typer.Option(2, "--groups", min=1, max=MAX_GROUPS_PER_BUNDLE, help="GRPO groups per miner per window"),
+    groups: int = typer.Option(2, "--groups", min=1, max=MAX_GROUPS_PER_BUNDLE, help="GRPO groups per miner per window: the local base model's generation "
+                                                                                        "params get groups = N, so every node of the local network agrees"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="where the store and journals go (default: a temporary directory, removed after)"),
     threads: Optional[int] = Threads,
     device: str = Device,
@@ -58,6 +59,7 @@ def localnet(
     try:
         with console.status(f"loading model {model} on {device}…"):
             lm = load_model(model, device)
+        lm = lm.with_generation(lm.generation.with_groups(groups))  # the local network's base: every node agrees
         out.print(f"model [bold]{lm.name}[/bold] fingerprint {lm.fingerprint.hex()[:16]}…")
         with console.status("running the local network…") as status:
             def event(msg: str) -> None:

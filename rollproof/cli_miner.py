@@ -17,8 +17,8 @@ from rollproof.cli_common import (
     NewChain, check_directory, check_http_url, check_model, check_store, console, fail, journal_dir, setup_logging,
     stop_on_signals, wallet_options,
 )
-from miner.defaults import DEFAULT_BATCH_SIZE, DEFAULT_GROUPS, DEFAULT_KEEP_BUNDLES
-from verification.constants import MAX_GROUPS_PER_BUNDLE
+from miner.defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEEP_BUNDLES
+from verification.constants import BASE_GENERATION
 from verification.errors import RollproofError
 
 app = App(help="Register a miner and produce verifiable rollouts.")
@@ -86,7 +86,8 @@ def run(
         None, "--public-url",
         help="public HTTPS address of the s3:// bucket (R2 public bucket, custom domain): committed instead of "
              "s3://, so every validator reads bundles without credentials"),
-    groups: int = typer.Option(DEFAULT_GROUPS, "--groups", min=1, max=MAX_GROUPS_PER_BUNDLE, help="GRPO groups per window"),
+    groups: Optional[str] = typer.Option(None, "--groups", hidden=True,
+                                         help="gone: the checkpoint's generation params fix the groups per window"),
     batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, max=4096, help="rollouts generated at once"),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows (default: run until stopped; 1 on the embedded chain)"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/miner/...)"),
@@ -107,6 +108,10 @@ def run(
     apply_threads(threads)
     setup_logging(log_level)
     # every argument before the model loads or a window is generated (a bad one is one line, exit 2)
+    if groups is not None:
+        fail(f"--groups {groups}: no longer an option: the generation params of the window's checkpoint fix "
+             f"the groups of every bundle (the base model's: {BASE_GENERATION['groups']}); a bundle of another "
+             f"count is rejected")
     device = check_device(device)
     check_model(model)
     check_store(store)
@@ -169,13 +174,13 @@ def run(
                              f"bytes; a subtensor commitment leaves {MAX_BASE_BYTES}: shorten --public-url or the "
                              f"store prefix")
     miner = Miner(chain, keypair, lm, bundle_store, beacons,
-                  journal, n_groups=groups, batch_size=batch_size,
+                  journal, batch_size=batch_size,
                   beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         def tokens_bar(window: int):
-            task = progress.add_task(f"window {window}", total=groups * lm.generation.group_size
-                                      * lm.generation.max_new_tokens)
+            task = progress.add_task(f"window {window}", total=miner.n_groups * miner.lm.generation.group_size
+                                      * miner.lm.generation.max_new_tokens)
             return lambda n: progress.advance(task, n)
 
         def report(rec):

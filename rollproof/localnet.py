@@ -68,14 +68,20 @@ def _key(name: str) -> Keypair:
     return Keypair.create_from_uri(f"//rollproof-localnet/{name}")
 
 
-def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: int = 2,
+def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: int | None = 2,
                  batch_size: int = 16, drand_seed: str | None = None, train: bool = True, cheaters: bool = True,
                  trainer_config: TrainerConfig | None = None,
                  on_event: Callable[[str], None] | None = None,
                  on_window: Callable[[WindowResult, dict, dict], None] | None = None) -> LocalnetResult:
     """on_window(result, names, info): info has the window's checkpoint version and fingerprint, the
-    trainer's record for it (signal rate, step) and any publication."""
+    trainer's record for it (signal rate, step) and any publication.
+
+    n_groups: the groups per bundle of this network's base (`lm` under generation params with
+    groups = n_groups, so every node agrees on it and the trainer's checkpoints carry it forward);
+    None keeps lm's own."""
     say = on_event or (lambda msg: log.info(msg))
+    if n_groups is not None and n_groups != lm.generation.groups:
+        lm = lm.with_generation(lm.generation.with_groups(n_groups))
     workdir = Path(workdir)
     chain = EVMChain.embedded_chain(NETUID)
     drand = LocalDrand(drand_seed) if drand_seed else LocalDrand()
@@ -91,7 +97,7 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
 
     def miner(cls, name, **kw):
         return cls(chain, _key(name), lm, store, beacons, workdir / "miners" / name,
-                   n_groups=n_groups, batch_size=batch_size, beacon_cache=cache, resolver=resolver, **kw)
+                   batch_size=batch_size, beacon_cache=cache, resolver=resolver, **kw)
 
     honest = [Participant(f"honest-{i}", "honest", miner(Miner, f"honest-{i}")) for i in (1, 2)]
     participants = list(honest)
@@ -123,7 +129,7 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     chain.mine(max(0, window_start_block(first - 1) - chain.current_block()))
     if cheaters:
         old_ctx = window_context(chain, beacons, first - 1, cache)
-        old = Miner(chain, replay_key, lm, store, beacons, workdir / "miners" / "replayer-old", n_groups=n_groups,
+        old = Miner(chain, replay_key, lm, store, beacons, workdir / "miners" / "replayer-old",
                     batch_size=batch_size).make_bundle(old_ctx)
         participants.append(Participant("replayer", "replay",
                                          miner(ReplayMiner, "replayer", old_bundle=encode_bundle(old))))

@@ -1,6 +1,9 @@
 """Attack suite: every attack of DESIGN.md section 4, run many times against the Verifier.
 
-    python scripts/attacks.py [--trials 10] [--model tiny]
+    python scripts/attacks.py [--trials 10] [--model tiny] [--groups 2]
+
+The model's generation params get groups = --groups (every bundle's group count; the attacks that
+need an unopened group open all but the last).
 
 Writes reports/attacks.json and reports/attacks.md: detection rate per attack, honest false
 rejections, and for the model-level attacks the honest vs attack distributions of the three
@@ -78,7 +81,7 @@ def build_attacks(lm, drand):
 
     def problem_not_derived(ctx, key):
         other = replace(ctx, block_hash=bytes(32))  # problems from a seed the miner chose
-        groups = A.build_groups(lm, other, key.ss58_address, [0])
+        groups = A.build_groups(lm, other, key.ss58_address, list(range(lm.generation.groups)))
         return A.assemble_bundle(ctx, key, lm.fingerprint, groups, lm.generation), A.expectation(ctx, key, lm)
 
     def replay_window(ctx, key):
@@ -95,13 +98,14 @@ def build_attacks(lm, drand):
         return A.resigned(stolen, ctx, key, lambda b: None), A.expectation(ctx, key, lm)
 
     def credit_theft(ctx, key):
-        """Another miner's honest rows (computable without its bundle) appended as an extra group
-        that the opening does not pick; only the attacker's own group is opened."""
-        own = A.honest(lm, ctx, key, 2)
-        n = len(own.groups)
+        """Another miner's honest rows (computable without its bundle) in place of the attacker's
+        last group (the group count is fixed), which the opening does not pick; only the attacker's
+        own groups are opened."""
+        n = lm.generation.groups - 1
+        own = A.honest(lm, ctx, key, n)
         mine = lm.chat_prompt_ids(environments.problem_for(ctx.problem_seed(key.ss58_address, n), lm.generation)[1].prompt)
         # a victim whose problem is not, by the coincidence of a small problem space, the thief's own
-        # problem at the appended index (then its rows would answer the thief's problem, and computing
+        # problem at the stolen index (then its rows would answer the thief's problem, and computing
         # them costs the thief as much as its own: nothing is stolen)
         for i in range(100):
             victim = A.honest(lm, ctx, A.keypair(30_000 + 100 * ctx.window + i), 1)
@@ -109,12 +113,20 @@ def build_attacks(lm, drand):
                 break
         stolen = replace(victim.groups[0], index=n)
         bundle = A.assemble_bundle(ctx, key, lm.fingerprint, own.groups + [stolen], lm.generation)
-        return bundle, A.expectation(ctx, key, lm), list(range(len(own.groups)))
+        return bundle, A.expectation(ctx, key, lm), list(range(n))
+
+    def group_count(delta):
+        """Training-data choice: a bundle of another group count than the checkpoint's (a prefix of
+        the window's problems, none of them, or one more)."""
+        def run(ctx, key):
+            n = 0 if delta is None else lm.generation.groups + delta
+            return A.honest(lm, ctx, key, n), A.expectation(ctx, key, lm)
+        return run
 
     def unopened(fn):
         """An honest bundle edited by fn in its last group, which the opening does not pick."""
         def run(ctx, key):
-            bundle = A.honest(lm, ctx, key, 2)
+            bundle = A.honest(lm, ctx, key)
             return (A.resigned(bundle, ctx, key, lambda b: fn(_last_group_only(b))), A.expectation(ctx, key, lm),
                     list(range(len(bundle.groups) - 1)))
         return run
@@ -158,7 +170,10 @@ def build_attacks(lm, drand):
         "bundle replayed from another window": replay_window,
         "bundle replayed from another hotkey": replay_hotkey,
         "another miner's completions copied": copy_other_miner,
-        "credit theft: another miner's rows appended as an unopened group": credit_theft,
+        "credit theft: another miner's rows as an unopened group": credit_theft,
+        "group count: a prefix of the window's groups": group_count(-1),
+        "group count: one group more than the window's": group_count(+1),
+        "group count: no groups (n_groups = 0)": group_count(None),
         "unopened group: rewards misreported": unopened(A.misreport_reward),
         "unopened group: advantages misreported": unopened(A.misreport_advantage),
         "unopened group: problem not derived": unopened(_shift_prompt),
@@ -181,14 +196,18 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--honest-trials", type=int, default=None, help="default: 3 x trials")
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--groups", type=int, default=2, help="groups per bundle (the model's generation params)")
     ap.add_argument("--quick", action="store_true", help="3 trials: a demonstration run")
     add_device_argument(ap)
     args = ap.parse_args()
+    if args.groups < 2:
+        ap.error("--groups must be at least 2 (the unopened-group attacks leave the last group unopened)")
     device = device_or_exit(args.device)
     trials = 3 if args.quick else args.trials
     honest_trials = args.honest_trials or 3 * trials
     console = Console()
     lm = load_model(args.model, device)
+    lm = lm.with_generation(lm.generation.with_groups(args.groups))
     drand = LocalDrand()
     verifier = Verifier(lm, [drand.info])
     statistical, attacks = build_attacks(lm, drand)

@@ -49,6 +49,7 @@ def main() -> int:
     device = threads_and_device_or_exit(args)
     console = Console()
     lm = load_model(args.model, device)
+    lm = lm.with_generation(lm.generation.with_groups(args.groups))  # every bundle holds the checkpoint's groups
     drand = LocalDrand()
     ctx, key = A.window_ctx(drand, 9000), A.keypair(0)
     vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
@@ -78,7 +79,7 @@ def main() -> int:
     overhead = 100.0 * statistics.median([(w / with_tok) / (o / without_tok) - 1.0 for w, o in zip(with_s, without_s)])
 
     t = time.perf_counter()
-    bundle = A.honest(lm, ctx, key, groups=args.groups)
+    bundle = A.honest(lm, ctx, key)
     gen_bundle_s = time.perf_counter() - t
     data = encode_bundle(bundle)
     tokens = sum(len(r.completion) for _, r in bundle.rows())

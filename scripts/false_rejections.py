@@ -53,14 +53,15 @@ def main() -> int:
     verify_device = device if args.verify_device is None else device_or_exit(args.verify_device, "--verify-device")
     console = Console()
     lm = load_model(args.model, device)
-    vlm = lm if verify_device == device else load_model(args.model, verify_device)
+    lm = lm.with_generation(lm.generation.with_groups(4))  # every bundle holds the checkpoint's groups
+    vlm = lm if verify_device == device else load_model(args.model, verify_device).with_generation(lm.generation)
     drand = LocalDrand()
     t0 = time.time()
     bundles, positions, w = [], 0, 0
     with console.status("generating honest rollouts…"):
         while positions < args.positions:
             ctx, key = A.window_ctx(drand, 5000 + w), A.keypair(w)
-            b = A.honest(lm, ctx, key, groups=4)
+            b = A.honest(lm, ctx, key)
             bundles.append((ctx, key, b))
             positions += sum(len(r.completion) for _, r in b.rows())
             w += 1

@@ -22,7 +22,8 @@ decimal strings, floats are float.hex() strings where exact):
     sketch.json       section 6: sketch vectors and sketches
     model.json        section 7 and appendix C: the tiny model's weights, tokenizer, fingerprint
     environments.json section 8: prompts, answers, rewards of sample completions, advantages
-    bundle.json       sections 9, 10, 12, 13: a full two-group bundle of the tiny model, its verdicts,
+    bundle.json       sections 9, 10, 12, 13: a full two-group bundle of the tiny model (under the base
+                      generation params with groups = 2, its fingerprint by definition), its verdicts,
                       row digests, rows_root, header signing message, commitment, verified_root
     checkpoint.json   section 15: a LoRA checkpoint of the tiny model: adapter tensors and file, tensors_root,
                       lora weights_root, fingerprint, manifest bytes, SHA-256, signing message, signature,
@@ -208,7 +209,7 @@ def _context():
 
 
 ALICE_SS58 = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
-MIX = {"temperature_milli": 1000, "group_size": 4, "max_new_tokens": 16, "environments": [
+MIX = {"temperature_milli": 1000, "group_size": 4, "groups": 8, "max_new_tokens": 16, "environments": [
     {"name": "add", "weight": 3, "params": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 4,
                                            "format_credit_milli": 100}},
     {"name": "sat", "weight": 2, "params": {"min_vars": 3, "max_vars": 5, "clause_ratio_milli": 1600, "k": 3}},
@@ -448,7 +449,11 @@ def _same_up_to_honest_drift(ours, stored) -> bool:
     return True
 
 
+BUNDLE_GROUPS = 2  # the bundle vector's groups: the base params' 8 would make the file four times larger
+
+
 def bundle_vectors(lm, previous: dict | None = None) -> dict:
+    """lm: the tiny model under the base params; the bundle is made under them with groups = 2."""
     from bittensor.sp_core import Keypair
 
     from miner.proof import build_groups
@@ -460,10 +465,12 @@ def bundle_vectors(lm, previous: dict | None = None) -> dict:
     from verification.verifier import Expectation, Verifier
     from verification.errors import SignatureError
 
+    lm = lm.with_generation(lm.generation.with_groups(BUNDLE_GROUPS))
+    gen_obj = {"eos_ids": sorted(lm.eos_ids), "params": lm.generation.to_json()}
     ctx = _context()
     drand = LocalDrand()
     keypair = Keypair.create_from_uri(ALICE_URI)
-    groups = build_groups(lm, ctx, keypair.ss58_address, [0, 1], batch_size=16)
+    groups = build_groups(lm, ctx, keypair.ss58_address, list(range(BUNDLE_GROUPS)), batch_size=16)
     if previous is not None:
         # logprobs and sketches are the model's floating-point outputs: another honest machine (another
         # CPU's vector units, another BLAS) reproduces them within the protocol's tolerances, not bit for
@@ -521,9 +528,11 @@ def bundle_vectors(lm, previous: dict | None = None) -> dict:
                            "prompt_ids": g.prompt.tolist(), "rollouts": rows})
     return {
         "comment": "docs/protocol.md sections 9, 10, 12 and 13: a bundle of the tiny model (appendix C) for "
-                   "the window of challenge.json, signed by //Alice. The signature is randomized (sr25519): "
-                   "scripts/make_vectors.py keeps this one while it verifies.",
-        "model": "tiny", "model_fingerprint": lm.fingerprint.hex(),
+                   "the window of challenge.json, signed by //Alice, under the base generation params with "
+                   "groups = 2 (section 15: model_fingerprint is section 7's with generation_canonical_json). "
+                   "The signature is randomized (sr25519): scripts/make_vectors.py keeps this one while it verifies.",
+        "model": "tiny", "generation_canonical_json": canonical_json(gen_obj).decode(),
+        "model_fingerprint": lm.fingerprint.hex(),
         "hotkey": keypair.ss58_address, "hotkey_public_key": bytes(keypair.public_key).hex(), "hotkey_uri": ALICE_URI,
         "header": header.model_dump(),
         "header_canonical_json": header.canonical_bytes().decode(),

@@ -57,13 +57,14 @@ def main() -> int:
     device = threads_and_device_or_exit(args)
     console = Console()
     lm = load_model(args.model, device)
+    lm = lm.with_generation(lm.generation.with_groups(args.groups))  # every bundle holds the checkpoint's groups
     drand = LocalDrand()
     ctx = A.window_ctx(drand, 9100)
     t = time.perf_counter()
     checks = []
     for i in range(args.miners):
         key = A.keypair(100 + i)
-        bundle = A.honest(lm, ctx, key, groups=args.groups)
+        bundle = A.honest(lm, ctx, key)
         if i % 4 == 3:
             bundle = A.resigned(bundle, ctx, key, A.edit_token)
         checks.append(BundleCheck(bundle, A.expectation(ctx, key, lm)))

@@ -13,11 +13,30 @@ settings.load_profile("rollproof")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Groups per bundle of the tests' tiny model. The base params (BASE_GENERATION, what `--model tiny`
+# loads) ask for 8; the in-process tests run a network whose base is the tiny model under params
+# with groups = 2, as `rollproof localnet --groups 2` does, so every node agrees and a window costs
+# a quarter of the base's work.
+TEST_GROUPS = 2
+
+
+def with_groups(lm, n: int):
+    """lm under its generation params with groups = n (another fingerprint: every node of a test
+    network must use the same)."""
+    return lm.with_generation(lm.generation.with_groups(n))
+
+
 @pytest.fixture(scope="session")
-def tiny():
+def tiny_base():
+    """The tiny model under the base generation params: what the CLI's `--model tiny` loads."""
     from verification.model import load_model
 
     return load_model("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_base):
+    return with_groups(tiny_base, TEST_GROUPS)
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +77,15 @@ def ctx(local_drand):
 def honest_bundle(tiny, ctx, alice):
     from miner.proof import build_bundle
 
-    return build_bundle(tiny, ctx, alice, 2)
+    return build_bundle(tiny, ctx, alice)
+
+
+@pytest.fixture(scope="session")
+def base_bundle(tiny_base, ctx, alice):
+    """An honest bundle of the base params (8 groups): what `rollproof verify --model tiny` accepts."""
+    from miner.proof import build_bundle
+
+    return build_bundle(tiny_base, ctx, alice)
 
 
 @pytest.fixture()

@@ -46,7 +46,7 @@ def test_wallet_hotkey_signs_a_bundle_the_verifier_accepts(tmp_path, tiny, ctx, 
     bt.Wallet(name="w", hotkey="h", path=str(tmp_path)).create_new_hotkey(use_password=False, suppress=True)
     key, dev = load_hotkey(WalletOptions("w", "h", str(tmp_path)), allow_dev=False)
     assert not dev
-    bundle = build_bundle(tiny, ctx, key, 1)
+    bundle = build_bundle(tiny, ctx, key)
     assert bundle.header.hotkey == key.ss58_address
     assert Verifier(tiny, [local_drand.info]).verify(bundle).ok
 

@@ -10,7 +10,7 @@ from rollproof.cli import app
 
 def test_miner_run_then_verify(tmp_path):
     runner = CliRunner()
-    out = runner.invoke(app, ["miner", "run", "--model", "tiny", "--groups", "1",
+    out = runner.invoke(app, ["miner", "run", "--model", "tiny",
                               "--store", str(tmp_path / "store"), "--state-dir", str(tmp_path / "state")])
     assert out.exit_code == 0, out.output
     bundles = list((tmp_path / "store").rglob("*.rpb"))
@@ -140,7 +140,7 @@ def test_a_validator_with_a_wrong_file_root_or_model_warns(tmp_path):
         store = tmp_path / "store"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLPROOF_")} | {"HOME": str(tmp_path)}
         miner = subprocess.run([sys.executable, "-m", "rollproof.cli", "miner", "run", *chain, "--wallet.name", "miner",
-                                "--evm-key", keys["miner"], "--model", "tiny", "--groups", "1", "--windows", "2",
+                                "--evm-key", keys["miner"], "--model", "tiny", "--windows", "2",
                                 "--store", str(store), "--state-dir", str(tmp_path / "miner")],
                                capture_output=True, text=True, timeout=300, env=env)
         assert miner.returncode == 0, miner.stdout + miner.stderr

@@ -86,7 +86,7 @@ def make_wallet(path: Path, name: str = "op", hotkey: str = "hk") -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, honest_bundle):
+def world(tmp_path_factory, base_bundle):
     from verification.bundle import encode_bundle
 
     tmp = tmp_path_factory.mktemp("walk")
@@ -97,7 +97,7 @@ def world(tmp_path_factory, honest_bundle):
     a_file = tmp / "a_file"
     a_file.write_text("not a directory\n")
     (tmp / "empty_dir").mkdir()
-    good = encode_bundle(honest_bundle)
+    good = encode_bundle(base_bundle)
     (tmp / "good.rpb").write_bytes(good)
     (tmp / "truncated.rpb").write_bytes(good[: len(good) // 2])
     (tmp / "garbage.rpb").write_bytes(os.urandom(4096))
@@ -159,8 +159,10 @@ def cases(w: dict) -> list[Case]:
                                                                "--evm-key", KEY, *wallet),
              says="--netuid 5: the registry at"),
         # miner run: every range and path before any generation
-        Case("miner: 257 groups", ("miner", "run", "--groups", "257", "--model", "tiny"), says="--groups"),
-        Case("miner: 0 groups", ("miner", "run", "--groups", "0", "--model", "tiny"), says="--groups"),
+        # the checkpoint's generation params fix the groups: the old option is refused, whatever its value
+        Case("miner: --groups 8", ("miner", "run", "--groups", "8", "--model", "tiny"),
+             says="--groups 8: no longer an option: the generation params of the window's checkpoint fix"),
+        Case("miner: --groups 0", ("miner", "run", "--groups", "0", "--model", "tiny"), says="--groups 0: no longer"),
         Case("miner: batch size 0", ("miner", "run", "--batch-size", "0", "--model", "tiny"), says="--batch-size"),
         Case("miner: windows 0", ("miner", "run", "--windows", "0", "--model", "tiny"), says="--windows"),
         Case("miner: state dir is a file", ("miner", "run", "--model", "tiny", "--state-dir", str(t / "a_file")),
@@ -551,7 +553,7 @@ def test_every_command_that_loads_a_model_takes_device(path):
     assert out.exit_code == 0 and "--device" in out.output and "cuda:N" in out.output, out.output
 
 
-def test_verify_with_device_cpu_end_to_end(tmp_path, honest_bundle, monkeypatch):
+def test_verify_with_device_cpu_end_to_end(tmp_path, base_bundle, monkeypatch):
     from typer.testing import CliRunner
 
     import verification.model
@@ -559,7 +561,7 @@ def test_verify_with_device_cpu_end_to_end(tmp_path, honest_bundle, monkeypatch)
     from verification.bundle import encode_bundle
 
     path = tmp_path / "good.rpb"
-    path.write_bytes(encode_bundle(honest_bundle))
+    path.write_bytes(encode_bundle(base_bundle))
     loaded, real = [], verification.model.load_model
     monkeypatch.setattr(verification.model, "load_model", lambda *a, **kw: loaded.append(real(*a, **kw)) or loaded[-1])
     out = CliRunner().invoke(app, ["verify", str(path), "--model", "tiny", "--device", "cpu"])
@@ -568,7 +570,7 @@ def test_verify_with_device_cpu_end_to_end(tmp_path, honest_bundle, monkeypatch)
     assert {p.device.type for p in loaded[0].model.parameters()} == {"cpu"}
 
 
-SCRIPTS = ["attacks", "false_rejections", "steering", "learning", "learning_zone", "checkpoint_bytes"]
+SCRIPTS = ["attacks", "false_rejections", "steering", "learning", "learning_zone", "checkpoint_bytes", "training_choice"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -19,7 +19,7 @@ BASE = GenerationParams.from_json(BASE_GENERATION)
 
 def _mix(*weights):
     return GenerationParams.from_json({
-        "temperature_milli": 1000, "group_size": 4, "max_new_tokens": 96,
+        "temperature_milli": 1000, "group_size": 4, "groups": 8, "max_new_tokens": 96,
         "environments": [{"name": "sat", "weight": weights[0], "params": dict(SAT_PARAMS)},
                          {"name": "arith", "weight": weights[1], "params": {}}]})
 
@@ -98,6 +98,9 @@ def test_mix_follows_the_weights():
 @pytest.mark.parametrize("bad", [
     {"temperature_milli": 0},
     {"group_size": 1},
+    {"groups": 0},  # a bundle of no groups is never what a checkpoint asks for
+    {"groups": 257},
+    {"groups": True},
     {"max_new_tokens": 10**6},
     {"environments": []},
     {"environments": [{"name": "nope", "weight": 1, "params": {}}]},
@@ -112,9 +115,9 @@ def test_generation_params_are_range_checked(bad):
 
 
 @settings(max_examples=50)
-@given(st.integers(100, 2000), st.integers(2, 64), st.integers(1, 512), st.integers(1, 1000))
-def test_generation_params_round_trip(t, g, m, w):
-    obj = {"temperature_milli": t, "group_size": g, "max_new_tokens": m,
+@given(st.integers(100, 2000), st.integers(2, 64), st.integers(1, 256), st.integers(1, 512), st.integers(1, 1000))
+def test_generation_params_round_trip(t, g, n, m, w):
+    obj = {"temperature_milli": t, "group_size": g, "groups": n, "max_new_tokens": m,
            "environments": [{"name": "arith", "weight": w, "params": {}}]}
     assert GenerationParams.from_json(obj).to_json() == obj
 
@@ -157,3 +160,22 @@ def test_the_prompt_bound_is_reached_and_refuses_oversized_mixes():
         GenerationParams.from_json({**BASE_GENERATION, "environments": [{"name": "sat", "weight": 1, "params": big}]})
     # the base generation params all pass
     GenerationParams.from_json(BASE_GENERATION)
+
+
+def test_groups_is_required_and_with_groups_is_range_checked():
+    """Generation params fix the groups of every bundle (issue 24 item 5): the field is required,
+    and with_groups keeps everything else (a new fingerprint, the same problems)."""
+    from verification.constants import MAX_GROUPS, MAX_GROUPS_PER_BUNDLE, MIN_GROUPS
+
+    assert MIN_GROUPS >= 1 and MAX_GROUPS <= MAX_GROUPS_PER_BUNDLE
+    without = {k: v for k, v in BASE_GENERATION.items() if k != "groups"}
+    with pytest.raises(EnvironmentSpecError, match="groups"):
+        GenerationParams.from_json(without)
+    three = BASE.with_groups(3)
+    assert three.groups == 3 and three.to_json() == {**BASE.to_json(), "groups": 3}
+    for bad in (MIN_GROUPS - 1, MAX_GROUPS + 1):
+        with pytest.raises(EnvironmentSpecError, match=r"groups must be an integer in \[1, 256\]"):
+            BASE.with_groups(bad)
+    # the curriculum (the trainer's next checkpoints) carries the group count forward
+    harder = three.harder()
+    assert harder is not None and harder.groups == 3 and harder.environments != three.environments

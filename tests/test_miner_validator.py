@@ -27,7 +27,7 @@ class Net:
             self.chain.register(k)
 
     def miner(self, key, cls=Miner, name="m", **kw):
-        return cls(self.chain, key, self.lm, self.store, self.beacons, self.tmp / name, n_groups=2, **kw)
+        return cls(self.chain, key, self.lm, self.store, self.beacons, self.tmp / name, **kw)
 
     def validator(self, key, name="v", **kw):
         self.chain.set_validator_permit(self.chain.uid_of(key.ss58_address))
@@ -196,7 +196,7 @@ def test_miner_loop_retries_a_transient_storage_failure(tmp_path, tiny, local_dr
     chain = EVMChain.embedded_chain(3, auto_mine=True)
     chain.register(keys[0])
     store = FlakyStore(tmp_path / "store")
-    miner = Miner(chain, keys[0], tiny, store, LocalBeaconSource(local_drand, clock=chain.now), tmp_path / "m", n_groups=1)
+    miner = Miner(chain, keys[0], tiny, store, LocalBeaconSource(local_drand, clock=chain.now), tmp_path / "m")
     (rec,) = miner.run(threading.Event(), max_windows=1)
     assert rec.stage == "committed" and store.failures == 0
     assert chain.commitment_of(keys[0].ss58_address, rec.window) is not None
@@ -212,7 +212,7 @@ def test_validator_loop_finishes_a_window_on_a_self_mining_chain(tmp_path, tiny,
     beacons = LocalBeaconSource(local_drand, clock=chain.now)
     store = FileStore(tmp_path / "store")
     w = window_of_block(chain.current_block())
-    Miner(chain, keys[0], tiny, store, beacons, tmp_path / "m", n_groups=1).run_window(w)
+    Miner(chain, keys[0], tiny, store, beacons, tmp_path / "m").run_window(w)
     v = Validator(chain, keys[2], tiny, beacons, Fetcher(file_roots=[store.root]), tmp_path / "v")
     (res,) = v.run(threading.Event(), max_windows=1, poll_s=0.01)
     assert res.window == w and res.wrote_weights
@@ -279,7 +279,7 @@ def test_miner_keeps_only_the_newest_bundles(tmp_path, tiny, local_drand, keys):
     chain = EVMChain.embedded_chain(3, auto_mine=True)
     chain.register(keys[0])
     miner = Miner(chain, keys[0], tiny, FileStore(tmp_path / "store"), LocalBeaconSource(local_drand, clock=chain.now),
-                  tmp_path / "m", n_groups=1, keep_bundles=1)
+                  tmp_path / "m", keep_bundles=1)
     first, second = miner.run(threading.Event(), max_windows=2)
     assert second.window == first.window + 1
     assert not miner.state.bundle_path(first.window).exists() and miner.state.bundle_path(second.window).is_file()

@@ -176,7 +176,7 @@ class OutageNet:
                     return super().commit_window(rec)
 
         return PacedMiner(self.chain("honest"), self.keys["honest"], self.lm, self.store, self.beacons,
-                          self.tmp / "miner", n_groups=1, backoff=self.backoff)
+                          self.tmp / "miner", backoff=self.backoff)
 
     def validator(self, chain: EVMChain | None = None) -> Validator:
         producer = self.producer
@@ -449,7 +449,7 @@ def test_preflight_refuses_an_unregistered_validator_and_miner(tmp_path, tiny, l
     v.score_window = _never_called
     with pytest.raises(ChainRefusedError, match="not registered"):
         v.run(threading.Event(), poll_s=0)
-    m = Miner(chain, keys["stranger"], tiny, store, beacons, tmp_path / "m", n_groups=1)
+    m = Miner(chain, keys["stranger"], tiny, store, beacons, tmp_path / "m")
     m.make_bundle = _never_called
     with pytest.raises(ChainRefusedError, match="not registered"):
         m.run(threading.Event(), poll_s=0)
@@ -479,7 +479,7 @@ def test_preflight_refuses_an_evm_key_that_does_not_own_the_uid(tmp_path, tiny, 
     EVMChain(evm.w3, registry, ledger, evm_keys={hotkey.ss58_address: owner.key.hex()}).register(hotkey)
     chain = EVMChain(evm.w3, registry, ledger, evm_keys={hotkey.ss58_address: other.key.hex()})
     m = Miner(chain, hotkey, tiny, FileStore(tmp_path / "store"), LocalBeaconSource(local_drand, clock=chain.now),
-              tmp_path / "m", n_groups=1)
+              tmp_path / "m")
     with pytest.raises(ChainRefusedError, match=f"registered by EVM account {owner.address}"):
         m.preflight()
     # and a commitment sent anyway is a permanent refusal, not a retry

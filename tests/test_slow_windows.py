@@ -97,7 +97,7 @@ def _setup(tmp_path, tiny, local_drand, keys, auto_mine=False):
     store = FileStore(tmp_path / "store")
 
     def miner(blocks=0, name="m"):
-        return SlowMiner(chain, keys[0], tiny, store, beacons, tmp_path / name, n_groups=1, blocks=blocks)
+        return SlowMiner(chain, keys[0], tiny, store, beacons, tmp_path / name, blocks=blocks)
 
     return chain, miner
 

@@ -636,7 +636,7 @@ def test_a_miner_and_a_validator_window_end_to_end(runtime, alice, miner_key, ti
             _removed(short):
         beacons = LocalBeaconSource(local_drand, clock=_chain_clock(mchain))
         # the checkpoint in force comes from chain data (no announcer here: the base model)
-        miner = Miner(mchain, miner_key, tiny, store, beacons, tmp_path / "miner", n_groups=2,
+        miner = Miner(mchain, miner_key, tiny, store, beacons, tmp_path / "miner",
                       resolver=ModelResolver(mchain, tiny, Fetcher(file_roots=[store.root])))
         # past the validator's registration by more than WeightsSetRateLimit, in a fresh commitment interval
         runtime.jump_to(mchain.current_block() + 150)

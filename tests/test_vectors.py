@@ -54,12 +54,12 @@ def test_pure_vector_files(name, build):
     _same_file(name, build())
 
 
-def test_model_file(tiny):
-    _same_file("model.json", make_vectors.model_vectors(tiny))
+def test_model_file(tiny_base):
+    _same_file("model.json", make_vectors.model_vectors(tiny_base))
 
 
-def test_bundle_file(tiny):
-    _same_file("bundle.json", make_vectors.bundle_vectors(tiny, _load("bundle.json")))
+def test_bundle_file(tiny_base):
+    _same_file("bundle.json", make_vectors.bundle_vectors(tiny_base, _load("bundle.json")))
 
 
 def test_checkpoint_file(tiny):
@@ -346,12 +346,24 @@ def test_environment_prompts_by_definition():
 
 
 # ---- sections 9, 10, 12, 13 ------------------------------------------------------------------------------
-def test_bundle_by_definition(tiny):
+def test_bundle_by_definition(tiny_base):
+    from verification.generation import GenerationParams
     from verification.signing import verify
     from verification.verifier import Expectation, Verifier
     from verification.drand_local import LocalDrand
 
     doc = _load("bundle.json")
+    model = _load("model.json")
+    # the bundle's model: the tiny model under the base params with groups = 2 (section 15), whose
+    # fingerprint is section 7's over the same weights, tokenizer and template
+    gen = doc["generation_canonical_json"]
+    base_gen = json.loads(model["generation_canonical_json"])
+    assert json.loads(gen) == {**base_gen, "params": {**base_gen["params"], "groups": 2}}
+    fp = _prf("model", bytes.fromhex(model["tensors_root"]), bytes.fromhex(model["tokenizer_sha256"]),
+              bytes.fromhex(model["chat_template_sha256"]), hashlib.sha256(gen.encode()).digest())
+    assert fp.hex() == doc["model_fingerprint"] != model["fingerprint"]
+    tiny = tiny_base.with_generation(GenerationParams.from_json(json.loads(gen)["params"]))
+    assert tiny.fingerprint == fp
     data = base64.b64decode(doc["file_base64"])
     assert hashlib.sha256(data).hexdigest() == doc["file_sha256"]
     assert data.startswith(b"RPROOF1\n")

@@ -20,16 +20,16 @@ def _trace(tmp_path, bundle, *args):
     return res.returncode, json.loads(res.stdout)
 
 
-def test_trace_of_an_honest_bundle(tmp_path, honest_bundle, local_drand):
-    code, out = _trace(tmp_path, honest_bundle)
+def test_trace_of_an_base_bundle(tmp_path, base_bundle, local_drand):
+    code, out = _trace(tmp_path, base_bundle)
     assert code == 0 and out["verdict"]["ok"]
-    t, h = out["trace"], honest_bundle.header
+    t, h = out["trace"], base_bundle.header
     randomness = verify_beacon(local_drand.info, h.beacon.to_beacon(),
                                expected_round=problem_round(local_drand.info, h.block_time))
     ws = window_seed(h.netuid, h.window, bytes.fromhex(h.block_hash), randomness)
     assert t["window_seed"] == ws.hex() and t["pinned_round"] == h.beacon.round
-    assert t["checked_groups"] == out["verdict"]["checked_groups"] == [g.index for g in honest_bundle.groups]
-    for g, tg in zip(honest_bundle.groups, t["groups"]):
+    assert t["checked_groups"] == out["verdict"]["checked_groups"] == [g.index for g in base_bundle.groups]
+    for g, tg in zip(base_bundle.groups, t["groups"]):
         assert tg["problem_seed"] == problem_seed(ws, h.hotkey, g.index).hex()
         assert tg["prompt_tokens"] == tg["bundle_prompt_tokens"] == g.prompt.tolist()
         assert [r["rollout"] for r in tg["rollouts"]] == [r.index for r in g.rollouts]
@@ -39,8 +39,8 @@ def test_trace_of_an_honest_bundle(tmp_path, honest_bundle, local_drand):
                        and p["sampling_gap"] <= 1e-3 for p in tr["positions"])
 
 
-def test_trace_shows_where_a_rejected_rollout_fails(tmp_path, honest_bundle, ctx, alice):
-    bad = resigned(honest_bundle, ctx, alice, edit_logprob)  # rollout 0 of group 0, position 3, +0.05
+def test_trace_shows_where_a_rejected_rollout_fails(tmp_path, base_bundle, ctx, alice):
+    bad = resigned(base_bundle, ctx, alice, edit_logprob)  # rollout 0 of group 0, position 3, +0.05
     code, out = _trace(tmp_path, bad)
     assert code == 1 and out["verdict"]["reason"] == "logprob_mismatch"
     positions = out["trace"]["groups"][0]["rollouts"][0]["positions"]

@@ -31,7 +31,7 @@ class ParityEnvironment(Environment):
         return REWARD_SCALE / 2
 
 
-PARITY_PARAMS = {"temperature_milli": 1000, "group_size": 4, "max_new_tokens": 12,
+PARITY_PARAMS = {"temperature_milli": 1000, "group_size": 4, "groups": 2, "max_new_tokens": 12,
                  "environments": [{"name": "test-parity", "weight": 1, "params": {"digits": 2}}]}
 
 

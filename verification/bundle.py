@@ -271,12 +271,13 @@ def bundle_hash(data: bytes) -> bytes:
 
 
 def decode_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES, generation=None,
-                  n_groups: int = MAX_GROUPS_PER_BUNDLE) -> Bundle:
+                  n_groups: int | None = None) -> Bundle:
     """Parse and structurally validate a bundle. Raises BundleFormatError (never anything else).
 
     `generation` (the window's generation params, anything with group_size and max_new_tokens):
     a bundle larger than what an honest miner can build under them with at most n_groups groups
-    (verification.bundle_size.max_bundle_bytes) is BundleTooLargeError, before any parsing.
+    (verification.bundle_size.max_bundle_bytes) is BundleTooLargeError, before any parsing;
+    n_groups defaults to the params' `groups` (MAX_GROUPS_PER_BUNDLE without params).
     Without it only max_bytes and the schema's absolute ranges bound the file. Either way a linear
     scan refuses a body holding more JSON structure than n_groups groups of group_size rollouts
     can have before the JSON parser allocates anything, so parsing memory stays a small multiple
@@ -284,6 +285,8 @@ def decode_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES, generation=
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BundleFormatError("bundle must be bytes")
     data = bytes(data)
+    if n_groups is None:
+        n_groups = getattr(generation, "groups", MAX_GROUPS_PER_BUNDLE)
     if generation is not None:
         max_bytes = min(max_bytes, bundle_limit(generation, n_groups))
     if len(data) > max_bytes:

@@ -113,9 +113,13 @@ def max_bundle_bytes(group_size: int, max_new_tokens: int, n_groups: int = MAX_G
             + max(n_groups - 1, 0))
 
 
-def bundle_limit(generation, n_groups: int = MAX_GROUPS_PER_BUNDLE) -> int:
-    """max_bundle_bytes for a window's generation params (anything with group_size and
-    max_new_tokens, e.g. verification.generation.GenerationParams)."""
+def bundle_limit(generation, n_groups: int | None = None) -> int:
+    """max_bundle_bytes for a window's generation params (verification.generation.GenerationParams:
+    group_size, max_new_tokens and groups, the number of groups every bundle of the window holds).
+    `n_groups` overrides the params' groups (anything without a `groups` field: at most
+    MAX_GROUPS_PER_BUNDLE)."""
+    if n_groups is None:
+        n_groups = getattr(generation, "groups", MAX_GROUPS_PER_BUNDLE)
     return max_bundle_bytes(generation.group_size, generation.max_new_tokens, n_groups)
 
 

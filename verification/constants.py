@@ -35,6 +35,7 @@ BASE_GENERATION = {
     # variance (GRPO's signal), against a chance baseline of 0.059; sat and arith give ~0 signal.
     "temperature_milli": 700,
     "group_size": 8,
+    "groups": 8,
     "max_new_tokens": 24,
     "environments": [
         {"name": "add", "weight": 1,
@@ -50,6 +51,15 @@ MIN_GROUP_SIZE = 2
 MAX_GROUP_SIZE = 64
 # Largest weight of one environment in the mix (weights are small integers).
 MAX_ENVIRONMENT_WEIGHT = 1000
+
+# ---- groups per bundle (generation params' "groups", issue 24 item 5) ---------------------------
+# Every bundle of a window holds exactly its checkpoint's `groups` groups (n_groups), so a miner
+# commits all of its problems or none and cannot pick which prefix is trained on. Range of that
+# field: at least one group (a bundle of none is `bad_params`); at most what a bundle may hold.
+# Breaks: raising MIN_GROUPS refuses checkpoints that announce fewer; MAX_GROUPS above
+# MAX_GROUPS_PER_BUNDLE announces bundles no verifier parses.
+MIN_GROUPS = 1
+MAX_GROUPS = 256
 
 # ---- checkpoints (section 15) ----------------------------------------------------------------
 # An announcement that lands in window v applies from windows >= v + ACTIVATION_WINDOWS (the

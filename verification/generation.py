@@ -1,12 +1,16 @@
 """Generation parameters: what a checkpoint fixes about how rollouts are made and scored.
 
 A checkpoint's manifest carries one GenerationParams; the model fingerprint binds it (section 7 of
-docs/protocol.md), so a trainer can change temperature, group size, completion length, the
-environment mix and each environment's difficulty without a protocol release, and a bundle made
-under other parameters names another fingerprint (`wrong_model`).
+docs/protocol.md), so a trainer can change temperature, group size, groups per bundle, completion
+length, the environment mix and each environment's difficulty without a protocol release, and a
+bundle made under other parameters names another fingerprint (`wrong_model`).
+
+`groups` fixes how many groups every bundle of a window holds (its header's n_groups): a miner
+commits all of its problems or none, so it cannot choose which prefix of them is trained on
+(docs/security.md section 3a).
 
 Canonical form (hashed through canonical_json, integers only):
-    {"temperature_milli": int, "group_size": int, "max_new_tokens": int,
+    {"temperature_milli": int, "group_size": int, "groups": int, "max_new_tokens": int,
      "environments": [{"name": str, "weight": int, "params": {str: int}}, ...]}
 The environment list order is significant: it maps problem seeds to environments (environment_for).
 """
@@ -19,9 +23,11 @@ from dataclasses import dataclass
 from verification.constants import (
     MAX_ENVIRONMENT_WEIGHT,
     MAX_GROUP_SIZE,
+    MAX_GROUPS,
     MAX_NEW_TOKENS,
     MAX_TEMPERATURE_MILLI,
     MIN_GROUP_SIZE,
+    MIN_GROUPS,
     MIN_TEMPERATURE_MILLI,
 )
 from verification.errors import EnvironmentSpecError
@@ -45,6 +51,7 @@ class GenerationParams:
     group_size: int
     max_new_tokens: int
     environments: tuple[EnvironmentSpec, ...]
+    groups: int  # groups in every bundle (the header's n_groups), in [MIN_GROUPS, MAX_GROUPS]
 
     @property
     def temperature(self) -> float:
@@ -54,6 +61,7 @@ class GenerationParams:
         return {
             "temperature_milli": self.temperature_milli,
             "group_size": self.group_size,
+            "groups": self.groups,
             "max_new_tokens": self.max_new_tokens,
             "environments": [{"name": e.name, "weight": e.weight, "params": dict(e.params)}
                              for e in self.environments],
@@ -62,13 +70,14 @@ class GenerationParams:
     @classmethod
     def from_json(cls, obj: Mapping) -> "GenerationParams":
         """Parse and range-check; every failure is an EnvironmentSpecError naming the field."""
-        if not isinstance(obj, Mapping) or set(obj) != {"temperature_milli", "group_size", "max_new_tokens",
-                                                          "environments"}:
-            raise EnvironmentSpecError("generation params must have exactly temperature_milli, group_size, "
+        if not isinstance(obj, Mapping) or set(obj) != {"temperature_milli", "group_size", "groups",
+                                                          "max_new_tokens", "environments"}:
+            raise EnvironmentSpecError("generation params must have exactly temperature_milli, group_size, groups, "
                                        "max_new_tokens, environments")
-        t, g, m = obj["temperature_milli"], obj["group_size"], obj["max_new_tokens"]
+        t, g, n, m = obj["temperature_milli"], obj["group_size"], obj["groups"], obj["max_new_tokens"]
         for name, v, lo, hi in (("temperature_milli", t, MIN_TEMPERATURE_MILLI, MAX_TEMPERATURE_MILLI),
                                 ("group_size", g, MIN_GROUP_SIZE, MAX_GROUP_SIZE),
+                                ("groups", n, MIN_GROUPS, MAX_GROUPS),
                                 ("max_new_tokens", m, 1, MAX_NEW_TOKENS)):
             if not _is_int(v) or not lo <= v <= hi:
                 raise EnvironmentSpecError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
@@ -92,12 +101,17 @@ class GenerationParams:
                 raise EnvironmentSpecError(f"environment {name!r} is listed twice with the same params")
             seen.add((spec.name, spec.params))
             specs.append(spec)
-        out = cls(int(t), int(g), int(m), tuple(specs))
+        out = cls(int(t), int(g), int(m), tuple(specs), int(n))
         from verification import environments  # the registry checks each environment's own params
 
         for spec in out.environments:
             environments.get(spec.name).check_params(spec.params_dict)
         return out
+
+    def with_groups(self, groups: int) -> "GenerationParams":
+        """The same params with another number of groups per bundle (range-checked): what a local
+        network or a test agrees on for all its nodes, and a trainer may announce."""
+        return GenerationParams.from_json({**self.to_json(), "groups": groups})
 
     def harder(self) -> "GenerationParams | None":
         """The next curriculum step (not consensus: the trainer's choice, fixed by its manifest).

@@ -9,6 +9,7 @@ compared with its recomputed proofs.
 
 Check order (first failure is the reason; later failures are listed in `failed`):
   bundle level: format -> rows_root -> signature -> window/hotkey/block -> beacon -> model -> params
+                (group_size, max_new_tokens, then n_groups = the checkpoint's groups)
   every group:  problem (environment + prompt tokens derived from the window seed), then the checks
                 that need no model run: tokens in range -> termination -> reward -> advantages
   opened groups (the model run): tokens in range -> sketch -> sampling -> logprobs -> termination
@@ -278,6 +279,8 @@ class Verifier:
         if h.group_size != gen.group_size or h.max_new_tokens != gen.max_new_tokens:
             raise _Reject("bad_params", f"group_size/max_new_tokens {h.group_size}/{h.max_new_tokens} "
                                         f"are not the checkpoint's {gen.group_size}/{gen.max_new_tokens}")
+        if h.n_groups != gen.groups:  # all of the window's problems or none: no prefix, no empty bundle
+            raise _Reject("bad_params", f"n_groups {h.n_groups} is not the checkpoint's groups {gen.groups}")
         return WindowContext(h.netuid, h.window, bytes.fromhex(h.block_hash), h.block_time, beacon)
 
     # ---- group and rollout level ---------------------------------------------------------------

@@ -6,43 +6,15 @@ for a merely well-formed answer. Rewards are read by rule with regular expressio
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from verification.environments.base import REWARD_SCALE, Environment, Problem, SeededRandom
+from verification.environments.numbers import READ_LIMIT, parse_last_number
 from verification.errors import EnvironmentSpecError
 
-READ_LIMIT = 4096  # characters of a completion the reward reads
 PROMPT_SUFFIX = "Give the final answer as a number on the last line."
 
-# A number: ASCII digits, optionally in groups of three after commas ("1,234"), optionally a
-# fractional part; a minus sign belongs to it only when the sign does not follow a letter, digit or
-# underscore ("= -5" is -5, "10-3" is 10 and 3); digits glued to a letter, digit or underscore on
-# the left ("x1") are not a number.
-_NUMBER = re.compile(r"(?<![0-9A-Za-z_])(-?)([0-9]+(?:,[0-9]{3})*(?![0-9]))(?:\.([0-9]+))?")
-# What may follow the last number of a well-formed completion: whitespace and . ! * ) ] only.
-_TAIL = re.compile(r"[\s.!*)\]]*")
-
-
-def parse_last_number(text: str) -> tuple[int | None, bool]:
-    """(value of the last number in text[:READ_LIMIT] if it is an integer else None, well_formed).
-
-    value: the digits without commas, negated after a minus sign; a number with a fractional part is
-    an integer only when every fractional digit is 0 ("78.00" is 78, "78.5" is None).
-    well_formed: some number exists and only whitespace and the characters . ! * ) ] follow the
-    last one, so it stands at the end of the last non-empty line."""
-    text = text[:READ_LIMIT]
-    last = None
-    for last in _NUMBER.finditer(text):
-        pass
-    if last is None:
-        return None, False
-    sign, digits, frac = last.groups()
-    well_formed = _TAIL.fullmatch(text, last.end()) is not None
-    if frac is not None and frac.strip("0"):
-        return None, well_formed
-    value = int(digits.replace(",", ""))
-    return (-value if sign else value), well_formed
+__all__ = ["READ_LIMIT", "AdditionEnvironment", "parse_last_number"]
 
 
 class AdditionEnvironment(Environment):
@@ -63,8 +35,8 @@ class AdditionEnvironment(Environment):
         "Compute " + " + ".join(a_1..a_k) + ". Give the final answer as a number on the last line."
     e.g. "Compute 37 + 5. Give the final answer as a number on the last line."
 
-    Reward of a completion (only its first 4096 characters are read; see parse_last_number for what
-    a number is and when a completion is well-formed):
+    Reward of a completion (only its first 4096 characters are read; see verification.environments.numbers for
+    what a number is and when a completion is well-formed):
         * 1_000_000                     when the last number is an integer equal to a_1 + ... + a_k;
         * format_credit_milli * 1_000   otherwise, when the completion is well-formed (its last
                                         number ends the last non-empty line, followed only by

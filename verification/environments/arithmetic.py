@@ -1,13 +1,12 @@
-"""GSM-style word problems with exact integer answers. Reward 1.0 when the last integer in the
-completion equals the answer; parsed with a regular expression, never evaluated."""
+"""GSM-style word problems with exact integer answers. Reward 1.0 when the last number in the
+completion (verification.environments.numbers: ASCII digits, the one rule of every environment) is
+an integer equal to the answer; parsed with a regular expression, never evaluated."""
 
 from __future__ import annotations
 
-import re
-
 from verification.environments.base import REWARD_SCALE, Environment, Problem, SeededRandom
+from verification.environments.numbers import parse_last_number
 
-_INT = re.compile(r"-?\d[\d,]*")
 _NAMES = ["Ada", "Ben", "Chen", "Dana", "Eli", "Fatima", "Goro", "Hana"]
 _ITEMS = ["apples", "marbles", "stamps", "books", "coins", "shells"]
 
@@ -49,14 +48,8 @@ class ArithmeticEnvironment(Environment):
         return Problem(self.name, prompt, answer)
 
     def reward(self, problem: Problem, completion: str) -> int:
-        found = _INT.findall(completion[:4096])
-        if not found:
-            return 0
-        try:
-            value = int(found[-1].replace(",", ""))
-        except ValueError:
-            return 0
-        return REWARD_SCALE if value == problem.answer else 0
+        value, _ = parse_last_number(completion)  # well-formedness earns nothing here
+        return REWARD_SCALE if value is not None and value == problem.answer else 0
 
     def chance_reward(self, problem: Problem) -> float:
         """A random well-formed answer: a uniform integer in [0, 2 * answer]."""

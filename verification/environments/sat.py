@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 
 from verification.environments.base import REWARD_SCALE, Environment, Problem, SeededRandom
+from verification.environments.numbers import DIGITS, readable
 from verification.errors import EnvironmentSpecError
 
-_ASSIGN = re.compile(r"\bx(\d{1,3})\s*=\s*([01])\b")
+# A variable index is 1-3 ASCII digits (the number rule of verification.environments.numbers: "x١"
+# or "x１" names no variable).
+_ASSIGN = re.compile(r"\bx(" + DIGITS + r"{1,3})\s*=\s*([01])\b")
 
 
 class SatEnvironment(Environment):
@@ -63,7 +66,7 @@ class SatEnvironment(Environment):
     def reward(self, problem: Problem, completion: str) -> int:
         n = problem.answer["n"]
         assignment: dict[int, int] = {}
-        for var, val in _ASSIGN.findall(completion[:4096]):
+        for var, val in _ASSIGN.findall(readable(completion)):
             v = int(var)
             if 1 <= v <= n and v not in assignment:
                 assignment[v] = int(val)
