@@ -463,7 +463,7 @@ def bundle_vectors(lm, previous: dict | None = None) -> dict:
     from verification.scoring import MinerOutcome, verified_root
     from verification.signing import sign, verify
     from verification.verifier import Expectation, Verifier
-    from verification.errors import SignatureError
+    from verification.errors import BundleFormatError, SignatureError
 
     lm = lm.with_generation(lm.generation.with_groups(BUNDLE_GROUPS))
     gen_obj = {"eos_ids": sorted(lm.eos_ids), "params": lm.generation.to_json()}
@@ -477,8 +477,11 @@ def bundle_vectors(lm, previous: dict | None = None) -> dict:
         # bit. The stored groups stay the vector where this machine's agree with them exactly in tokens,
         # rewards and advantages and within LOGPROB_ABS_TOL and SKETCH_TOL in the rest; everything derived
         # from them (digests, roots, signature, file bytes, verdicts) is then compared byte for byte.
-        stored = decode_bundle(base64.b64decode(previous["file_base64"])).groups
-        if _same_up_to_honest_drift(groups, stored):
+        try:
+            stored = decode_bundle(base64.b64decode(previous["file_base64"])).groups
+        except BundleFormatError:  # a vector of another protocol version: nothing to keep
+            stored = None
+        if stored is not None and _same_up_to_honest_drift(groups, stored):
             groups = stored
     header = Header(protocol_version=PROTOCOL_VERSION, netuid=ctx.netuid, window=ctx.window,
                     block_hash=ctx.block_hash.hex(), block_time=ctx.block_time, hotkey=keypair.ss58_address,
