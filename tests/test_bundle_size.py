@@ -187,7 +187,7 @@ def _strings(v) -> list[str]:
     return []
 
 
-def test_rollproof_verify_refuses_a_bundle_over_its_checkpoints_bound(tmp_path, tiny):
+def test_rollproof_verify_refuses_a_bundle_over_its_checkpoints_bound(tmp_path, tiny_base):
     """A well-formed bundle that only a window with longer generations could hold: bundle_too_large
     under the tiny model's params, before any model check."""
     from typer.testing import CliRunner
@@ -198,7 +198,8 @@ def test_rollproof_verify_refuses_a_bundle_over_its_checkpoints_bound(tmp_path, 
     groups = [Group(gi, "add", np.ones(8, np.uint32), [_rollout(r, t, longest=True) for r in range(s)])
               for gi in range(3)]
     data = encode_bundle(_bundle(groups, s, t, "x" * MAX_HOTKEY_LEN))
-    bound = max_bundle_bytes(tiny.generation.group_size, tiny.generation.max_new_tokens)
+    gen = tiny_base.generation  # what `--model tiny` loads: the base params, groups included
+    bound = max_bundle_bytes(gen.group_size, gen.max_new_tokens, gen.groups)
     assert bound < len(data) < max_bundle_bytes(s, t, 3)
     path = tmp_path / "long.rpb"
     path.write_bytes(data)

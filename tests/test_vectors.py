@@ -62,8 +62,8 @@ def test_bundle_file(tiny_base):
     _same_file("bundle.json", make_vectors.bundle_vectors(tiny_base, _load("bundle.json")))
 
 
-def test_checkpoint_file(tiny):
-    _same_file("checkpoint.json", make_vectors.checkpoint_vectors(tiny, _load("checkpoint.json")))
+def test_checkpoint_file(tiny_base):
+    _same_file("checkpoint.json", make_vectors.checkpoint_vectors(tiny_base, _load("checkpoint.json")))
 
 
 def test_vector_files_stay_small():
@@ -416,7 +416,7 @@ def _canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
-def test_checkpoint_by_definition(tiny):
+def test_checkpoint_by_definition(tiny_base):
     from bittensor.sp_core import Keypair
     from safetensors.numpy import load
 
@@ -472,7 +472,7 @@ def test_checkpoint_by_definition(tiny):
     # the merge of section 15, in numpy float32 (elementwise IEEE operations), against the reference's load
     scale = np.float32(doc["adapter"]["alpha"] / doc["adapter"]["rank"])
     assert float(scale).hex() == doc["merged"]["scale_float32_hex"]
-    state = tiny.model.state_dict()
+    state = tiny_base.model.state_dict()
     for m in doc["merged"]["modules"]:
         a, b = tensors[m["module"] + ".lora_A.weight"], tensors[m["module"] + ".lora_B.weight"]
         delta = np.zeros((b.shape[0], a.shape[1]), dtype=np.float32)
@@ -486,7 +486,7 @@ def test_checkpoint_by_definition(tiny):
         assert [float(x).hex() for x in w.reshape(-1)[:4]] == m["merged_first_4_float32_hex"]
     parsed = parse_manifest(raw)
     verify_manifest_signature(parsed, doc["trainer_hotkey"])
-    lm = load_checkpoint(tiny, parsed, {doc["adapter_file_name"]: data})
+    lm = load_checkpoint(tiny_base, parsed, {doc["adapter_file_name"]: data})
     assert lm.fingerprint.hex() == doc["fingerprint"]
     merged_state = lm.model.state_dict()
     for m in doc["merged"]["modules"]:
