@@ -274,7 +274,7 @@ def test_miner_and_validator_skip_an_unfetchable_checkpoint_and_run_again_once_i
     net.chain.set_trainer(alice.ss58_address, net.chain.account_for(alice).address)
     w = net.next_window()
     net.chain.announce_checkpoint(alice, w + ACTIVATION_WINDOWS, FP, MH, (root / "nowhere" / "m.json").as_uri())
-    miner = Miner(net.chain, miner_key, tiny, net.store, net.beacons, tmp_path / "m", n_groups=1,
+    miner = Miner(net.chain, miner_key, tiny, net.store, net.beacons, tmp_path / "m",
                   resolver=ModelResolver(net.chain, tiny, Fetcher(file_roots=[root])))
     validator = net.validator(vkey, resolver=ModelResolver(net.chain, tiny, Fetcher(file_roots=[root])))
 

@@ -447,7 +447,7 @@ def test_a_validator_logs_an_unavailable_weight_set_once_per_window(tmp_path, ti
                                       f"no weight can be set")
 
     chain.set_weights = unavailable
-    miner = Miner(chain, mkey, tiny, store, beacons, tmp_path / "m", n_groups=1)
+    miner = Miner(chain, mkey, tiny, store, beacons, tmp_path / "m")
     validator = Validator(chain, vkey, tiny, beacons, Fetcher(file_roots=[store.root]), tmp_path / "v")
     start = window_of_block(chain.current_block()) + 1
     results = []

@@ -16,7 +16,7 @@ from verification.commitment import encode_commitment
 class _Drip(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
         self.send_response(200)
-        self.send_header("Content-Length", "1000000")
+        self.send_header("Content-Length", "1000")
         self.end_headers()
         try:
             for _ in range(600):

@@ -58,7 +58,7 @@ class Net:
         self.store = FileStore(tmp_path / "store")
         self.lm = lm
         self.tmp = tmp_path
-        self.miners = [Miner(self.chain, k, lm, self.store, self.beacons, tmp_path / f"m{i}", n_groups=1)
+        self.miners = [Miner(self.chain, k, lm, self.store, self.beacons, tmp_path / f"m{i}")
                        for i, k in enumerate(keys[:2])]
 
     def validator(self, **kw) -> Validator:
@@ -120,7 +120,7 @@ class ServedNet(Net):
         self.store = FileStore(tmp_path / "store")
         self.lm = lm
         self.tmp = tmp_path
-        self.miners = [Miner(self.chain, k, lm, self.store, self.beacons, tmp_path / f"m{i}", n_groups=1)
+        self.miners = [Miner(self.chain, k, lm, self.store, self.beacons, tmp_path / f"m{i}")
                        for i, k in enumerate(keys[:2])]
 
     def mine(self, n: int) -> None:
