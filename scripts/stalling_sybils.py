@@ -3,7 +3,7 @@
 The embedded EVM chain, the tiny model, real HTTP servers on 127.0.0.1: the honest miners
 (miner.service.Miner, --groups groups each) publish to a store served over HTTP; each stalling
 hotkey is registered and commits, every window, a location on a server that either drips one
-byte every 0.5 s under a 1 MB Content-Length or accepts the connection and never answers. The
+byte every 0.5 s under a Content-Length just within the window's bound or accepts the connection and never answers. The
 validator (validator.service.Validator with the node defaults: FETCH_WORKERS, the deadline sized
 from the window's bundle bound, WINDOW_FETCH_BUDGET_S, the opening-seeded fetch order) scores each
 window; the script records every honest miner's verdict, every staller's, the window's fetch time
@@ -12,7 +12,7 @@ window; the script records every honest miner's verdict, every staller's, the wi
 The stallers' 64 commitments are sent in one block (the embedded chain otherwise mines a block per
 transaction, and a window is 20 blocks); they are real transactions of registered hotkeys.
 
-    python scripts/stalling_sybils.py [--windows 2] [--stallers 64] [--honest 8] [--groups 2]
+    python scripts/stalling_sybils.py [--windows 2] [--stallers 64] [--honest 8] [--groups 8]
 
 Writes reports/stalling_sybils.{json,md}.
 """
@@ -35,9 +35,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 class _Drip(http.server.BaseHTTPRequestHandler):
+    length = 1000  # the declared Content-Length: set within the window's bound, so only the drip is slow
+
     def do_GET(self):  # noqa: N802 - http.server's name
         self.send_response(200)
-        self.send_header("Content-Length", "1000000")
+        self.send_header("Content-Length", str(self.length))
         self.end_headers()
         try:
             for _ in range(2000):
@@ -102,7 +104,7 @@ def main() -> int:
     ap.add_argument("--windows", type=int, default=2)
     ap.add_argument("--stallers", type=int, default=64)
     ap.add_argument("--honest", type=int, default=8)
-    ap.add_argument("--groups", type=int, default=2, help="groups per honest bundle")
+    ap.add_argument("--groups", type=int, default=8, help="groups per bundle (the window's params; 8 = the base's)")
     args = ap.parse_args()
 
     import tempfile
@@ -125,6 +127,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="stalling-sybils-"))
     lm = load_model("tiny", "cpu")
+    lm = lm.with_generation(lm.generation.with_groups(args.groups))  # every node's params: groups per bundle
     drand = LocalDrand()
     chain = EVMChain.embedded_chain(3)
     beacons = LocalBeaconSource(drand, clock=chain.now)
@@ -148,10 +151,11 @@ def main() -> int:
         chain.register(k)
     chain.set_validator_permit(chain.uid_of(vkey.ss58_address))
     drip, silent = _serve(_Drip), _Silent()
-    miners = [Miner(chain, k, lm, store, beacons, tmp / f"m{i}", n_groups=args.groups) for i, k in enumerate(honest)]
+    miners = [Miner(chain, k, lm, store, beacons, tmp / f"m{i}", ) for i, k in enumerate(honest)]
     fetcher = Fetcher(allow_private=True)  # loopback servers; every other default as a validator runs
     validator = Validator(chain, vkey, lm, beacons, fetcher, tmp / "v")
     bound = bundle_limit(lm.generation)
+    _Drip.length = bound - 1  # a bundle-sized body that never arrives in time, not an oversized one
 
     fetch_spans: list[tuple[float, float]] = []
     real_fetch_many = fetcher.fetch_many
@@ -205,7 +209,7 @@ def main() -> int:
     md = (f"# Stalling sybils: {args.stallers} stalling hotkeys beside {args.honest} honest miners\n\n"
           f"`python scripts/stalling_sybils.py --windows {args.windows} --stallers {args.stallers} --honest "
           f"{args.honest} --groups {args.groups}`: embedded EVM chain, tiny model, real HTTP servers on 127.0.0.1 "
-          f"(half the stallers drip 1 byte / 0.5 s under a 1 MB Content-Length, half accept and never answer). "
+          f"(half the stallers drip 1 byte / 0.5 s under a Content-Length just within the bound, half accept and never answer). "
           f"Validator defaults: {D.FETCH_WORKERS} fetch workers, per-location deadline {deadline:.1f} s "
           f"(= {D.FETCH_CONNECT_S:g} s + {bound:,} B bound / {D.FETCH_MIN_RATE_BYTES_S // 1024} KiB/s), "
           f"window budget {D.WINDOW_FETCH_BUDGET_S:g} s, fetch order seeded by the opening randomness.\n\n"

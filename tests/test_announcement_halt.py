@@ -468,3 +468,35 @@ def test_cli_lists_and_voids_announcements(alice):
         assert len(chain.checkpoint_announcements()) == 2
     finally:
         server.close()
+
+
+def test_settled_announcements_are_read_once(alice):
+    """A node reads every announcement at each window: records, hotkeys and voids that are a window
+    deep are read once and kept, and a later void is still seen."""
+    from adapters.chain.evm import ANNOUNCEMENT_CACHE_DEPTH
+
+    chain = trainer_chain(alice)
+    w = window_start(chain)
+    for k in range(3):
+        chain.announce_checkpoint(alice, w + ACTIVATION_WINDOWS + k, bytes([k + 1]) * 32, MH, f"file:///c/{k}")
+    first = chain.checkpoint_announcements()
+    chain.mine(ANNOUNCEMENT_CACHE_DEPTH)
+    assert chain.checkpoint_announcements() == first  # read in full while not settled: now kept
+    reads: list[str] = []
+    real_call = chain._call
+
+    def counting(fn, what):
+        reads.append(what)
+        return real_call(fn, what)
+
+    chain._call = counting
+    assert chain.checkpoint_announcements() == first
+    assert sorted(reads) == sorted(["announcement count"] + [f"announcement {i}'s void" for i in range(3)])
+    chain.void_announcement(1)
+    voided = chain.checkpoint_announcements()
+    assert voided[1].voided_block > 0 and [a.voided_block for a in (voided[0], voided[2])] == [0, 0]
+    chain.mine(ANNOUNCEMENT_CACHE_DEPTH)
+    assert chain.checkpoint_announcements() == voided  # the void is settled now: this read keeps it
+    reads.clear()
+    assert chain.checkpoint_announcements() == voided
+    assert "announcement 1's void" not in reads and "announcement 1" not in reads  # the settled void is kept

@@ -27,6 +27,9 @@ from verification.signing import sign, verify
 BLOCK_SECONDS = 12  # simulated seconds per block on the embedded chain (Bittensor's block time)
 FUND_WEI = 10**20  # what the embedded chain gives each new participant account
 TX_TIMEOUT_S = 120
+# blocks below the head after which an announcement's record, hotkey and void block are read once and
+# kept (they never change once written); a reorg deeper than this would leave a node a stale copy
+ANNOUNCEMENT_CACHE_DEPTH = WINDOW_BLOCKS
 # contract reverts that no retry can fix (an operator must act): the node raises ChainRefusedError
 PERMANENT_REVERTS = ("not the owner of uid", "no validator permit", "no such uid", "admin only", "trainer only",
                      "announcement too far ahead", "no such announcement", "already voided")
@@ -79,6 +82,8 @@ class EVMChain(Chain):
             raise ChainError(f"registry activates checkpoints after {activation} windows, the protocol "
                              f"after {ACTIVATION_WINDOWS}")
         self._neurons: list[tuple[int, bytes, str, bool]] = []  # (uid, hotkey pubkey, owner, proof ok)
+        self._announcements: dict[int, tuple] = {}  # index -> settled record (checkpoint_announcements)
+        self._voided: dict[int, int] = {}  # index -> settled void block
         for hotkey, key in (evm_keys or {}).items():
             self.add_evm_key(hotkey, key)
 
@@ -224,19 +229,35 @@ class EVMChain(Chain):
         return {int(d): int(v) for d, v in zip(dests, values)}
 
     def checkpoint_announcements(self) -> list[Announcement]:
+        """Every announcement in the registry, in index order. Records and hotkeys never change once
+        written, nor does a void block once set: those of announcements (and voids) at least
+        ANNOUNCEMENT_CACHE_DEPTH blocks below the head are kept, so a read of n announcements costs
+        the count, the head and one void read per unvoided announcement, not three reads each."""
         count = int(self._call(self.registry.functions.announcement_count(), "announcement count"))
+        settled = self.current_block() - ANNOUNCEMENT_CACHE_DEPTH  # deeper than any reorg we expect
+        cache = self._announcements
         out = []
         for i in range(count):
-            from_window, fp, mh, location, block = self._call(self.registry.functions.announcements(i),
-                                                               f"announcement {i}")
-            voided = int(self._call(self.registry.functions.voided_block(i), f"announcement {i}'s void"))
-            signer = bytes(self._call(self.registry.functions.announcement_hotkey(i), f"announcement {i}'s hotkey"))
-            try:
-                text = bytes(location).decode("utf-8")
-            except UnicodeDecodeError:
-                text = ""  # an undecodable location cannot be fetched; the resolver reports it
-            out.append(Announcement(int(from_window), bytes(fp), bytes(mh), text, int(block), voided,
-                                    "" if signer == bytes(32) else ss58_of(signer)))
+            record = cache.get(i)
+            if record is None:
+                from_window, fp, mh, location, block = self._call(self.registry.functions.announcements(i),
+                                                                   f"announcement {i}")
+                signer = bytes(self._call(self.registry.functions.announcement_hotkey(i), f"announcement {i}'s hotkey"))
+                try:
+                    text = bytes(location).decode("utf-8")
+                except UnicodeDecodeError:
+                    text = ""  # an undecodable location cannot be fetched; the resolver reports it
+                record = (int(from_window), bytes(fp), bytes(mh), text, int(block),
+                          "" if signer == bytes(32) else ss58_of(signer))
+                if record[4] <= settled:
+                    cache[i] = record
+            voided = self._voided.get(i)
+            if voided is None:
+                voided = int(self._call(self.registry.functions.voided_block(i), f"announcement {i}'s void"))
+                if 0 < voided <= settled:
+                    self._voided[i] = voided
+            from_window, fp, mh, text, block, signer = record
+            out.append(Announcement(from_window, fp, mh, text, block, voided, signer))
         return out
 
     def trainer_hotkey(self) -> str | None:
