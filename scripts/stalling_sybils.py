@@ -33,24 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from stalling_relay import drip_handler  # noqa: E402 - tests/ on the path first
 
-class _Drip(http.server.BaseHTTPRequestHandler):
-    length = 1000  # the declared Content-Length: set within the window's bound, so only the drip is slow
 
-    def do_GET(self):  # noqa: N802 - http.server's name
-        self.send_response(200)
-        self.send_header("Content-Length", str(self.length))
-        self.end_headers()
-        try:
-            for _ in range(2000):
-                self.wfile.write(b"x")
-                self.wfile.flush()
-                time.sleep(0.5)
-        except OSError:
-            pass
-
-    def log_message(self, *a):
-        pass
+# the declared Content-Length is set within the window's bound below, so only the drip is slow
+_Drip = drip_handler(1000, 0.5, max_bytes=2000)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

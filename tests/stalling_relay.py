@@ -46,3 +46,30 @@ class StallingRelay:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def drip_handler(length: int, interval_s: float, max_bytes: int | None = None) -> type:
+    """An HTTP handler that answers 200 with Content-Length `length` and then sends one byte every
+    `interval_s` (at most `max_bytes`, default `length`): a location whose body never arrives in
+    time (the validator's fetch tests and scripts/stalling_sybils.py). `length` is a class
+    attribute, so a caller may change it after the server started."""
+    import http.server
+
+    class Drip(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(self.length))
+            self.end_headers()
+            try:
+                for _ in range(self.length if max_bytes is None else max_bytes):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(interval_s)
+            except OSError:
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    Drip.length = length
+    return Drip

@@ -6,6 +6,7 @@ import http.server
 import threading
 import time
 
+from stalling_relay import drip_handler
 from test_miner_validator import Net, keys, net  # noqa: F401 - fixtures
 
 from adapters.fetch import Fetcher
@@ -13,21 +14,7 @@ from validator.service import Validator
 from verification.commitment import encode_commitment
 
 
-class _Drip(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
-        self.send_response(200)
-        self.send_header("Content-Length", "1000")
-        self.end_headers()
-        try:
-            for _ in range(600):
-                self.wfile.write(b"x")
-                self.wfile.flush()
-                time.sleep(0.5)
-        except OSError:
-            pass
-
-    def log_message(self, *a):
-        pass
+_Drip = drip_handler(1000, 0.5, max_bytes=600)
 
 
 def test_a_stalling_miner_delays_nobody_and_fails_within_its_deadline(net, keys):  # noqa: F811

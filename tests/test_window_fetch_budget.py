@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from stalling_relay import drip_handler
 from test_miner_validator import Net
 
 from adapters.chain.base import CommitmentRecord
@@ -22,23 +23,8 @@ from verification.constants import BUNDLE_MAGIC, MAX_BUNDLE_BYTES
 from verification.errors import StorageError
 
 
-class _Drip(http.server.BaseHTTPRequestHandler):
-    """Announces a small body and sends one byte every 0.3 s: a location that never finishes."""
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        self.send_response(200)
-        self.send_header("Content-Length", "4096")
-        self.end_headers()
-        try:
-            for _ in range(4096):
-                self.wfile.write(b"x")
-                self.wfile.flush()
-                time.sleep(0.3)
-        except OSError:
-            pass
-
-    def log_message(self, *a):
-        pass
+# announces a small body and sends one byte every 0.3 s: a location that never finishes
+_Drip = drip_handler(4096, 0.3)
 
 
 @pytest.fixture()
