@@ -116,13 +116,12 @@ def verify(
         if checkpoints is not None:
             lm = _checkpoint_model(lm, parsed.header.model_fingerprint, checkpoints, trainer_hotkey)
     if format_error is None:
-        from verification.bundle_size import bundle_limit
-        from verification.errors import BundleTooLargeError
+        from verification.bundle import check_bundle_size
 
-        bound = bundle_limit(lm.generation)  # the validator's fetch cap for this checkpoint's windows
-        if len(data) > bound:
-            format_error = BundleTooLargeError(f"bundle of {len(data)} bytes exceeds the limit of {bound} "
-                                               "that its checkpoint's generation params allow")
+        try:  # the validator's fetch cap for this checkpoint's windows
+            check_bundle_size(len(data), generation=lm.generation)
+        except BundleFormatError as exc:
+            format_error = exc
             verdict = format_verdict(format_error)
     if format_error is None:
         networks = _accepted_networks(local_drand_seed, include_local=not no_local_drand)

@@ -270,6 +270,16 @@ def bundle_hash(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def check_bundle_size(size: int, *, max_bytes: int = MAX_BUNDLE_BYTES, generation=None,
+                      n_groups: int | None = None) -> None:
+    """BundleTooLargeError when a bundle of `size` bytes is over max_bytes or, given the window's
+    generation params, over what an honest miner can build under them (bundle_size.bundle_limit;
+    n_groups defaults to the params' groups): the size rule of section 9, applied before parsing."""
+    limit = max_bytes if generation is None else min(max_bytes, bundle_limit(generation, n_groups))
+    if size > limit:
+        raise BundleTooLargeError(f"bundle of {size} bytes exceeds the limit of {limit}")
+
+
 def decode_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES, generation=None,
                   n_groups: int | None = None) -> Bundle:
     """Parse and structurally validate a bundle. Raises BundleFormatError (never anything else).
@@ -287,10 +297,7 @@ def decode_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES, generation=
     data = bytes(data)
     if n_groups is None:
         n_groups = getattr(generation, "groups", MAX_GROUPS_PER_BUNDLE)
-    if generation is not None:
-        max_bytes = min(max_bytes, bundle_limit(generation, n_groups))
-    if len(data) > max_bytes:
-        raise BundleTooLargeError(f"bundle of {len(data)} bytes exceeds the limit of {max_bytes}")
+    check_bundle_size(len(data), max_bytes=max_bytes, generation=generation, n_groups=n_groups)
     if not data.startswith(BUNDLE_MAGIC):
         raise BundleFormatError("not a rollproof bundle (bad magic)")
     body = data[len(BUNDLE_MAGIC):]
