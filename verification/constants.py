@@ -52,15 +52,6 @@ MAX_GROUP_SIZE = 64
 # Largest weight of one environment in the mix (weights are small integers).
 MAX_ENVIRONMENT_WEIGHT = 1000
 
-# ---- groups per bundle (generation params' "groups", issue 24 item 5) ---------------------------
-# Every bundle of a window holds exactly its checkpoint's `groups` groups (n_groups), so a miner
-# commits all of its problems or none and cannot pick which prefix is trained on. Range of that
-# field: at least one group (a bundle of none is `bad_params`); at most what a bundle may hold.
-# Breaks: raising MIN_GROUPS refuses checkpoints that announce fewer; MAX_GROUPS above
-# MAX_GROUPS_PER_BUNDLE announces bundles no verifier parses.
-MIN_GROUPS = 1
-MAX_GROUPS = 256
-
 # ---- checkpoints (section 15) ----------------------------------------------------------------
 # An announcement that lands in window v applies from windows >= v + ACTIVATION_WINDOWS (the
 # contract refuses earlier from_window). Gives miners and validators a full window to fetch and
@@ -159,6 +150,15 @@ BUNDLE_MAGIC = b"RPROOF1\n"
 # scanner and kill the validator process. A valid bundle nests 5 deep. Breaks: lowering it below 5
 # rejects every bundle; raising it far (thousands) reopens the crash.
 MAX_JSON_DEPTH = 16
+
+# ---- groups per bundle (generation params' "groups", issue 24 item 5) ---------------------------
+# Every bundle of a window holds exactly its checkpoint's `groups` groups (n_groups), so a miner
+# commits all of its problems or none and cannot pick which prefix is trained on. Range of that
+# field: at least one group (a bundle of none is `bad_params`); at most what a bundle may hold.
+# Breaks: raising MIN_GROUPS refuses checkpoints that announce fewer. MAX_GROUPS is the bundle's own
+# limit, not a second choice: params allowing more would announce bundles no verifier parses.
+MIN_GROUPS = 1
+MAX_GROUPS = MAX_GROUPS_PER_BUNDLE
 
 # ---- scoring ----------------------------------------------------------------------------------
 # Window score of a miner whose bundle was accepted = floor(SCORE_SCALE * n ** SCORE_EXPONENT) for
