@@ -39,9 +39,9 @@ class ModelSwapMiner(Miner):
         super().__init__(*a, **kw)
         self.swapped = swapped
 
-    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
+    def make_bundle(self, ctx: WindowContext, on_tokens=None, should_stop=None) -> Bundle:
         groups = build_groups(self.swapped, ctx, self.hotkey, list(range(self.n_groups)),
-                              batch_size=self.batch_size, on_tokens=on_tokens)
+                              engine=self.engine, on_tokens=on_tokens, should_stop=should_stop)
         return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, groups, self.lm.generation)
 
 
@@ -50,8 +50,8 @@ class EditedTokensMiner(Miner):
 
     kind = "edited tokens"
 
-    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
-        bundle = super().make_bundle(ctx, on_tokens)
+    def make_bundle(self, ctx: WindowContext, on_tokens=None, should_stop=None) -> Bundle:
+        bundle = super().make_bundle(ctx, on_tokens, should_stop)
         for _, r in bundle.rows():
             i = len(r.completion) // 2
             r.completion = r.completion.copy()
@@ -68,7 +68,7 @@ class CopycatMiner(Miner):
         super().__init__(*a, **kw)
         self.victim = victim
 
-    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
+    def make_bundle(self, ctx: WindowContext, on_tokens=None, should_stop=None) -> Bundle:
         # as any copier would: the victim's commitment names its bundle (under the shared store)
         rec = self.chain.commitment_of(self.victim, ctx.window)
         if rec is None:
@@ -87,7 +87,7 @@ class ReplayMiner(Miner):
         super().__init__(*a, **kw)
         self.old_bundle = old_bundle
 
-    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
+    def make_bundle(self, ctx: WindowContext, on_tokens=None, should_stop=None) -> Bundle:
         return decode_bundle(self.old_bundle)
 
 
@@ -105,11 +105,11 @@ class CreditThiefMiner(Miner):
         self.victim = victim
         self.victim_groups = victim_groups  # how many of the victim's groups it may steal from
 
-    def make_bundle(self, ctx: WindowContext, on_tokens=None) -> Bundle:
+    def make_bundle(self, ctx: WindowContext, on_tokens=None, should_stop=None) -> Bundle:
         target = self.n_groups - 1
         own = build_groups(self.lm, ctx, self.hotkey, list(range(target)),
-                           batch_size=self.batch_size, on_tokens=on_tokens)
-        theirs = build_groups(self.lm, ctx, self.victim, list(range(self.victim_groups)), batch_size=self.batch_size)
+                           engine=self.engine, on_tokens=on_tokens, should_stop=should_stop)
+        theirs = build_groups(self.lm, ctx, self.victim, list(range(self.victim_groups)), engine=self.engine)
         # steal a group that answers another problem than the thief's own at that index (in a small
         # problem space the two may coincide; then the rows would be the thief's own problem and
         # nothing would be stolen); when none does, the thief commits its own honest group
@@ -118,5 +118,5 @@ class CreditThiefMiner(Miner):
         stolen = next((g for g in theirs if list(map(int, g.prompt)) != mine), None)
         self.stolen_index = target if stolen is not None else None
         last = (replace(stolen, index=target) if stolen is not None
-                else build_groups(self.lm, ctx, self.hotkey, [target], batch_size=self.batch_size)[0])
+                else build_groups(self.lm, ctx, self.hotkey, [target], engine=self.engine)[0])
         return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, own + [last], self.lm.generation)

@@ -19,6 +19,7 @@ import torch
 
 from verification import tensor_ops
 from verification.constants import SKETCH_SCALE
+from verification.errors import GenerationAborted
 from verification.model import LoadedModel, forward_hidden_logits, log_softmax_t
 from verification.sampling import noise_keys
 
@@ -53,20 +54,22 @@ def generate(
     proofs: bool = True,
     stop_at_eos: bool = True,
     on_tokens: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[GeneratedRollout]:
     """Generate every request. With proofs=False the rows are sampled from torch's own RNG and no
     sketch is taken: the baseline the benchmark compares against (its output is not verifiable).
     stop_at_eos=False decodes exactly max_new_tokens per row (equal work for benchmarks; such
-    rollouts are not valid protocol rollouts)."""
+    rollouts are not valid protocol rollouts). `should_stop()` is polled after every decoding step;
+    True raises GenerationAborted."""
     max_new_tokens = lm.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
     out: list[GeneratedRollout] = []
     for start in range(0, len(requests), batch_size):
         out.extend(_generate_batch(lm, requests[start:start + batch_size], sketch_vectors,
-                                   max_new_tokens, proofs, stop_at_eos, on_tokens))
+                                   max_new_tokens, proofs, stop_at_eos, on_tokens, should_stop))
     return out
 
 
-def _generate_batch(lm, reqs, vectors, max_new, proofs, stop_at_eos, on_tokens) -> list[GeneratedRollout]:
+def _generate_batch(lm, reqs, vectors, max_new, proofs, stop_at_eos, on_tokens, should_stop) -> list[GeneratedRollout]:
     b = len(reqs)
     dev = lm.device
     pad = _pad_token(lm)
@@ -99,6 +102,8 @@ def _generate_batch(lm, reqs, vectors, max_new, proofs, stop_at_eos, on_tokens) 
             done = done | torch.isin(tok, eos)
         if on_tokens:
             on_tokens(int(live[-1].sum()))
+        if should_stop is not None and should_stop():
+            raise GenerationAborted(f"generation stopped after {step + 1} of at most {max_new} steps")
         if step == max_new - 1 or (stop_at_eos and bool(done.all())):
             break
         mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long, device=dev)], dim=1)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from miner.engine import GeneratedRollout, RolloutRequest, generate
+from miner.engine import GeneratedRollout, RolloutRequest
+from miner.engines import Engine, HFEngine
 from verification import environments
 from verification.bundle import BeaconModel, Bundle, Group, Header, Rollout, rows_root
 from verification.constants import PROTOCOL_VERSION
@@ -15,14 +16,16 @@ from verification.generation import GenerationParams
 from verification.grpo import advantages
 from verification.model import LoadedModel
 from verification.signing import sign
-from verification.sketch import sketch_vectors
 from verification.window import WindowContext
 
 
 def build_groups(lm: LoadedModel, ctx: WindowContext, hotkey: str, group_indices: list[int], *,
-                 batch_size: int = 16,
-                 on_tokens: Callable[[int], None] | None = None) -> list[Group]:
-    vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
+                 batch_size: int = 16, engine: Engine | None = None,
+                 on_tokens: Callable[[int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[Group]:
+    """The GRPO groups of `group_indices`, every rollout of every group submitted to the engine at
+    once (default: the HF engine at `batch_size`)."""
+    engine = engine if engine is not None else HFEngine(batch_size)
     group_size = lm.generation.group_size
     plans = []
     requests = []
@@ -32,7 +35,7 @@ def build_groups(lm: LoadedModel, ctx: WindowContext, hotkey: str, group_indices
         prompt = lm.chat_prompt_ids(problem.prompt)
         plans.append((gi, problem, prompt))
         requests.extend(RolloutRequest(prompt, seed, r) for r in range(group_size))
-    generated = generate(lm, requests, vectors, batch_size=batch_size, on_tokens=on_tokens)
+    generated = engine.generate(lm, requests, ctx.sketch_key, on_tokens=on_tokens, should_stop=should_stop)
     groups = []
     for k, (gi, problem, prompt) in enumerate(plans):
         rows: list[GeneratedRollout] = generated[k * group_size:(k + 1) * group_size]

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from miner.engines import Engine, HFEngine
 from miner.proof import assemble_bundle, build_groups
 from adapters.beacons import BeaconCache, BeaconSource
 from adapters.chain.base import Chain
@@ -45,6 +46,8 @@ from verification.errors import (
     ChainRefusedError,
     CheckpointError,
     ConfigError,
+    EngineProtocolError,
+    GenerationAborted,
     StorageError,
     WindowBeforeBeaconError,
 )
@@ -79,8 +82,11 @@ def commit_blocks_left(window: int, current_block: int) -> int:
 
 
 class MinerState:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, engine: str = "hf"):
+        """`engine`: the generation engine in use; a timing measured with another engine is no
+        estimate for this one (timing.json names its engine)."""
         self.root = Path(root).expanduser()
+        self.engine = engine
         (self.root / "windows").mkdir(parents=True, exist_ok=True)
         (self.root / "bundles").mkdir(parents=True, exist_ok=True)
 
@@ -106,7 +112,9 @@ class MinerState:
 
     def _timing(self) -> dict:
         path = self.root / "timing.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        timing = json.loads(path.read_text()) if path.is_file() else {}
+        # journals from before engines were named measured the hf engine
+        return timing if timing.get("engine", "hf") == self.engine else {}
 
     def generation_blocks(self) -> int | None:
         """Blocks the last generation took, from window context to uploaded bundle (None: never measured)."""
@@ -115,7 +123,8 @@ class MinerState:
 
     def set_generation_blocks(self, blocks: int) -> None:
         """A new measurement: it replaces the estimate and clears the count of skipped windows."""
-        atomic_write(self.root / "timing.json", json.dumps({"generation_blocks": int(blocks)}).encode())
+        atomic_write(self.root / "timing.json",
+                     json.dumps({"generation_blocks": int(blocks), "engine": self.engine}).encode())
 
     def skipped_windows(self) -> int:
         """Windows skipped for lack of time since the last measured generation."""
@@ -127,6 +136,7 @@ class MinerState:
         if timing.get("last_skipped") != window:
             timing["skipped"] = int(timing.get("skipped", 0)) + 1
             timing["last_skipped"] = window
+            timing["engine"] = self.engine
             atomic_write(self.root / "timing.json", json.dumps(timing).encode())
         return int(timing.get("skipped", 0))
 
@@ -161,10 +171,11 @@ class Miner:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, store: BundleStore, beacons: BeaconSource,
                  state_dir: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  beacon_cache: BeaconCache | None = None, keep_bundles: int = DEFAULT_KEEP_BUNDLES,
-                 resolver=None, backoff: Backoff | None = None):
+                 resolver=None, backoff: Backoff | None = None, engine: Engine | None = None):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
         for each window from chain data; without one every window uses `lm`. `self.lm` is the model
-        of the window being mined. `backoff`: the retry delays of `run` during outages."""
+        of the window being mined. `backoff`: the retry delays of `run` during outages. `engine`:
+        the generation engine (miner/engines.py; default the HF engine at `batch_size`)."""
         if keep_bundles < 1:
             raise ConfigError("keep_bundles must be at least 1 (the current window's bundle)")
         self.chain = chain
@@ -175,8 +186,9 @@ class Miner:
         self.resolver = resolver
         self.store = store
         self.beacons = beacons
-        self.state = MinerState(state_dir)
         self.batch_size = batch_size
+        self.engine = engine if engine is not None else HFEngine(batch_size)
+        self.state = MinerState(state_dir, self.engine.name)
         self.beacon_cache = beacon_cache
         self.keep_bundles = keep_bundles
         self.outages = Outages(log, backoff)
@@ -194,9 +206,10 @@ class Miner:
         return self.lm.generation.groups
 
     # ---- the bundle; cheating miners in rollproof/localnet override this ----------------------
-    def make_bundle(self, ctx: WindowContext, on_tokens: Callable[[int], None] | None = None) -> Bundle:
-        groups = build_groups(self.lm, ctx, self.hotkey, list(range(self.n_groups)),
-                              batch_size=self.batch_size, on_tokens=on_tokens)
+    def make_bundle(self, ctx: WindowContext, on_tokens: Callable[[int], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> Bundle:
+        groups = build_groups(self.lm, ctx, self.hotkey, list(range(self.n_groups)), engine=self.engine,
+                              on_tokens=on_tokens, should_stop=should_stop)
         return assemble_bundle(ctx, self.keypair, self.lm.fingerprint, groups, self.lm.generation)
 
     # ---- one window -----------------------------------------------------------------------------
@@ -256,7 +269,13 @@ class Miner:
                 self.lm = self.base_lm if self.resolver is None else self.resolver.model_for(window)
             except CheckpointError as exc:
                 return self._missed(window, rec, f"the window's checkpoint cannot be verified: {exc}")
-            bundle = self.make_bundle(ctx, on_tokens)
+            try:
+                bundle = self.make_bundle(ctx, on_tokens, self._past_deadline(window))
+            except GenerationAborted as exc:
+                return self._missed(window, rec, f"generation stopped: the commitment can no longer land ({exc})")
+            except EngineProtocolError as exc:  # nothing was signed or published
+                return self._missed(window, rec, f"the {self.engine.name} engine broke the sampling rule, "
+                                                 f"nothing signed: {exc}")
             data = encode_bundle(bundle)
             atomic_write(path, data)
             rec = WindowRecord(window, "built", bundle_hash(data).hex(), n_groups=bundle.header.n_groups,
@@ -273,6 +292,16 @@ class Miner:
         if generated:
             self.state.set_generation_blocks(self.chain.current_block() - started)
         return rec
+
+    def _past_deadline(self, window: int) -> Callable[[], bool]:
+        """should_stop for the window's generation: True once a commitment could no longer land (a
+        chain that does not answer is not a reason to stop: the commit step retries)."""
+        def past() -> bool:
+            try:
+                return commit_blocks_left(window, self.chain.current_block()) < 1
+            except ChainError:
+                return False
+        return past
 
     def commit_window(self, rec: WindowRecord) -> WindowRecord:
         """Send the commitment of an uploaded window, if it can still land in its window."""

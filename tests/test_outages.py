@@ -167,9 +167,9 @@ class OutageNet:
         producer = self.producer
 
         class PacedMiner(Miner):
-            def make_bundle(self, ctx, on_tokens=None):
+            def make_bundle(self, ctx, on_tokens=None, should_stop=None):
                 with producer.hold():
-                    return super().make_bundle(ctx, on_tokens)
+                    return super().make_bundle(ctx, on_tokens, should_stop)
 
             def commit_window(self, rec):
                 with producer.hold():

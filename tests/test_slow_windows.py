@@ -83,9 +83,9 @@ class SlowMiner(Miner):
         self.blocks = blocks
         self.started: list[int] = []
 
-    def make_bundle(self, ctx, on_tokens=None):
+    def make_bundle(self, ctx, on_tokens=None, should_stop=None):
         self.started.append(ctx.window)
-        bundle = super().make_bundle(ctx, on_tokens)
+        bundle = super().make_bundle(ctx, on_tokens, should_stop)
         self.chain.mine(self.blocks)
         return bundle
 

@@ -124,3 +124,18 @@ class CheckpointInvalidError(CheckpointError):
     announcement is void and the previous valid checkpoint stays in force (section 15)."""
 
     code = "checkpoint_invalid"
+
+
+class EngineError(RollproofError):
+    """A generation engine cannot run as configured: not installed, a model or device it cannot
+    take, an option that does not fit. The CLI prints it and exits 2 before any window is mined."""
+
+
+class EngineProtocolError(EngineError):
+    """An engine produced a rollout the protocol does not: a token other than the seeded Gumbel-max
+    winner, a position with no proof, a stop the protocol does not make. The miner signs nothing
+    from that generation; the window is journaled and logged as missed."""
+
+
+class GenerationAborted(RollproofError):
+    """Generation was stopped before it finished (the window's commitment can no longer land)."""
