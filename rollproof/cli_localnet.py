@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from rollproof.cli_common import (
-    Device, Model, Threads, apply_threads, check_device, check_directory, check_model, console, fail, setup_logging,
+    Device, Engine, EngineMemory, Model, Threads, apply_threads, check_device, check_directory, check_engine, check_model,
+    console, fail, setup_logging,
 )
 from verification.constants import MAX_GROUPS_PER_BUNDLE
 
@@ -26,25 +27,30 @@ def localnet(
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="where the store and journals go (default: a temporary directory, removed after)"),
     threads: Optional[int] = Threads,
     device: str = Device,
+    engine: str = Engine,
+    engine_memory: Optional[float] = EngineMemory,
     train: bool = typer.Option(True, "--train/--no-train", help="run the trainer (checkpoints rotate by window)"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="where the learning-curve PNG goes "
                                         "(default: WORKDIR/learning.png, or ./rollproof-learning.png)"),
     log_level: str = typer.Option("WARNING", "--log-level"),
 ) -> None:
     """Embedded chain + local drand + bundle store + 2 honest and 4 cheating miners (model swap,
-    edited tokens, copycat, replay) + a validator + the trainer, for a few windows. Prints a table
+    edited tokens, copycat, replay), all generating with --engine, + a validator (HF recompute) + the
+    trainer, for a few windows. Prints a table
     per window with the checkpoint in force and the learning signal, the weights and ledger the
     chain holds, the offline audit of every fetched bundle, and the learning curve (also as a PNG).
     Exit code 0 only if honest miners are weighted, every cheater is at zero, the chain holds the
     weights and the ledger entry, and the offline audit agrees with the validator."""
     from rollproof.cli_validator import window_table
     from rollproof.learning_curve import checkpoint_table, curve_table, plot_curve
+    from miner.engines import open_engine
     from rollproof.localnet import run_localnet
     from verification.model import load_model
 
     apply_threads(threads)
     setup_logging(log_level)
     device = check_device(device)
+    check_engine(engine)
     check_model(model)
     check_directory(workdir, "--workdir")  # before the model loads: a file here is one line, exit 2
     if plot is not None and plot.expanduser().is_dir():
@@ -56,11 +62,15 @@ def localnet(
     if workdir is None:
         tmp = Path(tempfile.mkdtemp(prefix="rollproof-localnet-"))
     root = workdir or tmp
+    gen_engine = None
     try:
         with console.status(f"loading model {model} on {device}…"):
             lm = load_model(model, device)
         lm = lm.with_generation(lm.generation.with_groups(groups))  # the local network's base: every node agrees
         out.print(f"model [bold]{lm.name}[/bold] fingerprint {lm.fingerprint.hex()[:16]}…")
+        with console.status(f"starting the {engine} engine on {device}…"):
+            gen_engine = open_engine(engine, lm, device=device, memory_fraction=engine_memory)
+        out.print(f"miners generate with the [bold]{engine}[/bold] engine")
         with console.status("running the local network…") as status:
             def event(msg: str) -> None:
                 status.update(escape(msg.strip()))
@@ -75,10 +85,12 @@ def localnet(
                 out.print(_window_caption(info))
 
             result = run_localnet(lm, root, windows=windows, n_groups=groups, train=train, on_event=event,
-                                  on_window=show)
+                                  on_window=show, engine=gen_engine)
             if train and result.training:
                 png = plot_curve(result, plot or (root / "learning.png" if workdir else Path("rollproof-learning.png")))
     finally:
+        if gen_engine is not None:
+            gen_engine.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 

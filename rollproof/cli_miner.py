@@ -12,12 +12,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.markup import escape
 
 from rollproof.cli_common import (
-    DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl,
+    DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, Engine, EngineMemory, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl,
     Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
-    NewChain, check_directory, check_http_url, check_model, check_store, console, fail, journal_dir, setup_logging,
+    NewChain, check_directory, check_engine, check_http_url, check_model, check_store, console, fail, journal_dir, setup_logging,
     stop_on_signals, wallet_options,
 )
-from miner.defaults import DEFAULT_BATCH_SIZE, DEFAULT_KEEP_BUNDLES
+from miner.defaults import DEFAULT_KEEP_BUNDLES
 from verification.constants import BASE_GENERATION
 from verification.errors import RollproofError
 
@@ -88,7 +88,8 @@ def run(
              "s3://, so every validator reads bundles without credentials"),
     groups: Optional[str] = typer.Option(None, "--groups", hidden=True,
                                          help="gone: the checkpoint's generation params fix the groups per window"),
-    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, max=4096, help="rollouts generated at once"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=4096,
+                                             help="rollouts decoded at once (default: 16 with hf, 256 with vllm)"),
     windows: Optional[int] = typer.Option(None, "--windows", min=1, help="stop after this many windows (default: run until stopped; 1 on the embedded chain)"),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="journal directory (default ~/.rollproof/miner/...)"),
     keep_bundles: int = typer.Option(DEFAULT_KEEP_BUNDLES, "--keep-bundles", min=1,
@@ -98,6 +99,8 @@ def run(
     new_chain: bool = NewChain,
     threads: Optional[int] = Threads,
     device: str = Device,
+    engine: str = Engine,
+    engine_memory: Optional[float] = EngineMemory,
     chain_wait: Optional[float] = ChainWait,
     log_level: str = LogLevel,
 ) -> None:
@@ -113,6 +116,7 @@ def run(
              f"the groups of every bundle (the base model's: {BASE_GENERATION['groups']}); a bundle of another "
              f"count is rejected")
     device = check_device(device)
+    check_engine(engine)
     check_model(model)
     check_store(store)
     check_directory(state_dir, "--state-dir")
@@ -132,6 +136,7 @@ def run(
     from adapters.storage import make_s3_client, open_store
     from verification.commitment import MAX_BASE_BYTES
     from verification.model import load_model
+    from miner.engines import open_engine
     from rollproof.startup import start_chain
 
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
@@ -165,6 +170,9 @@ def run(
     with console.status(f"loading model {model} on {device}…"):
         lm = load_model(model, device)
     log.info("model %s, fingerprint %s", lm.name, lm.fingerprint.hex())
+    with console.status(f"starting the {engine} engine on {device}…"):
+        gen_engine = open_engine(engine, lm, batch_size=batch_size, device=device, memory_fraction=engine_memory)
+    log.info("engine %s on %s", engine, device)
     beacons = beacon_source(opts, chain)
     s3 = make_s3_client(s3_endpoint) if s3_endpoint else None
     resolver = ModelResolver(chain, lm, Fetcher(file_roots=checkpoint_root, s3_client=s3))
@@ -174,8 +182,8 @@ def run(
                              f"bytes; a subtensor commitment leaves {MAX_BASE_BYTES}: shorten --public-url or the "
                              f"store prefix")
     miner = Miner(chain, keypair, lm, bundle_store, beacons,
-                  journal, batch_size=batch_size,
-                  beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver)
+                  journal, beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver,
+                  engine=gen_engine)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         def tokens_bar(window: int):
@@ -188,8 +196,11 @@ def run(
                           f"{rec.n_tokens} tokens, bundle {rec.bundle_hash[:16]} at {escape(rec.location)} "
                           f"{escape(rec.detail)}")
 
-        records = miner.run(stop, max_windows=windows, on_window=report, on_tokens_factory=tokens_bar,
-                            preflight=False)  # start_chain ran it
+        try:
+            records = miner.run(stop, max_windows=windows, on_window=report, on_tokens_factory=tokens_bar,
+                                preflight=False)  # start_chain ran it
+        finally:
+            gen_engine.close()
     committed = [r for r in records if r.stage == "committed"]
     if committed and committed[-1].location.startswith("file://"):
         console.print(f"audit it offline: rollproof verify {escape(committed[-1].location[len('file://'):])} "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bittensor.sp_core import Keypair
 
+from miner.engines import Engine, HFEngine
 from miner.service import Miner
 from adapters.beacons import BeaconCache, LocalBeaconSource
 from adapters.chain.evm import EVMChain
@@ -70,7 +71,7 @@ def _key(name: str) -> Keypair:
 
 def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: int | None = 2,
                  batch_size: int = 16, drand_seed: str | None = None, train: bool = True, cheaters: bool = True,
-                 trainer_config: TrainerConfig | None = None,
+                 trainer_config: TrainerConfig | None = None, engine: Engine | None = None,
                  on_event: Callable[[str], None] | None = None,
                  on_window: Callable[[WindowResult, dict, dict], None] | None = None) -> LocalnetResult:
     """on_window(result, names, info): info has the window's checkpoint version and fingerprint, the
@@ -78,7 +79,8 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
 
     n_groups: the groups per bundle of this network's base (`lm` under generation params with
     groups = n_groups, so every node agrees on it and the trainer's checkpoints carry it forward);
-    None keeps lm's own."""
+    None keeps lm's own. engine: the miners' generation engine, one shared by all of them (they run
+    in turn; default the HF engine at batch_size)."""
     say = on_event or (lambda msg: log.info(msg))
     if n_groups is not None and n_groups != lm.generation.groups:
         lm = lm.with_generation(lm.generation.with_groups(n_groups))
@@ -95,9 +97,11 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     # (manifest hash, trainer signature, file hashes, fingerprint) once, as any node would
     resolver = ModelResolver(chain, lm, Fetcher(file_roots=[store.root]))
 
+    engine = engine if engine is not None else HFEngine(batch_size)
+
     def miner(cls, name, **kw):
         return cls(chain, _key(name), lm, store, beacons, workdir / "miners" / name,
-                   batch_size=batch_size, beacon_cache=cache, resolver=resolver, **kw)
+                   beacon_cache=cache, resolver=resolver, engine=engine, **kw)
 
     honest = [Participant(f"honest-{i}", "honest", miner(Miner, f"honest-{i}")) for i in (1, 2)]
     participants = list(honest)
@@ -130,7 +134,7 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     if cheaters:
         old_ctx = window_context(chain, beacons, first - 1, cache)
         old = Miner(chain, replay_key, lm, store, beacons, workdir / "miners" / "replayer-old",
-                    batch_size=batch_size).make_bundle(old_ctx)
+                    engine=engine).make_bundle(old_ctx)
         participants.append(Participant("replayer", "replay",
                                          miner(ReplayMiner, "replayer", old_bundle=encode_bundle(old))))
 
