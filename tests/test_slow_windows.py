@@ -167,6 +167,43 @@ def test_a_restart_closes_a_window_left_uploaded(tmp_path, tiny, local_drand, ke
     assert old.stage == "missed" and "no block left" in old.detail and m.state.open_windows() == []
 
 
+def test_generation_stops_once_the_commitment_can_no_longer_land(tmp_path, tiny, local_drand, keys):
+    """A generation still running when the window's last block for a commitment passes is stopped
+    (not finished and then thrown away), journaled missed, and nothing is signed, stored or
+    committed; the next window is mined on time."""
+    chain, miner = _setup(tmp_path, tiny, local_drand, keys)
+    w = window_of_block(chain.current_block()) + 1
+    _to_block(chain, window_deadline_block(w) - 4)  # three blocks left for a commitment to land
+    steps = []
+
+    def slow_steps(n):  # every decoding step takes a block of chain time
+        steps.append(n)
+        chain.mine(1)
+
+    m = miner()
+    rec = m.run_window(w, on_tokens=slow_steps)
+    assert rec.stage == "missed" and "generation stopped" in rec.detail, rec
+    assert len(steps) == 3 < tiny.generation.max_new_tokens  # stopped at the step that used up the last block
+    assert m.state.record(w).stage == "missed" and not list((tmp_path / "store").rglob("*.rpb"))
+    assert chain.commitment_of(keys[0].ss58_address, w) is None and m.state.generation_blocks() is None
+    _to_block(chain, window_start_block(w + 1))
+    assert m.run_window(w + 1).stage == "committed"
+
+
+def test_the_generation_estimate_belongs_to_the_engine_that_was_measured(tmp_path):
+    from miner.service import MinerState
+
+    MinerState(tmp_path, "hf").set_generation_blocks(30)
+    assert MinerState(tmp_path, "hf").generation_estimate() == 30
+    vllm = MinerState(tmp_path, "vllm")
+    assert vllm.generation_estimate() is None  # a measurement of another engine is no estimate
+    assert vllm.record_skip(7) == 1 and MinerState(tmp_path, "vllm").skipped_windows() == 1
+    vllm.set_generation_blocks(4)
+    assert MinerState(tmp_path, "vllm").generation_estimate() == 4 and MinerState(tmp_path, "hf").generation_estimate() is None
+    (tmp_path / "timing.json").write_text('{"generation_blocks": 12}')  # a journal from before engines were named
+    assert MinerState(tmp_path, "hf").generation_estimate() == 12 and MinerState(tmp_path, "vllm").generation_blocks() is None
+
+
 def test_a_slow_miner_waits_for_the_next_window_instead_of_starting_late(tmp_path, tiny, local_drand, keys):
     chain, miner = _setup(tmp_path, tiny, local_drand, keys)
     w = window_of_block(chain.current_block()) + 1
