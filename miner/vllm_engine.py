@@ -84,7 +84,7 @@ class VLLMEngine:
         self.vocab_size = lm.vocab_size
         limit = int(getattr(lm.model.config, "max_position_embeddings", MAX_MODEL_LEN) or MAX_MODEL_LEN)
         self.max_model_len = min(limit, MAX_MODEL_LEN)
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its start-up chatter; errors still show
         from vllm import LLM
 
         started = time.monotonic()

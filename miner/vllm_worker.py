@@ -284,9 +284,11 @@ class RollproofWorker:
         return out
 
     def rollproof_load_weights(self, path: str) -> int:
+        """Load a checkpoint's float32 state dict (HF names) in place through vLLM's own reload,
+        which re-runs what loading does after the copy (on a CPU, the linear layers are repacked
+        for its kernels: a plain `load_weights` into the repacked parameters fails)."""
         from safetensors.torch import load_file
 
-        model = self.model_runner.get_model() if hasattr(self.model_runner, "get_model") else self.model_runner.model
         tensors = load_file(path)
-        loaded = model.load_weights(iter(tensors.items()))
-        return len(loaded) if loaded is not None else len(tensors)
+        self.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
+        return len(tensors)
