@@ -13,24 +13,41 @@ import numpy as np
 import pytest
 import torch
 
+from verification import tensor_ops
+from verification.constants import SKETCH_SCALE
+from verification.sampling import noise_keys
+from verification.sketch import sketch_vectors
+
+# vLLM is imported inside the tests: where it is missing, tests/conftest.py skips them (or, under CI,
+# fails them) with the command that installs it
 pytestmark = pytest.mark.vllm
-vllm = pytest.importorskip("vllm")
 
-from vllm import SamplingParams  # noqa: E402
-from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 
-from miner import vllm_worker  # noqa: E402
-from verification import tensor_ops  # noqa: E402
-from verification.constants import SKETCH_SCALE  # noqa: E402
-from verification.sampling import noise_keys  # noqa: E402
-from verification.sketch import sketch_vectors  # noqa: E402
+def SamplingParams(**kw):
+    from vllm import SamplingParams as Params
+
+    return Params(**kw)
+
+
+@pytest.fixture()
+def vllm_worker():
+    from miner import vllm_worker as module
+
+    return module
+
+
+@pytest.fixture()
+def v1():
+    from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
+
+    return BatchUpdate, MoveDirectionality
 
 V, D, T = 1000, 24, 0.7
 SEED, KEY = b"\x11" * 32, b"\x22" * 32
 
 
-def _params(rid: str, rollout: int, max_new: int = 8) -> SamplingParams:
-    return SamplingParams(max_tokens=max_new, extra_args={vllm_worker.EXTRA_KEY: {
+def _params(rid: str, rollout: int, max_new: int = 8):
+    return SamplingParams(max_tokens=max_new, extra_args={"rollproof": {
         "id": rid, "seed": SEED.hex(), "rollout": rollout, "max_new": max_new, "temperature": T,
         "sketch_key": KEY.hex()}})
 
@@ -43,7 +60,7 @@ def _expected(logits_row: torch.Tensor, hidden_row: torch.Tensor, rollout: int, 
     return tok, float(lp[tok]), sk.numpy()
 
 
-def _collect(rid: str) -> dict:
+def _collect(vllm_worker, rid: str) -> dict:
     rec = vllm_worker.RollproofWorker().rollproof_collect([rid])[rid]
     rec["logprobs"] = np.frombuffer(rec["logprobs"], np.float32)
     if rec["sketches"] is not None:  # None: no position was ever sampled
@@ -57,7 +74,8 @@ def _only(row: torch.Tensor) -> int:
     return finite[0]
 
 
-def test_v1_batch_updates_moves_and_token_indices():
+def test_v1_batch_updates_moves_and_token_indices(vllm_worker, v1):
+    BatchUpdate, MoveDirectionality = v1
     gen = torch.Generator().manual_seed(0)
     proc = vllm_worker.ProtocolSampler(None, torch.device("cpu"), False)
     assert not proc.is_argmax_invariant()  # greedy requests must run it too
@@ -81,14 +99,14 @@ def test_v1_batch_updates_moves_and_token_indices():
         rec = vllm_worker._RECORDS["v1-a"]
         assert rec.tokens[step] == tok and rec.logprobs[step] == np.float32(lp)
         assert np.array_equal(rec.sketches[step], sk)
-    rec = _collect("v1-a")
+    rec = _collect(vllm_worker, "v1-a")
     assert rec["filled"][:3] == [True] * 3 and rec["filled"][3:] == [False] * 5 and rec["tokens"][:3] == out_a
     assert "v1-a" not in vllm_worker._RECORDS  # collected once
     proc.update_state(BatchUpdate(batch_size=1, removed=[1], added=[], moved=[]))
     assert proc.slots == {}
 
 
-def test_v2_slots_positions_and_unfinished_prompt_chunks():
+def test_v2_slots_positions_and_unfinished_prompt_chunks(vllm_worker):
     from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext, LogitsProcRequestState
 
     gen = torch.Generator().manual_seed(1)
@@ -114,15 +132,16 @@ def test_v2_slots_positions_and_unfinished_prompt_chunks():
     tok, lp, sk = _expected(before[0], hidden[0], 1, 4)
     assert _only(after[0]) == tok
     assert torch.equal(after[1:], before[1:])  # the unfinished prompt and the other request: untouched
-    b = _collect("v2-b")
+    b = _collect(vllm_worker, "v2-b")
     assert b["filled"] == [False] * 4 + [True] + [False] * 3 and b["tokens"][4] == tok
     assert b["logprobs"][4] == np.float32(lp) and np.array_equal(b["sketches"][4], sk)
-    a = _collect("v2-a")
+    a = _collect(vllm_worker, "v2-a")
     assert a["filled"] == [False] * 8 and a["sketches"] is None  # its prompt chunk recorded nothing
     assert proc.add_request(2, SamplingParams(max_tokens=4)) is False and 2 not in proc.slots  # a recycled slot
 
 
-def test_a_row_beyond_max_new_and_a_missing_hidden_state_are_recorded_as_errors():
+def test_a_row_beyond_max_new_and_a_missing_hidden_state_are_recorded_as_errors(vllm_worker, v1):
+    BatchUpdate, _ = v1
     proc = vllm_worker.ProtocolSampler(None, torch.device("cpu"), False)
     out = list(range(8))  # already max_new tokens
     proc.update_state(BatchUpdate(batch_size=1, removed=[], moved=[], added=[(0, _params("e-a", 0), [1], out)]))
@@ -135,7 +154,7 @@ def test_a_row_beyond_max_new_and_a_missing_hidden_state_are_recorded_as_errors(
     assert "beyond max_new" in errors[0] and "no hidden state" in errors[1]
 
 
-def test_a_request_without_every_key_is_refused_at_admission():
+def test_a_request_without_every_key_is_refused_at_admission(vllm_worker):
     bad = SamplingParams(max_tokens=4, extra_args={vllm_worker.EXTRA_KEY: {"id": "x", "seed": SEED.hex()}})
     with pytest.raises(ValueError, match="lacks"):
         vllm_worker.ProtocolSampler.validate_params(bad)
