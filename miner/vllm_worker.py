@@ -286,7 +286,9 @@ class RollproofWorker:
     def rollproof_load_weights(self, path: str) -> int:
         from safetensors.torch import load_file
 
-        model = self.model_runner.get_model() if hasattr(self.model_runner, "get_model") else self.model_runner.model
         tensors = load_file(path)
-        loaded = model.load_weights(iter(tensors.items()))
-        return len(loaded) if loaded is not None else len(tensors)
+        # vLLM's in-place reload: the layers get back their checkpoint-format parameters, load the new
+        # tensors and are processed again (the CPU build repacks every linear weight into its GEMM
+        # kernel's format at load and empties the parameter, so model.load_weights alone fails there)
+        self.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
+        return len(tensors)
