@@ -140,6 +140,10 @@ class VLLMEngine:
         path = write_weights(lm, self.dir / ("next-" + WEIGHTS_FILE))
         try:
             self.llm.collective_rpc("rollproof_load_weights", args=(str(path),))
+        except Exception as exc:  # the worker's weights are now unknown: the next call reloads
+            self.loaded = (None, None)
+            raise EngineError(f"vLLM could not load the weights of {lm.name!r}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         finally:
             path.unlink(missing_ok=True)
         self.llm.reset_prefix_cache()
