@@ -64,6 +64,7 @@ def assert_same_rollouts(got, want):
         lp_diff = max(lp_diff, float(np.abs(np.asarray(a.logprobs) - np.asarray(b.logprobs)).max()))
         sk_diff = max(sk_diff, int(sketch_distance(np.asarray(a.sketches), np.asarray(b.sketches)).max()))
     assert lp_diff <= LOGPROB_ABS_TOL and sk_diff <= SKETCH_TOL, (lp_diff, sk_diff)
+    print(f"vllm vs hf: {len(pairs)} identical rollouts, max logprob diff {lp_diff:.2g}, max sketch diff {sk_diff}")
     return lp_diff, sk_diff
 
 
