@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from miner.engine import GeneratedRollout, RolloutRequest
-from miner.engine_choice import vllm_missing
+from miner.engine_choice import VLLM_INSTALL, vllm_missing
 from miner.engine_model_dir import WEIGHTS_FILE, write_model_dir, write_weights
 from verification.constants import SKETCH_DIM
 from verification.errors import EngineError, EngineProtocolError, GenerationAborted, ModelError
@@ -48,6 +48,10 @@ MAX_MODEL_LEN = 4096
 STOP_POLL_S = 1.0
 
 _IDS = itertools.count()
+
+
+def _tensor_shapes(lm: LoadedModel) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(t.shape) for name, t in lm.model.state_dict().items()}
 
 
 class VLLMEngine:
@@ -78,14 +82,22 @@ class VLLMEngine:
         try:
             write_model_dir(lm, self.dir)
         except ModelError as exc:
+            self._cleanup()
             raise EngineError(str(exc)) from None
         self.loaded, self._model_ref = (lm.weights_root, id(lm.model)), lm.model  # the ref keeps the id unique
+        self.tensor_shapes = _tensor_shapes(lm)
         self.hidden_size = lm.hidden_size
         self.vocab_size = lm.vocab_size
         limit = int(getattr(lm.model.config, "max_position_embeddings", MAX_MODEL_LEN) or MAX_MODEL_LEN)
         self.max_model_len = min(limit, MAX_MODEL_LEN)
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its start-up chatter; errors still show
-        from vllm import LLM
+        try:
+            from vllm import LLM
+        except Exception as exc:  # a broken install raises anything from its imports (torchvision, ...)
+            self._cleanup()
+            raise EngineError(f"vLLM is installed but does not import ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); reinstall it: "
+                              f"{VLLM_INSTALL}") from None
 
         started = time.monotonic()
         try:
@@ -106,6 +118,10 @@ class VLLMEngine:
     def _use(self, lm: LoadedModel) -> None:
         if lm.hidden_size != self.hidden_size or lm.vocab_size != self.vocab_size:
             raise EngineError(f"model {lm.name!r} has another shape than the engine's: start a new engine")
+        # vLLM's load_weights loads whatever tensors it is given: one of another set (fewer layers)
+        # would leave the rest of the old model in place
+        if (lm.weights_root, id(lm.model)) != self.loaded and _tensor_shapes(lm) != self.tensor_shapes:
+            raise EngineError(f"model {lm.name!r} has other tensors than the engine's model: start a new engine")
         # the weights object too: a model that claims another's root (an attack in the test suites)
         # must still run its own weights
         if (lm.weights_root, id(lm.model)) == self.loaded:
@@ -113,6 +129,10 @@ class VLLMEngine:
         path = write_weights(lm, self.dir / ("next-" + WEIGHTS_FILE))
         try:
             self.llm.collective_rpc("rollproof_load_weights", args=(str(path),))
+        except Exception as exc:  # the worker's weights are now unknown: the next call reloads
+            self.loaded = (None, None)
+            raise EngineError(f"vLLM could not load the weights of {lm.name!r}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         finally:
             path.unlink(missing_ok=True)
         self.llm.reset_prefix_cache()
@@ -130,15 +150,12 @@ class VLLMEngine:
         max_new = lm.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
         eos = sorted(lm.eos_ids)
         ids = [f"rp{os.getpid()}-{next(_IDS)}" for _ in requests]
-        for rid, req in zip(ids, requests):
+        for req in requests:  # all checked before any is added: a refused call leaves nothing queued
             if len(req.prompt) + max_new > self.max_model_len:
                 raise EngineError(f"a prompt of {len(req.prompt)} tokens and {max_new} new tokens exceed the "
                                   f"engine's {self.max_model_len}-token limit")
-            params = SamplingParams(
-                max_tokens=max_new, temperature=0.0, ignore_eos=True, stop_token_ids=eos, detokenize=False,
-                extra_args={"rollproof": {"id": rid, "seed": req.problem_seed.hex(), "rollout": req.rollout_index,
-                                          "max_new": max_new, "temperature": lm.temperature,
-                                          "sketch_key": sketch_key.hex()}})
+        for rid, req in zip(ids, requests):
+            params = self._sampling_params(SamplingParams, rid, req, max_new, eos, lm.temperature, sketch_key)
             self.llm.llm_engine.add_request(rid, TokensPrompt(prompt_token_ids=list(req.prompt)), params)
         outputs: dict[str, list[int]] = {}
         seen: dict[str, int] = {}
@@ -163,6 +180,17 @@ class VLLMEngine:
             raise
         records = self.llm.collective_rpc("rollproof_collect", args=(ids,))[0]
         return [self._checked(rid, outputs.get(rid), records.get(rid), max_new, lm.eos_ids) for rid in ids]
+
+    @staticmethod
+    def _sampling_params(SamplingParams, rid: str, req: RolloutRequest, max_new: int, eos: list[int],
+                         temperature: float, sketch_key: bytes):
+        """vLLM's parameters for one rollout: the protocol's sampler (extra_args) chooses every token
+        (greedy is then the one finite logit); vLLM stops at the first EOS id or after max_new."""
+        return SamplingParams(
+            max_tokens=max_new, temperature=0.0, ignore_eos=True, stop_token_ids=eos, detokenize=False,
+            extra_args={"rollproof": {"id": rid, "seed": req.problem_seed.hex(), "rollout": req.rollout_index,
+                                      "max_new": max_new, "temperature": temperature,
+                                      "sketch_key": sketch_key.hex()}})
 
     def _checked(self, rid: str, tokens: list[int] | None, rec: dict | None, max_new: int,
                  eos: frozenset[int]) -> GeneratedRollout:

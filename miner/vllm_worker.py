@@ -290,5 +290,8 @@ class RollproofWorker:
         from safetensors.torch import load_file
 
         tensors = load_file(path)
+        # vLLM's in-place reload: the layers get back their checkpoint-format parameters, load the new
+        # tensors and are processed again (the CPU build repacks every linear weight into its GEMM
+        # kernel's format at load and empties the parameter, so model.load_weights alone fails there)
         self.reload_weights(weights_iterator=iter(tensors.items()), is_checkpoint_format=True)
         return len(tensors)
