@@ -46,6 +46,7 @@ from verification.errors import (
     ChainRefusedError,
     CheckpointError,
     ConfigError,
+    EngineError,
     EngineProtocolError,
     GenerationAborted,
     StorageError,
@@ -276,6 +277,8 @@ class Miner:
             except EngineProtocolError as exc:  # nothing was signed or published
                 return self._missed(window, rec, f"the {self.engine.name} engine broke the sampling rule, "
                                                  f"nothing signed: {exc}")
+            except EngineError as exc:  # e.g. a checkpoint the running engine cannot take
+                return self._missed(window, rec, f"the {self.engine.name} engine cannot generate this window: {exc}")
             data = encode_bundle(bundle)
             atomic_write(path, data)
             rec = WindowRecord(window, "built", bundle_hash(data).hex(), n_groups=bundle.header.n_groups,
