@@ -117,7 +117,7 @@ def main() -> int:
     lines = missing_things(args.device, engines)
     if lines:
         for line in lines:
-            sys.stderr.write(f"missing: {' '.join(line.split())}\n")
+            sys.stderr.write(f"error: {' '.join(line.split())}\n")
         return 2
     device = args.device
     if args.threads is not None:
