@@ -16,6 +16,7 @@ dict), so a new window's checkpoint costs a weight copy, not an engine restart.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import os
@@ -58,7 +59,8 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, lm: LoadedModel, *, device: str = "cpu", memory_fraction: float | None = None,
-                 workdir: Path | str | None = None, max_num_seqs: int = 256, enforce_eager: bool | None = None):
+                 workdir: Path | str | None = None, max_num_seqs: int = 256, enforce_eager: bool | None = None,
+                 max_num_batched_tokens: int | None = None):
         missing = vllm_missing()
         if missing:
             raise EngineError(missing)
@@ -105,6 +107,9 @@ class VLLMEngine:
                            logits_processors=[PROCESSOR], worker_extension_cls=WORKER_EXTENSION,
                            max_model_len=self.max_model_len, gpu_memory_utilization=fraction,
                            max_num_seqs=max_num_seqs,
+                           # scripts/engine_bench.py: every prompt prefilled in one step (vLLM 0.32's CPU
+                           # build fails on seeded requests whose prefill is split into chunks)
+                           **({} if max_num_batched_tokens is None else {"max_num_batched_tokens": max_num_batched_tokens}),
                            enforce_eager=(kind == "cpu") if enforce_eager is None else enforce_eager)
         except Exception as exc:  # vLLM raises many types at start-up; each is a configuration problem
             self._cleanup()
@@ -142,20 +147,33 @@ class VLLMEngine:
     # ---- generation --------------------------------------------------------------------------
     def generate(self, lm: LoadedModel, requests: Sequence[RolloutRequest], sketch_key: bytes, *,
                  max_new_tokens: int | None = None, on_tokens: Callable[[int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> list[GeneratedRollout]:
+                 should_stop: Callable[[], bool] | None = None, proofs: bool = True,
+                 stop_at_eos: bool = True) -> list[GeneratedRollout]:
+        """Every request's rollout, in request order (the Engine interface, miner/engines.py).
+
+        For scripts/engine_bench.py only: stop_at_eos=False decodes exactly max_new tokens per row
+        (equal work; not protocol rollouts), and proofs=False is vLLM's own seeded sampling at the
+        protocol's temperature, the processor declining the requests: those rollouts are NOT the
+        protocol's tokens and carry no proof (NaN logprobs, zero-width sketches), so they must never
+        reach a bundle (a validator would reject every one of them)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         self._use(lm)
         max_new = lm.generation.max_new_tokens if max_new_tokens is None else max_new_tokens
-        eos = sorted(lm.eos_ids)
+        eos = sorted(lm.eos_ids) if stop_at_eos else []
         ids = [f"rp{os.getpid()}-{next(_IDS)}" for _ in requests]
         for req in requests:  # all checked before any is added: a refused call leaves nothing queued
             if len(req.prompt) + max_new > self.max_model_len:
                 raise EngineError(f"a prompt of {len(req.prompt)} tokens and {max_new} new tokens exceed the "
                                   f"engine's {self.max_model_len}-token limit")
         for rid, req in zip(ids, requests):
-            params = self._sampling_params(SamplingParams, rid, req, max_new, eos, lm.temperature, sketch_key)
+            if proofs:
+                params = self._sampling_params(SamplingParams, rid, req, max_new, eos, lm.temperature, sketch_key)
+            else:
+                seed = int.from_bytes(hashlib.sha256(req.problem_seed + req.rollout_index.to_bytes(4, "big")).digest()[:7], "big")
+                params = SamplingParams(max_tokens=max_new, temperature=lm.temperature, seed=seed, ignore_eos=not stop_at_eos,
+                                        stop_token_ids=eos, detokenize=False)
             self.llm.llm_engine.add_request(rid, TokensPrompt(prompt_token_ids=list(req.prompt)), params)
         outputs: dict[str, list[int]] = {}
         seen: dict[str, int] = {}
@@ -178,8 +196,12 @@ class VLLMEngine:
             engine.abort_request([i for i in ids if i not in outputs])
             self.llm.collective_rpc("rollproof_collect", args=(ids,))  # drop the worker's records
             raise
+        if not proofs:
+            return [GeneratedRollout(outputs[rid], np.full(len(outputs[rid]), np.nan, dtype=np.float32),
+                                     np.zeros((len(outputs[rid]), 0), dtype=np.int16)) for rid in ids]
         records = self.llm.collective_rpc("rollproof_collect", args=(ids,))[0]
-        return [self._checked(rid, outputs.get(rid), records.get(rid), max_new, lm.eos_ids) for rid in ids]
+        return [self._checked(rid, outputs.get(rid), records.get(rid), max_new,
+                              lm.eos_ids if stop_at_eos else frozenset()) for rid in ids]
 
     @staticmethod
     def _sampling_params(SamplingParams, rid: str, req: RolloutRequest, max_new: int, eos: list[int],
