@@ -2,6 +2,7 @@
 rollouts (the validator side is always the HF recompute).
 
     add_engine_arguments(ap)             # --engine, --memory-fraction
+    check_engine_or_exit(args)           # right after parse_args, before the model loads
     engine = open_engine_or_exit(args, lm)   # None for hf (build_groups' default), else the engine
 
 A name the machine cannot honour (vLLM not installed, a model it cannot load) prints one `error:`
@@ -24,6 +25,17 @@ def add_engine_arguments(ap) -> None:
                     help="engine that generates the miner side's rollouts (default: hf)")
     ap.add_argument("--memory-fraction", type=float, default=DEFAULT_MEMORY_FRACTION,
                     help="vllm: share of the host's (or GPU's) memory the engine reserves")
+
+
+def check_engine_or_exit(args) -> None:
+    """Before any model loads: one `error:` line and exit 2 where args.engine cannot run here."""
+    if args.engine == "vllm":
+        from miner.vllm_engine import vllm_missing
+
+        missing = vllm_missing()
+        if missing:
+            print(f"error: {missing}", file=sys.stderr)
+            sys.exit(2)
 
 
 def open_engine_or_exit(args, lm, device: str = "cpu", batch_size: int = 64):

@@ -35,7 +35,7 @@ import numpy as np
 from rich.console import Console
 
 from adversary import lib as A
-from engine_choice import add_engine_arguments, open_engine_or_exit
+from engine_choice import add_engine_arguments, check_engine_or_exit, open_engine_or_exit
 from miner.engines import HFEngine
 from miner.proof import assemble_bundle, build_groups
 from report_lib import environment, md_table, write
@@ -83,6 +83,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.engine != "vllm":
         ap.error("--engine: this script compares the vllm engine with the hf engine")
+    check_engine_or_exit(args)
     console = Console()
     t0 = time.time()
     lm = load_model(args.model)
