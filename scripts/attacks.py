@@ -12,10 +12,13 @@ undetected in any trial or any honest rollout was rejected.
 
 --engine vllm generates the miner side's rollouts (honest ones, and every attack built on them) with
 the vLLM engine and writes reports/attacks_vllm.*; the validator side stays the HF recompute. The
-model-level attacks whose model vLLM runs in the same engine (same architecture, float32 weights:
-other model, older checkpoint, perturbed weights, the cheap model) generate on vLLM too; the smaller
-model and the bf16/int8 arithmetic cannot run in the honest model's float32 engine and generate on
-HF (the report names the engine of every attack). A missing vLLM: one `error:` line, exit 2.
+model-level attacks whose model vLLM runs (the honest architecture in float32: other model, older
+checkpoint, perturbed weights, the cheap model) generate on a vLLM engine of their own, opened from
+the attacker's model for that attack's trials (vLLM's CPU build packs linear weights at load and
+drops the originals, so weights cannot be swapped into a running engine there); the smaller model
+and the bf16/int8 arithmetic cannot run in a float32 vLLM engine of the honest architecture and
+generate on HF (the report names the engine of every attack). A missing vLLM: one `error:` line,
+exit 2.
 """
 
 from __future__ import annotations
@@ -70,12 +73,38 @@ def _shift_prompt(b) -> None:
 HF_ONLY = {"2-layer", "bf16", "int8"}
 
 
-def build_attacks(lm, drand, engine=None):
-    """(names of the model-level attacks whose statistics are reported, {name: attack},
-    {name: the engine name of the attacks that do not generate on `engine`}). `engine`: the miner
-    side's generation engine (None: HF)."""
+class AttackerEngines:
+    """vLLM engines opened from an attacker's model, one per model, until close_all (after each
+    attack's trials, so at most one runs beside the honest engine)."""
+
+    def __init__(self, name: str | None, device: str, memory_fraction: float):
+        self.name, self.device, self.memory_fraction = name, device, memory_fraction
+        self.open: dict[str, object] = {}
+
+    def get(self, key: str, model_lm):
+        if self.name is None:
+            return None
+        if key not in self.open:
+            from miner.engines import open_engine
+
+            self.open[key] = open_engine(self.name, model_lm, batch_size=64, device=self.device,
+                                         memory_fraction=self.memory_fraction)
+        return self.open[key]
+
+    def close_all(self) -> None:
+        for engine in self.open.values():
+            engine.close()
+        self.open.clear()
+
+
+def build_attacks(lm, drand, engine=None, attacker_engines: AttackerEngines | None = None):
+    """(names of the model-level attacks whose statistics are reported, {name: the engine of the
+    attacks that do not generate on the miner side's engine}, {name: attack}). `engine`: the miner
+    side's generation engine (None: HF); `attacker_engines`: where an attacker's own model generates
+    on that engine's kind (None: HF)."""
     variants = {}
     on_hf = {}
+    attacker_engines = attacker_engines or AttackerEngines(None, "cpu", 0.1)
 
     def v(name, make):
         if name not in variants:
@@ -83,8 +112,11 @@ def build_attacks(lm, drand, engine=None):
         return variants[name]
 
     def model_attack(name, make):
-        eng = None if name in HF_ONLY else engine
-        return lambda ctx, key: (A.generated_by(v(name, make), lm, ctx, key, engine=eng), A.expectation(ctx, key, lm))
+        def run(ctx, key):
+            model = v(name, make)
+            eng = None if name in HF_ONLY else attacker_engines.get(name, model)
+            return A.generated_by(model, lm, ctx, key, engine=eng), A.expectation(ctx, key, lm)
+        return run
 
     def mutate(fn):
         return lambda ctx, key: (A.resigned(A.honest(lm, ctx, key, engine=engine), ctx, key, fn),
@@ -150,7 +182,8 @@ def build_attacks(lm, drand, engine=None):
         return run
 
     def cheap_gen(ctx, key):
-        return (A.cheap_generation_honest_prefill(v("tiny:1", A.other_same_shape), lm, ctx, key, engine=engine),
+        cheap = v("tiny:1", A.other_same_shape)
+        return (A.cheap_generation_honest_prefill(cheap, lm, ctx, key, engine=attacker_engines.get("tiny:1", cheap)),
                 A.expectation(ctx, key, lm))
 
     def raw(kind):
@@ -243,7 +276,15 @@ def main() -> int:
 
 
 def run_suite(args, lm, drand, verifier, engine, device, trials, honest_trials, console) -> int:
-    statistical, on_hf, attacks = build_attacks(lm, drand, engine)
+    attacker_engines = AttackerEngines(None if engine is None else args.engine, device, args.memory_fraction)
+    try:
+        return _run_suite(args, lm, drand, verifier, engine, attacker_engines, device, trials, honest_trials, console)
+    finally:
+        attacker_engines.close_all()
+
+
+def _run_suite(args, lm, drand, verifier, engine, attacker_engines, device, trials, honest_trials, console) -> int:
+    statistical, on_hf, attacks = build_attacks(lm, drand, engine, attacker_engines)
     t0 = time.time()
     results, honest_stats, attack_stats = {}, [], {}
     honest_rejected = honest_rollouts = 0
@@ -271,6 +312,7 @@ def run_suite(args, lm, drand, verifier, engine, device, trials, honest_trials, 
                 rejected_rows += sum(1 for r in verdict.rollouts if not r.ok)
                 attack_stats.setdefault(name, []).extend(r.stats for r in verdict.rollouts if r.stats)
                 progress.advance(task)
+            attacker_engines.close_all()
             results[name] = {"trials": trials, "detected": detected, "rate": detected / trials, "reasons": reasons,
                              "rollouts": rows, "rollouts_rejected": rejected_rows}
     elapsed = time.time() - t0
@@ -309,7 +351,9 @@ def run_suite(args, lm, drand, verifier, engine, device, trials, honest_trials, 
     engine_note = "" if engine is None else (
         f"The miner side's rollouts (honest ones and every attack built on them) come from the {args.engine} engine; "
         "the validator side is the HF recompute. The last column names the engine each attack's generation ran on: "
-        "the smaller model and the bf16/int8 arithmetic cannot run in the honest model's float32 vLLM engine.\n\n")
+        "an attacker's own model (other model, older checkpoint, perturbed weights, cheap model) generates on a vLLM "
+        "engine opened from that model; the smaller model and the bf16/int8 arithmetic cannot run in a float32 vLLM "
+        "engine of the honest architecture and generate on HF.\n\n")
     md = (f"# Attack suite ({args.model}, {trials} trials per attack{', ' + args.engine + ' engine' if engine else ''})\n\n"
           f"Command: `python scripts/attacks.py --trials {trials} --model {args.model}{engine_flag}`\n\n"
           + engine_note
