@@ -46,3 +46,21 @@ def test_the_first_difference_counts_a_length_difference(monkeypatch):
     assert first(a, np.array([5, 6, 9, 8], dtype=np.uint32)) == 2
     assert first(a, a[:3]) == 3
     assert first(a[:1], np.array([4], dtype=np.uint32)) == 0
+
+
+def test_hf_choice_at_is_the_token_the_hf_engine_sampled(monkeypatch):
+    """The equality report names, where vLLM's token has a gap, the token the HF logprobs pick: on an
+    HF engine rollout that pick is the rollout's own token at every position."""
+    from miner.engine import RolloutRequest, generate
+    from verification.model import load_model
+    from verification.sketch import sketch_vectors
+
+    module = _script("engine_equality", monkeypatch)
+    lm = load_model("tiny")
+    prompt, seed = lm.chat_prompt_ids("1+2="), bytes(range(32))
+    (row,) = generate(lm, [RolloutRequest(prompt, seed, 3)], sketch_vectors(bytes(32), lm.hidden_size),
+                      max_new_tokens=6)
+    completion = np.asarray(row.completion, dtype=np.uint32)
+    assert [module.hf_choice_at(lm, prompt, completion, seed, 3, at) for at in range(len(completion))] == row.completion
+    assert module.hf_choice_at(lm, prompt, completion, seed, 4, 0) != row.completion[0] or \
+        module.hf_choice_at(lm, prompt, completion, seed, 5, 0) != row.completion[0]  # the keys matter
