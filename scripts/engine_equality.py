@@ -78,7 +78,8 @@ def rollproof_verify(bundle, ctx, hotkey: str, model: str) -> tuple[int, str]:
                                "--block-time", str(ctx.block_time)],
                               capture_output=True, text=True, env=os.environ.copy())
     lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-    return proc.returncode, lines[-1] if lines else ""
+    verdicts = [ln for ln in lines if ln.startswith("bundle ")]  # not a progress bar's last line
+    return proc.returncode, (verdicts or lines or [""])[-1]
 
 
 def hf_choice_at(lm, prompt: list[int], completion: np.ndarray, seed: bytes, index: int, at: int) -> int:
