@@ -76,22 +76,28 @@ def other_same_shape(lm: LoadedModel) -> LoadedModel:
     return replace(lm, name="tiny:1", model=other.model)
 
 
-def honest(lm, ctx, key, groups: int | None = None) -> Bundle:
+def honest(lm, ctx, key, groups: int | None = None, engine=None) -> Bundle:
     """The honest bundle: all of the checkpoint's groups (`groups`: another count, i.e. a miner that
-    commits a prefix of its problems, or more than it was given: rejected as bad_params)."""
+    commits a prefix of its problems, or more than it was given: rejected as bad_params).
+    `engine`: the miner's generation engine (miner.engines; default the HF engine)."""
     groups = lm.generation.groups if groups is None else groups
-    return assemble_bundle(ctx, key, lm.fingerprint, build_groups(lm, ctx, key.ss58_address, list(range(groups))), lm.generation)
+    return assemble_bundle(ctx, key, lm.fingerprint,
+                           build_groups(lm, ctx, key.ss58_address, list(range(groups)), engine=engine), lm.generation)
 
 
-def generated_by(model_lm, lm, ctx, key, groups: int | None = None) -> Bundle:
-    """Generation (and its own proofs) by model_lm, signed as if by the agreed model."""
+def generated_by(model_lm, lm, ctx, key, groups: int | None = None, engine=None) -> Bundle:
+    """Generation (and its own proofs) by model_lm (on `engine`, default HF), signed as if by the
+    agreed model."""
     groups = lm.generation.groups if groups is None else groups
-    return assemble_bundle(ctx, key, lm.fingerprint, build_groups(model_lm, ctx, key.ss58_address, list(range(groups))), lm.generation)
+    return assemble_bundle(ctx, key, lm.fingerprint,
+                           build_groups(model_lm, ctx, key.ss58_address, list(range(groups)), engine=engine),
+                           lm.generation)
 
 
-def cheap_generation_honest_prefill(cheap, lm, ctx, key, groups: int | None = None) -> Bundle:
-    """Tokens from a cheap model; logprobs and sketches from an honest prefill of the agreed model."""
-    bundle = generated_by(cheap, lm, ctx, key, groups)
+def cheap_generation_honest_prefill(cheap, lm, ctx, key, groups: int | None = None, engine=None) -> Bundle:
+    """Tokens from a cheap model (on `engine`, default HF); logprobs and sketches from an honest
+    prefill of the agreed model."""
+    bundle = generated_by(cheap, lm, ctx, key, groups, engine=engine)
     verifier = Verifier(lm, [])
     vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
     for g in bundle.groups:
@@ -169,7 +175,7 @@ def padding_bits_set(data: bytes) -> bytes | None:
 __all__ = [name for name in dir() if not name.startswith("_")] + ["BeaconModel", "encode_bundle"]
 
 
-def steered_short(lm: LoadedModel, ctx: WindowContext, key, groups: int | None = None) -> Bundle:
+def steered_short(lm: LoadedModel, ctx: WindowContext, key, groups: int | None = None, engine=None) -> Bundle:
     """The steering attack: an honest bundle whose every rollout is ended early with EOS at the
     position where EOS comes closest to being the seeded sample (the smallest Gumbel gap before
     the natural end). The prefix is honest, so only the EOS token is not the sample; where its gap
@@ -178,7 +184,7 @@ def steered_short(lm: LoadedModel, ctx: WindowContext, key, groups: int | None =
     from verification import environments
     from verification.sampling import gumbel_noise, noise_keys, sampling_gap
 
-    bundle = honest(lm, ctx, key, groups)
+    bundle = honest(lm, ctx, key, groups, engine=engine)
     eos = min(lm.eos_ids)
     for g in bundle.groups:
         seed = ctx.problem_seed(key.ss58_address, g.index)

@@ -1,13 +1,15 @@
 """False-rejection matrix: honest rollouts re-verified under every recompute setting a validator
 might use. Target: zero rejected positions and rollouts in every allowed cell.
 
-    python scripts/false_rejections.py [--positions 10000] [--model tiny|smollm2]
+    python scripts/false_rejections.py [--positions 10000] [--model tiny|smollm2] [--engine hf|vllm]
 
 The rollouts are generated once, as a miner would (KV-cached decoding, batch 16, left padding).
 Each cell re-runs the full Verifier with one recompute setting changed and counts, per position,
 the failures of the sketch, sampling and logprob checks. bf16 is not an allowed compute precision: its row
 shows the rejections a bf16 validator would cause (and why the protocol pins float32).
-Writes reports/false_rejections.{json,md}.
+--engine vllm generates the honest rollouts with the vLLM engine (the miner side); every cell
+still verifies with the HF recompute. A missing vLLM: one `error:` line, exit 2.
+Writes reports/false_rejections_<model>[_vllm].{json,md}.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adversary import lib as A
+from engine_choice import add_engine_arguments, check_engine_or_exit, engine_suffix, open_engine_or_exit
 from report_lib import environment, md_table, write
 from verification.drand_local import LocalDrand
 from verification.model import load_model
@@ -48,7 +51,9 @@ def main() -> int:
     ap.add_argument("--verify-device", default=None,
                     help="device of the verifying cells (default: --device); e.g. --device cuda "
                          "--verify-device cpu measures a miner on an accelerator against a validator on a CPU")
+    add_engine_arguments(ap)
     args = ap.parse_args()
+    check_engine_or_exit(args)
     device = device_or_exit(args.device)
     verify_device = device if args.verify_device is None else device_or_exit(args.verify_device, "--verify-device")
     console = Console()
@@ -56,19 +61,25 @@ def main() -> int:
     lm = lm.with_generation(lm.generation.with_groups(4))  # every bundle holds the checkpoint's groups
     vlm = lm if verify_device == device else load_model(args.model, verify_device).with_generation(lm.generation)
     drand = LocalDrand()
+    engine = open_engine_or_exit(args, lm, device)
     t0 = time.time()
     bundles, positions, w = [], 0, 0
-    with console.status("generating honest rollouts…"):
-        while positions < args.positions:
-            ctx, key = A.window_ctx(drand, 5000 + w), A.keypair(w)
-            b = A.honest(lm, ctx, key)
-            bundles.append((ctx, key, b))
-            positions += sum(len(r.completion) for _, r in b.rows())
-            w += 1
+    try:
+        with console.status(f"generating honest rollouts ({args.engine} engine)…"):
+            while positions < args.positions:
+                ctx, key = A.window_ctx(drand, 5000 + w), A.keypair(w)
+                b = A.honest(lm, ctx, key, engine=engine)
+                bundles.append((ctx, key, b))
+                positions += sum(len(r.completion) for _, r in b.rows())
+                w += 1
+    finally:
+        if engine is not None:
+            engine.close()
     gen_s = time.time() - t0
     console.print(f"{positions} honest positions in {sum(len(b.groups) for *_, b in bundles) * lm.generation.group_size} rollouts "
                   f"({gen_s:.0f} s)")
-    rows, data = [], {"model": args.model, "positions": positions, "cells": {}, "environment": environment(device),
+    rows, data = [], {"model": args.model, "engine": args.engine, "positions": positions, "cells": {},
+                      "environment": environment(device),
                       "verify_environment": environment(verify_device)}
     base_threads = torch.get_num_threads()
     for name, batch, pad, threads, attn, dtype, allowed in CELLS:
@@ -110,9 +121,15 @@ def main() -> int:
     devices = "" if args.device == "cpu" and args.verify_device is None else \
         f" --device {args.device}" + ("" if args.verify_device is None else f" --verify-device {args.verify_device}")
     suffix = "" if not devices else "_" + str(device).replace(":", "") + "_to_" + str(verify_device).replace(":", "")
+    suffix += engine_suffix(args)
+    engine_flag = "" if args.engine == "hf" else f" --engine {args.engine}"
+    engine_note = "" if args.engine == "hf" else (
+        f"The honest rollouts come from the {args.engine} engine (the miner side); every cell verifies them with "
+        "the HF recompute.\n\n")
     allowed_ok = all(c["rejected_rollouts"] == 0 for c in data["cells"].values() if c["allowed"])
     md = (f"# False-rejection matrix ({args.model})\n\nCommand: `python scripts/false_rejections.py "
-          f"--positions {args.positions} --model {args.model}{devices}`\n\n" + md_table(headers, rows)
+          f"--positions {args.positions} --model {args.model}{devices}{engine_flag}`\n\n" + engine_note
+          + md_table(headers, rows)
           + f"\nEvery allowed cell: {'zero' if allowed_ok else 'SOME'} false rejections.\n")
     jp, mp = write(f"false_rejections_{args.model.replace(':', '_').replace('/', '_')}{suffix}", data, md)
     console.print(f"wrote {jp} and {mp}")
