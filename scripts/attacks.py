@@ -33,7 +33,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from adversary import lib as A
-from engine_choice import add_engine_arguments, check_engine_or_exit, engine_suffix, open_engine_or_exit
+from engine_args import add_engine_arguments, check_engine_or_exit, engine_suffix, open_engine_or_exit
 from report_lib import auc, environment, extrapolated_threshold, md_table, write
 from verification import environments
 from verification.constants import MAX_BUNDLE_BYTES

@@ -57,7 +57,7 @@ def missing_things(device: str, engines: list[str]) -> list[str]:
     except ConfigError as exc:
         lines.append(str(exc))
     if "vllm" in engines:
-        from miner.vllm_engine import vllm_missing
+        from miner.engine_choice import vllm_missing
 
         missing = vllm_missing()
         if missing:
@@ -103,7 +103,7 @@ def main() -> int:
                     help="share of host (CPU) or device memory vLLM reserves (default: the engine's)")
     args = ap.parse_args()
     console = Console()
-    from miner.vllm_engine import vllm_missing
+    from miner.engine_choice import vllm_missing
 
     note = ""
     if args.engine is None:

@@ -42,7 +42,7 @@ import torch
 from rich.console import Console
 
 from adversary import lib as A
-from engine_choice import add_engine_arguments, check_engine_or_exit, open_engine_or_exit
+from engine_args import add_engine_arguments, check_engine_or_exit, open_engine_or_exit
 from miner.engines import HFEngine
 from miner.proof import assemble_bundle, build_groups
 from report_lib import environment, md_table, write

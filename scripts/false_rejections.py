@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adversary import lib as A
-from engine_choice import add_engine_arguments, check_engine_or_exit, engine_suffix, open_engine_or_exit
+from engine_args import add_engine_arguments, check_engine_or_exit, engine_suffix, open_engine_or_exit
 from report_lib import environment, md_table, write
 from verification.drand_local import LocalDrand
 from verification.model import load_model

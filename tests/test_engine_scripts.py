@@ -36,7 +36,7 @@ def test_a_missing_vllm_is_one_error_line_before_any_model_loads(script, argv, m
         module.main()
     assert stopped.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: the vllm engine needs vLLM: pip install") and err.count("\n") == 1, err
+    assert err.startswith("error: the vllm engine needs vLLM, which is not installed: bash scripts/install_vllm.sh") and err.count("\n") == 1, err
 
 
 def test_the_first_difference_counts_a_length_difference(monkeypatch):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from miner.engines import DEFAULT_ENGINE, ENGINES, open_engine
+from miner.engine_choice import DEFAULT_ENGINE, ENGINES, vllm_missing
+from miner.engines import open_engine
 from verification.errors import EngineError
 
 # vLLM's CPU build reserves this share of the host's memory (small: the measurement machines are shared)
@@ -30,8 +31,6 @@ def add_engine_arguments(ap) -> None:
 def check_engine_or_exit(args) -> None:
     """Before any model loads: one `error:` line and exit 2 where args.engine cannot run here."""
     if args.engine == "vllm":
-        from miner.vllm_engine import vllm_missing
-
         missing = vllm_missing()
         if missing:
             print(f"error: {missing}", file=sys.stderr)
