@@ -16,7 +16,6 @@ dict), so a new window's checkpoint costs a weight copy, not an engine restart.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -153,7 +152,7 @@ class VLLMEngine:
 
         For scripts/engine_bench.py only: stop_at_eos=False decodes exactly max_new tokens per row
         (equal work; not protocol rollouts), and proofs=False is vLLM's own seeded sampling at the
-        protocol's temperature, the processor declining the requests: those rollouts are NOT the
+        protocol's temperature (unseeded, as a miner without the proof would run it), the processor declining the requests: those rollouts are NOT the
         protocol's tokens and carry no proof (NaN logprobs, zero-width sketches), so they must never
         reach a bundle (a validator would reject every one of them)."""
         from vllm import SamplingParams
@@ -171,8 +170,9 @@ class VLLMEngine:
             if proofs:
                 params = self._sampling_params(SamplingParams, rid, req, max_new, eos, lm.temperature, sketch_key)
             else:
-                seed = int.from_bytes(hashlib.sha256(req.problem_seed + req.rollout_index.to_bytes(4, "big")).digest()[:7], "big")
-                params = SamplingParams(max_tokens=max_new, temperature=lm.temperature, seed=seed, ignore_eos=not stop_at_eos,
+                # vLLM's plain sampling: batched, unseeded (a per-request seed makes its CPU sampler
+                # draw row by row from per-request generators: a slower baseline than a miner's)
+                params = SamplingParams(max_tokens=max_new, temperature=lm.temperature, ignore_eos=not stop_at_eos,
                                         stop_token_ids=eos, detokenize=False)
             self.llm.llm_engine.add_request(rid, TokensPrompt(prompt_token_ids=list(req.prompt)), params)
         outputs: dict[str, list[int]] = {}

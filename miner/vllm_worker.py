@@ -22,6 +22,7 @@ sections 5 and 6)."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,10 @@ _RECORDS: dict[str, "_Record"] = {}
 _LOCK = threading.Lock()
 # the hidden states of the rows `compute_logits` last turned into logits
 _HIDDEN: list = [None]
+# seconds the worker spent in the protocol's sampler and in vLLM's model steps (execute_model and
+# sample_tokens, the processor's time included), since the last rollproof_timing(reset=True): the
+# proof's share of the engine's time, measured where it is spent (scripts/engine_bench.py)
+_TIMING = {"processor_s": 0.0, "engine_s": 0.0, "steps": 0}
 # sketch vectors per (sketch key, hidden size) as torch tensors on the model's device
 _VECTORS: dict = {}
 _VECTORS_KEEP = 4
@@ -173,6 +178,14 @@ class ProtocolSampler(*_bases()):
     def apply(self, logits, ctx=None):
         if not self.slots:
             return logits
+        started = time.perf_counter()
+        try:
+            return self._apply(logits, ctx)
+        finally:
+            _TIMING["processor_s"] += time.perf_counter() - started
+            _TIMING["steps"] += 1
+
+    def _apply(self, logits, ctx):
         rows: list[tuple[int, _Slot, int]] = []
         if ctx is None:  # V1: row r is batch index r; the token's index is the outputs so far
             for r in range(logits.shape[0]):
@@ -206,29 +219,47 @@ def _sample_rows(logits, rows: list[tuple[int, _Slot, int]]):
     if not kept:
         return logits
     dev = logits.device
-    sel = torch.tensor([r for r, _, _ in kept], dtype=torch.long, device=dev)
+    n_rows = logits.shape[0]
+    # the usual step: every row is a rollproof request, in order, under one temperature and one
+    # sketch key; then no row is gathered or scattered (each gather copies V floats per row)
+    whole = len(kept) == n_rows and all(r == n for n, (r, _, _) in enumerate(kept))
+    sel = None if whole else torch.tensor([r for r, _, _ in kept], dtype=torch.long, device=dev)
+
+    def rows_of(m):  # the logits of the kept rows `m` (None: all of them)
+        if whole:
+            return logits if m is None else logits[m]
+        return logits[sel] if m is None else logits[sel[m]]
+
     keys = tensor_ops.keys_tensor(np.array([s.keys[i] for _, s, i in kept], dtype=np.uint64), dev)
     tokens = torch.empty(len(kept), dtype=torch.long, device=dev)
     lps = torch.empty(len(kept), dtype=torch.float32, device=dev)
     for temperature, members in _groups(kept, lambda s: s.temperature).items():
-        m = torch.tensor(members, dtype=torch.long, device=dev)
-        lp = torch.log_softmax(logits[sel[m]].float() / temperature, dim=-1)
-        tok = tensor_ops.sample_tokens(lp, keys[m])
-        tokens[m] = tok
-        lps[m] = lp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+        m = _index(members, len(kept), dev)
+        lp = torch.log_softmax(rows_of(m).float() / temperature, dim=-1)
+        tok = tensor_ops.sample_tokens(lp, keys if m is None else keys[m])
+        lp_tok = lp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
+        if m is None:
+            tokens, lps = tok, lp_tok
+        else:
+            tokens[m], lps[m] = tok, lp_tok
     hidden = _HIDDEN[0]
     sketches = None
-    if hidden is not None and hidden.shape[0] == logits.shape[0]:
-        h = hidden[sel]
+    if hidden is not None and hidden.shape[0] == n_rows:
+        h = hidden if whole else hidden[sel]
         for key, members in _groups(kept, lambda s: s.sketch_key).items():
-            m = torch.tensor(members, dtype=torch.long, device=dev)
-            sk = tensor_ops.sketch(h[m], _vectors(key, h.shape[-1], h.device), SKETCH_SCALE)
+            m = _index(members, len(kept), dev)
+            sk = tensor_ops.sketch(h if m is None else h[m], _vectors(key, h.shape[-1], h.device), SKETCH_SCALE)
             if sketches is None:
-                sketches = torch.empty((len(kept), sk.shape[-1]), dtype=torch.int16, device=h.device)
-            sketches[m] = sk
+                sketches = sk if m is None else torch.empty((len(kept), sk.shape[-1]), dtype=torch.int16, device=h.device)
+            if m is not None:
+                sketches[m] = sk
         sketches = sketches.cpu().numpy()
-    logits[sel] = float("-inf")
-    logits[sel, tokens] = 0.0
+    # only the protocol's token stays finite: vLLM's sampler, greedy or random, must pick it
+    if whole:
+        logits.fill_(float("-inf")).scatter_(1, tokens.unsqueeze(-1), 0.0)
+    else:
+        logits[sel] = float("-inf")
+        logits[sel, tokens] = 0.0
     tok_np, lp_np = tokens.cpu().numpy(), lps.cpu().numpy()
     for n, (_, s, i) in enumerate(kept):
         rec = s.record
@@ -243,11 +274,30 @@ def _sample_rows(logits, rows: list[tuple[int, _Slot, int]]):
     return logits
 
 
+def _index(members: list[int], n: int, device):
+    """The members as an index tensor, or None when they are all n rows in order (no gather)."""
+    import torch
+
+    if len(members) == n:
+        return None
+    return torch.tensor(members, dtype=torch.long, device=device)
+
+
 def _groups(kept, attr) -> dict:
     out: dict = {}
     for n, (_, s, _) in enumerate(kept):
         out.setdefault(attr(s), []).append(n)
     return out
+
+
+def _timed(step):
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return step(*args, **kwargs)
+        finally:
+            _TIMING["engine_s"] += time.perf_counter() - started
+    return timed
 
 
 class RollproofWorker:
@@ -266,8 +316,19 @@ class RollproofWorker:
 
         model.compute_logits = compute_logits
         model._rollproof_wrapped = True
+        for name in ("execute_model", "sample_tokens"):  # the engine's step, for rollproof_timing
+            step = getattr(self, name, None)
+            if step is not None:
+                setattr(self, name, _timed(step))
         runner = type(self.model_runner).__module__
         return runner
+
+    def rollproof_timing(self, reset: bool = False) -> dict:
+        """Seconds in the protocol's sampler and in the engine's steps since the last reset."""
+        out = dict(_TIMING)
+        if reset:
+            _TIMING.update(processor_s=0.0, engine_s=0.0, steps=0)
+        return out
 
     def rollproof_collect(self, ids: list[str]) -> dict:
         out = {}
