@@ -6,10 +6,11 @@ engine (miner/vllm_engine.py), each with the protocol's proofs and without, on t
   * equal work: every row decodes exactly that many tokens, no early EOS (HF: stop_at_eos=False;
     vLLM: ignore_eos with no stop ids; the script checks every row's length);
   * "proofs off": HF samples from torch's RNG with no sketch (generate(proofs=False)); vLLM runs its
-    own seeded sampler at the protocol's temperature in the same engine instance (requests without
-    the rollproof extra_args, which the processor declines);
-  * the proof's cost inside vLLM: proofs-on time over proofs-off time minus 1, the median of the
-    per-repeat ratios of each cell (target: at most 3 % on CPU).
+    own plain (unseeded) sampler at the protocol's temperature in the same engine instance (requests
+    without the rollproof extra_args, which the processor declines);
+  * the proof's cost inside vLLM, two ways: proofs-on time over proofs-off time minus 1, the median
+    of the per-repeat ratios of each cell, and the sampler's share of the engine's steps by the vLLM
+    worker's own clocks in the same steps (robust to load; target: at most 3 % on CPU).
 
     python scripts/engine_bench.py [--model tiny|smollm2] [--engine hf|vllm|both] [--device cpu|cuda[:N]]
         [--batches 16,64,256] [--lengths 24,256] [--repeats 2] [--skip hf:256x256] [--threads N]
@@ -137,8 +138,9 @@ def main() -> int:
     if "vllm" in engines:
         from miner.vllm_engine import VLLMEngine
 
-        # every prompt of a run prefilled in one step: vLLM 0.32's CPU build fails on a seeded (proofs
-        # off) request whose prefill is split across steps ("CPU Generator does not use offset")
+        # every prompt of a run prefilled in one step (vLLM 0.32's CPU build fails on a seeded request
+        # whose prefill is split across steps, "CPU Generator does not use offset"; kept so runs with
+        # and without proofs schedule their prefills alike)
         prefill = sum(len(r.prompt) for r in requests)
         engine = VLLMEngine(lm, device=device, memory_fraction=args.memory_fraction, max_num_seqs=max(batches),
                             max_num_batched_tokens=max(prefill, 8192))
