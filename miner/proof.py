@@ -4,6 +4,7 @@ advantages, per-token proofs, rows root, hotkey signature."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +20,33 @@ from verification.signing import sign
 from verification.window import WindowContext
 
 
+@dataclass(frozen=True)
+class PlannedGroup:
+    """One group of a window before generation: its index, problem, prompt ids and the rollout
+    requests (group_size of them, sharing the prompt and the problem seed)."""
+    index: int
+    problem: object
+    prompt: list[int]
+    requests: list[RolloutRequest]
+
+
+def plan_groups(lm: LoadedModel, ctx: WindowContext, hotkey: str, group_indices: list[int]) -> list[PlannedGroup]:
+    """Each group's problem (from the window seed and the hotkey), prompt and rollout requests."""
+    plans = []
+    for gi in group_indices:
+        seed = ctx.problem_seed(hotkey, gi)
+        _, problem = environments.problem_for(seed, lm.generation)
+        prompt = lm.chat_prompt_ids(problem.prompt)
+        plans.append(PlannedGroup(gi, problem, prompt,
+                                  [RolloutRequest(prompt, seed, r) for r in range(lm.generation.group_size)]))
+    return plans
+
+
+def rollout_requests(lm: LoadedModel, ctx: WindowContext, hotkey: str, group_indices: list[int]) -> list[RolloutRequest]:
+    """The rollout requests of those groups, in (group, rollout) order: what an engine generates."""
+    return [r for plan in plan_groups(lm, ctx, hotkey, group_indices) for r in plan.requests]
+
+
 def build_groups(lm: LoadedModel, ctx: WindowContext, hotkey: str, group_indices: list[int], *,
                  batch_size: int = 16, engine: Engine | None = None,
                  on_tokens: Callable[[int], None] | None = None,
@@ -27,17 +55,12 @@ def build_groups(lm: LoadedModel, ctx: WindowContext, hotkey: str, group_indices
     once (default: the HF engine at `batch_size`)."""
     engine = engine if engine is not None else HFEngine(batch_size)
     group_size = lm.generation.group_size
-    plans = []
-    requests = []
-    for gi in group_indices:
-        seed = ctx.problem_seed(hotkey, gi)
-        _, problem = environments.problem_for(seed, lm.generation)
-        prompt = lm.chat_prompt_ids(problem.prompt)
-        plans.append((gi, problem, prompt))
-        requests.extend(RolloutRequest(prompt, seed, r) for r in range(group_size))
+    plans = plan_groups(lm, ctx, hotkey, group_indices)
+    requests = [r for plan in plans for r in plan.requests]
     generated = engine.generate(lm, requests, ctx.sketch_key, on_tokens=on_tokens, should_stop=should_stop)
     groups = []
-    for k, (gi, problem, prompt) in enumerate(plans):
+    for k, plan in enumerate(plans):
+        gi, problem, prompt = plan.index, plan.problem, plan.prompt
         rows: list[GeneratedRollout] = generated[k * group_size:(k + 1) * group_size]
         env = environments.get(problem.environment)
         rewards = [env.reward(problem, lm.tokenizer.decode(g.completion, skip_special_tokens=True)) for g in rows]

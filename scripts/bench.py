@@ -25,10 +25,10 @@ import torch
 from rich.console import Console
 
 from adversary import lib as A
-from miner.engine import RolloutRequest, generate
+from miner.engine import generate
+from miner.proof import rollout_requests
 from report_lib import environment, md_table, write
 from rollproof.device import add_device_argument, add_threads_argument, threads_and_device_or_exit
-from verification import environments
 from verification.bundle import encode_bundle
 from verification.constants import SKETCH_DIM
 from verification.drand_local import LocalDrand
@@ -53,11 +53,7 @@ def main() -> int:
     drand = LocalDrand()
     ctx, key = A.window_ctx(drand, 9000), A.keypair(0)
     vectors = sketch_vectors(ctx.sketch_key, lm.hidden_size)
-    requests = []
-    for gi in range(args.groups):
-        seed = ctx.problem_seed(key.ss58_address, gi)
-        prompt = lm.chat_prompt_ids(environments.problem_for(seed, lm.generation)[1].prompt)
-        requests += [RolloutRequest(prompt, seed, r) for r in range(lm.generation.group_size)]
+    requests = rollout_requests(lm, ctx, key.ss58_address, list(range(args.groups)))
 
     def timed(proofs: bool):
         torch.manual_seed(0)

@@ -75,17 +75,11 @@ def missing_things(device: str, engines: list[str]) -> list[str]:
 def build_requests(lm, rows: int):
     """`rows` requests: whole groups of the window's problems (group_size rollouts share a prompt)."""
     from adversary import lib as A
-    from miner.engine import RolloutRequest
-    from verification import environments
+    from miner.proof import rollout_requests
     from verification.drand_local import LocalDrand
 
     ctx, key = A.window_ctx(LocalDrand(), 9000), A.keypair(0)
-    size = lm.generation.group_size
-    requests = []
-    for gi in range(-(-rows // size)):
-        seed = ctx.problem_seed(key.ss58_address, gi)
-        prompt = lm.chat_prompt_ids(environments.problem_for(seed, lm.generation)[1].prompt)
-        requests += [RolloutRequest(prompt, seed, r) for r in range(size)]
+    requests = rollout_requests(lm, ctx, key.ss58_address, list(range(-(-rows // lm.generation.group_size))))
     return requests[:rows], ctx.sketch_key
 
 

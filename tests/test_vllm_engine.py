@@ -19,7 +19,7 @@ import pytest
 
 from miner.engine import RolloutRequest
 from miner.engines import HFEngine, open_engine
-from miner.proof import build_bundle, build_groups
+from miner.proof import build_bundle, build_groups, rollout_requests
 from tests.conftest import with_groups
 from verification.bundle import encode_bundle
 from verification.constants import LOGPROB_ABS_TOL, SKETCH_TOL
@@ -66,15 +66,6 @@ def assert_same_rollouts(got, want):
     return lp_diff, sk_diff
 
 
-def requests_for(lm, ctx, hotkey, groups):
-    out = []
-    for gi in groups:
-        seed = ctx.problem_seed(hotkey, gi)
-        from verification import environments
-
-        prompt = lm.chat_prompt_ids(environments.problem_for(seed, lm.generation)[1].prompt)
-        out.extend(RolloutRequest(prompt, seed, r) for r in range(lm.generation.group_size))
-    return out
 
 
 # ---- 1-2: the tiny model, a window's worth of rollouts, accepted ---------------------------------
@@ -135,9 +126,9 @@ def test_a_model_with_other_tensors_is_refused(engine, tiny_base, ctx, alice):
     from adversary.lib import smaller
 
     with pytest.raises(EngineError, match="other tensors"):
-        engine.generate(smaller(tiny_base), requests_for(tiny_base, ctx, alice.ss58_address, [0]), ctx.sketch_key)
-    want = HFEngine(8).generate(tiny_base, requests_for(tiny_base, ctx, alice.ss58_address, [0]), ctx.sketch_key)
-    got = engine.generate(tiny_base, requests_for(tiny_base, ctx, alice.ss58_address, [0]), ctx.sketch_key)
+        engine.generate(smaller(tiny_base), rollout_requests(tiny_base, ctx, alice.ss58_address, [0]), ctx.sketch_key)
+    want = HFEngine(8).generate(tiny_base, rollout_requests(tiny_base, ctx, alice.ss58_address, [0]), ctx.sketch_key)
+    got = engine.generate(tiny_base, rollout_requests(tiny_base, ctx, alice.ss58_address, [0]), ctx.sketch_key)
     assert_same_rollouts(got, want)
 
 
@@ -176,7 +167,7 @@ def _without_processor(SamplingParams, rid, req, max_new, eos, temperature, sket
 def test_an_engine_whose_processor_does_not_apply_is_caught(engine, tiny_base, ctx, alice, monkeypatch):
     monkeypatch.setattr(engine, "_sampling_params", _without_processor)
     with pytest.raises(EngineProtocolError, match="recorded nothing"):
-        engine.generate(tiny_base, requests_for(tiny_base, ctx, alice.ss58_address, [0]), ctx.sketch_key)
+        engine.generate(tiny_base, rollout_requests(tiny_base, ctx, alice.ss58_address, [0]), ctx.sketch_key)
 
 
 def test_an_engine_that_stops_early_is_caught(engine, tiny_base, ctx, alice, monkeypatch):
@@ -191,7 +182,7 @@ def test_an_engine_that_stops_early_is_caught(engine, tiny_base, ctx, alice, mon
 
     monkeypatch.setattr(engine, "_sampling_params", short)
     with pytest.raises(EngineProtocolError, match="stopped after 23 tokens"):
-        engine.generate(tiny_base, requests_for(tiny_base, ctx, alice.ss58_address, [0, 1]), ctx.sketch_key)
+        engine.generate(tiny_base, rollout_requests(tiny_base, ctx, alice.ss58_address, [0, 1]), ctx.sketch_key)
     monkeypatch.undo()
     assert not engine.llm.llm_engine.has_unfinished_requests()
 
@@ -235,7 +226,7 @@ def test_should_stop_aborts_and_the_engine_stays_usable(engine, tiny_base, ctx, 
         polls.append(1)
         return len(polls) >= 3
 
-    reqs = requests_for(tiny_base, ctx, alice.ss58_address, [0, 1])
+    reqs = rollout_requests(tiny_base, ctx, alice.ss58_address, [0, 1])
     with pytest.raises(GenerationAborted):
         engine.generate(tiny_base, reqs, ctx.sketch_key, max_new_tokens=200, should_stop=stop)
     assert len(polls) == 3
@@ -246,7 +237,7 @@ def test_should_stop_aborts_and_the_engine_stays_usable(engine, tiny_base, ctx, 
 
 # ---- bad input -----------------------------------------------------------------------------------
 def test_a_prompt_over_the_engines_limit_is_refused_and_nothing_is_queued(engine, tiny_base, ctx, alice):
-    reqs = requests_for(tiny_base, ctx, alice.ss58_address, [0])
+    reqs = rollout_requests(tiny_base, ctx, alice.ss58_address, [0])
     too_long = RolloutRequest([5] * (engine.max_model_len - 10), reqs[0].problem_seed, 0)
     with pytest.raises(EngineError, match="token limit"):
         engine.generate(tiny_base, reqs[:3] + [too_long], ctx.sketch_key)
