@@ -54,6 +54,12 @@ def _tensor_shapes(lm: LoadedModel) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in lm.model.state_dict().items()}
 
 
+def _first_line(exc: BaseException) -> str:
+    """`Type: first line of the message`: what an EngineError quotes of a vLLM failure."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -85,7 +91,9 @@ class VLLMEngine:
         except ModelError as exc:
             self._cleanup()
             raise EngineError(str(exc)) from None
-        self.loaded, self._model_ref = (lm.weights_root, id(lm.model)), lm.model  # the ref keeps the id unique
+        # the weights the worker holds: a root and the module they came from (a model that claims
+        # another's root, as attacks in the test suites do, must still run its own weights)
+        self._root, self._module = lm.weights_root, lm.model
         self.tensor_shapes = _tensor_shapes(lm)
         self.hidden_size = lm.hidden_size
         self.vocab_size = lm.vocab_size
@@ -96,8 +104,7 @@ class VLLMEngine:
             from vllm import LLM
         except Exception as exc:  # a broken install raises anything from its imports (torchvision, ...)
             self._cleanup()
-            raise EngineError(f"vLLM is installed but does not import ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}); reinstall it: "
+            raise EngineError(f"vLLM is installed but does not import ({_first_line(exc)}); reinstall it: "
                               f"{VLLM_INSTALL}") from None
 
         started = time.monotonic()
@@ -106,14 +113,12 @@ class VLLMEngine:
                            logits_processors=[PROCESSOR], worker_extension_cls=WORKER_EXTENSION,
                            max_model_len=self.max_model_len, gpu_memory_utilization=fraction,
                            max_num_seqs=max_num_seqs,
-                           # scripts/engine_bench.py: every prompt prefilled in one step (vLLM 0.32's CPU
-                           # build fails on seeded requests whose prefill is split into chunks)
+                           # scripts/engine_bench.py: every prompt of a run prefilled in one step
                            **({} if max_num_batched_tokens is None else {"max_num_batched_tokens": max_num_batched_tokens}),
                            enforce_eager=(kind == "cpu") if enforce_eager is None else enforce_eager)
         except Exception as exc:  # vLLM raises many types at start-up; each is a configuration problem
             self._cleanup()
-            raise EngineError(f"vLLM could not start for {lm.name!r} on {device}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise EngineError(f"vLLM could not start for {lm.name!r} on {device}: {_first_line(exc)}") from None
         self.runner = self.llm.collective_rpc("rollproof_install")[0]
         self.load_s = time.monotonic() - started
         log.info("vLLM engine ready in %.0f s (%s, %s)", self.load_s, device, self.runner)
@@ -122,25 +127,22 @@ class VLLMEngine:
     def _use(self, lm: LoadedModel) -> None:
         if lm.hidden_size != self.hidden_size or lm.vocab_size != self.vocab_size:
             raise EngineError(f"model {lm.name!r} has another shape than the engine's: start a new engine")
-        # vLLM's load_weights loads whatever tensors it is given: one of another set (fewer layers)
-        # would leave the rest of the old model in place
-        if (lm.weights_root, id(lm.model)) != self.loaded and _tensor_shapes(lm) != self.tensor_shapes:
-            raise EngineError(f"model {lm.name!r} has other tensors than the engine's model: start a new engine")
-        # the weights object too: a model that claims another's root (an attack in the test suites)
-        # must still run its own weights
-        if (lm.weights_root, id(lm.model)) == self.loaded:
+        if lm.weights_root == self._root and lm.model is self._module:
             return
+        # vLLM's reload loads whatever tensors it is given: one of another set (fewer layers) would
+        # leave the rest of the old model in place
+        if _tensor_shapes(lm) != self.tensor_shapes:
+            raise EngineError(f"model {lm.name!r} has other tensors than the engine's model: start a new engine")
         path = write_weights(lm, self.dir / ("next-" + WEIGHTS_FILE))
         try:
             self.llm.collective_rpc("rollproof_load_weights", args=(str(path),))
         except Exception as exc:  # the worker's weights are now unknown: the next call reloads
-            self.loaded = (None, None)
-            raise EngineError(f"vLLM could not load the weights of {lm.name!r}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+            self._root = self._module = None
+            raise EngineError(f"vLLM could not load the weights of {lm.name!r}: {_first_line(exc)}") from None
         finally:
             path.unlink(missing_ok=True)
         self.llm.reset_prefix_cache()
-        self.loaded, self._model_ref = (lm.weights_root, id(lm.model)), lm.model
+        self._root, self._module = lm.weights_root, lm.model
         log.info("vLLM engine switched to %s", lm.name)
 
     # ---- generation --------------------------------------------------------------------------
@@ -151,10 +153,10 @@ class VLLMEngine:
         """Every request's rollout, in request order (the Engine interface, miner/engines.py).
 
         For scripts/engine_bench.py only: stop_at_eos=False decodes exactly max_new tokens per row
-        (equal work; not protocol rollouts), and proofs=False is vLLM's own seeded sampling at the
-        protocol's temperature (unseeded, as a miner without the proof would run it), the processor declining the requests: those rollouts are NOT the
-        protocol's tokens and carry no proof (NaN logprobs, zero-width sketches), so they must never
-        reach a bundle (a validator would reject every one of them)."""
+        (equal work; not protocol rollouts), and proofs=False is vLLM's own plain (unseeded) sampling
+        at the protocol's temperature, the processor declining the requests: those rollouts are NOT
+        the protocol's tokens and carry no proof (NaN logprobs, zero-width sketches), so they must
+        never reach a bundle (a validator would reject every one of them)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -3,9 +3,9 @@ protocol's seeded Gumbel-max (docs/protocol.md section 5) and leaves only that t
 finite, so vLLM's own sampler must pick it, and a worker extension that hands the per-token
 commitments back to the miner.
 
-What runs where (vLLM 0.32, model runner V2):
-* `ProtocolSampler` (a V2 `LogitsProcessor`) sees the float32 logits of every row of a step before
-  temperature. For a row of a rollproof request it computes lp = log_softmax(logits / T) in float32
+What runs where (vLLM 0.32: the CPU build runs the V1 model runner, the GPU release defaults to V2):
+* `ProtocolSampler` (a logits processor under both runners' interfaces) sees the float32 logits of
+  every row of a step before temperature. For a row of a rollproof request it computes lp = log_softmax(logits / T) in float32
   (the protocol's logprobs), the protocol's token from lp and the request's noise key for that
   position, the token's logprob, and the sketch of the final normed hidden state that produced the
   row; then it sets every other logit of the row to -inf.
@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 EXTRA_KEY = "rollproof"
+# what a request's extra_args[EXTRA_KEY] must hold (miner/vllm_engine.VLLMEngine._sampling_params)
+SPEC_KEYS = frozenset({"id", "seed", "rollout", "max_new", "temperature", "sketch_key"})
 
 # rollouts' records kept in the worker until the miner collects them (one per request id)
 _RECORDS: dict[str, "_Record"] = {}
@@ -60,7 +62,6 @@ class _Record:
 
 @dataclass
 class _Slot:
-    rid: str
     keys: np.ndarray  # uint64 [max_new]
     temperature: float
     sketch_key: bytes
@@ -126,7 +127,7 @@ class ProtocolSampler(*_bases()):
         extra = sampling_params.extra_args or {}
         if EXTRA_KEY in extra:
             spec = extra[EXTRA_KEY]
-            missing = {"id", "seed", "rollout", "max_new", "temperature", "sketch_key"} - set(spec)
+            missing = SPEC_KEYS - set(spec)
             if missing:
                 raise ValueError(f"rollproof request lacks {sorted(missing)}")
 
@@ -143,7 +144,7 @@ class ProtocolSampler(*_bases()):
             rec = _RECORDS.get(rid)
             if rec is None or rec.max_new != max_new:
                 rec = _RECORDS[rid] = _Record(max_new)
-        return _Slot(rid, keys, temperature, sketch_key, rec)
+        return _Slot(keys, temperature, sketch_key, rec)
 
     def add_request(self, req_idx: int, sampling_params) -> bool:  # V2
         slot = self._slot_for(sampling_params)
@@ -208,7 +209,7 @@ def _sample_rows(logits, rows: list[tuple[int, _Slot, int]]):
     import torch
 
     from verification import tensor_ops
-    from verification.constants import SKETCH_SCALE
+    from verification.constants import SKETCH_DIM, SKETCH_SCALE
 
     kept = []
     for r, s, i in rows:
@@ -220,39 +221,25 @@ def _sample_rows(logits, rows: list[tuple[int, _Slot, int]]):
         return logits
     dev = logits.device
     n_rows = logits.shape[0]
-    # the usual step: every row is a rollproof request, in order, under one temperature and one
-    # sketch key; then no row is gathered or scattered (each gather copies V floats per row)
+    # the usual step: every row is a rollproof request, in order; then the rows are the logits
+    # themselves (a view), not a gathered copy of V floats per row
     whole = len(kept) == n_rows and all(r == n for n, (r, _, _) in enumerate(kept))
     sel = None if whole else torch.tensor([r for r, _, _ in kept], dtype=torch.long, device=dev)
-
-    def rows_of(m):  # the logits of the kept rows `m` (None: all of them)
-        if whole:
-            return logits if m is None else logits[m]
-        return logits[sel] if m is None else logits[sel[m]]
-
+    row_logits = logits if whole else logits[sel]
     keys = tensor_ops.keys_tensor(np.array([s.keys[i] for _, s, i in kept], dtype=np.uint64), dev)
     tokens = torch.empty(len(kept), dtype=torch.long, device=dev)
     lps = torch.empty(len(kept), dtype=torch.float32, device=dev)
-    for temperature, members in _groups(kept, lambda s: s.temperature).items():
-        m = _index(members, len(kept), dev)
-        lp = torch.log_softmax(rows_of(m).float() / temperature, dim=-1)
-        tok = tensor_ops.sample_tokens(lp, keys if m is None else keys[m])
-        lp_tok = lp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)
-        if m is None:
-            tokens, lps = tok, lp_tok
-        else:
-            tokens[m], lps[m] = tok, lp_tok
+    for temperature, m in _split(kept, lambda s: s.temperature, dev):
+        lp = torch.log_softmax(row_logits[m].float() / temperature, dim=-1)
+        tokens[m] = tensor_ops.sample_tokens(lp, keys[m])
+        lps[m] = lp.gather(-1, tokens[m].unsqueeze(-1)).squeeze(-1)
     hidden = _HIDDEN[0]
     sketches = None
     if hidden is not None and hidden.shape[0] == n_rows:
         h = hidden if whole else hidden[sel]
-        for key, members in _groups(kept, lambda s: s.sketch_key).items():
-            m = _index(members, len(kept), dev)
-            sk = tensor_ops.sketch(h if m is None else h[m], _vectors(key, h.shape[-1], h.device), SKETCH_SCALE)
-            if sketches is None:
-                sketches = sk if m is None else torch.empty((len(kept), sk.shape[-1]), dtype=torch.int16, device=h.device)
-            if m is not None:
-                sketches[m] = sk
+        sketches = torch.empty((len(kept), SKETCH_DIM), dtype=torch.int16, device=h.device)
+        for key, m in _split(kept, lambda s: s.sketch_key, dev):
+            sketches[m] = tensor_ops.sketch(h[m], _vectors(key, h.shape[-1], h.device), SKETCH_SCALE)
         sketches = sketches.cpu().numpy()
     # only the protocol's token stays finite: vLLM's sampler, greedy or random, must pick it
     if whole:
@@ -274,20 +261,17 @@ def _sample_rows(logits, rows: list[tuple[int, _Slot, int]]):
     return logits
 
 
-def _index(members: list[int], n: int, device):
-    """The members as an index tensor, or None when they are all n rows in order (no gather)."""
+def _split(kept, attr, device) -> list[tuple[object, object]]:
+    """(value, index into kept) for each distinct attr(slot); the index is a full slice (a view,
+    no copy) when one value covers every kept row, the usual case."""
     import torch
 
-    if len(members) == n:
-        return None
-    return torch.tensor(members, dtype=torch.long, device=device)
-
-
-def _groups(kept, attr) -> dict:
-    out: dict = {}
+    groups: dict = {}
     for n, (_, s, _) in enumerate(kept):
-        out.setdefault(attr(s), []).append(n)
-    return out
+        groups.setdefault(attr(s), []).append(n)
+    if len(groups) == 1:
+        return [(next(iter(groups)), slice(None))]
+    return [(v, torch.tensor(members, dtype=torch.long, device=device)) for v, members in groups.items()]
 
 
 def _timed(step):

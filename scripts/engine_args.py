@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from miner.engine_choice import DEFAULT_ENGINE, ENGINES, vllm_missing
+from miner.engine_choice import DEFAULT_ENGINE, ENGINES, engine_problem
 from miner.engines import open_engine
 from verification.errors import EngineError
 
@@ -30,11 +30,10 @@ def add_engine_arguments(ap) -> None:
 
 def check_engine_or_exit(args) -> None:
     """Before any model loads: one `error:` line and exit 2 where args.engine cannot run here."""
-    if args.engine == "vllm":
-        missing = vllm_missing()
-        if missing:
-            print(f"error: {missing}", file=sys.stderr)
-            sys.exit(2)
+    problem = engine_problem(args.engine)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
 
 
 def open_engine_or_exit(args, lm, device: str = "cpu", batch_size: int = 64):
