@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 
 from adapters.chain.base import Chain
 from adapters.fetch import Fetcher
@@ -31,6 +32,7 @@ from verification.checkpoint import (
     verify_manifest_signature,
 )
 from verification.constants import MAX_MANIFEST_BYTES
+from verification.training_record import DATA_DIR
 from verification.errors import CheckpointError, CheckpointInvalidError, CheckpointUnavailableError, StorageError
 
 log = logging.getLogger("rollproof.checkpoints")
@@ -42,9 +44,13 @@ def checkpoint_prefix(netuid: int, fingerprint_hex: str) -> str:
     return f"rollproof/{netuid}/checkpoints/{fingerprint_hex}"
 
 
-def publish_checkpoint(store: BundleStore, manifest: Manifest, files: dict[str, bytes]) -> str:
-    """Upload the files, then the manifest; returns the manifest's location URI."""
+def publish_checkpoint(store: BundleStore, manifest: Manifest, files: dict[str, bytes],
+                       data: dict[str, bytes] | None = None) -> str:
+    """Upload the training data its record names (data/<sha256 hex>), the files, then the manifest;
+    returns the manifest's location URI."""
     prefix = checkpoint_prefix(manifest.netuid, manifest.fingerprint)
+    for h, blob in (data or {}).items():
+        store.put(f"{prefix}/{DATA_DIR}/{h}", blob)
     for f in manifest.files:
         store.put(f"{prefix}/{f.name}", files[f.name])
     return store.put(f"{prefix}/{MANIFEST_FILE}", manifest.to_bytes())
@@ -65,10 +71,10 @@ def fetch_checkpoint(fetcher: Fetcher, ann: Announcement, trainer_hotkey: str | 
     except StorageError as exc:
         raise CheckpointUnavailableError(f"cannot fetch the manifest at {ann.location}: {exc}") from None
     manifest = check_announced_manifest(ann, data, trainer_hotkey)
-    return manifest, _fetch_files(fetcher, ann.location, manifest)
+    return manifest, fetch_files(fetcher, ann.location, manifest)
 
 
-def _fetch_files(fetcher: Fetcher, manifest_location: str, manifest: Manifest) -> dict[str, bytes]:
+def fetch_files(fetcher: Fetcher, manifest_location: str, manifest: Manifest) -> dict[str, bytes]:
     """Every file the manifest lists, read beside it, each bounded by its stated size."""
     files = {}
     for f in manifest.files:
@@ -82,10 +88,17 @@ def _fetch_files(fetcher: Fetcher, manifest_location: str, manifest: Manifest) -
 class ModelResolver:
     """The model in force for each window, loaded and verified once per checkpoint."""
 
-    def __init__(self, chain: Chain, base, fetcher: Fetcher, *, cached_models: int = DEFAULT_CACHED_MODELS):
+    def __init__(self, chain: Chain, base, fetcher: Fetcher, *, cached_models: int = DEFAULT_CACHED_MODELS,
+                 replay: Callable | None = None):
+        """replay(location, manifest, files, model): the proof-of-learning check a checkpoint must
+        pass before it is used (trainer/replay_node.py's CheckpointReplayer; docs/protocol.md section
+        16); it raises CheckpointInvalidError when the checkpoint does not replay. None: not checked
+        (tests of the other rules only; every node command passes one)."""
         self.chain = chain
         self.base = base
         self.fetcher = fetcher
+        self.replay = replay
+        self.replayed: dict[tuple, object] = {}  # verdict key -> the replay's report (kept: never replayed twice)
         self.cached_models = cached_models
         # loaded models by (announcement's verdict_key, trainer hotkey): a model is reused only for
         # the announcement whose manifest was checked (another announcement of the same fingerprint
@@ -146,6 +159,9 @@ class ModelResolver:
 
         manifest, files = fetch_checkpoint(self.fetcher, ann, trainer)
         lm = load_checkpoint(self.base, manifest, files)
+        if self.replay is not None and key not in self.replayed:
+            self.replayed[key] = self.replay(ann.location, manifest, files, lm)
+            log.info("checkpoint v%d (%s…) replays from its training record", manifest.version, ann.fingerprint.hex()[:16])
         self._models[key] = lm
         while len(self._models) > self.cached_models:
             self._models.popitem(last=False)
@@ -174,7 +190,7 @@ def find_checkpoint(store_root, fingerprint_hex: str) -> tuple[Manifest, dict[st
         raise CheckpointError(str(exc)) from None
     manifest = parse_manifest(data)
     verify_manifest_signature(manifest, manifest.trainer_hotkey)
-    files = _fetch_files(fetcher, location, manifest)
+    files = fetch_files(fetcher, location, manifest)
     for name, data in files.items():
         check_file(manifest, name, data)
     return manifest, files

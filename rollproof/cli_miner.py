@@ -175,7 +175,10 @@ def run(
     log.info("engine %s on %s", engine, device)
     beacons = beacon_source(opts, chain)
     s3 = make_s3_client(s3_endpoint) if s3_endpoint else None
-    resolver = ModelResolver(chain, lm, Fetcher(file_roots=checkpoint_root, s3_client=s3))
+    from trainer.replay_node import CheckpointReplayer  # miners follow validators' rule: replay before use
+
+    checkpoint_fetcher = Fetcher(file_roots=checkpoint_root, s3_client=s3)
+    resolver = ModelResolver(chain, lm, checkpoint_fetcher, replay=CheckpointReplayer(chain, lm, checkpoint_fetcher))
     bundle_store = open_store(store, endpoint_url=s3_endpoint, public_url=public_url)
     if public_url is not None and opts.is_bittensor and len(bundle_store.base_location()) > MAX_BASE_BYTES:
         raise RollproofError(f"the committed base {bundle_store.base_location()} is {len(bundle_store.base_location())} "

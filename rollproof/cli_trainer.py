@@ -33,8 +33,10 @@ def run(
     drand: Optional[str] = Drand, local_drand_seed: Optional[str] = LocalSeed, model: str = Model,
     validator_state: Path = typer.Option(..., "--validator-state", file_okay=False,
                                          help="journal of a validator on this machine (its --state-dir/<chain identity>)"),
-    validator_hotkey: Optional[str] = typer.Option(None, "--validator-hotkey",
-                                                   help="that validator's hotkey: each report must match its ledger entry"),
+    validator_hotkey: str = typer.Option(..., "--validator-hotkey",
+                                         help="that validator's hotkey: each report must match its ledger entry, and "
+                                              "every checkpoint's training record names it (a replay checks the "
+                                              "reports against its ledger entries on chain)"),
     store: str = typer.Option(DEFAULT_STORE, "--store", help="where checkpoints are published: a directory or s3://…"),
     s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="S3-compatible endpoint (R2, MinIO)"),
     public_url: Optional[str] = typer.Option(
@@ -128,8 +130,8 @@ def run(
             lm = load_model(model, device)
         config = TrainerConfig(publish_every=publish_every, heldout_problems=heldout, gate_margin=gate_margin,
                                train=TrainConfig(lr=lr))
-        trainer = Trainer(chain, keypair, lm, checkpoint_store, journal,
-                          config)
+        trainer = Trainer(chain, keypair, lm, checkpoint_store, journal, config,
+                          validator=(source.validator_uid, validator_hotkey))
 
         def report(rec, pub) -> None:
             console.print(f"window {rec.window}: {rec.rows} rows, signal {rec.signal_rate:.0%}, "

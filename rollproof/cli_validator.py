@@ -169,7 +169,9 @@ def run(
     fetcher = Fetcher(file_roots=file_root, s3_client=s3, timeout=fetch_timeout, allow_private=allow_private_fetch)
     for missing in (r for r in file_root if r != DEFAULT_FILE_ROOT and not r.expanduser().is_dir()):
         log.warning("--file-root %s does not exist: no file:// location can be read under it", missing)
-    resolver = ModelResolver(chain, lm, fetcher)
+    from trainer.replay_node import CheckpointReplayer  # every checkpoint is replayed before it is used
+
+    resolver = ModelResolver(chain, lm, fetcher, replay=CheckpointReplayer(chain, lm, fetcher))
     validator = Validator(chain, keypair, lm, beacons, fetcher,
                           journal, beacon_cache=BeaconCache(root / "beacons"),
                           batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver)

@@ -25,6 +25,7 @@ from adversary.cheaters import CopycatMiner, EditedTokensMiner, ModelSwapMiner, 
 from adapters.fetch import Fetcher
 from adapters.storage import FileStore
 from adapters.windows import window_context
+from trainer.replay_node import CheckpointReplayer
 from trainer.service import Publication, Trainer, TrainerConfig, WindowTraining
 from validator.service import Validator, WindowResult
 from verification.bundle import encode_bundle
@@ -59,6 +60,7 @@ class LocalnetResult:
     versions: dict[str, int] = field(default_factory=dict)  # fingerprint hex -> checkpoint version
     base_heldout: float = 0.0
     chance: float = 0.0
+    replays: dict[str, str] = field(default_factory=dict)  # fingerprint hex -> "replayed …" or why it is void
 
     @property
     def ok(self) -> bool:
@@ -95,7 +97,9 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
 
     # one resolver for every participant: each checkpoint is fetched from the store and verified
     # (manifest hash, trainer signature, file hashes, fingerprint) once, as any node would
-    resolver = ModelResolver(chain, lm, Fetcher(file_roots=[store.root]))
+    # and replayed from its training record before it is used (docs/protocol.md section 16)
+    replayer = CheckpointReplayer(chain, lm, Fetcher(file_roots=[store.root]), on_line=lambda line: log.info(line))
+    resolver = ModelResolver(chain, lm, Fetcher(file_roots=[store.root]), replay=replayer)
 
     engine = engine if engine is not None else HFEngine(batch_size)
 
@@ -115,18 +119,19 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
 
     validator_key = _key("validator")
     trainer_key = _key("trainer")
-    trainer = None
-    if train:
-        chain.set_trainer(trainer_key.ss58_address, chain.account_for(trainer_key).address)
-        trainer = Trainer(chain, trainer_key, lm, store, workdir / "trainer", trainer_config)
-        say(f"trainer {trainer_key.ss58_address[:12]}…: LoRA rank {trainer.config.lora.rank}, "
-            f"held-out set of {trainer.config.heldout_problems} problems")
     for p in participants:
         chain.register(p.miner.keypair)
     if cheaters:
         chain.register(replay_key)
     vuid = chain.register(validator_key)
     chain.set_validator_permit(vuid)
+    trainer = None
+    if train:
+        chain.set_trainer(trainer_key.ss58_address, chain.account_for(trainer_key).address)
+        trainer = Trainer(chain, trainer_key, lm, store, workdir / "trainer", trainer_config,
+                          validator=(vuid, validator_key.ss58_address))
+        say(f"trainer {trainer_key.ss58_address[:12]}…: LoRA rank {trainer.config.lora.rank}, "
+            f"held-out set of {trainer.config.heldout_problems} problems")
 
     # the replayer's one honest bundle, made for the window before the first one it will replay into
     first = window_of_block(chain.current_block()) + 2
@@ -185,6 +190,7 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
             on_window(res, result.names, info)
         _check_window(res, result)
 
+    result.replays = replay_verdicts(replayer, resolver)
     result.chain_weights = chain.weights(vuid)
     result.ledger = chain.ledger_events()
     last = result.windows[-1]
@@ -198,6 +204,17 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
         if a["agrees"] is False:
             result.problems.append(f"offline verification of uid {a['uid']} disagrees with the validator")
     return result
+
+
+def replay_verdicts(replayer: CheckpointReplayer, resolver: ModelResolver) -> dict[str, str]:
+    """fingerprint hex -> what the nodes' replay said of each checkpoint they judged."""
+    out = {}
+    for report in replayer.reports.values():
+        out[report.fingerprint] = (f"replayed: {report.steps} steps, adapter within {report.adapter_error:.2g} "
+                                   f"of the update, {report.seconds:.0f} s")
+    for (verdict_key, _), why in resolver.invalid_verdicts().items():
+        out[verdict_key[1].hex() if isinstance(verdict_key[1], bytes) else str(verdict_key[1])] = f"void: {why}"
+    return out
 
 
 def _bundle_reader(validator: Validator, window: int):

@@ -27,7 +27,8 @@ def main(journal: str, state_dir: str, out: str) -> None:
         lm = load_model("tiny").with_generation(params)
         chain = EVMChain.embedded_chain(1)
         trainer = Trainer(chain, Keypair.create_from_uri("//t"), lm, FileStore(Path(state_dir) / "store"),
-                          Path(state_dir) / "t", TrainerConfig(publish_every=10**9))
+                          Path(state_dir) / "t", TrainerConfig(publish_every=10**9),
+                          validator=(0, Keypair.create_from_uri("//v").ss58_address))
         source = ValidatorJournal(Path(journal), chain, None)
         for window in source.scored_windows():
             rec = trainer.train_window(window, *source.window(window))

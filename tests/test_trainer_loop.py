@@ -205,7 +205,8 @@ def _fresh_trainer(lm, state_dir, store_dir, **cfg):
     key = Keypair.create_from_uri("//rollproof-test/trainer")
     chain.set_trainer(key.ss58_address, chain.account_for(key).address)
     config = TrainerConfig(heldout_problems=4, heldout_rollouts=1, **cfg)
-    return Trainer(chain, key, lm, FileStore(store_dir), state_dir, config), chain
+    return Trainer(chain, key, lm, FileStore(store_dir), state_dir, config,
+                   validator=(0, Keypair.create_from_uri("//rollproof-test/validator").ss58_address)), chain
 
 
 def _windows_with_signal(result):

@@ -27,7 +27,8 @@ def main(journal: str, window: int, state_dir: str, out: str) -> None:
         lm = load_model("tiny").with_generation(params)
         chain = EVMChain.embedded_chain(1)
         trainer = Trainer(chain, Keypair.create_from_uri("//t"), lm, FileStore(Path(state_dir) / "store"),
-                          Path(state_dir) / "t", TrainerConfig(heldout_problems=2))
+                          Path(state_dir) / "t", TrainerConfig(heldout_problems=2),
+                          validator=(0, Keypair.create_from_uri("//v").ss58_address))
         source = ValidatorJournal(Path(journal), chain, None)
         rec = trainer.train_window(window, *source.window(window))
         assert rec.step is not None and rec.step["applied"], rec

@@ -11,7 +11,7 @@ import numpy as np
 from trainer.adapter_files import adapter_config, adapter_tensors, adapter_to_bytes
 from trainer.policy import Policy
 from verification.checkpoint import Manifest, ManifestFile, lora_weights_root
-from verification.checkpoint_model import ADAPTER_FILE, load_checkpoint
+from verification.checkpoint_model import ADAPTER_FILE, load_checkpoint, merge_lora
 from verification.constants import PROTOCOL_VERSION
 from verification.errors import CheckpointError
 from verification.fingerprint import tensors_root
@@ -38,6 +38,16 @@ def protocol_adapter_config(policy: Policy) -> dict:
         raise CheckpointError(f"the protocol's LoRA alpha is an integer, the policy's is {alpha}")
     return {"kind": "lora", "rank": int(cfg["rank"]), "alpha": int(alpha),
             "target_modules": list(cfg["target_modules"])}
+
+
+def attach_files(built: "BuiltCheckpoint", keypair, from_window: int, extra: dict[str, bytes]) -> "BuiltCheckpoint":
+    """The same checkpoint with more files (the training record's) and its final from_window: the
+    manifest lists them and is re-signed (the fingerprint and model do not depend on either)."""
+    files = {**built.files, **extra}
+    listed = tuple(ManifestFile(name, hashlib.sha256(data).hexdigest(), len(data)) for name, data in files.items())
+    body = replace(built.manifest, from_window=from_window, files=listed, signature="")
+    manifest = replace(body, signature=sign(keypair, body.signing_message()).hex())
+    return replace(built, manifest=manifest, files=files)
 
 
 def retarget_checkpoint(built: "BuiltCheckpoint", keypair, from_window: int) -> "BuiltCheckpoint":
@@ -71,3 +81,12 @@ def build_checkpoint(base: LoadedModel, policy: Policy, *, keypair, netuid: int,
     if not np.isfinite([float(v.abs().max()) for v in tensors.values()]).all():
         raise CheckpointError("the adapter has non-finite values")
     return BuiltCheckpoint(manifest, files, model)
+
+
+def merged_model(base: LoadedModel, tensors: dict, config: dict, params: GenerationParams) -> LoadedModel:
+    """The model of an adapter that is not published (a replayed candidate): the protocol's merge
+    (bit-exact) under params, with its weights root and fingerprint."""
+    arrays = {k: v.detach().to("cpu").numpy() for k, v in tensors.items()}
+    root = lora_weights_root(base.weights_root, tensors_root(arrays.items()), config)
+    merged = merge_lora(base.model, arrays, config["rank"], config["alpha"])
+    return base.with_weights(merged, root, params, name=f"{base.name}@candidate")

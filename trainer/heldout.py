@@ -30,6 +30,7 @@ class HeldoutResult:
     rewards: list[float]  # per problem, mean over its rollouts, in [0, 1]
     chance: float  # mean chance reward in [0, 1]
     correct_share: float  # rollouts with full reward
+    rollout_rewards: list[int] = field(default_factory=list)  # per rollout, problem-major, micro-units
 
     @property
     def mean(self) -> float:
@@ -67,15 +68,17 @@ def evaluate(lm: LoadedModel, params: GenerationParams, netuid: int, n_problems:
         plans.append((name, problem))
         requests.extend(RolloutRequest(prompt, seed, r) for r in range(rollouts))
     out = generate(lm, requests, vectors, batch_size=batch_size)
-    rewards, chance, full = [], [], 0
+    rewards, chance, full, per_rollout = [], [], 0, []
     for k, (name, problem) in enumerate(plans):
         env = environments.get(name)
         rs = [env.reward(problem, lm.tokenizer.decode(g.completion, skip_special_tokens=True))
               for g in out[k * rollouts:(k + 1) * rollouts]]
         full += sum(1 for r in rs if r == REWARD_SCALE)
+        per_rollout.extend(int(r) for r in rs)
         rewards.append(sum(rs) / len(rs) / REWARD_SCALE)
         chance.append(env.chance_reward(problem) / REWARD_SCALE)
-    return HeldoutResult(lm.fingerprint.hex(), rewards, float(np.mean(chance)), full / max(1, len(requests)))
+    return HeldoutResult(lm.fingerprint.hex(), rewards, float(np.mean(chance)), full / max(1, len(requests)),
+                         per_rollout)
 
 
 def paired_difference(after: HeldoutResult, before: HeldoutResult) -> PairedDifference:
@@ -86,3 +89,17 @@ def paired_difference(after: HeldoutResult, before: HeldoutResult) -> PairedDiff
         return PairedDifference(float(d.mean()) if n else 0.0, math.inf, n, d.tolist())
     half = 1.96 * float(d.std(ddof=1)) / math.sqrt(n)
     return PairedDifference(float(d.mean()), half, n, d.tolist())
+
+
+def mean_of_rollouts(rollout_rewards: list[int], rollouts: int) -> float:
+    """The held-out mean (0..1) of per-rollout rewards in micro-units, problem-major: the mean over
+    problems of each problem's mean, as HeldoutResult.mean computes it."""
+    per_problem = [sum(rollout_rewards[i:i + rollouts]) / rollouts / REWARD_SCALE
+                   for i in range(0, len(rollout_rewards), rollouts)]
+    return float(np.mean(per_problem)) if per_problem else 0.0
+
+
+def gate_withholds(parent_rollouts: list[int], candidate_rollouts: list[int], rollouts: int, margin: float) -> bool:
+    """The acceptance gate: withhold a candidate whose held-out mean is below its parent's by more
+    than margin."""
+    return mean_of_rollouts(candidate_rollouts, rollouts) < mean_of_rollouts(parent_rollouts, rollouts) - margin

@@ -48,6 +48,7 @@ class VerifiedRow:
     advantage: float  # verified advantage / ADVANTAGE_SCALE
     reward: int
     fingerprint: str  # checkpoint the row was generated with
+    leaf: bytes = b""  # PRF("verified", uid, row digest): the row's leaf of the report's verified_root
 
 
 @dataclass
@@ -96,13 +97,14 @@ def accepted_rows(report_bytes: bytes, bundle_bytes: Callable[[int], bytes | Non
             for r in g.rollouts:
                 if (g.index, r.index) not in ok:
                     continue
-                leaves.append(prf("verified", m["uid"], row_digest(g.index, g.environment, g.prompt, r)))
+                leaf = prf("verified", m["uid"], row_digest(g.index, g.environment, g.prompt, r))
+                leaves.append(leaf)
                 if m.get("weight", 0) <= 0:
                     out.dropped_unscored += 1
                     continue
                 out.rows.append(VerifiedRow(window, m["uid"], g.index, r.index, [int(t) for t in g.prompt],
                                             [int(t) for t in r.completion], np.asarray(r.logprobs, np.float32),
-                                            r.advantage / ADVANTAGE_SCALE, int(r.reward), fingerprint))
+                                            r.advantage / ADVANTAGE_SCALE, int(r.reward), fingerprint, leaf))
                 trained_groups.setdefault(g.index, set()).add(int(r.reward))
         out.groups += len(trained_groups)
         out.groups_with_signal += sum(1 for rewards in trained_groups.values() if len(rewards) > 1)

@@ -12,20 +12,22 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from adapters.chain.base import Chain
 from adapters.checkpoints import publish_checkpoint
 from adapters.files import atomic_write
 from adapters.storage import BundleStore
-from trainer.adapter_files import adapter_config, adapter_tensors, load_adapter_into
+from trainer.adapter_files import adapter_config, adapter_tensors, adapter_to_bytes, load_adapter_into
 from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, PUBLISH_EVERY
-from trainer.checkpointing import BuiltCheckpoint, build_checkpoint, retarget_checkpoint
-from trainer.heldout import HeldoutResult, evaluate, paired_difference
+from trainer.checkpointing import BuiltCheckpoint, attach_files, build_checkpoint
+from trainer.heldout import HeldoutResult, evaluate, gate_withholds, paired_difference
 from trainer.journal import TrainerJournal
+from trainer.optimizer_files import optimizer_tensors, optimizer_to_bytes
 from trainer.policy import LoraSettings, make_policy
-from trainer.rows import WindowRows, accepted_rows, drop_stale
+from trainer.record import RecordBuilder, candidate_event, settings_json, sha256_hex, step_json
+from trainer.rows import TrainingDataError, WindowRows, accepted_rows, drop_stale
 from trainer.step import StepResult, TrainConfig, TrainingRow, make_optimizer, train_step
 from verification.canonical import canonical_json
 from verification.challenge import window_of_block
@@ -36,6 +38,7 @@ from verification.environments.base import REWARD_SCALE
 from verification.errors import ChainError, StorageError
 from verification.generation import GenerationParams
 from verification.model import LoadedModel
+from verification.training_record import OPTIMIZER_FILE, START_FILE, TRAINING_FILE, WindowEvent
 
 log = logging.getLogger("rollproof.trainer")
 
@@ -94,9 +97,14 @@ class Publication:
 
 
 class Trainer:
+    """validator: (uid, hotkey) of the validator whose reports (and ledger entries) the rows come
+    from; every checkpoint's training record names it, and a replay checks each report against
+    that validator's ledger entry on chain (docs/protocol.md section 16)."""
+
     def __init__(self, chain: Chain, keypair, base: LoadedModel, store: BundleStore, state_dir: Path,
-                 config: TrainerConfig | None = None):
+                 config: TrainerConfig | None = None, *, validator: tuple[int, str]):
         self.chain = chain
+        self.validator = (int(validator[0]), str(validator[1]))
         self.keypair = keypair
         self.base = base
         self.store = store
@@ -121,6 +129,7 @@ class Trainer:
         self._heldout: dict[tuple[str, bytes], HeldoutResult] = {}
         self._newest: LoadedModel | None = None  # the newest announced checkpoint, merged (the next parent)
         self._anchor: dict | None = None  # adapter + optimizer state of the newest announced checkpoint
+        self.record = RecordBuilder(self.journal.root / "data")  # the events since the anchor
         self._restore()
         if self._anchor is None:
             self._anchor = self._snapshot()
@@ -135,6 +144,7 @@ class Trainer:
             self.steps_applied = state["steps_applied"]
             self.steps_since_publish = state["steps_since_publish"]
             self._anchor = state.get("anchor")
+            self.record = RecordBuilder.from_state(self.journal.root / "data", state.get("record"))
             log.info("trainer resumed: %d steps, %d windows trained", self.steps_applied, len(self.trained_windows))
         self._reconcile()
         for pub in self.journal.publications():
@@ -143,8 +153,10 @@ class Trainer:
                 self.version = max(self.version, pub["version"])
         if self._anchor is not None and self._anchor["version"] < self.version:
             # a crash after the announcement, before the anchor moved: the journaled state is the
-            # announced candidate itself (no step runs between building and announcing)
+            # announced candidate itself (no step runs between building and announcing), and its
+            # record is the announced one's: the next record starts here
             self._anchor = self._snapshot()
+            self.record = RecordBuilder(self.journal.root / "data")
         if self.version and self.config.params is None:
             # the curriculum continues from the newest announced checkpoint's params
             self.params = parse_manifest(self.journal.manifest_bytes(self.version)).generation
@@ -159,6 +171,8 @@ class Trainer:
         for pub in pending:
             pub["stage"] = "announced" if pub["fingerprint"] in on_chain else "expired"
             self.journal.save_publication(pub["version"], pub)
+            if pub["stage"] == "expired":
+                self._expired_candidate(pub["version"])
             log.info("checkpoint v%d was %s before the restart", pub["version"], pub["stage"])
 
     def _save_state(self) -> None:
@@ -168,7 +182,7 @@ class Trainer:
             "adapter": adapter_tensors(self.policy), "adapter_config": adapter_config(self.policy),
             "optimizer": self.optimizer.state_dict(), "trained_windows": sorted(self.trained_windows),
             "steps_applied": self.steps_applied, "steps_since_publish": self.steps_since_publish,
-            "anchor": self._anchor,
+            "anchor": self._anchor, "record": self.record.to_state(),
         })
 
     def _snapshot(self) -> dict:
@@ -192,7 +206,20 @@ class Trainer:
         """Train on one scored window (at most once; a repeat returns the journaled record)."""
         if window in self.trained_windows:
             return WindowTraining(**self.journal.window(window))
-        rows: WindowRows = accepted_rows(report_bytes, bundle_bytes, ledger_report_hash)
+        report_sha = self.record.keep(report_bytes)
+        read: dict[int, str] = {}
+
+        def reading(uid: int) -> bytes | None:  # every bundle read is kept for the record
+            data = bundle_bytes(uid)
+            if data is not None:
+                read[uid] = self.record.keep(data)
+            return data
+
+        try:
+            rows: WindowRows = accepted_rows(report_bytes, reading, ledger_report_hash)
+        except TrainingDataError as exc:
+            log.error("window %d: not trained: %s", window, exc)
+            return self.window_not_trained(window, str(exc), report_sha, read)
         fresh, stale = drop_stale(rows.rows, self.versions, self.version, self.config.max_staleness)
         step: StepResult | None = None
         note = ""
@@ -220,11 +247,27 @@ class Trainer:
         mean_reward = (sum(r.reward for r in rows.rows) / len(rows.rows) / REWARD_SCALE) if rows.rows else 0.0
         record = WindowTraining(window, len(trainable), rows.groups, rows.signal_rate, stale,
                                 asdict(step) if step else None, note, mean_reward)
+        outcome = "no_step" if step is None else "applied" if step.applied else "skipped"
+        self.record.window(WindowEvent(window, report_sha, read, outcome, step.reason if step else note,
+                                       tuple(r.leaf.hex() for r in trainable) if step else (), stale,
+                                       step_json(step) if step else None))
         self.trained_windows.add(window)
         self._save_state()  # the update and "window trained" land in one atomic write
         if self.rank == 0:
             self.journal.save_window(window, asdict(record))
         return record
+
+    def window_not_trained(self, window: int, why: str, report_sha: str | None = None,
+                           bundles: dict[int, str] | None = None) -> WindowTraining:
+        """A window whose rows cannot be tied to a verdict: marked trained with no step (never
+        retried into a fallback), and recorded with the data that showed it."""
+        rec = WindowTraining(window, 0, 0, 0.0, 0, None, f"not trained: {why}")
+        self.record.window(WindowEvent(window, report_sha, dict(bundles or {}), "not_trained", why[:400], (), 0, None))
+        self.trained_windows.add(window)
+        self._save_state()
+        if self.rank == 0:
+            self.journal.save_window(window, asdict(rec))
+        return rec
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def heldout(self, lm: LoadedModel, params: GenerationParams | None = None) -> HeldoutResult:
@@ -309,44 +352,100 @@ class Trainer:
         pub = Publication(version, "withheld", built.manifest.fingerprint, from_window, after.mean, before.mean,
                           after.chance, diff.mean, diff.half_width, built.size_bytes)
         self.steps_since_publish = 0
-        self._save_state()
-        if after.mean < before.mean - self.config.gate_margin:
+
+        def event(stage: str):
+            return candidate_event(version, stage, self.params, before.rollout_rewards, after.rollout_rewards,
+                                   built.files[ADAPTER_FILE])
+
+        if gate_withholds(before.rollout_rewards, after.rollout_rewards, self.config.heldout_rollouts,
+                          self.config.gate_margin):
             pub.note = (f"held-out reward {after.mean:.3f} is below the parent's {before.mean:.3f} by more "
                         f"than {self.config.gate_margin}")
+            self.record.candidate(event("withheld"))
             if self.config.reset_on_withheld:
                 self._return_to_anchor()
+                self.record.return_to_anchor()
                 pub.note += "; the trainer returned to the parent's weights"
-                self._save_state()
+            self._save_state()
             log.warning("checkpoint v%d withheld: %s", version, pub.note)
             self.journal.save_publication(version, asdict(pub))
             return pub
+        self._save_state()
         # the held-out evaluation takes time: a window may have begun meanwhile, and an announcement
         # must land ACTIVATION_WINDOWS before its from_window, so the window is fixed only now
         now = window_of_block(self.chain.current_block()) + ACTIVATION_WINDOWS
         if now > from_window:
             from_window = pub.from_window = now
-            built = retarget_checkpoint(built, self.keypair, from_window)
+        record_files, data = self._record_files(version, event("announced"), built.files[ADAPTER_FILE])
+        built = attach_files(built, self.keypair, from_window, record_files)
+        pub.bytes = built.size_bytes
         atomic_write(self._adapter_path(version), built.files[ADAPTER_FILE])
+        atomic_write(self.journal.root / "published" / f"{version}.{TRAINING_FILE}", record_files[TRAINING_FILE])
         self.journal.save_publication(version, asdict(pub) | {"stage": "built"}, built.manifest.to_bytes())
         try:
-            location = publish_checkpoint(self.store, built.manifest, built.files)
+            location = publish_checkpoint(self.store, built.manifest, built.files, data)
             self.chain.announce_checkpoint(self.keypair, from_window, bytes.fromhex(built.manifest.fingerprint),
                                            manifest_hash(built.manifest.to_bytes()), location)
         except (StorageError, ChainError) as exc:
             pub.stage, pub.note = "expired", f"could not publish: {exc}"
             log.error("checkpoint v%d not announced: %s", version, exc)
             self.journal.save_publication(version, asdict(pub))
+            self._expired_candidate(version)
             return pub
         pub.stage = "announced"
         self.journal.save_publication(version, asdict(pub))
         self.versions[built.manifest.fingerprint] = version
         self.version = version
         self._anchor = self._snapshot()  # a crash before this line: _restore re-takes it from the state
+        self.record = RecordBuilder(self.journal.root / "data")  # the next record starts here
         self._save_state()
         self._newest = built.model
         log.info("checkpoint v%d announced for window %d: held-out %.3f (parent %.3f, chance %.3f), %d bytes",
                  version, from_window, after.mean, before.mean, after.chance, built.size_bytes)
         return pub
+
+    def _record_files(self, version: int, final, adapter_file: bytes) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """The checkpoint's record files (training.json, optimizer.safetensors, and for version 1
+        start.safetensors) and the data the record names (sha256 hex -> bytes)."""
+        anchor = self._anchor
+        files: dict[str, bytes] = {}
+        start_adapter = adapter_to_bytes(anchor["adapter"], adapter_config(self.policy))
+        if self.version == 0:
+            files[START_FILE] = start_adapter
+            start_optimizer = None
+            parent_manifest = None
+        else:
+            start_optimizer = sha256_hex(optimizer_to_bytes(optimizer_tensors(self.policy, anchor["optimizer"])))
+            parent_manifest = sha256_hex(self.journal.manifest_bytes(self.version))
+        files[OPTIMIZER_FILE] = optimizer_to_bytes(optimizer_tensors(self.policy, self.optimizer.state_dict()))
+        lineage = sorted(((fp, v) for fp, v in self.versions.items() if v <= self.version), key=lambda x: -x[1])
+        trainer_settings = {k: getattr(self.config, k) for k in ("publish_every", "max_staleness", "heldout_problems",
+                                                                 "heldout_rollouts", "gate_margin",
+                                                                 "raise_difficulty_above", "reset_on_withheld")}
+        events = list(self.record.events) + [final]
+        record = RecordBuilder(self.record.data_dir, self.record.first_window, self.record.last_window, events).record(
+            netuid=self.chain.netuid, version=version, parent_fingerprint=self.parent_fingerprint,
+            parent_version=self.version, parent_manifest_sha256=parent_manifest,
+            start_adapter_sha256=sha256_hex(start_adapter), start_optimizer_sha256=start_optimizer,
+            validator_uid=self.validator[0], validator_hotkey=self.validator[1],
+            lineage=tuple(lineage[:self.config.max_staleness + 1]),
+            settings=settings_json(self.config.lora, self.config.train, trainer_settings), world_size=self.world,
+            end_adapter_sha256=sha256_hex(adapter_file), end_optimizer_sha256=sha256_hex(files[OPTIMIZER_FILE]))
+        files[TRAINING_FILE] = record.to_bytes()
+        data = {h: self.record.data(h) for h in record.data_hashes()}
+        return files, data
+
+    def _expired_candidate(self, version: int) -> None:
+        """A built candidate that was never announced: the record goes on, with it as expired (the
+        policy keeps its steps)."""
+        from verification.training_record import parse_training_record
+
+        path = self.journal.root / "published" / f"{version}.{TRAINING_FILE}"
+        if not path.is_file():
+            return
+        final = parse_training_record(path.read_bytes()).events[-1]
+        self.record.candidate(replace(final, stage="expired"))
+        self._save_state()
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, stop, source, *, max_windows: int | None = None, poll_s: float = 5.0,
@@ -354,20 +453,17 @@ class Trainer:
         """Train on every scored window of `source` (trainer/sources.py) not trained yet, oldest
         first, publishing as configured; then wait for more. A window whose rows cannot be tied to
         a verdict is logged and marked trained with no step (it is never retried into a fallback)."""
-        from trainer.rows import TrainingDataError
-
         done: list[WindowTraining] = []
         while not stop.is_set():
             pending = [w for w in source.scored_windows() if w not in self.trained_windows]
             for window in pending:
                 try:
-                    rec = self.train_window(window, *source.window(window))
+                    data = source.window(window)
                 except TrainingDataError as exc:
                     log.error("window %d: not trained: %s", window, exc)
-                    rec = WindowTraining(window, 0, 0, 0.0, 0, None, f"not trained: {exc}")
-                    self.trained_windows.add(window)
-                    self._save_state()
-                    self.journal.save_window(window, asdict(rec))
+                    rec = self.window_not_trained(window, str(exc))
+                else:
+                    rec = self.train_window(window, *data)
                 pub = self.maybe_publish()
                 done.append(rec)
                 if on_window:

@@ -63,6 +63,26 @@ MAX_CHECKPOINT_FILE_BYTES = 4 * 1024 * 1024 * 1024
 # Longest checkpoint location URI (the registry stores 200 bytes). Breaks: long URIs.
 MAX_CHECKPOINT_LOCATION_BYTES = 200
 
+# ---- proof of learning: the training record and its replay (section 16, issue 26) --------------
+# Largest training record (training.json) a node parses: about 480,000 trained rows at 67 bytes a
+# row leaf. Breaks: records of larger training spans (the trainer must announce more often).
+MAX_TRAINING_RECORD_BYTES = 32 * 1024 * 1024
+# Largest report or bundle a record names under its data/ directory (the bundle cap). Breaks: none
+# while bundles stay within MAX_BUNDLE_BYTES.
+MAX_TRAINING_DATA_BYTES = 64 * 1024 * 1024
+# Replay tolerance: the replayed adapter may differ from the announced one by at most this share of
+# the announced update, ||A_replayed - A_announced|| / ||A_announced - A_start|| (L2 over every
+# adapter tensor), and the replayed optimizer moments likewise relative to their own norm. Measured
+# (docs/security.md section 8): honest replays on other thread counts, batch splits and torchrun
+# differ by far less, one row added, removed or swapped by far more. Lowering it voids honest
+# checkpoints replayed on other hardware; raising it lets a trainer hide small changes.
+REPLAY_REL_TOL = 1e-3
+# Held-out rollouts whose reward the replay may find different from the record's, per model
+# evaluated by the gate: a seeded draw within float noise of a tie can flip between machines.
+# Breaks: 0 voids honest checkpoints that met such a tie; more lets a trainer shift the gate by that
+# many rollouts.
+GATE_REPLAY_FLIPS = 2
+
 # ---- checkpoint announcement bound (section 15, issue 24) ---------------------------------------
 # Latest from_window an announcement may name, in windows after the window it lands in: the EVM
 # registry refuses later ones ("announcement too far ahead") and readers count them invalid on

@@ -126,6 +126,25 @@ class CheckpointInvalidError(CheckpointError):
     code = "checkpoint_invalid"
 
 
+class TrainingRecordError(CheckpointInvalidError):
+    """A checkpoint's training record (section 16) is malformed, names another parent or checkpoint,
+    or lacks what a replay needs: bytes bound by the trainer's signature, so the checkpoint is void."""
+
+    code = "training_record"
+
+
+class ReplayMismatchError(CheckpointInvalidError):
+    """Re-running a checkpoint's training record does not give the checkpoint: a row not under its
+    report's verified_root, a step whose outcome differs, a gate the candidate does not pass, or an
+    adapter or optimizer state beyond the replay tolerance. `step` is the record event that failed."""
+
+    code = "replay_mismatch"
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message if step is None else f"event {step}: {message}")
+        self.step = step
+
+
 class EngineError(RollproofError):
     """A generation engine cannot run as configured: not installed, a model or device it cannot
     take, an option that does not fit. The CLI prints it and exits 2 before any window is mined."""
