@@ -129,6 +129,20 @@ class ModelResolver:
                 return lm
         return self.base
 
+    def prepare(self, window: int) -> None:
+        """Judge the checkpoint of an upcoming window now (fetch, verify and replay it, docs/protocol.md
+        section 16), so that a replay's minutes are spent before the window starts, not in it. A
+        checkpoint this node cannot get yet is logged and tried again when the window comes."""
+        try:
+            self.model_for(window)
+        except CheckpointError as exc:
+            log.info("the checkpoint of window %d cannot be judged yet: %s", window, exc)
+
+    def judge(self, ann: Announcement):
+        """The announcement's model, or None when it is invalid (the verdict kept); CheckpointError
+        when this node cannot get it."""
+        return self._judge(ann, ann.from_window)
+
     def signer_of(self, ann: Announcement) -> str | None:
         """The hotkey whose signature ann's manifest must carry: the one the registry bound to it,
         else the chain's trainer key (subtensor: the announcer)."""

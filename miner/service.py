@@ -40,6 +40,7 @@ from adapters.windows import window_context
 from verification.bundle import Bundle, bundle_hash, encode_bundle
 from verification.challenge import window_deadline_block, window_of_block, window_start_block
 from verification.commitment import bundle_name, encode_commitment
+from verification.constants import ACTIVATION_WINDOWS
 from verification.errors import (
     BeaconUnavailableError,
     ChainError,
@@ -381,6 +382,8 @@ class Miner:
                     break
                 continue
             self.outages.chain.ok()
+            if self.resolver is not None:  # replay an announced checkpoint before its first window
+                self.resolver.prepare(window + ACTIVATION_WINDOWS)
             if rec.stage != "skipped" and rec.window not in reported:  # a skipped window was logged
                 reported.add(rec.window)
                 done.append(rec)

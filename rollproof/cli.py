@@ -41,6 +41,9 @@ def _add_role_commands() -> None:
     app.add_typer(trainer_app, name="trainer")
     app.add_typer(chain_app, name="chain")
     app.command()(localnet)
+    from rollproof.cli_verify_checkpoint import VERIFY_CHECKPOINT_EXIT_CODES_HELP, verify_checkpoint
+
+    app.command("verify-checkpoint", epilog=VERIFY_CHECKPOINT_EXIT_CODES_HELP)(verify_checkpoint)
 
 
 def _accepted_networks(local_seed: Optional[str], include_local: bool):

@@ -109,6 +109,26 @@ def announcements(
 
 
 @app.command()
+def ledger(
+    rpc_url: str = typer.Option(..., "--rpc-url"),
+    registry: str = typer.Option(..., "--registry"),
+    ledger: str = typer.Option(..., "--ledger"),
+) -> None:
+    """Print the ScoreLedger's entries, one JSON object a line (validator_uid, window, uids, scores,
+    verified_root, report_hash, block): the file `rollproof verify-checkpoint --ledger-file` reads
+    for an offline audit."""
+    from adapters.chain.evm import EVMChain
+    from rollproof.localnet import ledger_json
+
+    check_address(registry, "--registry")
+    check_address(ledger, "--ledger")
+    probe_rpc(rpc_url)
+    chain = EVMChain.connect(rpc_url, registry, ledger)
+    for event in chain.ledger_events():
+        print(json.dumps(ledger_json(event)))
+
+
+@app.command()
 def void(
     index: int = typer.Argument(..., min=0, help="the announcement's index (`rollproof chain announcements`)"),
     rpc_url: str = typer.Option(..., "--rpc-url"),

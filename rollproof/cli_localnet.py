@@ -30,6 +30,10 @@ def localnet(
     engine: str = Engine,
     engine_memory: Optional[float] = EngineMemory,
     train: bool = typer.Option(True, "--train/--no-train", help="run the trainer (checkpoints rotate by window)"),
+    dishonest_trainer: Optional[str] = typer.Option(
+        None, "--dishonest-trainer",
+        help="run a dishonest trainer instead: extra-row (trains on one unverified row a step) or tampered-adapter "
+             "(announces a moved adapter); the nodes' replay must void every checkpoint it announces"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="where the learning-curve PNG goes "
                                         "(default: WORKDIR/learning.png, or ./rollproof-learning.png)"),
     log_level: str = typer.Option("WARNING", "--log-level"),
@@ -52,6 +56,12 @@ def localnet(
     device = check_device(device)
     check_engine(engine)
     check_model(model)
+    from adversary.dishonest_trainers import DISHONEST_TRAINERS
+
+    if dishonest_trainer is not None and dishonest_trainer not in DISHONEST_TRAINERS:
+        fail(f"--dishonest-trainer {dishonest_trainer}: one of {', '.join(sorted(DISHONEST_TRAINERS))}")
+    if dishonest_trainer is not None and not train:
+        fail("--dishonest-trainer needs the trainer: drop --no-train")
     check_directory(workdir, "--workdir")  # before the model loads: a file here is one line, exit 2
     if plot is not None and plot.expanduser().is_dir():
         fail(f"--plot {plot}: a directory, not a PNG file path")
@@ -85,7 +95,7 @@ def localnet(
                 out.print(_window_caption(info))
 
             result = run_localnet(lm, root, windows=windows, n_groups=groups, train=train, on_event=event,
-                                  on_window=show, engine=gen_engine)
+                                  on_window=show, engine=gen_engine, dishonest_trainer=dishonest_trainer)
             if train and result.training:
                 png = plot_curve(result, plot or (root / "learning.png" if workdir else Path("rollproof-learning.png")))
     finally:
@@ -110,12 +120,17 @@ def localnet(
         out.print(curve_table(result))
         out.print(checkpoint_table(result))
         out.print(f"learning curve written to {png}")
+        if workdir is not None and result.publications:
+            out.print(f"replay a checkpoint yourself: rollproof verify-checkpoint FINGERPRINT --store {root / 'store'} "
+                      f"--ledger-file {root / 'ledger.jsonl'} --model {model}")
     for entry in result.ledger:
         out.print(f"ScoreLedger: window {entry['window']} validator uid {entry['validator_uid']} block {entry['block']} "
                   f"verified_root {entry['verified_root'].hex()[:16]}… report {entry['report_hash'].hex()[:16]}…")
     if result.ok:
+        replay = (f"every checkpoint of the dishonest ({dishonest_trainer}) trainer void" if dishonest_trainer
+                  else "every checkpoint announced replays")
         out.print("[green bold]OK[/green bold]: honest miners weighted, every cheater at zero, the chain holds the "
-                  "weights and the ledger, and the offline audit agrees with the validator")
+                  f"weights and the ledger, the offline audit agrees with the validator, {replay}")
         return
     for p in result.problems:
         out.print(f"[red]problem:[/red] {escape(p)}")

@@ -28,12 +28,15 @@ def curve_table(result) -> Table:
 
 def checkpoint_table(result) -> Table:
     table = Table(title="held-out reward per checkpoint (paired against its parent, 95% interval)")
-    for c in ("checkpoint", "from window", "held-out", "parent", "difference", "chance", "bytes", "stage"):
-        table.add_column(c, justify="right", no_wrap=True)
-    table.add_row("v0 (base)", "-", f"{result.base_heldout:.3f}", "-", "-", f"{result.chance:.3f}", "-", "-")
+    for c in ("checkpoint", "from window", "held-out", "parent", "difference", "chance", "bytes", "stage", "replay"):
+        table.add_column(c, justify="right" if c != "replay" else "left", no_wrap=c != "replay")
+    table.add_row("v0 (base)", "-", f"{result.base_heldout:.3f}", "-", "-", f"{result.chance:.3f}", "-", "-", "-")
+    replays = getattr(result, "replays", {})
     for p in result.publications:
+        verdict = replays.get(p.fingerprint, "-" if p.stage != "announced" else "not judged")
         table.add_row(f"v{p.version}", str(p.from_window), f"{p.heldout:.3f}", f"{p.parent_heldout:.3f}",
-                      f"{p.difference:+.3f} ± {p.half_width:.3f}", f"{p.chance:.3f}", str(p.bytes), p.stage)
+                      f"{p.difference:+.3f} ± {p.half_width:.3f}", f"{p.chance:.3f}", str(p.bytes), p.stage,
+                      verdict if len(verdict) < 90 else verdict[:87] + "…")
     return table
 
 

@@ -9,6 +9,7 @@ fetch, verify and switch to by window; finally every fetched bundle is re-verifi
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,10 @@ from adversary.cheaters import CopycatMiner, EditedTokensMiner, ModelSwapMiner, 
 from adapters.fetch import Fetcher
 from adapters.storage import FileStore
 from adapters.windows import window_context
+from adversary.dishonest_trainers import DISHONEST_TRAINERS
 from trainer.replay_node import CheckpointReplayer
+from verification.constants import ACTIVATION_WINDOWS
+from verification.errors import CheckpointError
 from trainer.service import Publication, Trainer, TrainerConfig, WindowTraining
 from validator.service import Validator, WindowResult
 from verification.bundle import encode_bundle
@@ -74,6 +78,7 @@ def _key(name: str) -> Keypair:
 def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: int | None = 2,
                  batch_size: int = 16, drand_seed: str | None = None, train: bool = True, cheaters: bool = True,
                  trainer_config: TrainerConfig | None = None, engine: Engine | None = None,
+                 dishonest_trainer: str | None = None,
                  on_event: Callable[[str], None] | None = None,
                  on_window: Callable[[WindowResult, dict, dict], None] | None = None) -> LocalnetResult:
     """on_window(result, names, info): info has the window's checkpoint version and fingerprint, the
@@ -81,7 +86,8 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
 
     n_groups: the groups per bundle of this network's base (`lm` under generation params with
     groups = n_groups, so every node agrees on it and the trainer's checkpoints carry it forward);
-    None keeps lm's own. engine: the miners' generation engine, one shared by all of them (they run
+    None keeps lm's own. dishonest_trainer: a kind of adversary/dishonest_trainers.py (its every
+    checkpoint must be voided by the nodes' replay; an honest trainer's must all replay). engine: the miners' generation engine, one shared by all of them (they run
     in turn; default the HF engine at batch_size)."""
     say = on_event or (lambda msg: log.info(msg))
     if n_groups is not None and n_groups != lm.generation.groups:
@@ -128,9 +134,11 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     trainer = None
     if train:
         chain.set_trainer(trainer_key.ss58_address, chain.account_for(trainer_key).address)
-        trainer = Trainer(chain, trainer_key, lm, store, workdir / "trainer", trainer_config,
-                          validator=(vuid, validator_key.ss58_address))
-        say(f"trainer {trainer_key.ss58_address[:12]}…: LoRA rank {trainer.config.lora.rank}, "
+        trainer_cls = DISHONEST_TRAINERS[dishonest_trainer] if dishonest_trainer else Trainer
+        trainer = trainer_cls(chain, trainer_key, lm, store, workdir / "trainer", trainer_config,
+                              validator=(vuid, validator_key.ss58_address))
+        say(f"{'dishonest (' + dishonest_trainer + ') ' if dishonest_trainer else ''}"
+            f"trainer {trainer_key.ss58_address[:12]}…: LoRA rank {trainer.config.lora.rank}, "
             f"held-out set of {trainer.config.heldout_problems} problems")
 
     # the replayer's one honest bundle, made for the window before the first one it will replay into
@@ -186,11 +194,22 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
                 info["publication"] = pub
                 if pub.stage == "announced":
                     result.versions[pub.fingerprint] = pub.version
+        resolver.prepare(window + ACTIVATION_WINDOWS)  # nodes replay a checkpoint before its first window
         if on_window:
             on_window(res, result.names, info)
         _check_window(res, result)
 
+    for ann in chain.checkpoint_announcements():  # the ones announced for windows after the run, too
+        try:
+            resolver.judge(ann)
+        except CheckpointError as exc:
+            result.problems.append(f"checkpoint {ann.fingerprint.hex()[:16]}…: could not be judged: {exc}")
     result.replays = replay_verdicts(replayer, resolver)
+    for pub in result.publications:
+        verdict = result.replays.get(pub.fingerprint, "not judged")
+        if pub.stage == "announced" and verdict.startswith("replayed") == bool(dishonest_trainer):
+            result.problems.append(f"checkpoint v{pub.version} of the {dishonest_trainer or 'honest'} trainer: {verdict}")
+    (workdir / "ledger.jsonl").write_text("".join(json.dumps(ledger_json(e)) + "\n" for e in chain.ledger_events()))
     result.chain_weights = chain.weights(vuid)
     result.ledger = chain.ledger_events()
     last = result.windows[-1]
@@ -204,6 +223,14 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
         if a["agrees"] is False:
             result.problems.append(f"offline verification of uid {a['uid']} disagrees with the validator")
     return result
+
+
+def ledger_json(event: dict) -> dict:
+    """A ledger entry as one JSON object (what `rollproof verify-checkpoint --ledger-file` reads)."""
+    return {"validator_uid": int(event["validator_uid"]), "window": int(event["window"]),
+            "uids": [int(u) for u in event["uids"]], "scores": [int(x) for x in event["scores"]],
+            "verified_root": bytes(event["verified_root"]).hex(), "report_hash": bytes(event["report_hash"]).hex(),
+            "block": int(event["block"])}
 
 
 def replay_verdicts(replayer: CheckpointReplayer, resolver: ModelResolver) -> dict[str, str]:

@@ -227,7 +227,7 @@ class Trainer:
         if not trainable:
             note = "no row with a non-zero advantage" if fresh else "no verified rows"
         else:
-            batch = [TrainingRow(r.prompt, r.completion, r.logprobs, r.advantage) for r in trainable]
+            batch = self.training_batch(trainable)
             if self.ddp is not None:
                 from trainer.distributed import distributed_train_step
 
@@ -256,6 +256,11 @@ class Trainer:
         if self.rank == 0:
             self.journal.save_window(window, asdict(record))
         return record
+
+    def training_batch(self, trainable: list) -> list[TrainingRow]:
+        """The step's rows: the verified rows, in order, and nothing else (the record lists exactly
+        these; a replay re-derives them from the report and bundles)."""
+        return [TrainingRow(r.prompt, r.completion, r.logprobs, r.advantage) for r in trainable]
 
     def window_not_trained(self, window: int, why: str, report_sha: str | None = None,
                            bundles: dict[int, str] | None = None) -> WindowTraining:

@@ -50,7 +50,7 @@ from verification.challenge import (
     window_start_block,
 )
 from verification.commitment import decode_commitment
-from verification.constants import PROTOCOL_VERSION
+from verification.constants import ACTIVATION_WINDOWS, PROTOCOL_VERSION
 from verification.errors import (
     BeaconUnavailableError,
     BundleFormatError,
@@ -566,6 +566,8 @@ class Validator:
                 raise
             except (BeaconUnavailableError, ChainError, StorageError) as exc:
                 failure = exc
+            if scored and self.resolver is not None:  # replay an announced checkpoint before its first window
+                self.resolver.prepare(window + ACTIVATION_WINDOWS)
             for result in finished:
                 results.append(result)
                 if self.keep_bundles is not None:
