@@ -9,11 +9,11 @@ from __future__ import annotations
 
 # Version tag carried in every bundle header and mixed into every PRF domain. Breaks: all bundles,
 # all derived seeds; a verifier refuses bundles of any other version.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 # Domain-separation prefix of every hash in the protocol. Breaks: every seed, noise, sketch vector,
 # Merkle root and signature message.
-PRF_PREFIX = b"rollproof/v4/"
+PRF_PREFIX = b"rollproof/v5/"
 
 # ---- windows and randomness -----------------------------------------------------------------
 # Blocks per window. Breaks: window numbering, hence problem seeds and deadlines.
