@@ -128,6 +128,7 @@ def cases(w: dict) -> list[Case]:
     empty = ("--wallet.path", str(t / "empty_wallets"), "--wallet.name", "nobody")
     wallet = ("--wallet.path", str(t / "wallets"), "--wallet.name", "op", "--wallet.hotkey", "hk")
     evm = ("--registry", ZERO, "--ledger", ZERO)
+    vhk = ("--validator-hotkey", "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY")  # //Alice
     good, store, state = str(t / "good.rpb"), str(t / "store"), str(t / "state")
     # a node's `run` waits for an unreachable chain by default (rollproof/startup.py; the waiting is
     # tested in tests/test_cli_startup.py): here it is told to fail at the first attempt
@@ -258,28 +259,41 @@ def cases(w: dict) -> list[Case]:
         Case("verify: long fingerprint", ("verify", good, "--model", "tiny", "--fingerprint", "00" * 33),
              says="33 bytes, expected 32"),
         Case("verify: bad device", ("verify", good, "--model", "tiny", "--device", "cuda:x"), says="--device cuda:x"),
-        # trainer run
-        Case("trainer: embedded chain", ("trainer", "run", "--validator-state", str(t / "validator_state")),
+        # verify-checkpoint
+        Case("verify-checkpoint: no ledger source", ("verify-checkpoint", "00" * 32, "--store", str(t)),
+             says="--ledger-file FILE, or --rpc-url"),
+        Case("verify-checkpoint: two ledger sources", ("verify-checkpoint", "00" * 32, "--store", str(t), "--ledger-file",
+                                                      good, "--rpc-url", dead_http, *evm), says="give one"),
+        Case("verify-checkpoint: fingerprint without a store", ("verify-checkpoint", "00" * 32, "--ledger-file", good),
+             says="add --store DIR"),
+        Case("verify-checkpoint: unknown fingerprint", ("verify-checkpoint", "00" * 32, "--store", str(t),
+                                                       "--ledger-file", good), says="no checkpoint 0000000000000000"),
+        Case("verify-checkpoint: no such manifest", ("verify-checkpoint", str(t / "nope.json"), "--ledger-file", good),
+             says="no such manifest file"),
+        Case("verify-checkpoint: ledger file is not a ledger", ("verify-checkpoint", good, "--ledger-file", good,
+                                                               "--model", "tiny"), says="--ledger-file"),
+        # trainer run (a valid --validator-hotkey: the option is required)
+        Case("trainer: embedded chain", ("trainer", "run", *vhk, "--validator-state", str(t / "validator_state")),
              says="--rpc-url"),
-        Case("trainer: missing validator state", ("trainer", "run", "--validator-state", str(t / "nope"),
+        Case("trainer: missing validator state", ("trainer", "run", *vhk, "--validator-state", str(t / "nope"),
                                                   "--rpc-url", dead_http, *evm), says="--validator-state"),
-        Case("trainer: dead RPC", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+        Case("trainer: dead RPC", ("trainer", "run", *vhk, "--validator-state", str(t / "validator_state"),
                                    "--rpc-url", dead_http, *evm, *wallet, *no_wait), says="cannot connect"),
-        Case("trainer: bad device", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+        Case("trainer: bad device", ("trainer", "run", *vhk, "--validator-state", str(t / "validator_state"),
                                      "--device", "CUDA"), says="--device CUDA"),
-        Case("trainer: public URL without an s3 store", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+        Case("trainer: public URL without an s3 store", ("trainer", "run", *vhk, "--validator-state", str(t / "validator_state"),
                                                          "--rpc-url", dead_http, *evm, "--public-url", "https://pub.example"),
              says="--public-url goes with an s3:// store"),
-        Case("trainer: bad public URL", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+        Case("trainer: bad public URL", ("trainer", "run", *vhk, "--validator-state", str(t / "validator_state"),
                                          "--rpc-url", dead_http, *evm, "--store", "s3://bucket/ck",
                                          "--public-url", "ftp://pub.example"), says="--public-url"),
-        Case("trainer: announced base too long", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+        Case("trainer: announced base too long", ("trainer", "run", *vhk, "--validator-state", str(t / "validator_state"),
                                                   "--rpc-url", dead_http, *evm, "--store", "s3://bucket/" + "p" * 80),
              says="an announcement leaves 75"),
         Case("trainer: bad validator hotkey", ("trainer", "run", "--validator-state", str(t / "validator_state"),
                                                "--rpc-url", dead_http, *evm, "--validator-hotkey", "nope"),
              says="--validator-hotkey nope: not an SS58 address"),
-        Case("trainer: lr out of range", ("trainer", "run", "--validator-state", str(t / "validator_state"),
+        Case("trainer: lr out of range", ("trainer", "run", *vhk, "--validator-state", str(t / "validator_state"),
                                           "--lr", "5"), says="--lr"),
         # chain deploy / permit / trainer
         Case("deploy: silent RPC", ("chain", "deploy", "--rpc-url", silent_http, "--admin-key", KEY),
