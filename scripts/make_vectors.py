@@ -30,6 +30,9 @@ decimal strings, floats are float.hex() strings where exact):
                       merged weights of the adapted modules
     announcement.json sections 12, 15: rc3 announcements of that checkpoint in both location forms, and
                       byte strings a reader refuses
+    training.json     section 16: a training record assembled from fixed values (every kind of event, the
+                      default trainer settings, bundle.json's verified rows as leaves), its start adapter
+                      and optimizer files, and records a reader refuses
 """
 
 from __future__ import annotations
@@ -762,6 +765,222 @@ def announcement_vectors(checkpoint: dict) -> dict:
     }
 
 
+# ---- section 16: a training record ---------------------------------------------------------------------
+TRAINING_VALIDATOR_URI = "//Charlie"
+TRAINING_VALIDATOR_UID = 0
+TRAINING_STEP_COUNT = 1.0  # AdamW's step count of the vector's optimizer state (one step since the return)
+
+
+def _training_vector_tensor(domain: str, name: str, shape: tuple[int, ...], signed: bool) -> np.ndarray:
+    """value i (C order) = ((w_i >> 40) - 2^23) / 2^27 (signed) or (w_i >> 40) / 2^40 (not negative),
+    in float32 and exact, for the word stream w of PRF(domain, name:string)."""
+    words = word_stream(prf(domain, name))
+    n = int(np.prod(shape))
+    if signed:
+        values = [((next(words) >> 40) - (1 << 23)) / (1 << 27) for _ in range(n)]
+    else:
+        values = [(next(words) >> 40) / (1 << 40) for _ in range(n)]
+    return np.array(values, dtype=np.float32).reshape(shape)
+
+
+def training_start_tensors(lm) -> dict[str, np.ndarray]:
+    """The start adapter of the vector record (start.safetensors of a version whose parent is the
+    base model): checkpoint.json's lora_A tensors and every lora_B zero, i.e. exactly the base model."""
+    arrays = lora_vector_tensors(lm)
+    return {k: (np.zeros_like(v) if k.endswith("lora_B.weight") else v) for k, v in arrays.items()}
+
+
+def training_optimizer_tensors(lm) -> dict[str, np.ndarray]:
+    """A fixed AdamW state over checkpoint.json's adapter tensors: "<name>.exp_avg" signed values of
+    PRF("vectors/adam-m", name), "<name>.exp_avg_sq" non-negative values of PRF("vectors/adam-v", name),
+    "<name>.step" [TRAINING_STEP_COUNT]."""
+    out = {}
+    for name, arr in lora_vector_tensors(lm).items():
+        out[f"{name}.exp_avg"] = _training_vector_tensor("vectors/adam-m", name, arr.shape, signed=True)
+        out[f"{name}.exp_avg_sq"] = _training_vector_tensor("vectors/adam-v", name, arr.shape, signed=False)
+        out[f"{name}.step"] = np.array([TRAINING_STEP_COUNT], dtype=np.float32)
+    return dict(sorted(out.items()))
+
+
+def _heldout_rewards(full: tuple[int, ...], half: tuple[int, ...] = (), n: int = 96) -> tuple[int, ...]:
+    """n per-rollout rewards (micro-units): 1000000 at the indices in full, 500000 at those in half, else 0."""
+    return tuple(1_000_000 if i in full else 500_000 if i in half else 0 for i in range(n))
+
+
+def _tensor_rows(arrays: dict[str, np.ndarray], first_4: bool = True) -> list[dict]:
+    rows = []
+    for name, arr in sorted(arrays.items()):
+        row = {"name": name, "shape": list(arr.shape),
+               "sha256_le": hashlib.sha256(np.ascontiguousarray(arr, dtype="<f4").tobytes()).hexdigest()}
+        if first_4:
+            row["first_4_float32_hex"] = _hex_floats(arr.reshape(-1)[:4])
+        rows.append(row)
+    return rows
+
+
+def _refused_records(minimal: bytes) -> list[dict]:
+    """Byte strings parse_training_record refuses: `minimal` (a record that parses) with the first
+    and only occurrence of `old` replaced by `new`, each with (a part of) the parser's message."""
+    from verification.errors import TrainingRecordError
+    from verification.training_record import parse_training_record
+
+    text = minimal.decode()
+    lo = text.index('"start":{"adapter_sha256":"') + len('"start":{"adapter_sha256":"')
+    start_adapter = text[lo:lo + 64]
+    lo = text.index('"end":{"adapter_sha256":"') + len('"end":{"adapter_sha256":"')
+    end_adapter = text[lo:lo + 64]
+    cases = [
+        ("not in canonical form (a space after a separator)", "not in canonical form", '{"end":', '{ "end":'),
+        ("another format", "format must be", '"format":"rollproof-training/1"', '"format":"rollproof-training/0"'),
+        ("a float written as a JSON number, not a float.hex() string", "is not a float.hex() string",
+         '"grad_norm":"0x1.0000000000000p-1"', '"grad_norm":0.5'),
+        ("rows listed for a window where no step ran", "a step is stated exactly when one ran",
+         '"outcome":"applied"', '"outcome":"no_step"'),
+        ("a parent manifest for a record whose parent is the base model (version 0)", "only a record whose parent",
+         '"manifest_sha256":null', '"manifest_sha256":"' + end_adapter + '"'),
+        ("an event of unknown kind", "unknown event kind", '"events":[', '"events":[{"kind":"rollback"},'),
+        ("window events that do not span first..last", "the window events span exactly first..last",
+         '"last":7', '"last":8'),
+        ("held-out rewards of parent and candidate that do not pair up", "pair up",
+         '"candidate":[1000000,1000000]', '"candidate":[1000000]'),
+        ("the last event is not this checkpoint announced", "the last event is this checkpoint, announced",
+         '"stage":"announced"', '"stage":"expired"'),
+        ("the end adapter is not the announced candidate's", "the announced candidate's adapter is the record's end",
+         '"end":{"adapter_sha256":"' + end_adapter, '"end":{"adapter_sha256":"' + start_adapter),
+    ]
+    out = []
+    for why, message, old, new in cases:
+        assert text.count(old) == 1, f"{why}: {old!r} occurs {text.count(old)} times"
+        data = text.replace(old, new).encode()
+        try:
+            parse_training_record(data)
+        except TrainingRecordError as exc:
+            assert message in str(exc), f"{why}: refused for another reason: {exc}"
+            out.append({"why": why, "error": message, "old": old, "new": new, "sha256": hashlib.sha256(data).hexdigest()})
+        else:
+            raise AssertionError(f"a training record with {why} parsed")
+    return out
+
+
+def training_vectors(lm, bundle: dict, checkpoint: dict) -> dict:
+    """A training record (section 16) assembled from fixed values: every kind of event, the default
+    trainer settings, the row leaves of bundle.json's verified rows, and the start adapter and
+    optimizer files of a fixed state on checkpoint.json's adapter tensors."""
+    import torch
+    from bittensor.sp_core import Keypair
+
+    from trainer.adapter_files import adapter_to_bytes
+    from trainer.optimizer_files import (
+        METADATA_KEY, OPTIMIZER_FORMAT, load_optimizer_state, optimizer_from_bytes, optimizer_to_bytes,
+    )
+    from trainer.policy import LoraSettings, make_policy
+    from trainer.record import TRAINER_SETTINGS, settings_from_json, settings_json, step_json
+    from trainer.service import TrainerConfig
+    from trainer.heldout import gate_withholds
+    from trainer.step import StepResult, make_optimizer
+    from verification.training_record import (
+        OPTIMIZER_FILE, RECORD_FORMAT, START_FILE, CandidateEvent, ReturnToAnchor, TrainingRecord, WindowEvent,
+        parse_training_record,
+    )
+
+    config = TrainerConfig()
+    settings = settings_json(config.lora, config.train, {k: getattr(config, k) for k in TRAINER_SETTINGS})
+    replay_settings = settings_from_json(settings)
+    assert settings_json(replay_settings.lora, replay_settings.train,
+                         {k: getattr(replay_settings, k) for k in TRAINER_SETTINGS}) == settings
+
+    # the start adapter and the optimizer state, on checkpoint.json's LoRA (rank 3, alpha 7, two modules)
+    lora = LoraSettings(rank=LORA_ADAPTER["rank"], alpha=float(LORA_ADAPTER["alpha"]),
+                        target_modules=tuple(LORA_ADAPTER["target_modules"]))
+    start = training_start_tensors(lm)
+    start_file = adapter_to_bytes({k: torch.from_numpy(v.copy()) for k, v in start.items()}, lora.to_dict())
+    moments = training_optimizer_tensors(lm)
+    optimizer_file = optimizer_to_bytes({k: torch.from_numpy(v.copy()) for k, v in moments.items()})
+    policy = make_policy(lm, lora)  # the file's names and shapes are a real policy's
+    load_optimizer_state(policy, make_optimizer(policy), optimizer_from_bytes(optimizer_file))
+
+    # the rows: bundle.json's verified rows, as leaves PRF("verified", uid, row digest)
+    uid = bundle["verified_root"]["uid"]
+    digests = bundle["verified_root"]["verified_row_digests"]
+    leaves = [prf("verified", uid, bytes.fromhex(d)).hex() for d in digests]
+    assert merkle_root([bytes.fromhex(x) for x in leaves]).hex() == bundle["verified_root"]["root"]
+
+    def step(grad_norm: float, clipped_share: float, loss: float, reason: str = "applied") -> dict:
+        return step_json(StepResult(reason == "applied", reason, grad_norm, clipped_share, 0.0, loss, 1, 1))
+
+    params = lm.generation
+    parent_rewards = _heldout_rewards(full=tuple(range(0, 96, 8)), half=(3, 50))
+    worse = _heldout_rewards(full=tuple(range(0, 48, 8)), half=(3,))
+    better = _heldout_rewards(full=tuple(range(0, 96, 8)) + (5, 61), half=(3, 50, 90))
+    assert gate_withholds(list(parent_rewards), list(worse), config.heldout_rollouts, config.gate_margin)
+    assert not gate_withholds(list(parent_rewards), list(better), config.heldout_rollouts, config.gate_margin)
+    report = {w: prf("vectors/report", w).hex() for w in (6, 7, 8, 9)}  # stand-ins for SHA-256(report bytes)
+    other_bundle = prf("vectors/bundle", 6).hex()  # a stand-in bundle hash
+    end_adapter = checkpoint["adapter_file_sha256"]
+    events = (
+        WindowEvent(5, None, {}, "not_trained", f"no ledger entry of validator uid {TRAINING_VALIDATOR_UID} for window 5",
+                    (), 0, None),
+        WindowEvent(6, report[6], {uid: other_bundle}, "no_step", "no row with a non-zero advantage", (), 0, None),
+        WindowEvent(7, report[7], {uid: bundle["file_sha256"]}, "applied", "applied", tuple(leaves), 0,
+                    step(0.75, 0.0, -0.1)),
+        CandidateEvent(1, "withheld", params, parent_rewards, worse, prf("vectors/candidate", 1).hex()),
+        ReturnToAnchor(),
+        WindowEvent(8, report[8], {uid: bundle["file_sha256"]}, "skipped", "clipped_share", tuple(leaves[:4]), 0,
+                    step(3.5, 0.625, 0.25, "clipped_share")),
+        WindowEvent(9, report[9], {uid: bundle["file_sha256"]}, "applied", "applied", tuple(leaves[4:]), 2,
+                    step(0.1, 1 / 3, -2.5e-3)),
+        CandidateEvent(2, "announced", params, parent_rewards, better, end_adapter),
+    )
+    validator = Keypair.create_from_uri(TRAINING_VALIDATOR_URI).ss58_address
+    base_fp = lm.fingerprint.hex()
+    record = TrainingRecord(
+        netuid=CHECKPOINT_NETUID, version=2, parent_fingerprint=base_fp, parent_version=0, parent_manifest_sha256=None,
+        start_adapter_sha256=hashlib.sha256(start_file).hexdigest(), start_optimizer_sha256=None,
+        validator_uid=TRAINING_VALIDATOR_UID, validator_hotkey=validator, first_window=5, last_window=9,
+        lineage=((base_fp, 0),), settings=settings, world_size=1, events=events,
+        end_adapter_sha256=end_adapter, end_optimizer_sha256=hashlib.sha256(optimizer_file).hexdigest())
+    data = record.to_bytes()
+    assert parse_training_record(data) == record
+    assert set(record.data_hashes()) == {report[6], report[7], report[8], report[9], other_bundle, bundle["file_sha256"]}
+
+    minimal = TrainingRecord(
+        netuid=CHECKPOINT_NETUID, version=1, parent_fingerprint=base_fp, parent_version=0, parent_manifest_sha256=None,
+        start_adapter_sha256=record.start_adapter_sha256, start_optimizer_sha256=None,
+        validator_uid=TRAINING_VALIDATOR_UID, validator_hotkey=validator, first_window=7, last_window=7,
+        lineage=((base_fp, 0),), settings={"lora": {}, "train": {}, "trainer": {}}, world_size=1,
+        events=(WindowEvent(7, report[7], {uid: bundle["file_sha256"]}, "applied", "applied", (leaves[0],), 0,
+                            step(0.5, 0.0, 0.0)),
+                CandidateEvent(1, "announced", params, (0, 1_000_000), (1_000_000, 1_000_000), end_adapter)),
+        end_adapter_sha256=end_adapter, end_optimizer_sha256=record.end_optimizer_sha256)
+    assert parse_training_record(minimal.to_bytes()) == minimal
+    return {
+        "comment": "docs/protocol.md section 16: a training record (training.json) assembled from fixed values, not "
+                   "the outcome of a run (it does not replay: its reports are stand-ins). Version 2 on the tiny base "
+                   "model: window 5 without a report, window 6 without a trainable row, a step on bundle.json's "
+                   "verified rows, a withheld candidate v1 and the return to the start state, a step skipped by the "
+                   "clipped-share breaker, a step, and the announced candidate v2 whose adapter is checkpoint.json's "
+                   "file. Stand-ins: report_sha256 of window w = PRF(\"vectors/report\", w:int), the bundle of window "
+                   "6 PRF(\"vectors/bundle\", 6:int), the withheld candidate's adapter PRF(\"vectors/candidate\", 1:int).",
+        "record_format": RECORD_FORMAT,
+        "base_fingerprint": base_fp,
+        "settings_default_canonical_json": canonical_json(settings).decode(),
+        "validator_uri": TRAINING_VALIDATOR_URI,
+        "row_leaves": {"uid": uid, "leaves": leaves},
+        "start_adapter": {
+            "file_name": START_FILE, "config": lora.to_dict(), "tensors": _tensor_rows(start, first_4=False),
+            "file_sha256": hashlib.sha256(start_file).hexdigest(), "file_bytes": len(start_file)},
+        "optimizer": {
+            "file_name": OPTIMIZER_FILE, "metadata": {METADATA_KEY: canonical_json({"format": OPTIMIZER_FORMAT}).decode()},
+            "tensors": _tensor_rows(moments, first_4=False), "file_sha256": hashlib.sha256(optimizer_file).hexdigest(),
+            "file_bytes": len(optimizer_file)},
+        "record_canonical_json": data.decode(),
+        "record_sha256": hashlib.sha256(data).hexdigest(),
+        "record_bytes": len(data),
+        "minimal_canonical_json": minimal.to_bytes().decode(),
+        "refused": _refused_records(minimal.to_bytes()),
+    }
+
+
 # ---- files -------------------------------------------------------------------------------------------
 def load_tiny():
     from verification.model import load_model
@@ -784,6 +1003,7 @@ def build_all(lm=None, stored: dict[str, dict] | None = None) -> dict[str, dict]
     }
     docs["checkpoint.json"] = checkpoint_vectors(lm, stored.get("checkpoint.json"))
     docs["announcement.json"] = announcement_vectors(docs["checkpoint.json"])
+    docs["training.json"] = training_vectors(lm, docs["bundle.json"], docs["checkpoint.json"])
     return docs
 
 

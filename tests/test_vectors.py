@@ -66,6 +66,10 @@ def test_checkpoint_file(tiny_base):
     _same_file("checkpoint.json", make_vectors.checkpoint_vectors(tiny_base, _load("checkpoint.json")))
 
 
+def test_training_file(tiny_base):
+    _same_file("training.json", make_vectors.training_vectors(tiny_base, _load("bundle.json"), _load("checkpoint.json")))
+
+
 def test_vector_files_stay_small():
     total = sum(p.stat().st_size for p in VECTORS.glob("*.json"))
     assert total < 200_000, f"tests/vectors holds {total} bytes"
@@ -518,3 +522,125 @@ def test_announcement_by_definition():
     for r in doc["refused"]:
         with pytest.raises(CheckpointError):
             decode_announcement(doc["netuid"], bytes.fromhex(r["hex"]))
+
+
+# ---- section 16, by definition -------------------------------------------------------------------------
+_HEXFLOAT_WRITTEN = r"-?0x[01]\.[0-9a-f]{13}p[+-]\d+|-?0x0\.0p\+0"
+
+
+def _hex_strings(obj):
+    """Every string value of obj that holds a float (written as float.hex())."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _hex_strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _hex_strings(v)
+    elif isinstance(obj, str) and obj.lstrip("-").startswith("0x"):
+        yield obj
+
+
+def _mean_of_rollouts(rewards: list[int], rollouts: int) -> float:
+    per_problem = [sum(rewards[i:i + rollouts]) / rollouts / 1_000_000 for i in range(0, len(rewards), rollouts)]
+    return sum(per_problem) / len(per_problem)
+
+
+def test_training_by_definition():
+    import re
+
+    from verification.errors import TrainingRecordError
+    from verification.training_record import parse_training_record
+
+    doc, bundle, ckpt, model = _load("training.json"), _load("bundle.json"), _load("checkpoint.json"), _load("model.json")
+    raw = doc["record_canonical_json"].encode()
+    record = json.loads(raw)
+    # canonical JSON (section 2), its hash, and the fields of section 16
+    assert _canonical(record) == raw and hashlib.sha256(raw).hexdigest() == doc["record_sha256"]
+    assert len(raw) == doc["record_bytes"]
+    assert set(record) == {"format", "netuid", "version", "parent", "start", "validator", "windows", "lineage",
+                           "settings", "world_size", "events", "end"}
+    assert record["format"] == doc["record_format"] == "rollproof-training/1"
+    assert record["parent"] == {"fingerprint": model["fingerprint"], "version": 0, "manifest_sha256": None}
+    assert record["lineage"] == [{"fingerprint": model["fingerprint"], "version": 0}]
+    assert record["start"]["optimizer_sha256"] is None
+    assert _canonical(record["settings"]).decode() == doc["settings_default_canonical_json"]
+    # floats: float.hex() strings, the one written form of each float64
+    floats = list(_hex_strings(record))
+    assert len(floats) > 20
+    for s in floats:
+        assert re.fullmatch(_HEXFLOAT_WRITTEN, s), s
+        assert float.fromhex(s).hex() == s
+    train, trainer = record["settings"]["train"], record["settings"]["trainer"]
+    assert float.fromhex(train["lr"]) == 5e-5 and [float.fromhex(b) for b in train["betas"]] == [0.9, 0.999]
+    assert float.fromhex(trainer["gate_margin"]) == 0.02 and train["temperature"] is None
+    events = record["events"]
+    assert [e["kind"] for e in events] == ["window", "window", "window", "candidate", "return_to_anchor", "window",
+                                           "window", "candidate"]
+    steps = [{k: float.fromhex(v) for k, v in e["step"].items()} for e in events if e["kind"] == "window" and e["step"]]
+    assert steps == [{"grad_norm": 0.75, "clipped_share": 0.0, "loss": -0.1},
+                     {"grad_norm": 3.5, "clipped_share": 0.625, "loss": 0.25},
+                     {"grad_norm": 0.1, "clipped_share": 1 / 3, "loss": -2.5e-3}]
+    # the rows: leaves PRF("verified", uid:int, row digest:bytes) of bundle.json's verified rows (section 13)
+    uid = bundle["verified_root"]["uid"]
+    leaves = [_prf("verified", uid, bytes.fromhex(d)) for d in bundle["verified_root"]["verified_row_digests"]]
+    assert [x.hex() for x in leaves] == doc["row_leaves"]["leaves"] and doc["row_leaves"]["uid"] == uid
+    assert _merkle(leaves).hex() == bundle["verified_root"]["root"]
+    windows = {e["window"]: e for e in events if e["kind"] == "window"}
+    assert windows[7]["rows"] == doc["row_leaves"]["leaves"]
+    assert windows[8]["rows"] + windows[9]["rows"] == doc["row_leaves"]["leaves"]
+    assert windows[7]["bundles"] == {str(uid): bundle["file_sha256"]}
+    assert windows[5]["report_sha256"] is None and windows[5]["outcome"] == "not_trained"
+    for w in (6, 7, 8, 9):
+        assert windows[w]["report_sha256"] == _prf("vectors/report", w).hex()
+    # the gate on the recorded rewards (section 16): withheld exactly when the candidate's held-out mean
+    # is below the parent's by more than gate_margin
+    margin, rollouts = float.fromhex(trainer["gate_margin"]), trainer["heldout_rollouts"]
+    for e in (e for e in events if e["kind"] == "candidate"):
+        n = trainer["heldout_problems"] * rollouts
+        assert len(e["heldout"]["parent"]) == len(e["heldout"]["candidate"]) == n
+        withheld = _mean_of_rollouts(e["heldout"]["candidate"], rollouts) < \
+            _mean_of_rollouts(e["heldout"]["parent"], rollouts) - margin
+        assert withheld == (e["stage"] == "withheld")
+    assert events[-1]["stage"] == "announced" and events[-1]["version"] == record["version"]
+    assert events[-1]["adapter_sha256"] == record["end"]["adapter_sha256"] == ckpt["adapter_file_sha256"]
+    # the start adapter: checkpoint.json's lora_A tensors, every lora_B zero (the base model)
+    start = doc["start_adapter"]
+    assert record["start"]["adapter_sha256"] == start["file_sha256"]
+    by_name = {t["name"]: t for t in ckpt["tensors"]}
+    assert [t["name"] for t in start["tensors"]] == sorted(by_name)
+    for t in start["tensors"]:
+        if t["name"].endswith("lora_B.weight"):
+            zeros = np.zeros(t["shape"], dtype="<f4").tobytes()
+            assert t["sha256_le"] == hashlib.sha256(zeros).hexdigest()
+        else:
+            assert t["sha256_le"] == by_name[t["name"]]["sha256_le"]
+    assert start["config"]["rank"] == ckpt["adapter"]["rank"]
+    # the optimizer file: "<name>.exp_avg", "<name>.exp_avg_sq", "<name>.step" per adapter tensor
+    opt = doc["optimizer"]
+    assert record["end"]["optimizer_sha256"] == opt["file_sha256"]
+    assert opt["metadata"] == {"rollproof_optimizer": _canonical({"format": "rollproof-adamw/1"}).decode()}
+    assert [t["name"] for t in opt["tensors"]] == sorted(f"{n}.{p}" for n in by_name
+                                                         for p in ("exp_avg", "exp_avg_sq", "step"))
+    for t in opt["tensors"]:
+        name, part = t["name"].rsplit(".", 1)
+        if part == "step":
+            arr = np.array([1.0], dtype=np.float32)
+        else:
+            words = _words(_prf("vectors/adam-m" if part == "exp_avg" else "vectors/adam-v", name))
+            n = int(np.prod(t["shape"]))
+            values = [((next(words) >> 40) - 2**23) / 2**27 if part == "exp_avg" else (next(words) >> 40) / 2**40
+                      for _ in range(n)]
+            arr = np.array(values, dtype=np.float32)
+            assert t["shape"] == by_name[name]["shape"]
+        assert hashlib.sha256(arr.astype("<f4").tobytes()).hexdigest() == t["sha256_le"]
+    # records a reader refuses: the minimal record (which parses) with one change each
+    minimal = doc["minimal_canonical_json"]
+    parse_training_record(minimal.encode())
+    for r in doc["refused"]:
+        assert minimal.count(r["old"]) == 1
+        data = minimal.replace(r["old"], r["new"]).encode()
+        assert hashlib.sha256(data).hexdigest() == r["sha256"]
+        with pytest.raises(TrainingRecordError, match=re.escape(r["error"])):
+            parse_training_record(data)
+    assert any(_canonical(json.loads(minimal.replace(r["old"], r["new"]))).decode()
+               != minimal.replace(r["old"], r["new"]) for r in doc["refused"])
