@@ -76,7 +76,8 @@ def load_optimizer_state(policy: Policy, optimizer: torch.optim.Optimizer, tenso
             continue
         if any(v is None for v in parts.values()):
             raise TrainingRecordError(f"the optimizer file lacks part of {name!r}'s state")
-        if parts["exp_avg"].shape != params[name].shape or parts["exp_avg_sq"].shape != params[name].shape:
+        if (parts["exp_avg"].shape != params[name].shape or parts["exp_avg_sq"].shape != params[name].shape
+                or parts["step"].numel() != 1):
             raise TrainingRecordError(f"the optimizer state of {name!r} has the wrong shape")
         state[idx] = {"step": parts["step"].reshape(()).clone(), "exp_avg": parts["exp_avg"].clone(),
                       "exp_avg_sq": parts["exp_avg_sq"].clone()}

@@ -45,8 +45,8 @@ def _encode(v):
 
 
 def _decode(v, like):
-    """v as the type of `like` (the default value of that setting)."""
-    if isinstance(like, bool) or isinstance(v, bool):
+    """v as the type of `like` (the default value of that setting); TrainingRecordError otherwise."""
+    if isinstance(like, bool):
         if not isinstance(v, bool):
             raise TrainingRecordError(f"setting {v!r} must be a boolean")
         return v
@@ -58,12 +58,14 @@ def _decode(v, like):
         if not isinstance(v, list) or len(v) != len(like):
             raise TrainingRecordError(f"setting {v!r} must be a list of {len(like)}")
         return tuple(_decode(x, y) for x, y in zip(v, like))
-    if isinstance(v, str) and (isinstance(like, float) or like is None) and v.startswith(("0x", "-0x")):
-        return from_hexfloat(v)
-    if isinstance(like, int) and isinstance(v, int):
+    if isinstance(like, int):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TrainingRecordError(f"setting {v!r} must be an integer")
         return v
-    if v is None or isinstance(v, str):
-        return v
+    if like is None and v is None:  # an optional float (temperature, raise_difficulty_above)
+        return None
+    if isinstance(like, float) or like is None:
+        return from_hexfloat(v)  # TrainingRecordError unless a float.hex() string
     raise TrainingRecordError(f"setting {v!r} has the wrong type")
 
 
@@ -105,13 +107,13 @@ def settings_from_json(s: dict) -> ReplaySettings:
                              _decode(t["heldout_problems"], 1), _decode(t["heldout_rollouts"], 1),
                              _decode(t["gate_margin"], 0.0), _decode(t["raise_difficulty_above"], None),
                              _decode(t["reset_on_withheld"], True))
+        if not (1 <= out.heldout_problems <= 1 << 16 and 1 <= out.heldout_rollouts <= 64 and out.max_staleness >= 0
+                and out.publish_every >= 1 and out.gate_margin >= 0):
+            raise TrainingRecordError("training record settings out of range")
     except TrainingRecordError:
         raise
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise TrainingRecordError(f"training record settings: {exc}") from None
-    if not (out.heldout_problems >= 1 and out.heldout_rollouts >= 1 and out.max_staleness >= 0
-            and out.publish_every >= 1 and out.gate_margin >= 0):
-        raise TrainingRecordError("training record settings out of range")
     return out
 
 

@@ -210,7 +210,10 @@ def replay_checkpoint(base: LoadedModel, manifest: Manifest, files: dict[str, by
     record = parse_training_record(_file(files, TRAINING_FILE, "the training record"))
     settings = settings_from_json(record.settings)
     check_record_binding(record, manifest, files, base, settings)
-    start_adapter, start_optimizer, _ = _start_state(record, files, parent, base)
+    start_adapter, start_optimizer, parent_record = _start_state(record, files, parent, base)
+    if parent_record is not None and len(record.lineage) != min(settings.max_staleness + 1,
+                                                                len(parent_record.lineage) + 1):
+        raise ReplayMismatchError("the lineage is cut short (the staleness rule would drop more rows)")
     report = ReplayReport(record.version, manifest.fingerprint)
     heldout = heldout or HeldoutCache()
 
@@ -249,7 +252,9 @@ def replay_checkpoint(base: LoadedModel, manifest: Manifest, files: dict[str, by
 
     # ---- every window the validator scored is accounted for ----
     recorded = {e.window for e in record.windows()}
-    for w in range(record.first_window, record.last_window + 1):
+    # from the window after the parent's record (no window between two records goes unaccounted)
+    first = parent_record.last_window + 1 if parent_record is not None else record.first_window
+    for w in range(first, record.last_window + 1):
         if w not in recorded and ledger(record.validator_uid, w) is not None:
             raise ReplayMismatchError(f"window {w} has a ledger entry of validator uid {record.validator_uid} "
                                       f"but the record skips it")

@@ -52,8 +52,8 @@ def hexfloat(x: float) -> str:
 
 
 def from_hexfloat(s: str) -> float:
-    if not isinstance(s, str) or not _HEXFLOAT.match(s):
-        raise TrainingRecordError(f"{s!r} is not a float.hex() string")
+    if not isinstance(s, str) or not _HEXFLOAT.match(s) or float.fromhex(s).hex() != s:
+        raise TrainingRecordError(f"{s!r} is not a float.hex() string (one encoding per float)")
     return float.fromhex(s)
 
 
@@ -274,6 +274,10 @@ def parse_training_record(data: bytes) -> TrainingRecord:
     _need(isinstance(final, CandidateEvent) and final.stage == "announced" and final.version == version,
           "the last event is this checkpoint, announced")
     _need(all(c.stage != "announced" for c in candidates[:-1]), "only the last candidate is announced")
+    _need(all(a.version < b.version for a, b in zip(candidates, candidates[1:]))
+          and candidates[0].version > parent_version, "candidate versions increase from above the parent's")
+    _need(all(e.outcome != "applied" or e.reason == "applied" for e in events if isinstance(e, WindowEvent)),
+          "an applied step's reason is \"applied\"")
     _need(final.adapter_sha256 == _hex32(end["adapter_sha256"], "end adapter_sha256"),
           "the announced candidate's adapter is the record's end")
     return TrainingRecord(
