@@ -334,6 +334,9 @@ def _replay_window(i: int, event: WindowEvent, record: TrainingRecord, settings:
     if entry is None:
         raise ReplayMismatchError(f"window {w}: validator uid {record.validator_uid} has no ledger entry, so no row "
                                   f"of it is provably verified", i)
+    if bytes.fromhex(event.report_sha256) != entry.report_hash:
+        raise ReplayMismatchError(f"window {w}: the record's report is not the one validator uid "
+                                  f"{record.validator_uid} recorded in the ledger", i)
     report_bytes = _fetch(data, event.report_sha256, f"report of window {w}")
     bundles = {uid: _fetch(data, h, f"bundle of uid {uid} in window {w}") for uid, h in event.bundles.items()}
     try:
