@@ -111,7 +111,7 @@ def verify_checkpoint(
         for name, blob in files.items():
             check_file(manifest, name, blob)
         with console.status(f"loading model {model} on {device}…"):
-            base = load_model(model, device)
+            base = _base_for(load_model(model, device), manifest, files)
     except RollproofError as exc:
         fail(str(exc))
 
@@ -134,6 +134,27 @@ def verify_checkpoint(
                 "optimizer_error": report.optimizer_error, "gate_flips": report.gate_flips,
                 "seconds": round(report.seconds, 1), "lines": report.lines}
     _print(verdict, as_json)
+
+
+def _base_for(lm, manifest, files):
+    """The base the checkpoint names: the model's weights under the generation params whose
+    fingerprint is the manifest's base_fingerprint (a network may run the base model with its own
+    params, e.g. `rollproof localnet --groups 2`): the model's own, with the checkpoint's group
+    count, or any params the manifest or its record states."""
+    from verification.errors import CheckpointInvalidError
+    from verification.training_record import TRAINING_FILE, CandidateEvent, parse_training_record
+
+    tried = [lm.generation, lm.generation.with_groups(manifest.generation.groups), manifest.generation]
+    if TRAINING_FILE in files:
+        record = parse_training_record(files[TRAINING_FILE])
+        tried += [e.generation for e in record.events if isinstance(e, CandidateEvent)]
+    for params in tried:
+        candidate = lm if params == lm.generation else lm.with_generation(params)
+        if candidate.fingerprint.hex() == manifest.base_fingerprint:
+            return candidate
+    raise CheckpointInvalidError(f"the checkpoint applies to base {manifest.base_fingerprint[:16]}…, which is not "
+                                 f"{lm.name} under its own generation params or the checkpoint's: load its base "
+                                 f"with --model")
 
 
 def _print(verdict: dict, as_json: bool) -> None:
