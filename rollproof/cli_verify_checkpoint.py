@@ -123,7 +123,8 @@ def verify_checkpoint(
                      "signed_by": manifest.trainer_hotkey}
     try:
         lm = load_checkpoint(base, manifest, files)
-        report = CheckpointReplayer(chain, base, fetcher, on_line=line).judge(location, data, manifest, files, lm)
+        replayer = CheckpointReplayer(chain, base, fetcher, on_line=line)
+        report = replayer.judge(location, data, manifest, files, lm)
     except (ReplayMismatchError, CheckpointInvalidError) as exc:
         verdict |= {"verdict": "void", "reason": exc.code, "detail": str(exc), "step": getattr(exc, "step", None)}
         _print(verdict, as_json)
@@ -132,7 +133,8 @@ def verify_checkpoint(
         fail(str(exc))
     verdict |= {"verdict": "replayed", "steps": report.steps, "adapter_error": report.adapter_error,
                 "optimizer_error": report.optimizer_error, "gate_flips": report.gate_flips,
-                "seconds": round(report.seconds, 1), "lines": report.lines}
+                "seconds": round(report.seconds, 1), "lines": report.lines,
+                "replayed_versions": sorted(r.version for r in replayer.reports.values())}
     _print(verdict, as_json)
 
 
