@@ -206,13 +206,13 @@ class Trainer:
         """Train on one scored window (at most once; a repeat returns the journaled record)."""
         if window in self.trained_windows:
             return WindowTraining(**self.journal.window(window))
-        report_sha = self.record.keep(report_bytes)
+        report_sha = self._keep(report_bytes)
         read: dict[int, str] = {}
 
         def reading(uid: int) -> bytes | None:  # every bundle read is kept for the record
             data = bundle_bytes(uid)
             if data is not None:
-                read[uid] = self.record.keep(data)
+                read[uid] = self._keep(data)
             return data
 
         try:
@@ -256,6 +256,11 @@ class Trainer:
         if self.rank == 0:
             self.journal.save_window(window, asdict(record))
         return record
+
+    def _keep(self, data: bytes) -> str:
+        """Keep data the record names (SHA-256 hex). Rank 0 alone writes the journal: ranks writing
+        the same file at once would race on its temporary name."""
+        return self.record.keep(data) if self.rank == 0 else sha256_hex(data)
 
     def window_not_trained(self, window: int, why: str, report_sha: str | None = None,
                            bundles: dict[int, str] | None = None) -> WindowTraining:
