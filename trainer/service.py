@@ -206,6 +206,10 @@ class Trainer:
         """Train on one scored window (at most once; a repeat returns the journaled record)."""
         if window in self.trained_windows:
             return WindowTraining(**self.journal.window(window))
+        if self.steps_since_publish >= self.config.publish_every:
+            # a crash after the step that completed a span, before its candidate was built: build
+            # it now, so every candidate follows exactly publish_every applied steps (the record's rule)
+            self.maybe_publish()
         report_sha = self._keep(report_bytes)
         read: dict[int, str] = {}
 
