@@ -168,6 +168,7 @@ class Trainer:
         if not pending:
             return
         on_chain = {a.fingerprint.hex() for a in self.chain.checkpoint_announcements()}
+        self.steps_since_publish = 0  # the span ended with that candidate (a crash before the state write)
         for pub in pending:
             pub["stage"] = "announced" if pub["fingerprint"] in on_chain else "expired"
             self.journal.save_publication(pub["version"], pub)
@@ -379,7 +380,6 @@ class Trainer:
             log.warning("checkpoint v%d withheld: %s", version, pub.note)
             self.journal.save_publication(version, asdict(pub))
             return pub
-        self._save_state()
         # the held-out evaluation takes time: a window may have begun meanwhile, and an announcement
         # must land ACTIVATION_WINDOWS before its from_window, so the window is fixed only now
         now = window_of_block(self.chain.current_block()) + ACTIVATION_WINDOWS
@@ -391,6 +391,9 @@ class Trainer:
         atomic_write(self._adapter_path(version), built.files[ADAPTER_FILE])
         atomic_write(self.journal.root / "published" / f"{version}.{TRAINING_FILE}", record_files[TRAINING_FILE])
         self.journal.save_publication(version, asdict(pub) | {"stage": "built"}, built.manifest.to_bytes())
+        # the span ends with the candidate only once it is journaled as built (a crash before: the
+        # restarted trainer builds it again; after: _reconcile finds it announced or expired)
+        self._save_state()
         try:
             location = publish_checkpoint(self.store, built.manifest, built.files, data)
             self.chain.announce_checkpoint(self.keypair, from_window, bytes.fromhex(built.manifest.fingerprint),
