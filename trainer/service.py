@@ -301,6 +301,9 @@ class Trainer:
 
             version = self.versions[fp]
             manifest = parse_manifest(self.journal.manifest_bytes(version))
+            # the journal keeps the adapter; the model needs nothing else the manifest lists (record,
+            # optimizer state, start adapter), so it is checked against the adapter's entry alone
+            manifest = replace(manifest, files=tuple(f for f in manifest.files if f.name == ADAPTER_FILE))
             self._newest = load_checkpoint(self.base, manifest, {ADAPTER_FILE: self._adapter_path(version).read_bytes()})
         return self._newest
 
