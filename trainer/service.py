@@ -130,7 +130,16 @@ class Trainer:
         self._newest: LoadedModel | None = None  # the newest announced checkpoint, merged (the next parent)
         self._anchor: dict | None = None  # adapter + optimizer state of the newest announced checkpoint
         self.record = RecordBuilder(self.journal.root / "data")  # the events since the anchor
-        self._restore()
+        if self.world > 1:  # rank 0 restores (and reconciles the journal) first, the others read what it wrote
+            import torch.distributed as dist
+
+            if self.rank != 0:
+                dist.barrier()
+            self._restore()
+            if self.rank == 0:
+                dist.barrier()
+        else:
+            self._restore()
         if self._anchor is None:
             self._anchor = self._snapshot()
 
@@ -175,6 +184,7 @@ class Trainer:
             if pub["stage"] == "expired":
                 self._expired_candidate(pub["version"])
             log.info("checkpoint v%d was %s before the restart", pub["version"], pub["stage"])
+        self._save_state()
 
     def _save_state(self) -> None:
         if self.rank != 0:
