@@ -130,7 +130,16 @@ class Trainer:
         self._newest: LoadedModel | None = None  # the newest announced checkpoint, merged (the next parent)
         self._anchor: dict | None = None  # adapter + optimizer state of the newest announced checkpoint
         self.record = RecordBuilder(self.journal.root / "data")  # the events since the anchor
-        self._restore()
+        if self.world > 1:  # rank 0 restores (and reconciles the journal) first, the others read what it wrote
+            import torch.distributed as dist
+
+            if self.rank != 0:
+                dist.barrier()
+            self._restore()
+            if self.rank == 0:
+                dist.barrier()
+        else:
+            self._restore()
         if self._anchor is None:
             self._anchor = self._snapshot()
 
@@ -168,12 +177,14 @@ class Trainer:
         if not pending:
             return
         on_chain = {a.fingerprint.hex() for a in self.chain.checkpoint_announcements()}
+        self.steps_since_publish = 0  # the span ended with that candidate (a crash before the state write)
         for pub in pending:
             pub["stage"] = "announced" if pub["fingerprint"] in on_chain else "expired"
             self.journal.save_publication(pub["version"], pub)
             if pub["stage"] == "expired":
                 self._expired_candidate(pub["version"])
             log.info("checkpoint v%d was %s before the restart", pub["version"], pub["stage"])
+        self._save_state()
 
     def _save_state(self) -> None:
         if self.rank != 0:
@@ -206,13 +217,17 @@ class Trainer:
         """Train on one scored window (at most once; a repeat returns the journaled record)."""
         if window in self.trained_windows:
             return WindowTraining(**self.journal.window(window))
-        report_sha = self.record.keep(report_bytes)
+        if self.steps_since_publish >= self.config.publish_every:
+            # a crash after the step that completed a span, before its candidate was built: build
+            # it now, so every candidate follows exactly publish_every applied steps (the record's rule)
+            self.maybe_publish()
+        report_sha = self._keep(report_bytes)
         read: dict[int, str] = {}
 
         def reading(uid: int) -> bytes | None:  # every bundle read is kept for the record
             data = bundle_bytes(uid)
             if data is not None:
-                read[uid] = self.record.keep(data)
+                read[uid] = self._keep(data)
             return data
 
         try:
@@ -262,6 +277,11 @@ class Trainer:
         these; a replay re-derives them from the report and bundles)."""
         return [TrainingRow(r.prompt, r.completion, r.logprobs, r.advantage) for r in trainable]
 
+    def _keep(self, data: bytes) -> str:
+        """Keep data the record names (SHA-256 hex). Rank 0 alone writes the journal: ranks writing
+        the same file at once would race on its temporary name."""
+        return self.record.keep(data) if self.rank == 0 else sha256_hex(data)
+
     def window_not_trained(self, window: int, why: str, report_sha: str | None = None,
                            bundles: dict[int, str] | None = None) -> WindowTraining:
         """A window whose rows cannot be tied to a verdict: marked trained with no step (never
@@ -296,6 +316,9 @@ class Trainer:
 
             version = self.versions[fp]
             manifest = parse_manifest(self.journal.manifest_bytes(version))
+            # the journal keeps the adapter; the model needs nothing else the manifest lists (record,
+            # optimizer state, start adapter), so it is checked against the adapter's entry alone
+            manifest = replace(manifest, files=tuple(f for f in manifest.files if f.name == ADAPTER_FILE))
             self._newest = load_checkpoint(self.base, manifest, {ADAPTER_FILE: self._adapter_path(version).read_bytes()})
         return self._newest
 
@@ -375,7 +398,6 @@ class Trainer:
             log.warning("checkpoint v%d withheld: %s", version, pub.note)
             self.journal.save_publication(version, asdict(pub))
             return pub
-        self._save_state()
         # the held-out evaluation takes time: a window may have begun meanwhile, and an announcement
         # must land ACTIVATION_WINDOWS before its from_window, so the window is fixed only now
         now = window_of_block(self.chain.current_block()) + ACTIVATION_WINDOWS
@@ -387,6 +409,9 @@ class Trainer:
         atomic_write(self._adapter_path(version), built.files[ADAPTER_FILE])
         atomic_write(self.journal.root / "published" / f"{version}.{TRAINING_FILE}", record_files[TRAINING_FILE])
         self.journal.save_publication(version, asdict(pub) | {"stage": "built"}, built.manifest.to_bytes())
+        # the span ends with the candidate only once it is journaled as built (a crash before: the
+        # restarted trainer builds it again; after: _reconcile finds it announced or expired)
+        self._save_state()
         try:
             location = publish_checkpoint(self.store, built.manifest, built.files, data)
             self.chain.announce_checkpoint(self.keypair, from_window, bytes.fromhex(built.manifest.fingerprint),
