@@ -13,6 +13,7 @@ Settings are written with floats as float.hex() strings (`settings_json`) and re
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -45,8 +46,10 @@ def _encode(v):
 
 
 def _decode(v, like):
-    """v as the type of `like` (the default value of that setting)."""
-    if isinstance(like, bool) or isinstance(v, bool):
+    """v as the type of `like` (the default value of that setting; None: an optional float). A
+    float is a finite float.hex() string, so every setting has one encoding and a replay runs with
+    the very value the trainer ran with; anything else is TrainingRecordError."""
+    if isinstance(like, bool):
         if not isinstance(v, bool):
             raise TrainingRecordError(f"setting {v!r} must be a boolean")
         return v
@@ -58,11 +61,14 @@ def _decode(v, like):
         if not isinstance(v, list) or len(v) != len(like):
             raise TrainingRecordError(f"setting {v!r} must be a list of {len(like)}")
         return tuple(_decode(x, y) for x, y in zip(v, like))
-    if isinstance(v, str) and (isinstance(like, float) or like is None) and v.startswith(("0x", "-0x")):
-        return from_hexfloat(v)
-    if isinstance(like, int) and isinstance(v, int):
-        return v
-    if v is None or isinstance(v, str):
+    if isinstance(like, float) or like is None:
+        if v is None and like is None:
+            return None
+        x = from_hexfloat(v)
+        if not math.isfinite(x):
+            raise TrainingRecordError(f"setting {v!r} must be a finite float")
+        return x
+    if isinstance(like, int) and isinstance(v, int) and not isinstance(v, bool):
         return v
     raise TrainingRecordError(f"setting {v!r} has the wrong type")
 
@@ -91,8 +97,7 @@ def settings_from_json(s: dict) -> ReplaySettings:
         lora_defaults = LoraSettings().to_dict()
         if set(s["lora"]) != set(lora_defaults):
             raise TrainingRecordError("LoRA settings must have exactly the keys " + str(sorted(lora_defaults)))
-        lora = LoraSettings.from_dict({k: _decode(v, lora_defaults[k] if k != "target_modules" else v)
-                                       for k, v in s["lora"].items()})
+        lora = LoraSettings.from_dict({k: _decode(v, lora_defaults[k]) for k, v in s["lora"].items()})
         train_defaults = TrainConfig()
         names = {f.name for f in fields(TrainConfig)}
         if set(s["train"]) != names:
