@@ -163,6 +163,9 @@ def check_record_binding(record: TrainingRecord, manifest: Manifest, files: dict
         raise TrainingRecordError("the record's LoRA settings are not the manifest's adapter")
     if record.parent_version == 0 and record.parent_fingerprint != base.fingerprint.hex():
         raise TrainingRecordError("a record starting from version 0 must start from the base model")
+    if record.last_window >= manifest.from_window:
+        raise TrainingRecordError(f"the record's windows end at {record.last_window}, not before the checkpoint's "
+                                  f"from_window {manifest.from_window}")
 
 
 def _start_state(record: TrainingRecord, files: dict[str, bytes], parent: ParentCheckpoint | None,
@@ -210,7 +213,7 @@ def replay_checkpoint(base: LoadedModel, manifest: Manifest, files: dict[str, by
     record = parse_training_record(_file(files, TRAINING_FILE, "the training record"))
     settings = settings_from_json(record.settings)
     check_record_binding(record, manifest, files, base, settings)
-    start_adapter, start_optimizer, _ = _start_state(record, files, parent, base)
+    start_adapter, start_optimizer, parent_record = _start_state(record, files, parent, base)
     report = ReplayReport(record.version, manifest.fingerprint)
     heldout = heldout or HeldoutCache()
 
@@ -247,9 +250,10 @@ def replay_checkpoint(base: LoadedModel, manifest: Manifest, files: dict[str, by
         f"({record.parent_fingerprint[:16]}…), windows {record.first_window}..{record.last_window}, "
         f"validator uid {record.validator_uid}")
 
-    # ---- every window the validator scored is accounted for ----
+    # ---- every window the validator scored since the parent's record is accounted for ----
     recorded = {e.window for e in record.windows()}
-    for w in range(record.first_window, record.last_window + 1):
+    first_due = record.first_window if parent_record is None else parent_record.last_window + 1
+    for w in range(first_due, record.last_window + 1):
         if w not in recorded and ledger(record.validator_uid, w) is not None:
             raise ReplayMismatchError(f"window {w} has a ledger entry of validator uid {record.validator_uid} "
                                       f"but the record skips it")
