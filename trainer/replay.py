@@ -283,6 +283,10 @@ def replay_checkpoint(base: LoadedModel, manifest: Manifest, files: dict[str, by
                 raise ReplayMismatchError("a withheld candidate is followed by a return to the start state exactly "
                                           "when the settings say so", i)
         else:  # ReturnToAnchor
+            prev = record.events[i - 1] if i else None
+            if not (isinstance(prev, CandidateEvent) and prev.stage == "withheld" and settings.reset_on_withheld):
+                raise ReplayMismatchError("a return to the start state where none is due (only right after a withheld "
+                                          "candidate, when the settings say so)", i)
             load_adapter_into(policy, anchor[0], start_config)
             optimizer.load_state_dict(copy.deepcopy(anchor[1]))
             say(f"  event {i}: back to the start state")
