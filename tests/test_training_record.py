@@ -5,7 +5,6 @@ and every malformed form is one TrainingRecordError naming what is wrong. Pure a
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import fields, replace
 
 import pytest
