@@ -46,8 +46,9 @@ def window_events(draw, window: int) -> WindowEvent:
     stat = finite if outcome == "applied" else any_float  # a skipped step may be non-finite (the breaker)
     step = ({k: draw(stat).hex() for k in ("grad_norm", "clipped_share", "loss")} if ran else None)
     rows = tuple(draw(st.lists(hex32, min_size=1, max_size=5))) if ran else ()
+    reason = "applied" if outcome == "applied" else draw(st.text(max_size=30))
     return WindowEvent(window, draw(st.none() | hex32), draw(st.dictionaries(st.integers(0, 65535), hex32, max_size=3)),
-                       outcome, draw(st.text(max_size=30)), rows, draw(st.integers(0, 1000)), step)
+                       outcome, reason, rows, draw(st.integers(0, 1000)), step)
 
 
 @st.composite
@@ -61,9 +62,12 @@ def records(draw) -> TrainingRecord:
     """A record of 1 to 3 spans (windows, then a candidate: withheld or expired, and after a withheld
     one maybe a return to the anchor), the last candidate announced with the record's version."""
     parent_version = draw(st.integers(0, 50))
-    version = draw(st.integers(parent_version + 1, parent_version + 60))
-    first = draw(st.integers(0, 1 << 40))
     spans = draw(st.integers(1, 3))
+    # candidate versions increase from above the parent's; the last one is the record's
+    versions = sorted(draw(st.lists(st.integers(parent_version + 1, parent_version + 60), min_size=spans,
+                                    max_size=spans, unique=True)))
+    version = versions[-1]
+    first = draw(st.integers(0, 1 << 40))
     gaps = draw(st.lists(st.integers(1, 3), min_size=spans * 3, max_size=spans * 3))
     n = draw(st.integers(1, 6))
     events, window, g = [], first, iter(gaps)
@@ -73,7 +77,7 @@ def records(draw) -> TrainingRecord:
             window += next(g)
         last_span = s == spans - 1
         stage = "announced" if last_span else draw(st.sampled_from(("withheld", "expired")))
-        events.append(draw(candidates(version if last_span else draw(st.integers(1, version)), stage, n)))
+        events.append(draw(candidates(versions[s], stage, n)))
         if stage == "withheld" and draw(st.booleans()):
             events.append(ReturnToAnchor())
     windows = [e.window for e in events if isinstance(e, WindowEvent)]
@@ -106,11 +110,12 @@ def _record(parent_version: int = 3) -> TrainingRecord:
     h = [bytes([i]) * 32 for i in range(1, 12)]
     step = {"grad_norm": (0.5).hex(), "clipped_share": (0.0).hex(), "loss": (-0.25).hex()}
     events = (
-        WindowEvent(10, h[0].hex(), {3: h[1].hex(), 4: h[2].hex()}, "applied", "", (h[3].hex(), h[4].hex()), 0, step),
+        WindowEvent(10, h[0].hex(), {3: h[1].hex(), 4: h[2].hex()}, "applied", "applied", (h[3].hex(), h[4].hex()),
+                    0, step),
         CandidateEvent(parent_version + 1, "withheld", PARAMS, (0, 1_000_000), (0, 0), h[5].hex()),
         ReturnToAnchor(),
         WindowEvent(11, None, {}, "not_trained", "no ledger entry", (), 0, None),
-        WindowEvent(12, h[6].hex(), {3: h[1].hex()}, "applied", "", (h[7].hex(),), 1, step),
+        WindowEvent(12, h[6].hex(), {3: h[1].hex()}, "applied", "applied", (h[7].hex(),), 1, step),
         CandidateEvent(parent_version + 2, "announced", PARAMS, (0, 1_000_000), (1_000_000, 1_000_000), h[8].hex()),
     )
     return TrainingRecord(1, parent_version + 2, "ab" * 32, parent_version, "cd" * 32, "ef" * 32, "01" * 32, 7,
