@@ -13,6 +13,7 @@ Settings are written with floats as float.hex() strings (`settings_json`) and re
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def _encode(v):
 
 
 def _decode(v, like):
-    """v as the type of `like` (the default value of that setting); TrainingRecordError otherwise."""
+    """v as the type of `like` (the default value of that setting; None: an optional float). A
+    float is a finite float.hex() string, so every setting has one encoding and a replay runs with
+    the very value the trainer ran with; anything else is TrainingRecordError."""
     if isinstance(like, bool):
         if not isinstance(v, bool):
             raise TrainingRecordError(f"setting {v!r} must be a boolean")
@@ -58,14 +61,15 @@ def _decode(v, like):
         if not isinstance(v, list) or len(v) != len(like):
             raise TrainingRecordError(f"setting {v!r} must be a list of {len(like)}")
         return tuple(_decode(x, y) for x, y in zip(v, like))
-    if isinstance(like, int):
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise TrainingRecordError(f"setting {v!r} must be an integer")
-        return v
-    if like is None and v is None:  # an optional float (temperature, raise_difficulty_above)
-        return None
     if isinstance(like, float) or like is None:
-        return from_hexfloat(v)  # TrainingRecordError unless a float.hex() string
+        if v is None and like is None:
+            return None
+        x = from_hexfloat(v)
+        if not math.isfinite(x):
+            raise TrainingRecordError(f"setting {v!r} must be a finite float")
+        return x
+    if isinstance(like, int) and isinstance(v, int) and not isinstance(v, bool):
+        return v
     raise TrainingRecordError(f"setting {v!r} has the wrong type")
 
 
@@ -93,8 +97,7 @@ def settings_from_json(s: dict) -> ReplaySettings:
         lora_defaults = LoraSettings().to_dict()
         if set(s["lora"]) != set(lora_defaults):
             raise TrainingRecordError("LoRA settings must have exactly the keys " + str(sorted(lora_defaults)))
-        lora = LoraSettings.from_dict({k: _decode(v, lora_defaults[k] if k != "target_modules" else v)
-                                       for k, v in s["lora"].items()})
+        lora = LoraSettings.from_dict({k: _decode(v, lora_defaults[k]) for k, v in s["lora"].items()})
         train_defaults = TrainConfig()
         names = {f.name for f in fields(TrainConfig)}
         if set(s["train"]) != names:

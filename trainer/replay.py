@@ -163,6 +163,9 @@ def check_record_binding(record: TrainingRecord, manifest: Manifest, files: dict
         raise TrainingRecordError("the record's LoRA settings are not the manifest's adapter")
     if record.parent_version == 0 and record.parent_fingerprint != base.fingerprint.hex():
         raise TrainingRecordError("a record starting from version 0 must start from the base model")
+    if record.last_window >= manifest.from_window:
+        raise TrainingRecordError(f"the record's windows end at {record.last_window}, not before the checkpoint's "
+                                  f"from_window {manifest.from_window}")
 
 
 def _start_state(record: TrainingRecord, files: dict[str, bytes], parent: ParentCheckpoint | None,
@@ -250,7 +253,7 @@ def replay_checkpoint(base: LoadedModel, manifest: Manifest, files: dict[str, by
         f"({record.parent_fingerprint[:16]}…), windows {record.first_window}..{record.last_window}, "
         f"validator uid {record.validator_uid}")
 
-    # ---- every window the validator scored is accounted for ----
+    # ---- every window the validator scored since the parent's record is accounted for ----
     recorded = {e.window for e in record.windows()}
     # from the window after the parent's record (no window between two records goes unaccounted)
     first = parent_record.last_window + 1 if parent_record is not None else record.first_window
@@ -284,6 +287,10 @@ def replay_checkpoint(base: LoadedModel, manifest: Manifest, files: dict[str, by
                 raise ReplayMismatchError("a withheld candidate is followed by a return to the start state exactly "
                                           "when the settings say so", i)
         else:  # ReturnToAnchor
+            prev = record.events[i - 1] if i else None
+            if not (isinstance(prev, CandidateEvent) and prev.stage == "withheld" and settings.reset_on_withheld):
+                raise ReplayMismatchError("a return to the start state where none is due (only right after a withheld "
+                                          "candidate, when the settings say so)", i)
             load_adapter_into(policy, anchor[0], start_config)
             optimizer.load_state_dict(copy.deepcopy(anchor[1]))
             say(f"  event {i}: back to the start state")

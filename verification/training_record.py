@@ -23,6 +23,7 @@ only; whether the record replays is trainer/replay.py's question."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -195,8 +196,10 @@ def _window_event(e: dict) -> WindowEvent:
     step = e["step"]
     if step is not None:
         _keys(step, {"grad_norm", "clipped_share", "loss"}, "a step")
-        for v in step.values():
-            from_hexfloat(v)
+        stats = {k: from_hexfloat(v) for k, v in step.items()}
+        # the trainer's non_finite breaker skips any step whose loss or gradient norm is not finite
+        _need(e["outcome"] != "applied" or (math.isfinite(stats["grad_norm"]) and math.isfinite(stats["loss"])),
+              "an applied step's loss and gradient norm are finite")
     _need((step is not None) == (e["outcome"] in ("applied", "skipped")), "a step is stated exactly when one ran")
     _need(bool(rows) == (step is not None), "rows are listed exactly when a step ran")
     return WindowEvent(_int(e["window"], "window"), _hex32(e["report_sha256"], "report_sha256", nullable=True),
