@@ -550,7 +550,8 @@ def report_markdown(args, info, results, torchrun, withheld, env) -> tuple[str, 
     lines = [f"# Replay tolerance and cost: {args.model}\n",
              f"Command: `python scripts/replay_tolerance.py --model {args.model} --windows {args.windows} "
              f"--n-groups {args.n_groups}" + (f" --heldout-problems {args.heldout_problems}" if args.heldout_problems
-                                              else "") + f" --publish-every {args.publish_every}`\n",
+                                              else "") + f" --publish-every {args.publish_every}"
+             + (f" --max-checkpoints {args.max_checkpoints}" if args.max_checkpoints else "") + "`\n",
              f"Machine: {env['processor']}, {env['threads']} torch threads by default, torch {env['torch']}; "
              "2 cores shared with other work, so timings are noisy.\n",
              f"Material: a local network of {info['windows']} windows ({info['n_groups']} groups per bundle, "
@@ -627,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-groups", type=int, default=2)
     ap.add_argument("--publish-every", type=int, default=None, help="tiny 2 (multi-step records), smollm2 1")
     ap.add_argument("--heldout-problems", type=int, default=None, help="default: tiny 6, smollm2 the trainer's")
+    ap.add_argument("--max-checkpoints", type=int, default=None, help="measure only the first N announced")
     ap.add_argument("--torchrun", action=argparse.BooleanOptionalAction, default=None,
                     help="measure a 2-process torchrun step (default: on for tiny)")
     ap.add_argument("--gate-threads", action=argparse.BooleanOptionalAction, default=True,
@@ -653,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         by_fp = {ck.manifest.fingerprint: ck for ck in checkpoints}
         mats = {ck.manifest.version: material_of(ck, by_fp.get(ck.manifest.parent_fingerprint), ledger)
                 for ck in checkpoints}
-        for ck in checkpoints:
+        for ck in checkpoints[:args.max_checkpoints]:
             mat = mats[ck.manifest.version]
             window = mat.events[first_step(mat.events)][1]
             other = [row for m in mats.values() for e in m.events if e[0] == "step" and e[1] != window
