@@ -79,9 +79,11 @@ MAX_TRAINING_DATA_BYTES = 64 * 1024 * 1024
 REPLAY_REL_TOL = 1e-3
 # Held-out rollouts whose reward the replay may find different from the record's, per model
 # evaluated by the gate: a seeded draw within float noise of a tie can flip between machines.
-# Breaks: 0 voids honest checkpoints that met such a tie; more lets a trainer shift the gate by that
-# many rollouts.
-GATE_REPLAY_FLIPS = 2
+# Measured (docs/security.md section 8): 0 across thread counts; f flips per model let a trainer
+# move the gate's paired mean by up to 2f / (problems x rollouts), at the defaults (48 x 2) 0.021
+# for f = 1, about GATE_MARGIN (f = 2 allowed twice the margin). Breaks: 0 voids honest checkpoints
+# that met such a tie; more lets a trainer shift the gate by that many rollouts.
+GATE_REPLAY_FLIPS = 1
 
 # ---- checkpoint announcement bound (section 15, issue 24) ---------------------------------------
 # Latest from_window an announcement may name, in windows after the window it lands in: the EVM
