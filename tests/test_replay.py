@@ -45,6 +45,8 @@ from verification.training_record import DATA_DIR, OPTIMIZER_FILE, TRAINING_FILE
 
 from trainer_env import parity_registered
 
+pytestmark = [pytest.mark.slow, pytest.mark.replay]  # local networks and replays: minutes on 2 cores (README: the replay test command)
+
 PUBLISH_EVERY = 2
 
 

@@ -21,7 +21,7 @@ from trainer_env import parity_registered
 from verification.constants import REPLAY_REL_TOL
 
 SCRIPT = str(Path(__file__).resolve().parent / "torchrun_publish.py")
-pytestmark = pytest.mark.slow  # a local network, then trainers and replays: minutes on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.replay]  # a local network, then trainers and replays: minutes on 2 cores (README: the replay test command)
 PUBLISH_EVERY = 2
 
 

@@ -15,7 +15,7 @@ from replay_env import TRAINER_URI, make_journal, replay_store
 from trainer_env import parity_registered
 from verification.constants import REPLAY_REL_TOL
 
-pytestmark = pytest.mark.slow  # a local network, then trainers and replays: minutes on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.replay]  # a local network, then trainers and replays: minutes on 2 cores (README: the replay test command)
 PUBLISH_EVERY = 2
 
 

@@ -16,6 +16,8 @@ from trainer.service import TrainerConfig
 
 from trainer_env import parity_registered
 
+pytestmark = [pytest.mark.slow, pytest.mark.replay]  # local networks and replays: minutes on 2 cores (README: the replay test command)
+
 CONFIG = dict(heldout_problems=4, heldout_rollouts=2, gate_margin=1.0)
 
 
