@@ -39,6 +39,18 @@ class DyingChain:
         raise Killed("killed at the announcement")
 
 
+def _restart_and_finish(run) -> None:
+    """A new trainer on the journal trains the rest: both checkpoints announce and replay, each on
+    exactly publish_every steps."""
+    t = run.trainer()
+    for w in run.windows[PUBLISH_EVERY:]:
+        run.train(t, w)
+        t.maybe_publish(w)
+    assert len(run.announced()) == 2, run.publications()
+    for r in run.replay().values():
+        assert r.steps == PUBLISH_EVERY, r.lines
+
+
 @pytest.fixture(autouse=True)
 def parity():
     with parity_registered():  # the checkpoints' generation params name the test environment
@@ -144,13 +156,7 @@ def test_killed_between_the_step_and_its_candidate(journal, tmp_path):
     for w in run.windows[:PUBLISH_EVERY]:
         run.train(t, w)  # the candidate is due now, but the process dies before maybe_publish
     assert t.steps_since_publish == PUBLISH_EVERY
-    t = run.trainer()
-    for w in run.windows[PUBLISH_EVERY:]:
-        run.train(t, w)
-        t.maybe_publish(w)
-    assert len(run.announced()) == 2, run.publications()
-    for r in run.replay().values():
-        assert r.steps == PUBLISH_EVERY, r.lines
+    _restart_and_finish(run)
 
 
 def test_killed_before_the_announcement_lands_is_expired(journal, tmp_path):
@@ -219,10 +225,4 @@ def test_killed_while_building_the_candidate(journal, tmp_path):
     with pytest.raises(Killed):
         t.maybe_publish(run.windows[PUBLISH_EVERY - 1])
     assert run.publications() == {} and run.announced() == []
-    t = run.trainer()
-    for w in run.windows[PUBLISH_EVERY:]:
-        run.train(t, w)
-        t.maybe_publish(w)
-    assert len(run.announced()) == 2, run.publications()
-    for r in run.replay().values():
-        assert r.steps == PUBLISH_EVERY, r.lines
+    _restart_and_finish(run)
