@@ -319,6 +319,9 @@ def cases(w: dict) -> list[Case]:
         Case("void: dead RPC", ("chain", "void", "0", "--rpc-url", dead_http, *evm, "--admin-key", KEY),
              says="cannot connect"),
         Case("announcements: dead RPC", ("chain", "announcements", "--rpc-url", dead_http, *evm), says="cannot connect"),
+        Case("ledger: dead RPC", ("chain", "ledger", "--rpc-url", dead_http, *evm), says="cannot connect"),
+        Case("ledger: bad ledger address", ("chain", "ledger", "--rpc-url", dead_http, "--registry", ZERO,
+                                            "--ledger", "0x12"), says="--ledger"),
         Case("announcements: bad registry", ("chain", "announcements", "--rpc-url", dead_http, "--registry", "0x12",
                                              "--ledger", ZERO), says="--registry"),
         # localnet

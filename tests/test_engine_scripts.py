@@ -62,5 +62,5 @@ def test_hf_choice_at_is_the_token_the_hf_engine_sampled(monkeypatch):
                       max_new_tokens=6)
     completion = np.asarray(row.completion, dtype=np.uint32)
     assert [module.hf_choice_at(lm, prompt, completion, seed, 3, at) for at in range(len(completion))] == row.completion
-    assert module.hf_choice_at(lm, prompt, completion, seed, 4, 0) != row.completion[0] or \
-        module.hf_choice_at(lm, prompt, completion, seed, 5, 0) != row.completion[0]  # the keys matter
+    # the keys matter: under other rollout indices the seeded pick at position 0 is not always the same
+    assert any(module.hf_choice_at(lm, prompt, completion, seed, r, 0) != row.completion[0] for r in range(4, 16))
