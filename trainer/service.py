@@ -219,8 +219,10 @@ class Trainer:
             return WindowTraining(**self.journal.window(window))
         if self.steps_since_publish >= self.config.publish_every:
             # a crash after the step that completed a span, before its candidate was built: build
-            # it now, so every candidate follows exactly publish_every applied steps (the record's rule)
-            self.maybe_publish()
+            # it now, so every candidate follows exactly publish_every applied steps (the record's rule);
+            # the window at hand is past every trained one, so from_window stays after the record's
+            # windows (section 16) even where the chain's clock lags the validator's journal
+            self.maybe_publish(window)
         report_sha = self._keep(report_bytes)
         read: dict[int, str] = {}
 
