@@ -26,7 +26,7 @@ from trainer.heldout import HeldoutResult, evaluate, gate_withholds, paired_diff
 from trainer.journal import TrainerJournal
 from trainer.optimizer_files import optimizer_tensors, optimizer_to_bytes
 from trainer.policy import LoraSettings, make_policy
-from trainer.record import RecordBuilder, candidate_event, settings_json, sha256_hex, step_json
+from trainer.record import TRAINER_SETTINGS, RecordBuilder, candidate_event, settings_json, sha256_hex, step_json
 from trainer.rows import TrainingDataError, WindowRows, accepted_rows, drop_stale
 from trainer.step import StepResult, TrainConfig, TrainingRow, make_optimizer, train_step
 from verification.canonical import canonical_json
@@ -451,9 +451,7 @@ class Trainer:
             parent_manifest = sha256_hex(self.journal.manifest_bytes(self.version))
         files[OPTIMIZER_FILE] = optimizer_to_bytes(optimizer_tensors(self.policy, self.optimizer.state_dict()))
         lineage = sorted(((fp, v) for fp, v in self.versions.items() if v <= self.version), key=lambda x: -x[1])
-        trainer_settings = {k: getattr(self.config, k) for k in ("publish_every", "max_staleness", "heldout_problems",
-                                                                 "heldout_rollouts", "gate_margin",
-                                                                 "raise_difficulty_above", "reset_on_withheld")}
+        trainer_settings = {k: getattr(self.config, k) for k in TRAINER_SETTINGS}
         events = list(self.record.events) + [final]
         record = RecordBuilder(self.record.data_dir, self.record.first_window, self.record.last_window, events).record(
             netuid=self.chain.netuid, version=version, parent_fingerprint=self.parent_fingerprint,
