@@ -4,7 +4,8 @@ node never exits because one is down, it waits with capped exponential backoff a
 `Dependency` tracks one service as "healthy" or "unhealthy since t": the first failure logs one
 line ("chain unreachable: <the error>; retrying"), later failures only count and lengthen the
 delay, and the first success after them logs one line ("chain reachable again after 42 s"). So an
-outage of any length costs two log lines, not one per poll."""
+outage of any length costs two log lines, not one per poll. Each also moves the node's
+`rollproof_dependency_*` metrics (adapters/telemetry.py), so an alert can fire on what the log says."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from adapters.telemetry import NodeMetrics, metrics_of
 from verification.errors import BeaconUnavailableError, ChainError, ChainRefusedError, StorageError
 
 
@@ -33,8 +35,14 @@ class Dependency:
 
     def __init__(self, name: str, log: logging.Logger, backoff: Backoff | None = None, *,
                  down: str = "unreachable", up: str = "reachable again",
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, metrics: NodeMetrics | None = None,
+                 role: str = "", label: str | None = None):
+        """metrics, role, label: the NodeMetrics series this dependency moves (label: its
+        `dependency` label, default the name); without metrics it records into a private registry."""
         self.name = name
+        self.metrics = metrics_of(NodeMetrics, None) if metrics is None else metrics
+        self.labels = (role, label or name)
+        self.metrics.dependency_up.labels(*self.labels).set(1)
         self.log = log
         self.backoff = backoff or Backoff()
         self.down_text, self.up_text = down, up
@@ -54,9 +62,12 @@ class Dependency:
         with self._lock:
             self.failures += 1
             self.total_failures += 1
+            self.metrics.dependency_failures.labels(*self.labels).inc()
             if self.since is None:
                 self.since = self.clock()
                 self.outages += 1
+                self.metrics.dependency_outages.labels(*self.labels).inc()
+                self.metrics.dependency_up.labels(*self.labels).set(0)
                 self.log.warning("%s %s: %s; retrying", self.name, self.down_text, exc)
             return self.backoff.delay(self.failures)
 
@@ -65,6 +76,8 @@ class Dependency:
         with self._lock:
             if self.since is not None:
                 took = self.clock() - self.since
+                self.metrics.dependency_outage_seconds.labels(*self.labels).inc(max(0.0, took))
+                self.metrics.dependency_up.labels(*self.labels).set(1)
                 self.log.warning("%s %s after %s s (%d failed attempts)", self.name, self.up_text,
                                  f"{took:.1f}" if took < 10 else f"{took:.0f}", self.failures)
             self.since = None
@@ -75,12 +88,17 @@ class Outages:
     """A node's dependencies: `chain` (reads), `writes` (transactions the chain answers but refuses),
     `store` and `beacon`; `for_error` picks the one a typed error belongs to."""
 
-    def __init__(self, log: logging.Logger, backoff: Backoff | None = None):
+    def __init__(self, log: logging.Logger, backoff: Backoff | None = None, *,
+                 metrics: NodeMetrics | None = None, role: str = ""):
+        """metrics, role: the node's NodeMetrics and its role label (dependency labels: chain,
+        chain_writes, store, beacon)."""
         self.backoff = backoff or Backoff()
-        self.chain = Dependency("chain", log, self.backoff)
-        self.writes = Dependency("chain", log, self.backoff, down="refuses writes", up="accepts writes again")
-        self.store = Dependency("store", log, self.backoff)
-        self.beacon = Dependency("beacon relay", log, self.backoff)
+        kw = {"metrics": metrics if metrics is not None else metrics_of(NodeMetrics, None), "role": role}
+        self.chain = Dependency("chain", log, self.backoff, **kw)
+        self.writes = Dependency("chain", log, self.backoff, down="refuses writes", up="accepts writes again",
+                                 label="chain_writes", **kw)
+        self.store = Dependency("store", log, self.backoff, **kw)
+        self.beacon = Dependency("beacon relay", log, self.backoff, label="beacon", **kw)
 
     def for_error(self, exc: BaseException) -> Dependency:
         if isinstance(exc, StorageError):
