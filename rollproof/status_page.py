@@ -57,7 +57,7 @@ code{font-size:.95em}svg{background:#fff;border:1px solid #d5dbe3;border-radius:
 # ---- what may be shown ------------------------------------------------------------------------
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-_ABS_PATH = re.compile(r"(?<![\w.:/~-])(?:~|/)(?:[^\s/'\"<>]+/)+[^\s/'\"<>]*")
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])~?/(?:[^\s/'\"<>]+/)+[^\s/'\"<>]*")
 
 
 def public_location(location: str, root: Path) -> str:
@@ -81,7 +81,7 @@ def public_location(location: str, root: Path) -> str:
 
 def _public_path(path: str, root: Path) -> str:
     try:
-        rel = Path(path).resolve().relative_to(Path(root).resolve())
+        rel = Path(path).expanduser().resolve().relative_to(Path(root).expanduser().resolve())
         return rel.as_posix() or "."
     except (ValueError, OSError, RuntimeError):
         name = Path(path).name
