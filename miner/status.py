@@ -1,6 +1,8 @@
 """What the miner's journal (miner/service.py MinerState: `state_dir/windows/<w>.json`,
 `state_dir/timing.json`) says about its last windows, for the status page: each window's stage,
-bundle hash, location, groups and tokens.
+bundle hash, location, groups and tokens; and how validators scored it, from the score journal
+(miner/scores.py: `scores/<w>.json`, each validator's ledger entry for window w, and
+`scores/latest.json`, the last read of every validator's newest entry and weights).
 
 Pure reading: nothing is written or created, no chain and no model. At most `last` windows are
 read, newest first. A file that is missing or cannot be read leaves a note in `notes` (the page
@@ -9,6 +11,7 @@ shows it), never an exception."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as field_
 from pathlib import Path
 
 from adapters.journal_read import Unreadable, field, newest, read_json, relative
@@ -28,12 +31,40 @@ class MinedWindow:
 
 
 @dataclass(frozen=True)
+class WindowScore:
+    """One validator's ledger entry for a window, as this miner's score (scores/<w>.json)."""
+
+    validator_uid: int
+    hotkey: str
+    score: int | None
+    scores_total: int | None
+    score_share: float | None
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One validator's view of this miner at the last read (scores/latest.json): its newest ledger
+    entry's score (None: no entry found) and the weight it sets now."""
+
+    validator_uid: int
+    hotkey: str
+    scored_window: int | None
+    score_share: float | None
+    weight: int
+    weight_share: float
+
+
+@dataclass(frozen=True)
 class MinerSnapshot:
     windows: tuple[MinedWindow, ...]  # newest first
     generation_blocks: int | None  # the last generation's measured blocks (timing.json)
     engine: str  # the engine that measured it
     skipped_windows: int  # windows skipped since for lack of time
     notes: tuple[str, ...]
+    scores: dict[int, tuple[WindowScore, ...]] = field_(default_factory=dict)  # window -> validators' entries
+    standing: tuple[Standing, ...] = ()
+    uid: int | None = None  # this miner's uid at the last read of the scores
+    read_in_window: int | None = None
 
     @property
     def current(self) -> MinedWindow | None:
@@ -60,7 +91,21 @@ def miner_snapshot(state_dir: Path, *, last: int = DEFAULT_LAST) -> MinerSnapsho
             skipped = field(timing, "skipped", int, where, 0)
     except Unreadable as exc:
         notes.append(str(exc))
-    return MinerSnapshot(tuple(windows), blocks, engine, skipped, tuple(notes))
+    scores = {}
+    for w in windows:
+        try:
+            entries = _window_scores(root, w.window)
+        except Unreadable as exc:
+            notes.append(str(exc))
+            continue
+        if entries:
+            scores[w.window] = entries
+    standing, uid, read_in = (), None, None
+    try:
+        standing, uid, read_in = _standing(root)
+    except Unreadable as exc:
+        notes.append(str(exc))
+    return MinerSnapshot(tuple(windows), blocks, engine, skipped, tuple(notes), scores, standing, uid, read_in)
 
 
 def _window(root: Path, window: int) -> MinedWindow:
@@ -74,3 +119,39 @@ def _window(root: Path, window: int) -> MinedWindow:
     return MinedWindow(window, field(doc, "stage", str, where), field(doc, "bundle_hash", str, where, ""),
                        field(doc, "location", str, where, ""), field(doc, "n_groups", int, where, 0),
                        field(doc, "n_tokens", int, where, 0), field(doc, "detail", str, where, ""))
+
+
+def _optional(doc: dict, key: str, kind, where: str):
+    return None if doc.get(key) is None else field(doc, key, kind, where)
+
+
+def _window_scores(root: Path, window: int) -> tuple[WindowScore, ...]:
+    path = root / "scores" / f"{window}.json"
+    doc = read_json(path, root)
+    if doc is None:
+        return ()
+    where = relative(path, root)
+    validators = field(doc, "validators", dict, where)
+    out = []
+    for key, v in validators.items():
+        if not key.isdigit() or not isinstance(v, dict):
+            raise Unreadable(where, "a validator entry is not uid -> object")
+        out.append(WindowScore(int(key), field(v, "hotkey", str, where, ""), _optional(v, "score", int, where),
+                               _optional(v, "scores_total", int, where), _optional(v, "score_share", float, where)))
+    return tuple(sorted(out, key=lambda s: s.validator_uid))
+
+
+def _standing(root: Path) -> tuple[tuple[Standing, ...], int | None, int | None]:
+    path = root / "scores" / "latest.json"
+    doc = read_json(path, root)
+    if doc is None:
+        return (), None, None
+    where = relative(path, root)
+    out = []
+    for v in field(doc, "validators", list, where):
+        if not isinstance(v, dict):
+            raise Unreadable(where, "a validator entry is not an object")
+        out.append(Standing(field(v, "validator_uid", int, where), field(v, "hotkey", str, where, ""),
+                            _optional(v, "scored_window", int, where), _optional(v, "score_share", float, where),
+                            field(v, "weight", int, where, 0), field(v, "weight_share", float, where, 0.0)))
+    return tuple(out), _optional(doc, "uid", int, where), _optional(doc, "read_in_window", int, where)

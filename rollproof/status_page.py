@@ -181,12 +181,16 @@ def _miner_rows(snap: MinerSnapshot, h: _Html, scored: Mapping[str, tuple[int, o
     rows = []
     for w in snap.windows:
         verdict = scored.get(w.bundle_hash) if w.bundle_hash else None
-        if verdict is None:
-            said = '<span class="muted">-</span>'
-        else:
+        said = []
+        if verdict is not None:  # the local validator's report (localnet)
             total, m = verdict
-            said = (f'<span class="{_verdict_class(m.reason)}">{h.text(m.reason)}</span>, score {m.score}, '
-                    f"weight {_share(m.weight, total)}")
+            said.append(f'<span class="{_verdict_class(m.reason)}">{h.text(m.reason)}</span>, score {m.score}, '
+                        f"weight {_share(m.weight, total)}")
+        for v in snap.scores.get(w.window, ()):  # the validators' ledger entries on chain
+            share = "" if v.score_share is None else f" ({v.score_share:.0%})"
+            said.append(f'validator {v.validator_uid}: <span class="{"ok" if v.score else "bad"}">score '
+                        f"{v.score if v.score is not None else '-'}</span>{share}")
+        said = "<br>".join(said) or '<span class="muted">-</span>'
         lead = f'<td class="t">{label}</td>' if label else ""
         rows.append(f'<tr class="mined" data-window="{w.window}">{lead}<td>{w.window}</td>'
                     f'<td class="t {"bad" if w.stage in ("missed", "unreadable") else ""}">{h.text(w.stage)}</td>'
@@ -194,6 +198,15 @@ def _miner_rows(snap: MinerSnapshot, h: _Html, scored: Mapping[str, tuple[int, o
                     f'<td class="t w">{h.loc(w.location)}</td><td class="t w">{said}</td>'
                     f'<td class="t w">{h.text(w.detail)}</td></tr>')
     return rows
+
+
+def _standing_table(snap: MinerSnapshot, h: _Html) -> str:
+    rows = [f'<tr class="standing" data-validator="{v.validator_uid}"><td>{v.validator_uid}</td><td class="t">'
+            f'{h.short(v.hotkey, 10)}</td><td>{v.scored_window if v.scored_window is not None else "-"}</td>'
+            f'<td>{"-" if v.score_share is None else f"{v.score_share:.1%}"}</td><td>{v.weight}</td>'
+            f"<td>{v.weight_share:.1%}</td></tr>" for v in snap.standing]
+    return _table("validators", ["validator uid", "hotkey", "newest scored window", "score share", "weight",
+                                 "weight share"], rows, "no validator read yet")
 
 
 MINER_HEADERS = ["window", "stage", "groups", "tokens", "bundle", "location", "validator said", "detail"]
@@ -358,12 +371,16 @@ def render_role(role: str, state_dir: Path, *, title: str | None = None, last: i
         cur = snap.current
         timing = (f"{snap.generation_blocks} blocks ({h.text(snap.engine)})" if snap.generation_blocks is not None
                   else "not measured yet")
-        body = _summary([("current window", str(cur.window) if cur else "-"),
-                         ("its stage", h.text(cur.stage) if cur else "-"), ("last generation", timing),
-                         ("windows skipped since", str(snap.skipped_windows))])
-        body += _notes(snap.notes, h)
-        body += "<h2>Windows: what this miner committed</h2>" + _table(
-            "miner-windows", MINER_HEADERS, _miner_rows(snap, h, {}), "no window journaled yet")
+        items = [("current window", str(cur.window) if cur else "-"), ("its stage", h.text(cur.stage) if cur else "-"),
+                 ("last generation", timing), ("windows skipped since", str(snap.skipped_windows))]
+        if snap.uid is not None:
+            weight = sum(v.weight_share for v in snap.standing) / len(snap.standing) if snap.standing else 0.0
+            items = [("uid", str(snap.uid))] + items + [("weight share (mean over validators)", f"{weight:.1%}")]
+        read_in = "-" if snap.read_in_window is None else snap.read_in_window
+        body = (_summary(items) + _notes(snap.notes, h)
+                + "<h2>Windows: what this miner committed and how validators scored it</h2>"
+                + _table("miner-windows", MINER_HEADERS, _miner_rows(snap, h, {}), "no window journaled yet")
+                + f"<h2>Validators now (read in window {read_in})</h2>" + _standing_table(snap, h))
         return _document(title, body)
     if role == "validator":
         snap = validator_snapshot(root, last=last)

@@ -283,3 +283,35 @@ def test_scrub_keeps_ratios_and_hides_paths():
     assert scrub("read /srv/node/windows/3/report.json and ~/.ssh/id_rsa", root) == \
         "read windows/3/report.json and …/id_rsa"
     assert scrub("GET http://u:p@h/x?sig=1 failed", root) == "GET http://h/x failed"
+
+
+def test_miner_page_shows_how_validators_scored_each_window(net, tmp_path):
+    """The score journal in the shape miner/scores.py documents (scores/<w>.json per scored window,
+    scores/latest.json the last read): each window's row names each validator's score, the
+    validators table their newest entry and weight; a half-written entry is a note."""
+    root, result = net
+    work = _copy(root, tmp_path)
+    miner = work / "miners" / "honest-1"
+    first, second = (r.window for r in result.windows)
+    (miner / "scores").mkdir()
+    (miner / "scores" / f"{first}.json").write_text(json.dumps(
+        {"window": first, "uid": 0, "validators": {"6": {"hotkey": "5Fvalidator", "score": 8000, "scores_total": 16000,
+                                                         "score_share": 0.5, "ledger_block": 70}}}))
+    (miner / "scores" / f"{second}.json").write_text('{"window": ')
+    (miner / "scores" / "latest.json").write_text(json.dumps(
+        {"read_in_window": second, "uid": 0, "validators": [
+            {"validator_uid": 6, "hotkey": "<script>v</script>", "scored_window": first, "score": 8000,
+             "scores_total": 16000, "score_share": 0.5, "ledger_block": 70, "weight": 65535, "weights_total": 131070,
+             "weight_share": 0.5},
+            {"validator_uid": 7, "hotkey": "5Fother", "scored_window": None, "score": None, "scores_total": None,
+             "score_share": None, "ledger_block": None, "weight": 0, "weights_total": 0, "weight_share": 0.0}]}))
+    page = render_role("miner", miner)
+    assert "<script>" not in page
+    dom = Dom(page)
+    said = {int(a["data-window"]): c[6] for a, c in dom.rows("miner-windows", "mined")}
+    assert said[first] == "validator 6: score 8000 (50%)" and said[second] == "-"
+    assert f"scores/{second}.json: not JSON" in dom.notes
+    standing = {int(a["data-validator"]): c for a, c in dom.rows("validators", "standing")}
+    assert standing[6][2:] == [str(first), "50.0%", "65535", "50.0%"]
+    assert standing[7][2:] == ["-", "-", "0", "0.0%"]
+    assert '<span class="muted">weight share (mean over validators)</span><b>25.0%</b>' in page
