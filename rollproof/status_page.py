@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from miner.status import MinerSnapshot, miner_snapshot
 from trainer.status import CheckpointStatus, TrainedWindow, TrainerSnapshot, trainer_snapshot
-from validator.status import ValidatorSnapshot, validator_snapshot
+from validator.status import MinerVerdict, ValidatorSnapshot, validator_snapshot
 from verification.errors import ConfigError
 
 ROLES = ("miner", "validator", "trainer")
@@ -156,28 +156,29 @@ def _validator_section(snap: ValidatorSnapshot, h: _Html, versions: Mapping[str,
             weights = "-"
         extra = f"<br><span class=\"bad\">{h.text(w.checkpoint_error)}</span>" if w.checkpoint_error else ""
         miners_text = f"{ok} ok of {len(w.miners)}" if w.miners else f"{w.outcomes} verified so far"
-        rows.append(f'<tr class="window" data-window="{w.window}"><td>{w.window}</td><td class="t w">{h.text(w.stage)}{extra}</td>'
+        rows.append(f'<tr class="window" data-window="{w.window}"><td>{w.window}</td>'
+                    f'<td class="t w">{h.text(w.stage)}{extra}</td>'
                     f"<td class=\"t\">{_version_of(w.model_fingerprint, versions, h)}</td><td>{miners_text}</td>"
                     f'<td class="t">{weights}</td></tr>')
         for m in w.miners:
             name = f" ({h.text(names[m.uid])})" if names and m.uid in names else ""
-            set_weight = w.weight_set.weights.get(m.uid) if w.weight_set is not None else None
-            set_total = sum(w.weight_set.weights.values()) if w.weight_set is not None else 0
-            rows.append(
-                f'<tr class="miner" data-window="{w.window}" data-uid="{m.uid}"><td class="muted">{w.window}</td>'
-                f'<td class="t">uid {m.uid}{name} {h.short(m.hotkey, 10)}</td>'
-                f'<td class="t {_verdict_class(m.reason)}">{h.text(m.reason)}'
-                f'{"" if m.verdict in ("", m.reason) else " (verdict " + h.text(m.verdict) + ")"}</td>'
-                f'<td>score {m.score}, {m.credited_rollouts} rows</td>'
-                f'<td class="t w">weight {_share(m.weight, total)}'
-                f'{"" if set_weight is None else ", set " + _share(set_weight, set_total)}'
-                f'{"<br><span class=muted>" + h.text(m.detail) + "</span>" if m.detail else ""}</td></tr>')
+            verdict = "" if m.verdict in ("", m.reason) else f" (verdict {h.text(m.verdict)})"
+            weight = f"weight {_share(m.weight, total)}"
+            if w.weight_set is not None and m.uid in w.weight_set.weights:
+                weight += f", set {_share(w.weight_set.weights[m.uid], sum(w.weight_set.weights.values()))}"
+            detail = f'<br><span class="muted">{h.text(m.detail)}</span>' if m.detail else ""
+            rows.append(f'<tr class="miner" data-window="{w.window}" data-uid="{m.uid}">'
+                        f'<td class="muted">{w.window}</td><td class="t">uid {m.uid}{name} {h.short(m.hotkey, 10)}</td>'
+                        f'<td class="t {_verdict_class(m.reason)}">{h.text(m.reason)}{verdict}</td>'
+                        f'<td>score {m.score}, {m.credited_rollouts} rows</td>'
+                        f'<td class="t w">{weight}{detail}</td></tr>')
     return ("<h2>Validator: the last windows, verdicts and weights</h2>"
             + _table("validator-windows", ["window", "stage / miner", "checkpoint / verdict", "miners / score",
                                            "weights"], rows, "no window scored yet"))
 
 
-def _miner_rows(snap: MinerSnapshot, h: _Html, scored: Mapping[str, tuple[int, object]], label: str = "") -> list[str]:
+def _miner_rows(snap: MinerSnapshot, h: _Html, scored: Mapping[str, tuple[int, MinerVerdict]],
+                label: str = "") -> list[str]:
     rows = []
     for w in snap.windows:
         verdict = scored.get(w.bundle_hash) if w.bundle_hash else None
@@ -212,7 +213,7 @@ def _standing_table(snap: MinerSnapshot, h: _Html) -> str:
 MINER_HEADERS = ["window", "stage", "groups", "tokens", "bundle", "location", "validator said", "detail"]
 
 
-def _scored_by_bundle(snap: ValidatorSnapshot | None) -> dict[str, tuple[int, object]]:
+def _scored_by_bundle(snap: ValidatorSnapshot | None) -> dict[str, tuple[int, MinerVerdict]]:
     """bundle hash -> (the window's total weight, the validator's verdict on it)."""
     out = {}
     for w in snap.windows if snap else ():
@@ -232,7 +233,8 @@ def _trainer_windows(windows: tuple[TrainedWindow, ...], h: _Html) -> str:
             step = f'<span class="bad">skipped</span>: {h.text(w.step_reason)}'
         else:
             step = f'<span class="muted">no step</span>: {h.text(w.step_reason)}'
-        rows.append(f'<tr class="trained" data-window="{w.window}"><td>{w.window}</td><td>{w.rows}</td><td>{w.groups}</td>'
+        rows.append(f'<tr class="trained" data-window="{w.window}"><td>{w.window}</td><td>{w.rows}</td>'
+                    f"<td>{w.groups}</td>"
                     f"<td>{w.signal_rate:.0%}</td><td>{w.mean_reward:.3f}</td><td>{w.dropped_stale}</td>"
                     f'<td class="t w">{step}</td></tr>')
     return _table("trainer-windows", ["window", "rows trained", "groups", "signal rate", "mean reward",
@@ -294,20 +296,25 @@ def _panel(x0: int, title: str, x_label: str, series: list[tuple[str, str, list[
     for t in sorted({round(lo + (hi - lo) * i / 4) for i in range(5)}):
         if lo <= t <= hi:
             out.append(f'<text x="{px(t):.1f}" y="{bottom + 14}" text-anchor="middle" font-size="10">{t}</text>')
-    out.append(f'<text x="{x0 + _PAD + w / 2:.0f}" y="{bottom + 30}" text-anchor="middle" font-size="11">{x_label}</text>')
+    out.append(f'<text x="{x0 + _PAD + w / 2:.0f}" y="{bottom + 30}" text-anchor="middle" font-size="11">'
+               f"{x_label}</text>")
     for key, _label, pts, dash in series:
         if not pts:
             continue
         colour = _COLOURS[key]
         coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
         dashes = f' stroke-dasharray="{dash}"' if dash else ""
-        out.append(f'<polyline class="{key}" points="{coords}" fill="none" stroke="{colour}" stroke-width="2"{dashes}/>')
+        out.append(f'<polyline class="{key}" points="{coords}" fill="none" stroke="{colour}" '
+                   f'stroke-width="2"{dashes}/>')
         out += [f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}"/>' for x, y in pts]
     for x, y in marks:
         cx, cy = px(x), py(y)
         out.append(f'<path class="withheld" d="M{cx - 4:.1f},{cy - 4:.1f}L{cx + 4:.1f},{cy + 4:.1f}'
-                   f'M{cx - 4:.1f},{cy + 4:.1f}L{cx + 4:.1f},{cy - 4:.1f}" stroke="{_COLOURS["withheld"]}" stroke-width="2"/>')
-    legend = [(key, label) for key, label, _pts, _dash in series] + ([("withheld", "withheld / expired")] if marks else [])
+                   f'M{cx - 4:.1f},{cy + 4:.1f}L{cx + 4:.1f},{cy - 4:.1f}" stroke="{_COLOURS["withheld"]}" '
+                   f'stroke-width="2"/>')
+    legend = [(key, label) for key, label, _pts, _dash in series]
+    if marks:
+        legend.append(("withheld", "withheld / expired"))
     for i, (key, label) in enumerate(legend):
         lx, ly = x0 + _PAD + (i % 2) * (w / 2), bottom + 48 + (i // 2) * 14
         out.append(f'<rect x="{lx:.0f}" y="{ly - 8}" width="10" height="10" fill="{_COLOURS[key]}"/>'

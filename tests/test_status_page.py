@@ -177,7 +177,8 @@ def test_hostile_journal_strings_are_escaped_and_private_paths_hidden(net, tmp_p
     report_path = work / "validator" / "windows" / str(w) / "report.json"
     report = json.loads(report_path.read_text())
     report["miners"][0]["hotkey"] = "<script>alert('hotkey')</script>"
-    report["miners"][1]["detail"] = ("fetch failed: https://AKIAUSER:s3cr3t@bucket.example/x.rpb?X-Amz-Signature=deadbeef "
+    report["miners"][1]["detail"] = ("fetch failed: https://AKIAUSER:s3cr3t@bucket.example/x.rpb"
+                                     "?X-Amz-Signature=deadbeef "
                                      "and /home/op/.bittensor/wallets/default/coldkey <b>bold</b>")
     report_path.write_text(json.dumps(report))
     miner_rec = work / "miners" / "editor" / "windows" / f"{w}.json"
@@ -269,7 +270,8 @@ def test_a_flood_of_requests_costs_one_render(net):
     ("file:///srv/node/store/3/ab.rpb", "store/3/ab.rpb"),
     ("file:///elsewhere/store/3/ab.rpb", "…/ab.rpb"),
     ("/srv/node/windows/3.json", "windows/3.json"),
-    ("https://bucket.s3.amazonaws.com/3/ab.rpb?X-Amz-Credential=AKIA&X-Amz-Signature=ff", "https://bucket.s3.amazonaws.com/3/ab.rpb"),
+    ("https://bucket.s3.amazonaws.com/3/ab.rpb?X-Amz-Credential=AKIA&X-Amz-Signature=ff",
+     "https://bucket.s3.amazonaws.com/3/ab.rpb"),
     ("s3://user:secret@bucket/3/ab.rpb#frag", "s3://bucket/3/ab.rpb"),
     ("", ""),
 ])

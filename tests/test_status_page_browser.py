@@ -79,7 +79,8 @@ def test_chromium_builds_the_window_table_and_the_curve(served, tmp_path):
     windows = dom.rows("validator-windows", "window")
     assert [int(a["data-window"]) for a, _ in windows] == [w.window for w in reversed(result.windows)]
     last = result.windows[-1]
-    reasons = {c[2].split(" ")[0] for a, c in dom.rows("validator-windows", "miner") if int(a["data-window"]) == last.window}
+    reasons = {c[2].split(" ")[0] for a, c in dom.rows("validator-windows", "miner")
+               if int(a["data-window"]) == last.window}
     assert reasons == {m["reason"] for m in last.report["miners"]}
     assert "svg" in dom.tags and "script" not in dom.tags
     announced = [p for p in result.publications if p.stage == "announced"]
