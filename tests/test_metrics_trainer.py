@@ -260,3 +260,63 @@ def test_checkpoint_judgements_move_the_node_metrics(net, announced, tmp_path):
     assert counted(s, "rollproof_checkpoints_judged_total", role="validator", verdict="valid") == 1
     assert value(s, "rollproof_checkpoint_replay_seconds_count", role="validator") == 1  # never replayed again
     assert value(s, "rollproof_checkpoint_version", role="validator") == 1  # a failed resolution moves nothing
+
+
+@pytest.mark.replay  # torchrun: two processes loading torch and the model, a minute on 2 cores
+def test_under_torchrun_only_rank_0_records(net, tmp_path):
+    """Every rank runs the same windows and steps (DDP over the same rows); were each to record, a
+    dashboard summing the ranks would count every step world-size times. Rank 0 records, the others
+    record into a private registry. This file is the script each rank runs (main below)."""
+    import os
+    import subprocess
+    import sys
+
+    window = net.windows[0]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          __file__, str(net.validator_dir), str(window), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    exposed = {rank: scrape_text((tmp_path / f"rank{rank}.prom").read_text()) for rank in (0, 1)}
+    assert counted(exposed[0], "rollproof_trainer_windows_total", outcome="trained") == 1
+    assert counted(exposed[0], "rollproof_trainer_steps_total", outcome="applied") == 1
+    assert counted(exposed[0], "rollproof_trainer_rows_trained_total") > 0
+    assert value(exposed[0], "rollproof_window", role="trainer") == window
+    assert not [k for k in exposed[1] if k[0].startswith("rollproof_")], exposed[1]
+
+
+def scrape_text(text: str) -> dict[tuple, float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def main(journal: str, window: int, out_dir: str) -> None:
+    """One torchrun rank: a trainer with the process's registry trains one scored window; the
+    registry's exposition goes to out_dir/rank<r>.prom."""
+    import torch
+    from bittensor.sp_core import Keypair
+
+    from adapters.chain.evm import EVMChain
+    from adapters.storage import FileStore
+    from trainer.service import Trainer, TrainerConfig
+    from trainer.sources import ValidatorJournal
+    from verification.model import load_model
+
+    torch.set_num_threads(1)
+    registry = CollectorRegistry()
+    with parity_registered() as params:
+        lm = load_model("tiny").with_generation(params)
+        chain = EVMChain.embedded_chain(1)
+        trainer = Trainer(chain, Keypair.create_from_uri("//t"), lm, FileStore(Path(out_dir) / "store"),
+                          Path(out_dir) / "t", TrainerConfig(heldout_problems=2),
+                          validator=(0, Keypair.create_from_uri("//v").ss58_address), registry=registry)
+        assert trainer.world == 2
+        rec = trainer.train_window(window, *ValidatorJournal(Path(journal), chain, None).window(window))
+        assert rec.step is not None and rec.step["applied"], rec
+    (Path(out_dir) / f"rank{trainer.rank}.prom").write_bytes(generate_latest(registry))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
