@@ -81,7 +81,7 @@ def trainer_key():
     return localnet._key("metrics-trainer")
 
 
-def make_trainer(net: Net, state_dir: Path, registry: CollectorRegistry | None, **cfg):
+def make_trainer(net: Net, state_dir: Path, registry: CollectorRegistry | None, store: Path | None = None, **cfg):
     from adapters.storage import FileStore
     from trainer.service import Trainer, TrainerConfig
     from trainer.step import TrainConfig
@@ -91,7 +91,7 @@ def make_trainer(net: Net, state_dir: Path, registry: CollectorRegistry | None, 
         net.chain.set_trainer(key.ss58_address, net.chain.account_for(key).address)
     train = TrainConfig(**cfg.pop("train", {}))
     config = TrainerConfig(publish_every=1, heldout_problems=2, heldout_rollouts=1, train=train, **cfg)
-    return Trainer(net.chain, key, net.lm, FileStore(net.root / "store"), state_dir, config,
+    return Trainer(net.chain, key, net.lm, FileStore(store or net.root / "store"), state_dir, config,
                    validator=net.validator, registry=registry)
 
 
@@ -163,7 +163,8 @@ def test_a_restart_counts_only_what_is_new(net, announced, tmp_path):
         assert value(s, "rollproof_trainer_signal_rate") == value(announced.samples, "rollproof_trainer_signal_rate")
         assert value(s, "rollproof_checkpoint_version", role="trainer") == 1
         assert value(s, "rollproof_window", role="trainer") == announced.window
-        assert run_windows(trainer, net, len(net.windows) - 1) and trainer.trained_windows == set(net.windows)  # only the one left
+        assert run_windows(trainer, net, len(net.windows) - 1)  # the window left
+        assert trainer.trained_windows == set(net.windows)
         s = scrape(second)
         assert counted(s, "rollproof_trainer_windows_total", outcome="trained") == len(net.windows) - 1
         assert trainer.journal.publication(2)["stage"] == "withheld", trainer.journal.publications()
@@ -171,7 +172,8 @@ def test_a_restart_counts_only_what_is_new(net, announced, tmp_path):
         assert counted(s, "rollproof_trainer_checkpoints_total", stage="announced") == 0
         assert value(s, "rollproof_trainer_checkpoint_version") == 2  # the newest candidate
         assert value(s, "rollproof_checkpoint_version", role="trainer") == 1  # the newest announced
-        assert value(s, "rollproof_trainer_heldout_reward", model="candidate") == trainer.journal.publication(2)["heldout"]
+        withheld = trainer.journal.publication(2)
+        assert value(s, "rollproof_trainer_heldout_reward", model="candidate") == withheld["heldout"]
 
         # a candidate journaled as built whose announcement never landed: expired by the next
         # restart, counted there, and by no later one
@@ -202,6 +204,36 @@ def test_a_breaker_trip_and_an_unreadable_window_count_under_their_names(net, tm
     assert counted(s, "rollproof_trainer_windows_total", outcome="not_trained") == 1
     assert value(s, "rollproof_window", role="trainer") == 10 ** 6
     assert not [k for k, v in s.items() if k[0] == "rollproof_trainer_checkpoints_total" and v]
+
+
+def test_a_candidate_the_chain_refuses_is_counted_expired(net, tmp_path):
+    """"checkpoint vN not announced" (the chain refused it): counted expired, shown as the newest
+    candidate, the version in force unchanged."""
+    registry = CollectorRegistry()
+    with parity_registered():
+        # its own store: its v1 is the announced v1's twin (same fingerprint), for another window
+        trainer = make_trainer(net, tmp_path / "t", registry, tmp_path / "store", gate_margin=1.0)
+        window = net.windows[0]
+        assert trainer.train_window(window, *_scored(net, window)).step["applied"]
+        stranger = localnet._key("metrics-stranger")
+        net.chain.set_trainer(stranger.ss58_address, net.chain.account_for(stranger).address)
+        try:
+            pub = trainer.maybe_publish()
+        finally:
+            net.chain.set_trainer(trainer_key().ss58_address, net.chain.account_for(trainer_key()).address)
+    assert pub.stage == "expired" and "could not publish" in pub.note
+    s = scrape(registry)
+    assert counted(s, "rollproof_trainer_checkpoints_total", stage="expired") == 1
+    assert counted(s, "rollproof_trainer_checkpoints_total", stage="announced") == 0
+    assert value(s, "rollproof_trainer_checkpoint_version") == pub.version
+    assert value(s, "rollproof_trainer_checkpoint_bytes") == pub.bytes > 0
+    assert value(s, "rollproof_checkpoint_version", role="trainer") == 0
+
+
+def _scored(net: Net, window: int):
+    from trainer.sources import ValidatorJournal
+
+    return ValidatorJournal(net.validator_dir, net.chain, net.validator[1]).window(window)
 
 
 def _announce_window(chain, after: int) -> int:
