@@ -215,8 +215,9 @@ class Trainer:
 
     def _show_journal(self, lookback: int = 16) -> None:
         """The gauges a restarted trainer had shown (counters count only what is new): the newest
-        announced version, the newest candidate, the newest trained window (its signal and reward
-        from the newest of the last `lookback` windows that had rows to train on)."""
+        announced version, the newest candidate, the newest window (the signal and mean reward of
+        the newest of the last `lookback` windows not marked "not trained", as a live trainer shows
+        them: a window marked not trained leaves them as they were)."""
         if self.rank != 0:
             return
         self.node_metrics.checkpoint_version.labels(ROLE).set(self.version)
