@@ -163,12 +163,18 @@ def test_a_window_moves_every_metric_and_a_restart_counts_no_stage_twice(net, ke
 
 def test_fetch_results_before_the_verifier_and_an_all_zero_set(net, keys, tmp_path):
     honest, cheater, _ = keys
-    # a third miner whose commitment points at a file that is not there
     from bittensor.sp_core import Keypair
 
-    absent = Keypair.create_from_uri("//metrics-validator/absent")
+    from verification.bundle import bundle_hash
+
+    # a miner whose commitment points at a file that is not there, and one that committed junk
+    # under its true hash (fetched fine, then fails the bundle format)
+    absent, junk = (Keypair.create_from_uri(f"//metrics-validator/{n}") for n in ("absent", "junk"))
     net.chain.register(absent)
+    net.chain.register(junk)
     w = net.next_window()
+    junk_bytes = b"rollproof? no, junk"
+    net.chain.commit(junk, w, encode_commitment(w, bundle_hash(junk_bytes), net.store.put("junk.rpb", junk_bytes)))
     loc = net.store.put("x.rpb", b"not the committed bytes")
     net.chain.commit(honest, w, encode_commitment(w, b"\x01" * 32, loc))
     net.chain.commit(cheater, w, b"garbage")
@@ -183,6 +189,13 @@ def test_fetch_results_before_the_verifier_and_an_all_zero_set(net, keys, tmp_pa
     assert value(s, "rollproof_validator_fetch_results_total", uid=net.uid(cheater), result="bad_commitment") == 1
     assert value(s, "rollproof_validator_fetch_results_total", uid=net.uid(absent), result="fetch_failed") == 1
     assert value(s, "rollproof_validator_miner_verdicts_total", uid=net.uid(absent), reason="fetch_failed") == 1
+    junk_fetches = {dict(lb)["result"]: v for (n, lb), v in s.items()
+                    if n == "rollproof_validator_fetch_results_total" and dict(lb)["uid"] == str(net.uid(junk))}
+    assert junk_fetches == {"ok": 1}
+    (junk_reason,) = [dict(lb)["reason"] for (n, lb), v in s.items()
+                      if n == "rollproof_validator_miner_verdicts_total" and dict(lb)["uid"] == str(net.uid(junk))]
+    assert junk_reason == res.report["miners"][[m["uid"] for m in res.report["miners"]].index(net.uid(junk))]["reason"]
+    assert junk_reason not in ("ok", "fetch_failed", "hash_mismatch", "bad_commitment")
     assert value(s, "rollproof_validator_rollouts_checked_total") == 0
     assert value(s, "rollproof_validator_weight_sets_total", result="all_zero") == 1
     assert value(s, "rollproof_validator_weight_sets_total", result="set") == 0

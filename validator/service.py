@@ -210,17 +210,19 @@ class Validator:
         is bundle_too_large, never parsed). Only a bundle that parsed is kept on disk. Each miner's
         fetch result is counted (fetch_results: bad_commitment, fetch_failed (also a file over the
         bound), hash_mismatch, ok); a fetch made here is timed (fetch_seconds)."""
-        def fail(reason: str, detail: str, audit: dict | None = None, result: str | None = None):
-            self.metrics.fetch_results.labels(str(rec.uid), result or reason).inc()
+        def fail(reason: str, detail: str, audit: dict | None = None, fetch_result: str | None = None):
+            if fetch_result is not None:
+                self.metrics.fetch_results.labels(str(rec.uid), fetch_result).inc()
             return MinerOutcome(rec.uid, rec.hotkey, False, reason, detail, rec.block), audit or {}
 
         try:
             c = decode_commitment(rec.data)
         except CommitmentFormatError as exc:
-            return fail("bad_commitment", str(exc))
+            return fail("bad_commitment", str(exc), fetch_result="bad_commitment")
         audit = {"bundle_hash": c.bundle_hash.hex(), "location": c.location, "checked_groups": [], "rollouts": []}
         if c.window != window:
-            return fail("bad_commitment", f"commitment names window {c.window}, landed in window {window}", audit)
+            return fail("bad_commitment", f"commitment names window {c.window}, landed in window {window}", audit,
+                        fetch_result="bad_commitment")
         bound = bundle_limit(generation) if generation is not None else None
         try:
             if isinstance(fetched, StorageError):
@@ -235,11 +237,12 @@ class Validator:
                 finally:
                     self.metrics.fetch_seconds.observe(time.monotonic() - started)
         except FetchTooLargeError as exc:
-            return fail(BundleTooLargeError.code, str(exc), audit, result="fetch_failed")
+            return fail(BundleTooLargeError.code, str(exc), audit, fetch_result="fetch_failed")
         except StorageError as exc:
-            return fail("fetch_failed", str(exc), audit)
+            return fail("fetch_failed", str(exc), audit, fetch_result="fetch_failed")
         if bundle_hash(data) != c.bundle_hash:
-            return fail("hash_mismatch", "the fetched file is not the committed bundle", audit)
+            return fail("hash_mismatch", "the fetched file is not the committed bundle", audit,
+                        fetch_result="hash_mismatch")
         self.metrics.fetch_results.labels(str(rec.uid), "ok").inc()
         try:
             bundle = decode_bundle(data, generation=generation)
