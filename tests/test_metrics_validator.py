@@ -248,17 +248,33 @@ def test_a_refused_weight_set_counts_failed_and_its_retry(net, keys):
     assert stages(s) == {"scored": 1, "ledgered": 1, "weights_intent": 1, "counted": 1}
 
 
-def test_a_rate_limited_window_is_counted_and_deferred(net, keys):
-    w = net.next_window()
-    net.chain.commit(keys[1], w, b"garbage")  # the weight set is planned after the rate limit is read
+def test_rate_limited_windows_are_deferred_then_dropped_past_the_cap(net, keys, caplog):
+    """Windows closed under the weight rate limit are deferred; the next set keeps at most
+    max_combined windows and drops the older one: each log line has its metric."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="rollproof.validator")
     registry = CollectorRegistry()
-    v = net.validator(registry)
-    net.open(v, w)
-    net.chain.weights_ready = lambda uid: False
-    assert not v.process_window(w).wrote_weights
+    v = net.validator(registry, max_combined=2)
+    ready = {"now": False}
+    net.chain.weights_ready = lambda uid: ready["now"]
+    for i in range(3):
+        w = net.next_window()
+        net.chain.commit(keys[1], w, b"garbage")  # scored zero: the set is planned, never sent
+        net.open(v, w)
+        ready["now"] = i == 2
+        assert not v.process_window(w).wrote_weights
+        if i == 0:
+            first = w
     s = scrape(registry)
-    assert value(s, "rollproof_validator_weight_sets_total", result="rate_limited") == 1
-    assert stages(s) == {"scored": 1, "ledgered": 1, "deferred": 1}
+    assert value(s, "rollproof_validator_weight_sets_total", result="rate_limited") == 2
+    assert value(s, "rollproof_validator_weight_sets_total", result="all_zero") == 1
+    assert stages(s) == {"scored": 3, "ledgered": 3, "deferred": 2, "dropped": 1, "weights_intent": 1, "counted": 2}
+    assert v.state.stage(first) == "dropped"
+    lines = [r.getMessage() for r in caplog.records if r.name == "rollproof.validator"]
+    assert sum("rate limit has not passed" in m for m in lines) == 2
+    assert sum(m.startswith(f"window {first} dropped") for m in lines) == 1
+    assert sum("every miner scored zero" in m for m in lines) == 1
 
 
 def test_a_lag_moves_catch_up_skips_once_per_window(net, keys):
@@ -296,3 +312,24 @@ def test_a_window_whose_checkpoint_cannot_be_verified_is_counted(net):
     assert v.process_window(w).checkpoint_error
     v.process_window(w)  # read back from the journal: not a new transition
     assert stages(scrape(registry)) == {"checkpoint_failed": 1}
+
+
+def test_writing_the_stage_a_window_has_is_not_a_transition(tmp_path):
+    """A resumed step writes the stage its window already has (a crash between the marks of a set's
+    windows repeats them; a legacy stage text means the stage written): counted once."""
+    from validator.metrics import ValidatorMetrics
+    from validator.state import ValidatorState
+    from adapters.telemetry import metrics_of
+
+    registry = CollectorRegistry()
+    state = ValidatorState(tmp_path / "v", metrics_of(ValidatorMetrics, registry))
+    for step in (lambda: state.set_stage(5, "scored"), lambda: state.set_stage(5, "ledgered"),
+                 lambda: state.mark_counted(5, 5)):
+        step()
+        step()  # resumed
+    (tmp_path / "v" / "windows" / "4").mkdir()
+    (tmp_path / "v" / "windows" / "4" / "stage").write_text("weights_skipped")  # a journal of an older release
+    state.set_stage(4, "deferred")
+    assert stages(scrape(registry)) == {"scored": 1, "ledgered": 1, "counted": 1}
+    state.set_stage(4, "dropped")
+    assert stages(scrape(registry)) == {"scored": 1, "ledgered": 1, "counted": 1, "dropped": 1}
