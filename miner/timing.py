@@ -55,29 +55,28 @@ class Stopwatch:
     event otherwise)."""
 
     def __init__(self, device=None):
+        self.device = device
         self.cuda = str(device).startswith("cuda")
         self._host_s = 0.0
         self._events: list = []
         self._open = None
 
-    def start(self) -> None:
-        if self.cuda:
-            import torch
+    def _event(self):
+        """A CUDA event recorded on the device's current stream (where its work is queued)."""
+        import torch
 
-            self._open = torch.cuda.Event(enable_timing=True)
-            self._open.record()
-        else:
-            self._open = time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(torch.device(self.device)))
+        return event
+
+    def start(self) -> None:
+        self._open = self._event() if self.cuda else time.perf_counter()
 
     def stop(self) -> None:
         if self._open is None:
             return
         if self.cuda:
-            import torch
-
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self._events.append((self._open, end))
+            self._events.append((self._open, self._event()))
         else:
             self._host_s += time.perf_counter() - self._open
         self._open = None
