@@ -144,9 +144,21 @@ def test_each_role_page_reads_its_own_journal(net):
     last = result.windows[-1]
     honest = page_for("miner", root / "miners" / "honest-1")().decode()
     _no_private(honest, root)
-    mined = Dom(honest).rows("miner-windows", "mined")
+    dom = Dom(honest)
+    mined = dom.rows("miner-windows", "mined")
     assert [int(a["data-window"]) for a, _ in mined] == [w.window for w in reversed(result.windows)]
     assert all(c[1] == "committed" and c[5].startswith("…/") and c[5].endswith(".rpb") for _, c in mined)
+    # how the validator scored it, from the score journal the miner keeps (miner/scores.py): the
+    # ledger entry of every window but the last (its entry lands after the miner's last read)
+    (vuid,) = [uid for uid, (_, kind) in result.names.items() if kind == "validator"]
+    said = {int(a["data-window"]): c[6] for a, c in mined}
+    for res in result.windows[:-1]:
+        assert said[res.window].startswith(f"validator {vuid}: score "), said
+    assert said[last.window] == "-"
+    (standing,) = dom.rows("validators", "standing")
+    assert standing[0]["data-validator"] == str(vuid) and standing[1][2] == str(result.windows[-2].window)
+    (uid,) = [uid for uid, (name, _) in result.names.items() if name == "honest-1"]
+    assert standing[1][4] == str(result.chain_weights[uid]) and standing[1][5] == "50.0%"  # two honest miners
 
     validator = page_for("validator", root / "validator")().decode()
     _no_private(validator, root)
@@ -287,14 +299,15 @@ def test_scrub_keeps_ratios_and_hides_paths():
     assert scrub("GET http://u:p@h/x?sig=1 failed", root) == "GET http://h/x failed"
 
 
-def test_miner_page_shows_how_validators_scored_each_window(net, tmp_path):
-    """The score journal in the shape miner/scores.py documents (scores/<w>.json per scored window,
-    scores/latest.json the last read): each window's row names each validator's score, the
-    validators table their newest entry and weight; a half-written entry is a note."""
+def test_miner_page_shows_validators_without_an_entry_and_half_written_scores(net, tmp_path):
+    """The score journal (miner/scores.py: scores/<w>.json per scored window, scores/latest.json the
+    last read) rewritten by hand: a validator with no ledger entry yet shows dashes, a half-written
+    window file is a note and its row says nothing, a hostile hotkey is escaped."""
     root, result = net
     work = _copy(root, tmp_path)
     miner = work / "miners" / "honest-1"
     first, second = (r.window for r in result.windows)
+    shutil.rmtree(miner / "scores")
     (miner / "scores").mkdir()
     (miner / "scores" / f"{first}.json").write_text(json.dumps(
         {"window": first, "uid": 0, "validators": {"6": {"hotkey": "5Fvalidator", "score": 8000, "scores_total": 16000,
