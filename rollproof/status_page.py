@@ -34,7 +34,6 @@ from trainer.status import CheckpointStatus, TrainedWindow, TrainerSnapshot, tra
 from validator.status import MinerVerdict, ValidatorSnapshot, validator_snapshot
 from verification.errors import ConfigError
 
-ROLES = ("miner", "validator", "trainer")
 DEFAULT_LAST = 12  # windows (and checkpoints) a page shows
 CACHE_SECONDS = 2.0
 REFRESH_SECONDS = 10
@@ -367,45 +366,56 @@ def _document(title: str, body: str) -> str:
             f"refreshes every {REFRESH_SECONDS} s</p>{body}</body></html>")
 
 
+def _miner_body(root: Path, h: _Html, last: int, replays: Mapping[str, str]) -> str:
+    snap = miner_snapshot(root, last=last)
+    cur = snap.current
+    timing = (f"{snap.generation_blocks} blocks ({h.text(snap.engine)})" if snap.generation_blocks is not None
+              else "not measured yet")
+    items = [("current window", str(cur.window) if cur else "-"), ("its stage", h.text(cur.stage) if cur else "-"),
+             ("last generation", timing), ("windows skipped since", str(snap.skipped_windows))]
+    if snap.uid is not None:
+        weight = sum(v.weight_share for v in snap.standing) / len(snap.standing) if snap.standing else 0.0
+        items = [("uid", str(snap.uid))] + items + [("weight share (mean over validators)", f"{weight:.1%}")]
+    read_in = "-" if snap.read_in_window is None else snap.read_in_window
+    return (_summary(items) + _notes(snap.notes, h)
+            + "<h2>Windows: what this miner committed and how validators scored it</h2>"
+            + _table("miner-windows", MINER_HEADERS, _miner_rows(snap, h, {}), "no window journaled yet")
+            + f"<h2>Validators now (read in window {read_in})</h2>" + _standing_table(snap, h))
+
+
+def _validator_body(root: Path, h: _Html, last: int, replays: Mapping[str, str]) -> str:
+    snap = validator_snapshot(root, last=last)
+    cur = snap.current
+    return (_summary([("current window", str(cur.window) if cur else "-"),
+                      ("its stage", h.text(cur.stage) if cur else "-"),
+                      ("checkpoint", h.short(snap.model_fingerprint))])
+            + _notes(snap.notes, h) + _validator_section(snap, h, {}))
+
+
+def _trainer_body(root: Path, h: _Html, last: int, replays: Mapping[str, str]) -> str:
+    snap = trainer_snapshot(root, last=last)
+    cur = snap.current
+    return (_summary([("newest trained window", str(snap.newest_window) if snap.windows else "-"),
+                      ("checkpoint in force", f"v{cur.version} from window {cur.from_window}" if cur else "base"),
+                      ("its held-out reward", f"{cur.heldout:.3f}" if cur else "-")])
+            + _notes(snap.notes, h) + _trainer_section(snap, h, replays))
+
+
+_BODIES = {"miner": _miner_body, "validator": _validator_body, "trainer": _trainer_body}
+ROLES = tuple(_BODIES)
+
+
+def _check_role(role: str) -> None:
+    if role not in _BODIES:
+        raise ConfigError(f"no status page for role {role!r} (roles: {', '.join(ROLES)})")
+
+
 def render_role(role: str, state_dir: Path, *, title: str | None = None, last: int = DEFAULT_LAST,
                 replays: Mapping[str, str] | None = None) -> str:
     """The page of one role's node whose journals are under state_dir, as HTML text."""
+    _check_role(role)
     root = Path(state_dir).expanduser()
-    h = _Html(root)
-    title = title or f"rollproof {role}"
-    if role == "miner":
-        snap = miner_snapshot(root, last=last)
-        cur = snap.current
-        timing = (f"{snap.generation_blocks} blocks ({h.text(snap.engine)})" if snap.generation_blocks is not None
-                  else "not measured yet")
-        items = [("current window", str(cur.window) if cur else "-"), ("its stage", h.text(cur.stage) if cur else "-"),
-                 ("last generation", timing), ("windows skipped since", str(snap.skipped_windows))]
-        if snap.uid is not None:
-            weight = sum(v.weight_share for v in snap.standing) / len(snap.standing) if snap.standing else 0.0
-            items = [("uid", str(snap.uid))] + items + [("weight share (mean over validators)", f"{weight:.1%}")]
-        read_in = "-" if snap.read_in_window is None else snap.read_in_window
-        body = (_summary(items) + _notes(snap.notes, h)
-                + "<h2>Windows: what this miner committed and how validators scored it</h2>"
-                + _table("miner-windows", MINER_HEADERS, _miner_rows(snap, h, {}), "no window journaled yet")
-                + f"<h2>Validators now (read in window {read_in})</h2>" + _standing_table(snap, h))
-        return _document(title, body)
-    if role == "validator":
-        snap = validator_snapshot(root, last=last)
-        cur = snap.current
-        body = _summary([("current window", str(cur.window) if cur else "-"),
-                         ("its stage", h.text(cur.stage) if cur else "-"),
-                         ("checkpoint", h.short(snap.model_fingerprint))])
-        body += _notes(snap.notes, h) + _validator_section(snap, h, {})
-        return _document(title, body)
-    if role == "trainer":
-        snap = trainer_snapshot(root, last=last)
-        cur = snap.current
-        body = _summary([("newest trained window", str(snap.newest_window) if snap.windows else "-"),
-                         ("checkpoint in force", f"v{cur.version} from window {cur.from_window}" if cur else "base"),
-                         ("its held-out reward", f"{cur.heldout:.3f}" if cur else "-")])
-        body += _notes(snap.notes, h) + _trainer_section(snap, h, replays or {})
-        return _document(title, body)
-    raise ConfigError(f"no status page for role {role!r} (roles: {', '.join(ROLES)})")
+    return _document(title or f"rollproof {role}", _BODIES[role](root, _Html(root), last, replays or {}))
 
 
 def render_localnet(workdir: Path, *, title: str | None = None, last: int = DEFAULT_LAST,
@@ -481,8 +491,7 @@ def page_for(role: str, state_dir: Path, *, title: str | None = None, last: int 
              clock: Callable[[], float] = time.monotonic) -> CachedPage:
     """The status page callable of a role's node (HTML bytes). replays: the node's replay verdicts
     (fingerprint hex -> text), which no journal holds; absent, the checkpoint table says "not judged here"."""
-    if role not in ROLES:
-        raise ConfigError(f"no status page for role {role!r} (roles: {', '.join(ROLES)})")
+    _check_role(role)
     return CachedPage(lambda: render_role(role, state_dir, title=title, last=last,
                                           replays=replays() if replays else None), cache_seconds, clock)
 
