@@ -125,14 +125,14 @@ def bucket_outside_quantile(expr: str) -> list[str]:
 class Family:
     name: str  # the name as scraped: counters with _total, info with _info, histograms' base name
     type: str  # counter, gauge, histogram, info
-    labels: frozenset[str]  # the labels the definition declares
+    labels: frozenset[str]  # the labels the definition declares (an info metric's fields included)
     samples: frozenset[str]  # the sample names it exposes (histograms: _bucket, _sum, _count)
 
 
 def defined_families() -> dict[str, Family]:
     """Every metric the four metric classes define, by scraped name: all four built on one
     registry, each labelled metric given one sample, the samples collected."""
-    from adapters.telemetry import NodeMetrics, metrics_of
+    from adapters.telemetry import NodeMetrics, build_labels, metrics_of
     from miner.metrics import MinerMetrics
     from trainer.metrics import TrainerMetrics
     from validator.metrics import ValidatorMetrics
@@ -145,7 +145,8 @@ def defined_families() -> dict[str, Family]:
             if not isinstance(metric, MetricWrapperBase):
                 continue
             labels = tuple(metric._labelnames)
-            declared[metric._name] = labels
+            # an info metric's fields are labels too: the ones every role sets (set_build_info)
+            declared[metric._name] = labels + (tuple(build_labels()) if isinstance(metric, Info) else ())
             child = metric.labels(*(f"l{i}" for i in range(len(labels)))) if labels else metric
             if isinstance(metric, Counter):
                 child.inc()
@@ -154,7 +155,7 @@ def defined_families() -> dict[str, Family]:
             elif isinstance(metric, Histogram):
                 child.observe(1)
             elif isinstance(metric, Info):
-                child.info({})
+                child.info(build_labels())
             else:
                 raise AssertionError(f"{metric._name}: a metric type this test does not know")
     out = {}
