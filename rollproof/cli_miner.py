@@ -140,7 +140,7 @@ def run(
     from verification.model import load_model
     from miner.engines import open_engine
     from rollproof.startup import start_chain
-    from rollproof.telemetry import role_page
+    from rollproof.telemetry import replay_verdicts, role_page
 
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
     if windows is None and opts.is_embedded:
@@ -183,8 +183,9 @@ def run(
 
     checkpoint_fetcher = Fetcher(file_roots=checkpoint_root, s3_client=s3)
     registry = telemetry.registry
-    resolver = ModelResolver(chain, lm, checkpoint_fetcher, registry=registry, role="miner",
-                             replay=CheckpointReplayer(chain, lm, checkpoint_fetcher, registry=registry, role="miner"))
+    replayer = CheckpointReplayer(chain, lm, checkpoint_fetcher, registry=registry, role="miner")
+    resolver = ModelResolver(chain, lm, checkpoint_fetcher, registry=registry, role="miner", replay=replayer)
+    telemetry.page.set(role_page("miner", journal, replays=lambda: replay_verdicts(replayer, resolver)))
     bundle_store = open_store(store, endpoint_url=s3_endpoint, public_url=public_url)
     if public_url is not None and opts.is_bittensor and len(bundle_store.base_location()) > MAX_BASE_BYTES:
         raise RollproofError(f"the committed base {bundle_store.base_location()} is {len(bundle_store.base_location())} "

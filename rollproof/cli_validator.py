@@ -147,7 +147,7 @@ def run(
     from adapters.fetch import Fetcher
     from adapters.storage import make_s3_client
     from adapters.checkpoints import ModelResolver
-    from rollproof.telemetry import role_page
+    from rollproof.telemetry import replay_verdicts, role_page
     from validator.service import Validator
     from verification.model import load_model
 
@@ -176,8 +176,9 @@ def run(
     from trainer.replay_node import CheckpointReplayer  # every checkpoint is replayed before it is used
 
     registry = telemetry.registry
-    resolver = ModelResolver(chain, lm, fetcher, registry=registry, role="validator",
-                             replay=CheckpointReplayer(chain, lm, fetcher, registry=registry, role="validator"))
+    replayer = CheckpointReplayer(chain, lm, fetcher, registry=registry, role="validator")
+    resolver = ModelResolver(chain, lm, fetcher, registry=registry, role="validator", replay=replayer)
+    telemetry.page.set(role_page("validator", journal, replays=lambda: replay_verdicts(replayer, resolver)))
     validator = Validator(chain, keypair, lm, beacons, fetcher,
                           journal, beacon_cache=BeaconCache(root / "beacons"),
                           batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver,

@@ -28,7 +28,7 @@ from adapters.fetch import Fetcher
 from adapters.storage import FileStore
 from adapters.windows import window_context
 from adversary.dishonest_trainers import DISHONEST_TRAINERS
-from rollproof.telemetry import localnet_page
+from rollproof.telemetry import localnet_page, replay_verdicts
 from trainer.replay_node import CheckpointReplayer
 from verification.constants import ACTIVATION_WINDOWS
 from verification.errors import CheckpointError
@@ -96,7 +96,8 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
 
     registry: the process's Prometheus registry every node records into (shared metrics by role,
     the miners' by uid); None: each keeps its own. page: called once with this network's status page
-    (rollproof/telemetry.py localnet_page over `workdir`) before the first window."""
+    (rollproof/telemetry.py localnet_page over `workdir`, with the nodes' replay verdicts) before the
+    first window."""
     say = on_event or (lambda msg: log.info(msg))
     if n_groups is not None and n_groups != lm.generation.groups:
         lm = lm.with_generation(lm.generation.with_groups(n_groups))
@@ -170,7 +171,7 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
                           workdir / "validator", beacon_cache=cache, batch_size=8, resolver=resolver,
                           registry=registry)
     if page is not None:
-        page(localnet_page(workdir))
+        page(localnet_page(workdir, replays=lambda: replay_verdicts(replayer, resolver)))
     result.versions[lm.fingerprint.hex()] = 0
     if trainer is not None:
         base = trainer.heldout(lm)
@@ -245,17 +246,6 @@ def ledger_json(event: dict) -> dict:
             "uids": [int(u) for u in event["uids"]], "scores": [int(x) for x in event["scores"]],
             "verified_root": bytes(event["verified_root"]).hex(), "report_hash": bytes(event["report_hash"]).hex(),
             "block": int(event["block"])}
-
-
-def replay_verdicts(replayer: CheckpointReplayer, resolver: ModelResolver) -> dict[str, str]:
-    """fingerprint hex -> what the nodes' replay said of each checkpoint they judged."""
-    out = {}
-    for report in replayer.reports.values():
-        out[report.fingerprint] = (f"replayed: {report.steps} steps, adapter within {report.adapter_error:.2g} "
-                                   f"of the update, {report.seconds:.0f} s")
-    for (verdict_key, _), why in resolver.invalid_verdicts().items():
-        out[verdict_key[1].hex() if isinstance(verdict_key[1], bytes) else str(verdict_key[1])] = f"void: {why}"
-    return out
 
 
 def _bundle_reader(validator: Validator, window: int):

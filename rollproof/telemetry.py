@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import importlib.metadata
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from adapters.telemetry_http import TelemetryServer
 from verification.constants import PROTOCOL_VERSION
 
 Page = Callable[[], bytes]
+Replays = Callable[[], Mapping[str, str]]
 REFRESH_S = 10
 
 
@@ -44,23 +45,37 @@ def starting_page(role: str) -> Page:
     return lambda: data
 
 
-def role_page(role: str, state_dir: Path) -> Page:
+def role_page(role: str, state_dir: Path, replays: Replays | None = None) -> Page:
     """The status page of a role whose journal is `state_dir`: rollproof/status_page.py's page_for
-    once it is there; until then one line with the newest window the journal holds."""
+    once it is there; until then one line with the newest window the journal holds. replays: the
+    node's replay verdicts (replay_verdicts), which no journal holds."""
     try:
         from rollproof.status_page import page_for
     except ImportError:
         return _journal_page(f"rollproof {role}", Path(state_dir) / "windows")
-    return page_for(role, Path(state_dir))
+    return page_for(role, Path(state_dir), replays=replays)
 
 
-def localnet_page(workdir: Path) -> Page:
+def localnet_page(workdir: Path, replays: Replays | None = None) -> Page:
     """The status page of `rollproof localnet` (workdir layout: rollproof/localnet.py)."""
     try:
         from rollproof.status_page import localnet_page as page
     except ImportError:
         return _journal_page("rollproof localnet", Path(workdir) / "validator" / "windows")
-    return page(Path(workdir))
+    return page(Path(workdir), replays=replays)
+
+
+def replay_verdicts(replayer, resolver) -> dict[str, str]:
+    """fingerprint hex -> what this process's replay (trainer/replay_node.CheckpointReplayer) and
+    resolver (adapters/checkpoints.ModelResolver) said of each checkpoint they judged. Safe to call
+    from a page worker while the node judges: both are read through copies."""
+    out = {}
+    for report in list(replayer.reports.values()):
+        out[report.fingerprint] = (f"replayed: {report.steps} steps, adapter within {report.adapter_error:.2g} "
+                                   f"of the update, {report.seconds:.0f} s")
+    for (verdict_key, _), why in resolver.invalid_verdicts().items():
+        out[verdict_key[1].hex() if isinstance(verdict_key[1], bytes) else str(verdict_key[1])] = f"void: {why}"
+    return out
 
 
 def _journal_page(title: str, windows: Path) -> Page:
