@@ -12,6 +12,10 @@ A request can never block, slow or crash the node:
     is ever read;
   - rendering (/metrics, /) runs in a fixed pool of `workers` daemon threads fed by a queue of
     `queue_size` requests; a request that finds the queue full is answered 503 at once;
+  - each of /metrics and / is rendered at most once per `render_interval_s` (RENDER_INTERVAL_S):
+    requests in between get the same bytes, so a flood costs the node's threads (which share the
+    interpreter with these) a few renders a second, not one per request. Prometheus scrapes every
+    15 s or so: a second-old value is the value;
   - an exception while rendering: 500 with one line of text; its detail goes to the log once (per
     distinct message), never to the client (it may name files) and never into the node.
 Binding happens in the constructor, so a port in use, a privileged port, a host that does not
@@ -51,6 +55,7 @@ DEFAULT_WORKERS = 2
 DEFAULT_QUEUE = 8
 BACKLOG = 64
 SELECT_TICK_S = 0.5  # the I/O loop looks at its stop flag at least this often
+RENDER_INTERVAL_S = 1.0  # /metrics and / are rendered at most this often; requests between share the bytes
 TEXT = "text/plain; charset=utf-8"
 HTML = "text/html; charset=utf-8"
 # the status page has inline CSS and SVG and no script, form or external resource
@@ -143,7 +148,7 @@ class TelemetryServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, registry: CollectorRegistry | None = None,
                  page: Page | None = None, workers: int = DEFAULT_WORKERS, queue_size: int = DEFAULT_QUEUE,
-                 name: str = "telemetry"):
+                 render_interval_s: float = RENDER_INTERVAL_S, name: str = "telemetry"):
         if registry is None and page is None:
             raise ValueError("a telemetry server serves a registry, a page or both")
         if workers < 1 or queue_size < 1:
@@ -166,6 +171,9 @@ class TelemetryServer:
         self._conns: dict[socket.socket, _Conn] = {}  # in accept order
         self._stop = threading.Event()
         self._logged: set[str] = set()
+        self.render_interval_s = render_interval_s
+        self._rendered: dict[str, tuple[float, tuple]] = {}  # kind -> (monotonic time, the answer)
+        self._rendering = {"metrics": threading.Lock(), "page": threading.Lock()}  # one render of each at a time
         self._io = threading.Thread(target=self._serve, name=f"{name}-io", daemon=True)
         self._workers = [threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
                          for i in range(workers)]
@@ -392,12 +400,30 @@ class TelemetryServer:
                 return
             c, kind = job
             try:
-                rendered = self._render(kind)
+                rendered = self._render_shared(kind)
             except BaseException as exc:  # noqa: BLE001 - nothing a page does may end a worker
                 self._log_once(f"{kind}: {type(exc).__name__}: {exc}")
                 rendered = (500, TEXT, b"internal error: see the node's log\n", ())
             self._done.append((c, *rendered))
             self._wake()
+
+    def _render_shared(self, kind: str) -> tuple[int, str, bytes, tuple[str, ...]]:
+        """The last answer for `kind` if it is younger than render_interval_s, else a new one. One
+        worker renders a kind at a time; another asking meanwhile gets the last answer, however old,
+        or 503 before the first, and never waits: a page that hangs (a stalled disk) holds one worker,
+        and /metrics keeps answering from the other."""
+        at, answer = self._rendered.get(kind, (None, None))
+        if at is not None and time.monotonic() - at < self.render_interval_s:
+            return answer
+        lock = self._rendering[kind]
+        if not lock.acquire(blocking=False):
+            return answer if answer is not None else (503, TEXT, b"busy: try again\n", ("Retry-After: 1",))
+        try:
+            answer = self._render(kind)
+            self._rendered[kind] = (time.monotonic(), answer)
+            return answer
+        finally:
+            lock.release()
 
     def _render(self, kind: str) -> tuple[int, str, bytes, tuple[str, ...]]:
         if kind == "metrics":

@@ -78,11 +78,49 @@ def test_metrics_parse_with_the_prometheus_text_parser(server):
 def test_values_move_between_scrapes():
     registry = CollectorRegistry(auto_describe=True)
     counter = Counter("rollproof_test_things", "things", registry=registry)
-    with TelemetryServer("127.0.0.1", 0, registry=registry) as s:
+    with TelemetryServer("127.0.0.1", 0, registry=registry, render_interval_s=0) as s:
         before = samples(get(s.url + "metrics")[2].decode())[("rollproof_test_things_total", ())]
         counter.inc(5)
         after = samples(get(s.url + "metrics")[2].decode())[("rollproof_test_things_total", ())]
     assert (before, after) == (0, 5)
+
+
+def test_requests_within_the_render_interval_share_one_render():
+    calls = []
+
+    def page() -> bytes:
+        calls.append(time.monotonic())
+        return PAGE
+
+    with TelemetryServer("127.0.0.1", 0, page=page, render_interval_s=0.5) as s:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.6:
+            assert get(s.url)[2] == PAGE
+        elapsed = time.monotonic() - t0
+    assert 2 <= len(calls) <= elapsed / 0.5 + 1, (len(calls), elapsed)
+    assert all(b - a >= 0.5 for a, b in zip(calls, calls[1:]))
+
+
+def test_a_page_that_hangs_holds_one_worker_and_metrics_keep_answering():
+    release = threading.Event()
+
+    def hanging() -> bytes:
+        release.wait(30)
+        return PAGE
+
+    with TelemetryServer("127.0.0.1", 0, registry=registry_with_values(), page=hanging) as s:
+        stuck = socket.create_connection(("127.0.0.1", s.port))
+        stuck.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        try:
+            time.sleep(0.2)
+            for _ in range(3):
+                assert get(s.url)[0] == 503  # no answer yet to share, and no second render of the page
+                assert scrape_within_bound(s.url) < ANSWER_BOUND_S
+        finally:
+            release.set()
+            stuck.settimeout(ANSWER_BOUND_S)
+            assert stuck.recv(65536).startswith(b"HTTP/1.1 200 ")
+            stuck.close()
 
 
 def test_head_answers_the_headers_without_the_body(server):
@@ -354,7 +392,10 @@ def test_start_telemetry_serves_the_page_on_the_metrics_port_or_its_own():
         (only,) = t.servers
         assert b"starting" in get(only.url)[2]
         t.page.set(lambda: PAGE)
-        assert get(only.url)[2] == PAGE
+        deadline = time.monotonic() + th.RENDER_INTERVAL_S + ANSWER_BOUND_S
+        while get(only.url)[2] != PAGE:  # the next render, one render interval later at most
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         assert get(only.url + "metrics")[0] == 200
         assert f"metrics at {only.url}metrics and status page at {only.url}" in t.where()
     finally:
