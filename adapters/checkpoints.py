@@ -13,7 +13,14 @@ recomputed fingerprint; only then is the model used. A failure is one of two kin
     announcement is void for every node alike; the verdict is kept (never refetched) and the next
     candidate (the previous valid checkpoint, recursively down to the base model) is in force.
   * CheckpointUnavailableError (or any other CheckpointError): this node could not get the bound
-    bytes. The caller skips the window and logs it; it never falls back to another model."""
+    bytes. The caller skips the window and logs it; it never falls back to another model.
+
+Metrics (adapters/telemetry.py NodeMetrics, label role): every judgement moves
+rollproof_checkpoints_judged_total: verdict "valid" once per announcement judged valid (a model
+loaded again after leaving the cache is not judged again), "invalid" once per announcement (the
+verdict is kept), "unavailable" per failed attempt (each is a window skipped or a judgement
+deferred). rollproof_checkpoint_version is the version in force for the window model_for last
+resolved (0: the base model); prepare()'s look-ahead does not move it."""
 
 from __future__ import annotations
 
@@ -21,9 +28,12 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 
+from prometheus_client import CollectorRegistry
+
 from adapters.chain.base import Chain
 from adapters.fetch import Fetcher
 from adapters.storage import BundleStore
+from adapters.telemetry import NodeMetrics, metrics_of
 from verification.checkpoint import (
     Announcement,
     Manifest,
@@ -89,12 +99,16 @@ class ModelResolver:
     """The model in force for each window, loaded and verified once per checkpoint."""
 
     def __init__(self, chain: Chain, base, fetcher: Fetcher, *, cached_models: int = DEFAULT_CACHED_MODELS,
-                 replay: Callable | None = None):
+                 replay: Callable | None = None, registry: CollectorRegistry | None = None, role: str = ""):
         """replay(location, manifest, files, model): the proof-of-learning check a checkpoint must
         pass before it is used (trainer/replay_node.py's CheckpointReplayer; docs/protocol.md section
         16); it raises CheckpointInvalidError when the checkpoint does not replay. None: not checked
-        (tests of the other rules only; every node command passes one)."""
+        (tests of the other rules only; every node command passes one).
+        registry, role: the NodeMetrics this node's judgements move, under label role (None: a
+        private registry)."""
         self.chain = chain
+        self.node_metrics = metrics_of(NodeMetrics, registry)
+        self.role = role
         self.base = base
         self.fetcher = fetcher
         self.replay = replay
@@ -107,6 +121,7 @@ class ModelResolver:
         # invalid verdicts: (announcement's verdict_key, trainer hotkey) -> why; a function of bytes
         # bound on chain, so never refetched
         self._invalid: dict[tuple, str] = {}
+        self._versions: dict[tuple, int] = {}  # the manifest version of every announcement judged valid
 
     def invalid_verdicts(self) -> dict[tuple, str]:
         return dict(self._invalid)
@@ -123,25 +138,32 @@ class ModelResolver:
     def model_for(self, window: int):
         """The LoadedModel for window; CheckpointError (not CheckpointInvalidError) when this node
         cannot get the checkpoint in force (the window is skipped)."""
+        lm, version = self._resolve(window)
+        self.node_metrics.checkpoint_version.labels(self.role).set(version)
+        return lm
+
+    def _resolve(self, window: int):
+        """(the LoadedModel in force for window, its version: 0 for the base model)."""
         for ann in self.chain.announcement_candidates(window):
-            lm = self._judge(ann, window)
-            if lm is not None:
-                return lm
-        return self.base
+            judged = self._judge(ann, window)
+            if judged is not None:
+                return judged
+        return self.base, 0
 
     def prepare(self, window: int) -> None:
         """Judge the checkpoint of an upcoming window now (fetch, verify and replay it, docs/protocol.md
         section 16), so that a replay's minutes are spent before the window starts, not in it. A
         checkpoint this node cannot get yet is logged and tried again when the window comes."""
         try:
-            self.model_for(window)
-        except CheckpointError as exc:
+            self._resolve(window)
+        except CheckpointError as exc:  # counted as unavailable by _judge
             log.info("the checkpoint of window %d cannot be judged yet: %s", window, exc)
 
     def judge(self, ann: Announcement):
         """The announcement's model, or None when it is invalid (the verdict kept); CheckpointError
         when this node cannot get it."""
-        return self._judge(ann, ann.from_window)
+        judged = self._judge(ann, ann.from_window)
+        return None if judged is None else judged[0]
 
     def signer_of(self, ann: Announcement) -> str | None:
         """The hotkey whose signature ann's manifest must carry: the one the registry bound to it,
@@ -149,19 +171,25 @@ class ModelResolver:
         return ann.signer or self.chain.trainer_hotkey()
 
     def _judge(self, ann: Announcement, window: int):
-        """The announcement's model, or None once it is known invalid (the verdict kept)."""
+        """(the announcement's model, its version), or None once it is known invalid (the verdict
+        kept); CheckpointError when this node cannot get it. Each verdict moves its metric."""
         trainer = self.signer_of(ann)
         key = (ann.verdict_key, trainer)
         if key in self._invalid:
             return None
         try:
-            return self.load(ann, trainer)
+            lm = self.load(ann, trainer)
         except CheckpointInvalidError as exc:
             self._invalid[key] = str(exc)
+            self.node_metrics.checkpoints_judged.labels(self.role, "invalid").inc()
             log.warning("window %d: the checkpoint announced for window %d (%s…) is invalid, void on every "
                         "node (protocol section 15), the previous one stays in force: %s",
                         window, ann.from_window, ann.fingerprint.hex()[:16], exc)
             return None
+        except CheckpointError:
+            self.node_metrics.checkpoints_judged.labels(self.role, "unavailable").inc()
+            raise
+        return lm, self._versions[key]
 
     def load(self, ann: Announcement, trainer: str | None = None):
         trainer = self.signer_of(ann) if trainer is None else trainer
@@ -176,6 +204,9 @@ class ModelResolver:
         if self.replay is not None and key not in self.replayed:
             self.replayed[key] = self.replay(ann.location, manifest, files, lm)
             log.info("checkpoint v%d (%s…) replays from its training record", manifest.version, ann.fingerprint.hex()[:16])
+        if key not in self._versions:  # judged valid: counted once (a reload after eviction is not a judgement)
+            self._versions[key] = manifest.version
+            self.node_metrics.checkpoints_judged.labels(self.role, "valid").inc()
         self._models[key] = lm
         while len(self._models) > self.cached_models:
             self._models.popitem(last=False)

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 import rollproof.localnet as localnet
 from adapters.checkpoints import ModelResolver
@@ -197,6 +199,7 @@ class Judged:
     unavailable: Case | None = None
     unavailable_window: int = 0
     events: dict[str, int] = field(default_factory=dict)
+    registry: CollectorRegistry | None = None  # the node's metrics (role "validator")
 
 
 def _resign(net: Net, manifest, files: dict[str, bytes], from_window: int):
@@ -355,10 +358,11 @@ def judged(net):
 
     chain, v1, v2 = net.chain, net.checkpoints[1], net.checkpoints[2]
     fetcher = Fetcher(file_roots=[net.store])
-    replayer = CheckpointReplayer(chain, net.lm, fetcher)
+    registry = CollectorRegistry()
+    replayer = CheckpointReplayer(chain, net.lm, fetcher, registry=registry, role="validator")
     recording = Recording(replayer)
-    resolver = ModelResolver(chain, net.lm, fetcher, replay=recording)
-    judged = Judged(net, resolver, replayer, recording)
+    resolver = ModelResolver(chain, net.lm, fetcher, replay=recording, registry=registry, role="validator")
+    judged = Judged(net, resolver, replayer, recording, registry=registry)
     record = v2.record
     kinds = [e["kind"] for e in record["events"]]
     applied = [i for i, e in enumerate(record["events"]) if e["kind"] == "window" and e["outcome"] == "applied"]
@@ -509,6 +513,36 @@ def test_unavailable_training_data_skips_the_window_and_falls_back_to_nothing(ju
     assert type(judged.recording.raised[case.location]) is CheckpointUnavailableError
     # the windows before it are unaffected
     assert judged.resolver.model_for(judged.window).fingerprint.hex() == judged.net.checkpoints[1].manifest.fingerprint
+
+
+def _node_metrics(registry) -> dict[tuple, float]:
+    """(sample name, verdict or "") -> value of the role "validator" node metrics, as scraped."""
+    out = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in family.samples:
+            if s.labels.get("role") == "validator":
+                out[(s.name, s.labels.get("verdict", ""))] = s.value
+    return out
+
+
+def test_judgements_are_counted_by_verdict(judged):
+    """The node's metrics: every void manipulation counted invalid once, the honest checkpoints the
+    resolver used valid once each, an unavailable checkpoint once per failed attempt, each replay run
+    to its end timed once, and the version in force of the window last resolved."""
+    v1 = judged.net.checkpoints[1].manifest
+    assert judged.resolver.model_for(judged.window).fingerprint.hex() == v1.fingerprint
+    before = _node_metrics(judged.registry)
+    with pytest.raises(CheckpointUnavailableError):
+        judged.resolver.model_for(judged.unavailable_window)
+    after = _node_metrics(judged.registry)
+    judged_total = "rollproof_checkpoints_judged_total"
+    assert after[(judged_total, "invalid")] == len(judged.resolver.invalid_verdicts()) == len(CASES)
+    assert after[(judged_total, "valid")] == 2  # the honest v2 (a fresh node's first judgement), then v1
+    assert after[(judged_total, "unavailable")] == before.get((judged_total, "unavailable"), 0) + 1
+    replays = after[("rollproof_checkpoint_replay_seconds_count", "")]
+    assert len(judged.replayer.reports) <= replays <= len(judged.replayer.reports) + len(judged.replayer.invalid)
+    assert after[("rollproof_checkpoint_replay_seconds_sum", "")] > 0
+    assert after[("rollproof_checkpoint_version", "")] == v1.version == 1  # the failed resolution moved nothing
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,22 @@
-"""The trainer's Prometheus metrics (docs/operating.md, "Metrics")."""
+"""The trainer's Prometheus metrics (docs/operating.md, "Metrics").
+
+trainer/service.py records into them as it goes, each thing once: a window when it is marked
+trained (the journal's trained windows decide what is new, so a restart re-counts nothing), a
+candidate when its stage is final (announced, withheld, or expired, the last also when a restart
+finds a built candidate the chain never got). Counters start at zero in each process (Prometheus'
+rate() and increase() treat a restart as a counter reset); gauges are state, so a restarted trainer
+sets them again from its journal (the newest window's signal and reward, the newest candidate).
+Under torchrun only rank 0 records (the ranks run the same windows and steps; the others would
+count each of them again)."""
 
 from __future__ import annotations
+
+from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.telemetry import DURATION_BUCKETS
+from verification.constants import PROTOCOL_VERSION
 
 # a step's outcome: applied, no_step (too few rows), or the circuit breaker that tripped
 # (trainer/step.py: non_finite, clipped_share, grad_norm; several tripped: the first)
@@ -38,3 +50,54 @@ class TrainerMetrics:
                                     ["model"], registry=r)
         self.checkpoint_bytes = Gauge("rollproof_trainer_checkpoint_bytes", "bytes of the newest candidate's files",
                                       registry=r)
+
+    # ---- recording (trainer/service.py) -----------------------------------------------------------
+    def window_trained(self, outcome: str, rows: int, dropped_stale: int, signal_rate: float, mean_reward: float,
+                       step_seconds: float | None) -> None:
+        """A window marked trained: its step's outcome (step_outcome), the rows an applied step
+        trained on, the stale rows it dropped, its signal and mean reward; step_seconds when a step ran."""
+        self.windows.labels("trained").inc()
+        self.steps.labels(outcome).inc()
+        if step_seconds is not None:
+            self.step_seconds.observe(step_seconds)
+        if outcome == "applied":
+            self.rows_trained.inc(rows)
+        self.rows_dropped_stale.inc(dropped_stale)
+        self.show_window(signal_rate, mean_reward)
+
+    def show_window(self, signal_rate: float, mean_reward: float) -> None:
+        self.signal_rate.set(signal_rate)
+        self.mean_reward.set(mean_reward)
+
+    def candidate(self, pub: dict) -> None:
+        """A candidate reached its final stage (announced, withheld, expired): counted, and shown
+        as the newest."""
+        self.checkpoints.labels(pub["stage"]).inc()
+        self.show_candidate(pub)
+
+    def show_candidate(self, pub: dict) -> None:
+        """The newest candidate's version, held-out rewards and bytes (a journaled publication; a
+        field it lacks leaves its gauge as it is)."""
+        self.checkpoint_version.set(pub["version"])
+        for model, key in (("candidate", "heldout"), ("parent", "parent_heldout"), ("chance", "chance")):
+            if pub.get(key) is not None:
+                self.heldout_reward.labels(model).set(pub[key])
+        if pub.get("bytes") is not None:
+            self.checkpoint_bytes.set(pub["bytes"])
+
+
+def step_outcome(step) -> str:
+    """A step's STEP_OUTCOMES label: no_step (None: no step ran), applied, or the first breaker
+    that tripped (StepResult.reason lists them ';'-joined, in trainer/step.py's order)."""
+    if step is None:
+        return "no_step"
+    return "applied" if step.applied else step.reason.split(";")[0]
+
+
+def build_labels() -> dict[str, str]:
+    """rollproof_build_info's labels: the installed release and the protocol version."""
+    try:
+        release = metadata.version("rollproof")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        release = "unknown"
+    return {"version": release, "protocol": str(PROTOCOL_VERSION)}

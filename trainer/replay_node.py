@@ -10,17 +10,25 @@ base model), each verdict kept by manifest SHA-256, so a node replays each check
 The `CheckpointReplayer` is the hook `adapters.checkpoints.ModelResolver(replay=...)` calls after the
 checkpoint's manifest and files checked out: it raises CheckpointInvalidError (ReplayMismatchError,
 TrainingRecordError) when the checkpoint does not replay, CheckpointUnavailableError when this node
-could not fetch what the replay needs."""
+could not fetch what the replay needs.
+
+Metrics: every replay run to its end (it replays, or it does not) is one observation of
+rollproof_checkpoint_replay_seconds (adapters/telemetry.py NodeMetrics, label role), parents
+included, each timed on its own; the verdicts are counted by the ModelResolver that asked."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from prometheus_client import CollectorRegistry
+
 from adapters.checkpoints import MANIFEST_FILE, fetch_files, sibling
 from adapters.fetch import Fetcher
+from adapters.telemetry import NodeMetrics, metrics_of
 from trainer.replay import HeldoutCache, ParentCheckpoint, ReplayReport, replay_checkpoint
 from verification.checkpoint import Manifest, parse_manifest, verify_manifest_signature
 from verification.checkpoint_model import check_file
@@ -52,8 +60,12 @@ class CheckpointReplayer:
     """Replays checkpoints for one node (chain: ledger entries; fetcher: the trainer's store)."""
 
     def __init__(self, chain, base: LoadedModel, fetcher: Fetcher, *, cached_models: int = 2,
-                 on_line: Callable[[str], None] | None = None):
+                 on_line: Callable[[str], None] | None = None, registry: CollectorRegistry | None = None,
+                 role: str = ""):
+        """registry, role: the NodeMetrics the replays' durations go to, under label role (None: a
+        private registry)."""
         self.chain = chain
+        self.replay_seconds = metrics_of(NodeMetrics, registry).checkpoint_replay_seconds.labels(role)
         self.base = base
         self.fetcher = fetcher
         self.on_line = on_line
@@ -107,9 +119,15 @@ class CheckpointReplayer:
                 raise CheckpointUnavailableError(f"cannot fetch training data {h[:16]}…: {exc}") from None
 
         say = self.on_line or (lambda line: log.info("replay: %s", line))
-        report = replay_checkpoint(self.base, manifest, files, data=data, ledger=self.chain.ledger_entry,
-                                   parent=parent, parent_model=parent_model, announced_model=lm,
-                                   heldout=self.heldout, on_line=say)
+        started = time.perf_counter()
+        try:
+            report = replay_checkpoint(self.base, manifest, files, data=data, ledger=self.chain.ledger_entry,
+                                       parent=parent, parent_model=parent_model, announced_model=lm,
+                                       heldout=self.heldout, on_line=say)
+        except CheckpointInvalidError:  # judged: it does not replay
+            self.replay_seconds.observe(time.perf_counter() - started)
+            raise
+        self.replay_seconds.observe(time.perf_counter() - started)
         if lm is not None:
             self._keep(manifest.fingerprint, lm)
         return report

@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry
 
 from adapters.chain.base import Chain
 from adapters.checkpoints import publish_checkpoint
 from adapters.files import atomic_write
 from adapters.storage import BundleStore
+from adapters.telemetry import NodeMetrics, metrics_of
 from trainer.adapter_files import adapter_config, adapter_tensors, adapter_to_bytes, load_adapter_into
 from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, PUBLISH_EVERY
 from trainer.checkpointing import BuiltCheckpoint, attach_files, build_checkpoint
 from trainer.heldout import HeldoutResult, evaluate, gate_withholds, paired_difference
 from trainer.journal import TrainerJournal
+from trainer.metrics import TrainerMetrics, build_labels, step_outcome
 from trainer.optimizer_files import optimizer_tensors, optimizer_to_bytes
 from trainer.policy import LoraSettings, make_policy
 from trainer.record import TRAINER_SETTINGS, RecordBuilder, candidate_event, settings_json, sha256_hex, step_json
@@ -41,6 +46,7 @@ from verification.model import LoadedModel
 from verification.training_record import OPTIMIZER_FILE, START_FILE, TRAINING_FILE, WindowEvent
 
 log = logging.getLogger("rollproof.trainer")
+ROLE = "trainer"  # the role label of the trainer's NodeMetrics
 
 
 @dataclass
@@ -99,10 +105,15 @@ class Publication:
 class Trainer:
     """validator: (uid, hotkey) of the validator whose reports (and ledger entries) the rows come
     from; every checkpoint's training record names it, and a replay checks each report against
-    that validator's ledger entry on chain (docs/protocol.md section 16)."""
+    that validator's ledger entry on chain (docs/protocol.md section 16).
+
+    registry: the process's metrics (trainer/metrics.py and the role "trainer" share of
+    adapters/telemetry.py's NodeMetrics); None records into a private one. Under torchrun only rank
+    0 records into it: every rank runs the same windows and steps."""
 
     def __init__(self, chain: Chain, keypair, base: LoadedModel, store: BundleStore, state_dir: Path,
-                 config: TrainerConfig | None = None, *, validator: tuple[int, str]):
+                 config: TrainerConfig | None = None, *, validator: tuple[int, str],
+                 registry: CollectorRegistry | None = None):
         self.chain = chain
         self.validator = (int(validator[0]), str(validator[1]))
         self.keypair = keypair
@@ -116,6 +127,10 @@ class Trainer:
         # under torchrun (torch.distributed initialised, world > 1) the step is DDP over the ranks,
         # each given the same rows; rank 0 alone writes the journal, publishes and announces
         self.rank, self.world = _distributed_rank()
+        recording = registry if self.rank == 0 else None
+        self.metrics = metrics_of(TrainerMetrics, recording)
+        self.node_metrics = metrics_of(NodeMetrics, recording)
+        self.node_metrics.build.labels(ROLE).info(build_labels())
         self.ddp = None
         if self.world > 1:
             from trainer.distributed import wrap_policy
@@ -142,6 +157,7 @@ class Trainer:
             self._restore()
         if self._anchor is None:
             self._anchor = self._snapshot()
+        self._show_journal()
 
     # ---- state ----------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -183,6 +199,7 @@ class Trainer:
             self.journal.save_publication(pub["version"], pub)
             if pub["stage"] == "expired":
                 self._expired_candidate(pub["version"])
+            self.metrics.candidate(pub)
             log.info("checkpoint v%d was %s before the restart", pub["version"], pub["stage"])
         self._save_state()
 
@@ -195,6 +212,32 @@ class Trainer:
             "steps_applied": self.steps_applied, "steps_since_publish": self.steps_since_publish,
             "anchor": self._anchor, "record": self.record.to_state(),
         })
+
+    def _show_journal(self, lookback: int = 16) -> None:
+        """The gauges a restarted trainer had shown (counters count only what is new): the newest
+        announced version, the newest candidate, the newest window (the signal and mean reward of
+        the newest of the last `lookback` windows not marked "not trained", as a live trainer shows
+        them: a window marked not trained leaves them as they were)."""
+        if self.rank != 0:
+            return
+        self.node_metrics.checkpoint_version.labels(ROLE).set(self.version)
+        pubs = [p for p in self.journal.publications() if p["stage"] != "built"]
+        if pubs:
+            self.metrics.show_candidate(pubs[-1])
+        if not self.trained_windows:
+            return
+        self.node_metrics.window.labels(ROLE).set(max(self.trained_windows))
+        for window in sorted(self.trained_windows, reverse=True)[:lookback]:
+            rec = self.journal.window(window)
+            if rec is not None and not rec.get("note", "").startswith("not trained"):
+                self.metrics.show_window(rec["signal_rate"], rec.get("mean_reward", 0.0))
+                return
+
+    def _current_window(self) -> int:
+        """The chain's current window (the block read is shown as rollproof_chain_block)."""
+        block = self.chain.current_block()
+        self.node_metrics.chain_block.labels(ROLE).set(block)
+        return window_of_block(block)
 
     def _snapshot(self) -> dict:
         """The policy's adapter and the optimizer's state, copied (later steps do not touch them)."""
@@ -217,6 +260,7 @@ class Trainer:
         """Train on one scored window (at most once; a repeat returns the journaled record)."""
         if window in self.trained_windows:
             return WindowTraining(**self.journal.window(window))
+        self.node_metrics.window.labels(ROLE).set(window)
         if self.steps_since_publish >= self.config.publish_every:
             # a crash after the step that completed a span, before its candidate was built: build
             # it now, so every candidate follows exactly publish_every applied steps (the record's rule);
@@ -239,12 +283,14 @@ class Trainer:
             return self.window_not_trained(window, str(exc), report_sha, read)
         fresh, stale = drop_stale(rows.rows, self.versions, self.version, self.config.max_staleness)
         step: StepResult | None = None
+        step_seconds: float | None = None
         note = ""
         trainable = [r for r in fresh if r.advantage != 0.0]
         if not trainable:
             note = "no row with a non-zero advantage" if fresh else "no verified rows"
         else:
             batch = self.training_batch(trainable)
+            started = time.perf_counter()
             if self.ddp is not None:
                 from trainer.distributed import distributed_train_step
 
@@ -254,6 +300,8 @@ class Trainer:
                     step = distributed_train_step(self.policy, self.ddp, self.optimizer, batch, self.config.train)
             else:
                 step = train_step(self.policy, self.optimizer, batch, self.config.train)
+            if step is not None:
+                step_seconds = time.perf_counter() - started
             if step is not None and step.applied:
                 self.steps_applied += 1
                 self.steps_since_publish += 1
@@ -272,6 +320,8 @@ class Trainer:
         self._save_state()  # the update and "window trained" land in one atomic write
         if self.rank == 0:
             self.journal.save_window(window, asdict(record))
+        self.metrics.window_trained(step_outcome(step), len(trainable), stale, rows.signal_rate, mean_reward,
+                                    step_seconds)
         return record
 
     def training_batch(self, trainable: list) -> list[TrainingRow]:
@@ -289,11 +339,13 @@ class Trainer:
         """A window whose rows cannot be tied to a verdict: marked trained with no step (never
         retried into a fallback), and recorded with the data that showed it."""
         rec = WindowTraining(window, 0, 0, 0.0, 0, None, f"not trained: {why}")
+        self.node_metrics.window.labels(ROLE).set(window)
         self.record.window(WindowEvent(window, report_sha, dict(bundles or {}), "not_trained", why[:400], (), 0, None))
         self.trained_windows.add(window)
         self._save_state()
         if self.rank == 0:
             self.journal.save_window(window, asdict(rec))
+        self.metrics.windows.labels("not_trained").inc()
         return rec
 
     # ---- checkpoints ----------------------------------------------------------------------------
@@ -366,7 +418,7 @@ class Trainer:
         return pub
 
     def _publish(self, current_window) -> Publication | None:
-        current_window = window_of_block(self.chain.current_block()) if current_window is None else current_window
+        current_window = self._current_window() if current_window is None else current_window
         version = max([self.version] + [p["version"] for p in self.journal.publications()]) + 1
         from_window = current_window + ACTIVATION_WINDOWS
         parent_fp = bytes.fromhex(self.parent_fingerprint)
@@ -399,10 +451,11 @@ class Trainer:
             self._save_state()
             log.warning("checkpoint v%d withheld: %s", version, pub.note)
             self.journal.save_publication(version, asdict(pub))
+            self.metrics.candidate(asdict(pub))
             return pub
         # the held-out evaluation takes time: a window may have begun meanwhile, and an announcement
         # must land ACTIVATION_WINDOWS before its from_window, so the window is fixed only now
-        now = window_of_block(self.chain.current_block()) + ACTIVATION_WINDOWS
+        now = self._current_window() + ACTIVATION_WINDOWS
         if now > from_window:
             from_window = pub.from_window = now
         record_files, data = self._record_files(version, event("announced"), built.files[ADAPTER_FILE])
@@ -423,9 +476,12 @@ class Trainer:
             log.error("checkpoint v%d not announced: %s", version, exc)
             self.journal.save_publication(version, asdict(pub))
             self._expired_candidate(version)
+            self.metrics.candidate(asdict(pub))
             return pub
         pub.stage = "announced"
         self.journal.save_publication(version, asdict(pub))
+        self.metrics.candidate(asdict(pub))
+        self.node_metrics.checkpoint_version.labels(ROLE).set(version)
         self.versions[built.manifest.fingerprint] = version
         self.version = version
         self._anchor = self._snapshot()  # a crash before this line: _restore re-takes it from the state
