@@ -18,11 +18,18 @@ the transaction and the windows journaled counted once the chain shows it, so ev
 is counted in exactly one set (or dropped past MAX_COMBINED_WINDOWS, logged) whatever the restart
 timing (validator/stages.py has the state machine). It stops only on
 ChainRefusedError (not registered, no permit, an EVM key that does not own the uid: `preflight`
-checks them before any work)."""
+checks them before any work).
+
+Metrics (validator/metrics.py, and the role's share of adapters/telemetry.py's NodeMetrics): every
+line the validator logs on a state change moves one. Journal stages are counted where they are
+written (validator/state.py); fetch results and miner verdicts when an outcome is first computed
+(a resumed window's journaled outcomes are not counted again); weight-set attempts by result and
+chain-write retries where the writes are sent; outages through Outages."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import threading
@@ -30,12 +37,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from prometheus_client import CollectorRegistry
+
 from adapters.beacons import BeaconCache, BeaconSource
 from adapters.chain.base import Chain, CommitmentRecord
 from adapters.fetch import Fetcher, FetchTooLargeError
 from adapters.windows import opening_randomness
 from adapters.files import atomic_write
 from adapters.outage import Backoff, Outages
+from adapters.telemetry import NodeMetrics, metrics_of
+from validator.metrics import ValidatorMetrics
 from validator.stages import Stage
 from validator.state import ValidatorState, WeightsIntent
 from verification.bundle import Bundle, bundle_hash, completion_digest, decode_bundle, row_digest
@@ -69,6 +80,7 @@ from validator.defaults import (BEACON_GRACE_S, DEFAULT_KEEP_BUNDLES, FETCH_WORK
                                  MAX_COMBINED_WINDOWS, VERIFY_MINERS, WINDOW_FETCH_BUDGET_S, fetch_deadline_s)
 
 log = logging.getLogger("rollproof.validator")
+ROLE = "validator"  # the role label of the shared NodeMetrics
 
 # validator-level reasons (before the Verifier runs), in check order
 VALIDATOR_REASONS = ("bad_commitment", "fetch_failed", "hash_mismatch")
@@ -101,21 +113,26 @@ class Validator:
                  keep_bundles: int | None = DEFAULT_KEEP_BUNDLES, max_catch_up: int = MAX_CATCH_UP_WINDOWS,
                  fetch_workers: int = FETCH_WORKERS, fetch_budget_s: float = WINDOW_FETCH_BUDGET_S,
                  backoff: Backoff | None = None, verify_miners: int = VERIFY_MINERS,
-                 max_batch_bytes: int | None = None, max_combined: int = MAX_COMBINED_WINDOWS):
+                 max_batch_bytes: int | None = None, max_combined: int = MAX_COMBINED_WINDOWS,
+                 registry: CollectorRegistry | None = None):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
         for each window from chain data; without one every window uses `lm`. `backoff`: the retry
         delays of `run` during outages. `batch_size` caps the rollouts of one recompute forward,
         taken from any checked groups of the `verify_miners` miners verified together (None:
         verification.model.default_batch_rows: 16 on a CPU, on an accelerator only
         `max_batch_bytes`, the forward's memory bound). `max_combined`: windows one weight set
-        combines at most (its own and the skipped run right before it)."""
+        combines at most (its own and the skipped run right before it). `registry`: the process's
+        Prometheus registry the validator records into (None: a private one)."""
+        self.metrics = metrics_of(ValidatorMetrics, registry)
+        self.node_metrics = metrics_of(NodeMetrics, registry)
+        self.node_metrics.build.labels(ROLE).info({"version": _release(), "protocol": str(PROTOCOL_VERSION)})
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
         self.lm = lm
         self.beacons = beacons
         self.fetcher = fetcher
-        self.state = ValidatorState(state_dir)
+        self.state = ValidatorState(state_dir, self.metrics)
         self.beacon_cache = beacon_cache
         self.networks = list(networks or [beacons.info])
         self.batch_size = batch_size
@@ -132,9 +149,13 @@ class Validator:
             raise ValueError("verify_miners must be at least 1")
         self.verify_miners = verify_miners
         self.max_batch_bytes = max_batch_bytes
-        self.outages = Outages(log, backoff)
+        self.outages = Outages(log, backoff, metrics=self.node_metrics, role=ROLE)
         self._write_retry_at = 0.0  # monotonic time before which refused chain writes are not retried
         self._catch_up_warned: tuple[int, int] | None = None
+        self._skipped_through = -1  # the newest window counted in catch_up_skipped
+        self._write_failed = {write: False for write in ("ledger", "weights")}  # its last attempt failed
+        self._score_uids: set[str] = set()  # uid labels of miner_score (the last scored window's miners)
+        self._weight_uids: set[str] = set()  # uid labels of miner_weight (the last set that landed)
 
     def model_for(self, window: int) -> LoadedModel:
         """The checkpoint in force for window (CheckpointError when it cannot be verified)."""
@@ -175,6 +196,10 @@ class Validator:
         verdicts = verifier.verify_many(checks) if checks else []
         for (slot, rec, audit), check, verdict in zip(to_verify, checks, verdicts):
             results[slot] = self._outcome(rec, check.bundle, verdict, audit)
+            checked = [v for v in verdict.rollouts if v.reason != "not_checked"]
+            self.metrics.rollouts_checked.inc(len(checked))
+            for v in checked:
+                self.metrics.rollout_verdicts.labels(v.reason).inc()
         return results
 
     def _before_verifier(self, window: int, rec: CommitmentRecord, open_seed: bytes,
@@ -182,17 +207,22 @@ class Validator:
         """The validator-level checks of one miner: its commitment, fetch, bundle hash and format.
         (outcome, audit) when one fails, else the bundle to verify (_Fetched). `generation`: the
         window's generation params, whose bundle bound caps the fetch and the parse (a bigger file
-        is bundle_too_large, never parsed). Only a bundle that parsed is kept on disk."""
-        def fail(reason: str, detail: str, audit: dict | None = None):
+        is bundle_too_large, never parsed). Only a bundle that parsed is kept on disk. Each miner's
+        fetch result is counted (fetch_results: bad_commitment, fetch_failed (also a file over the
+        bound), hash_mismatch, ok); a fetch made here is timed (fetch_seconds)."""
+        def fail(reason: str, detail: str, audit: dict | None = None, fetch_result: str | None = None):
+            if fetch_result is not None:
+                self.metrics.fetch_results.labels(str(rec.uid), fetch_result).inc()
             return MinerOutcome(rec.uid, rec.hotkey, False, reason, detail, rec.block), audit or {}
 
         try:
             c = decode_commitment(rec.data)
         except CommitmentFormatError as exc:
-            return fail("bad_commitment", str(exc))
+            return fail("bad_commitment", str(exc), fetch_result="bad_commitment")
         audit = {"bundle_hash": c.bundle_hash.hex(), "location": c.location, "checked_groups": [], "rollouts": []}
         if c.window != window:
-            return fail("bad_commitment", f"commitment names window {c.window}, landed in window {window}", audit)
+            return fail("bad_commitment", f"commitment names window {c.window}, landed in window {window}", audit,
+                        fetch_result="bad_commitment")
         bound = bundle_limit(generation) if generation is not None else None
         try:
             if isinstance(fetched, StorageError):
@@ -200,14 +230,20 @@ class Validator:
             if fetched is not None:
                 data = fetched
             else:
-                data = self.fetcher.fetch(c.location, bound,
-                                          fetch_deadline_s(bound) if bound is not None else None)
+                started = time.monotonic()
+                try:
+                    data = self.fetcher.fetch(c.location, bound,
+                                              fetch_deadline_s(bound) if bound is not None else None)
+                finally:
+                    self.metrics.fetch_seconds.observe(time.monotonic() - started)
         except FetchTooLargeError as exc:
-            return fail(BundleTooLargeError.code, str(exc), audit)
+            return fail(BundleTooLargeError.code, str(exc), audit, fetch_result="fetch_failed")
         except StorageError as exc:
-            return fail("fetch_failed", str(exc), audit)
+            return fail("fetch_failed", str(exc), audit, fetch_result="fetch_failed")
         if bundle_hash(data) != c.bundle_hash:
-            return fail("hash_mismatch", "the fetched file is not the committed bundle", audit)
+            return fail("hash_mismatch", "the fetched file is not the committed bundle", audit,
+                        fetch_result="hash_mismatch")
+        self.metrics.fetch_results.labels(str(rec.uid), "ok").inc()
         try:
             bundle = decode_bundle(data, generation=generation)
         except BundleFormatError as exc:
@@ -280,6 +316,7 @@ class Validator:
         """Verify and score window into the journal (stage scored; a no-op when it already is).
         Returns None once scored, or the finished result of a window whose checkpoint cannot be
         verified (journaled checkpoint_failed: nothing is scored or written)."""
+        self.node_metrics.window.labels(ROLE).set(window)
         stage = self.state.stage(window)
         if stage == Stage.CHECKPOINT_FAILED:
             detail = self.state.checkpoint_error(window)
@@ -291,9 +328,12 @@ class Validator:
                 log.error("window %d skipped: its checkpoint cannot be verified: %s", window, exc)
                 self.state.save_checkpoint_error(window, str(exc))
                 return WindowResult(window, {}, b"", [], False, False, checkpoint_error=str(exc))
+            self.node_metrics.checkpoint_version.labels(ROLE).set(lm.meta.get("checkpoint_version", 0))
+            started = time.monotonic()
             report = self._score(window, lm, on_miner, progress_factory)
             self.state.save_report(window, canonical_json(report))
             self.state.set_stage(window, Stage.SCORED)
+            self.metrics.window_seconds.observe(time.monotonic() - started)
         return None
 
     def write_window(self, window: int, *, superseded_by: int | None = None) -> WindowResult:
@@ -316,8 +356,8 @@ class Validator:
         wrote_ledger = wrote_weights = False
         if stage == Stage.SCORED:
             if self.chain.ledger_entry(my_uid, window) is None:
-                self.chain.record_scores(self.keypair, window, uids, weights,
-                                         bytes.fromhex(report["verified_root"]), report_hash)
+                self._chain_write("ledger", lambda: self.chain.record_scores(
+                    self.keypair, window, uids, weights, bytes.fromhex(report["verified_root"]), report_hash))
                 wrote_ledger = True
             self.state.set_stage(window, Stage.LEDGERED)
             stage = Stage.LEDGERED
@@ -341,7 +381,7 @@ class Validator:
         if intent is not None and self._landed(intent, done, my_uid):
             log.info("window %d: its weight set (windows %s) is on chain; journaled counted", window,
                      _window_list(intent.windows))
-            self._count(intent)
+            self._count(intent, landed=True)
             return False
         if stage == Stage.LEDGERED and done is not None and done >= window:
             # a set landed with no intent journaled: only a journal written before intents existed
@@ -349,7 +389,7 @@ class Validator:
                 intent = self._plan(window, report)
                 log.info("window %d: its weight set (windows %s) is on chain; journaled counted", window,
                          _window_list(intent.windows))
-                self._count(intent)
+                self._count(intent, landed=True)
             else:
                 log.warning("window %d dropped: window %d's weight set landed without its scores", window, done)
                 self.state.set_stage(window, Stage.DROPPED)
@@ -360,6 +400,7 @@ class Validator:
             self.state.set_stage(window, Stage.DEFERRED)
             return False
         if not self.chain.weights_ready(my_uid):
+            self.metrics.weight_sets.labels("rate_limited").inc()
             log.info("window %d: the chain's weight rate limit has not passed; its scores count in the "
                      "next weight set", window)
             self.state.set_stage(window, Stage.DEFERRED)
@@ -371,18 +412,25 @@ class Validator:
         sent = False
         if any(intent.weights):
             try:
-                self.chain.set_weights(self.keypair, window, list(intent.uids), list(intent.weights))
+                self._chain_write("weights", lambda: self.chain.set_weights(
+                    self.keypair, window, list(intent.uids), list(intent.weights)))
             except WeightsUnavailableError as exc:  # nothing was sent, and a retry cannot help
+                self.metrics.weight_sets.labels("failed").inc()
                 log.warning("window %d: no weights set: %s; its scores count in the next set that lands",
                             window, exc)
                 self.state.clear_intent(window)  # never taken for a set that landed
                 self.state.set_stage(window, Stage.DEFERRED)
                 return False
+            except ChainError:  # refused or unreachable: the stage stays and the loop retries it
+                self.metrics.weight_sets.labels("failed").inc()
+                raise
+            self.metrics.weight_sets.labels("set").inc()
             sent = True
         else:
+            self.metrics.weight_sets.labels("all_zero").inc()
             log.warning("window %d: every miner scored zero in windows %s; weights left unchanged", window,
                         _window_list(intent.windows))
-        self._count(intent)
+        self._count(intent, landed=sent)
         return sent
 
     def _landed(self, intent: WeightsIntent, done: int | None, my_uid: int) -> bool:
@@ -412,13 +460,30 @@ class Validator:
             if intent is not None and self._landed(intent, done, my_uid):
                 log.info("window %d: its weight set (windows %s) landed after it was deferred; journaled counted",
                          w, _window_list(intent.windows))
-                self._count(intent)
+                self._count(intent, landed=True)
 
-    def _count(self, intent: WeightsIntent) -> None:
+    def _count(self, intent: WeightsIntent, *, landed: bool = False) -> None:
         """Journal every window of a set the chain shows (or an all-zero one, never sent) as counted
-        in its window, the set's own window last (a crash between them repeats this)."""
+        in its window, the set's own window last (a crash between them repeats this). landed: the
+        chain holds the set, whose shares become miner_weight."""
+        total = sum(intent.weights)
+        if landed and total:
+            self._weight_uids = _set_per_uid(self.metrics.miner_weight, self._weight_uids,
+                                             {u: w / total for u, w in zip(intent.uids, intent.weights)})
         for w in intent.windows:
             self.state.mark_counted(w, intent.window)
+
+    def _chain_write(self, write: str, send: Callable[[], object]) -> None:
+        """Send one chain write ("ledger" or "weights"); one sent after the last write of its kind
+        failed is a retry (chain_write_retries)."""
+        if self._write_failed[write]:
+            self.metrics.chain_write_retries.labels(write).inc()
+        try:
+            send()
+        except ChainError:
+            self._write_failed[write] = True
+            raise
+        self._write_failed[write] = False
 
     def _plan(self, window: int, report: dict) -> WeightsIntent:
         """The weight set for window: its own scores and those of every deferred window before it
@@ -477,7 +542,9 @@ class Validator:
         records = [r for r in sorted(self.chain.commitments(window), key=lambda r: r.uid) if r.hotkey != self.hotkey]
         # every bundle of the window fetched up front (I/O bound, many at once, one budget); each is
         # at most the window's bundle bound, so memory stays bounded; then verified block by block
+        self.metrics.miners.set(len(records))
         fetched_all = self._fetch_pending(window, records, seed, lm.generation)
+        verifying, verifying_any = 0.0, False  # time spent verifying the bundles not verified before a restart
         for n in range(0, len(records), self.verify_miners):
             # a block of miners: their checked rollouts recomputed together
             block = records[n:n + self.verify_miners]
@@ -487,9 +554,12 @@ class Validator:
                 fetched = {rec.uid: fetched_all.pop(rec.uid) for rec in pending if rec.uid in fetched_all}
                 progress = [progress_factory(rec.uid, len(records)) if progress_factory else None for rec in pending]
                 expected = [Expectation(hotkey=rec.hotkey, **expected_base) for rec in pending]
-                for rec, result in zip(pending, self.verify_commitments(window, pending, expected, seed, progress,
-                                                                        verifier, fetched)):
+                started = time.monotonic()
+                results = self.verify_commitments(window, pending, expected, seed, progress, verifier, fetched)
+                verifying, verifying_any = verifying + time.monotonic() - started, True
+                for rec, result in zip(pending, results):
                     self.state.save_outcome(window, *result)
+                    self.metrics.miner_verdicts.labels(str(rec.uid), result[0].reason).inc()
                     saved[rec.uid] = result
             for rec in block:
                 outcome, audit = saved[rec.uid]
@@ -497,7 +567,13 @@ class Validator:
                 audits[outcome.uid] = audit
                 if on_miner:
                     on_miner(outcome)
+        if verifying_any:
+            self.metrics.verification_seconds.observe(verifying)
         scores = score_window(outcomes)
+        # miner_score is 0..1: the window's score over its best (as its u16 weights are max-scaled)
+        top = max((s.score for s in scores), default=0)
+        self._score_uids = _set_per_uid(self.metrics.miner_score, self._score_uids,
+                                        {s.uid: s.score / top if top else 0.0 for s in scores})
         blocks = {o.uid: o.commit_block for o in outcomes}
         return {
             "protocol": f"rollproof/{PROTOCOL_VERSION}",
@@ -519,13 +595,19 @@ class Validator:
         last closed one when the journal is empty), never more than max_catch_up closed windows
         back (after a long outage). `head`: the current block, when the caller just read it."""
         head = self.chain.current_block() if head is None else head
+        self.node_metrics.chain_block.labels(ROLE).set(head)
         last_closed = window_of_block(head) - 1
         newest = self.state.newest_window()
         if newest is None:
             return last_closed
+        self.metrics.window_lag.set(max(0, last_closed - newest))
         nxt = min(newest + 1, last_closed + 1)
         oldest = last_closed - self.max_catch_up + 1
         if nxt < oldest:
+            first = max(nxt, self._skipped_through + 1)  # a window skipped at an earlier poll counts once
+            if first < oldest:
+                self.metrics.catch_up_skipped.inc(oldest - first)
+                self._skipped_through = oldest - 1
             if self._catch_up_warned != (newest, oldest):  # once, not at every poll
                 self._catch_up_warned = (newest, oldest)
                 log.warning("journal ends at window %d, %d windows behind: skipping windows %d..%d (their bundles "
@@ -554,6 +636,7 @@ class Validator:
                     checked = True
                 head = self.chain.current_block()
                 window = self.next_window(head)
+                self.node_metrics.window.labels(ROLE).set(max(window, 0))
                 if window >= 0 and self.ready(window):
                     skipped = self.score_window(window, **kw)
                     self.outages.beacon.ok()
@@ -616,6 +699,26 @@ class Validator:
         # landing while the newest window's weights are still refused is not a recovery
         self.outages.writes.ok()
         self._write_retry_at = 0.0
+
+
+def _set_per_uid(gauge, held: set[str], values: dict[int, float]) -> set[str]:
+    """Set a per-miner gauge to exactly these uids' values; the series of `held` uids not among
+    them are removed (a miner absent from the window has no score in it). Returns the uid labels
+    the gauge holds now."""
+    labels = {str(u): v for u, v in values.items()}
+    for uid in held - labels.keys():
+        gauge.remove(uid)
+    for uid, v in labels.items():
+        gauge.labels(uid).set(v)
+    return set(labels)
+
+
+def _release() -> str:
+    """The installed rollproof release (rollproof_build_info's version)."""
+    try:
+        return importlib.metadata.version("rollproof")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _window_list(windows) -> str:

@@ -15,7 +15,11 @@ Every file is written to a temporary name, fsynced and renamed, so a crash leave
 or the new version. A restart resumes from the stage on disk and re-checks the chain before any
 write (ledger entry present? weights window reached?), so no outcome is recomputed, nothing is
 written to the chain twice, and a weight set that landed before a crash is recognised from its
-intent and never sent again."""
+intent and never sent again.
+
+Every stage a window enters is counted once in rollproof_validator_window_stages by set_stage, the
+one place a stage is written (writing the stage a window already has, as a resumed step does, is
+not a transition and is not counted)."""
 
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from pathlib import Path
 from adapters.files import atomic_write
 from verification.scoring import MinerOutcome
 
+from adapters.telemetry import metrics_of
+from validator.metrics import ValidatorMetrics
 from validator.stages import UNWRITTEN, WRITES_DONE, JournalError, Stage, check_transition, parse_stage
 
 # windows whose chain writes are done (the trainer reads their reports: trainer/sources.py)
@@ -44,8 +50,10 @@ class WeightsIntent:
 
 
 class ValidatorState:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, metrics: ValidatorMetrics | None = None):
+        """metrics: where stage transitions are counted (None: a private registry, for readers)."""
         self.root = Path(root).expanduser()
+        self.metrics = metrics if metrics is not None else metrics_of(ValidatorMetrics, None)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _dir(self, window: int) -> Path:
@@ -104,10 +112,14 @@ class ValidatorState:
         return parse_stage(path.read_text(), str(path)) if path.is_file() else None
 
     def set_stage(self, window: int, stage: Stage) -> None:
-        """Journal the window's new stage; JournalError when the state machine forbids the change."""
+        """Journal the window's new stage; JournalError when the state machine forbids the change.
+        A change of stage is counted (window_stages) once it is on disk."""
         stage = Stage(stage)
-        check_transition(window, self.stage(window), stage)
+        current = self.stage(window)
+        check_transition(window, current, stage)
         atomic_write(self._dir(window) / "stage", stage.value.encode())
+        if stage != current:
+            self.metrics.window_stages.labels(stage.value).inc()
 
     # the weight set's write-ahead intent, and where each window's scores were counted
     def save_intent(self, intent: WeightsIntent) -> None:
