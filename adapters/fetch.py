@@ -32,6 +32,7 @@ import ssl
 import stat
 import threading
 import time
+from collections.abc import Callable
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -465,13 +466,15 @@ class Fetcher:
         raise StorageError(f"unsupported location scheme {parsed.scheme!r}")
 
     def fetch_many(self, locations: list[str], max_workers: int = 4, *, max_bytes: int | None = None,
-                   timeout: float | None = None, budget_s: float | None = None) -> list[bytes | StorageError]:
+                   timeout: float | None = None, budget_s: float | None = None,
+                   on_fetched: Callable[[float], None] | None = None) -> list[bytes | StorageError]:
         """Fetch every location, at most max_workers at once, each at most max_bytes within its own
         timeout (fetch's arguments); in input order, each item the bytes or the StorageError of that
         location. budget_s bounds the whole call: a fetch gets at most what is left of it, and a
         location not started before it is spent fails without a connection. So the call takes at
         most min(budget_s, timeout * ceil(len(locations) / max_workers)); locations are started in
-        input order, so the caller's order decides who waits."""
+        input order, so the caller's order decides who waits. on_fetched(seconds): called once per
+        location that was started, with the time its fetch took (success or failure)."""
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if not locations:
@@ -487,7 +490,12 @@ class Fetcher:
                         raise StorageError(f"cannot fetch {location}: the fetch budget of {budget_s:g} s was "
                                            "spent before it started")
                     allowed = min(allowed, left)
-                return self.fetch(location, max_bytes, allowed)
+                started = time.monotonic()
+                try:
+                    return self.fetch(location, max_bytes, allowed)
+                finally:
+                    if on_fetched is not None:
+                        on_fetched(time.monotonic() - started)
             except StorageError as exc:
                 return exc
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import threading
 import weakref
+from importlib import metadata
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
+
+from verification.constants import PROTOCOL_VERSION
 
 # no `_created` series beside every counter and histogram: dashboards do not use them and they
 # double the exposition
@@ -80,3 +83,17 @@ class NodeMetrics:
         self.checkpoint_replay_seconds = Histogram("rollproof_checkpoint_replay_seconds",
                                                    "time to replay one checkpoint from its training record",
                                                    ["role"], buckets=DURATION_BUCKETS, registry=r)
+
+
+def build_labels() -> dict[str, str]:
+    """rollproof_build_info's labels: the installed release and the protocol version."""
+    try:
+        release = metadata.version("rollproof")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        release = "unknown"
+    return {"version": release, "protocol": str(PROTOCOL_VERSION)}
+
+
+def set_build_info(metrics: NodeMetrics, role: str) -> None:
+    """rollproof_build_info{role, version, protocol} = 1 for a role starting in this process."""
+    metrics.build.labels(role).info(build_labels())

@@ -133,6 +133,8 @@ def test_a_window_moves_every_metric_and_a_restart_counts_no_stage_twice(net, ke
     assert value(s, "rollproof_validator_miner_score", uid=cu) == 0.0
     assert value(s, "rollproof_validator_window_seconds_count") == 1
     assert value(s, "rollproof_validator_window_seconds_sum") > 0
+    assert value(s, "rollproof_validator_fetch_seconds_count") == 2  # one per miner's bundle
+    assert 0 < value(s, "rollproof_validator_fetch_seconds_sum") <= value(s, "rollproof_validator_window_seconds_sum")
     assert value(s, "rollproof_validator_verification_seconds_count") == 1
     assert 0 < value(s, "rollproof_validator_verification_seconds_sum") <= value(s, "rollproof_validator_window_seconds_sum")
     assert value(s, "rollproof_validator_weight_sets_total", result="set") == 0

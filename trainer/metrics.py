@@ -11,12 +11,9 @@ count each of them again)."""
 
 from __future__ import annotations
 
-from importlib import metadata
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.telemetry import DURATION_BUCKETS
-from verification.constants import PROTOCOL_VERSION
 
 # a step's outcome: applied, no_step (too few rows), or the circuit breaker that tripped
 # (trainer/step.py: non_finite, clipped_share, grad_norm; several tripped: the first)
@@ -92,12 +89,3 @@ def step_outcome(step) -> str:
     if step is None:
         return "no_step"
     return "applied" if step.applied else step.reason.split(";")[0]
-
-
-def build_labels() -> dict[str, str]:
-    """rollproof_build_info's labels: the installed release and the protocol version."""
-    try:
-        release = metadata.version("rollproof")
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        release = "unknown"
-    return {"version": release, "protocol": str(PROTOCOL_VERSION)}

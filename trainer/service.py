@@ -22,13 +22,13 @@ from adapters.chain.base import Chain
 from adapters.checkpoints import publish_checkpoint
 from adapters.files import atomic_write
 from adapters.storage import BundleStore
-from adapters.telemetry import NodeMetrics, metrics_of
+from adapters.telemetry import NodeMetrics, metrics_of, set_build_info
 from trainer.adapter_files import adapter_config, adapter_tensors, adapter_to_bytes, load_adapter_into
 from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, PUBLISH_EVERY
 from trainer.checkpointing import BuiltCheckpoint, attach_files, build_checkpoint
 from trainer.heldout import HeldoutResult, evaluate, gate_withholds, paired_difference
 from trainer.journal import TrainerJournal
-from trainer.metrics import TrainerMetrics, build_labels, step_outcome
+from trainer.metrics import TrainerMetrics, step_outcome
 from trainer.optimizer_files import optimizer_tensors, optimizer_to_bytes
 from trainer.policy import LoraSettings, make_policy
 from trainer.record import TRAINER_SETTINGS, RecordBuilder, candidate_event, settings_json, sha256_hex, step_json
@@ -130,7 +130,7 @@ class Trainer:
         recording = registry if self.rank == 0 else None
         self.metrics = metrics_of(TrainerMetrics, recording)
         self.node_metrics = metrics_of(NodeMetrics, recording)
-        self.node_metrics.build.labels(ROLE).info(build_labels())
+        set_build_info(self.node_metrics, ROLE)
         self.ddp = None
         if self.world > 1:
             from trainer.distributed import wrap_policy

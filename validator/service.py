@@ -29,7 +29,6 @@ chain-write retries where the writes are sent; outages through Outages."""
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 import threading
@@ -45,7 +44,7 @@ from adapters.fetch import Fetcher, FetchTooLargeError
 from adapters.windows import opening_randomness
 from adapters.files import atomic_write
 from adapters.outage import Backoff, Outages
-from adapters.telemetry import NodeMetrics, metrics_of
+from adapters.telemetry import NodeMetrics, metrics_of, set_build_info
 from validator.metrics import ValidatorMetrics
 from validator.stages import Stage
 from validator.state import ValidatorState, WeightsIntent
@@ -125,7 +124,7 @@ class Validator:
         Prometheus registry the validator records into (None: a private one)."""
         self.metrics = metrics_of(ValidatorMetrics, registry)
         self.node_metrics = metrics_of(NodeMetrics, registry)
-        self.node_metrics.build.labels(ROLE).info({"version": _release(), "protocol": str(PROTOCOL_VERSION)})
+        set_build_info(self.node_metrics, ROLE)
         self.chain = chain
         self.keypair = keypair
         self.hotkey = keypair.ss58_address
@@ -527,7 +526,8 @@ class Validator:
             return {}
         bound = bundle_limit(generation)
         results = self.fetcher.fetch_many(list(wanted.values()), max_workers=self.fetch_workers, max_bytes=bound,
-                                          timeout=fetch_deadline_s(bound), budget_s=self.fetch_budget_s)
+                                          timeout=fetch_deadline_s(bound), budget_s=self.fetch_budget_s,
+                                          on_fetched=self.metrics.fetch_seconds.observe)
         return dict(zip(wanted, results))
 
     def _score(self, window, lm: LoadedModel, on_miner, progress_factory) -> dict:
@@ -711,14 +711,6 @@ def _set_per_uid(gauge, held: set[str], values: dict[int, float]) -> set[str]:
     for uid, v in labels.items():
         gauge.labels(uid).set(v)
     return set(labels)
-
-
-def _release() -> str:
-    """The installed rollproof release (rollproof_build_info's version)."""
-    try:
-        return importlib.metadata.version("rollproof")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _window_list(windows) -> str:
