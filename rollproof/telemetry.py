@@ -8,7 +8,6 @@ the server serves a `PageSlot`: a "starting" page until the command sets the rol
 from __future__ import annotations
 
 import html
-import importlib.metadata
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,21 +15,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from adapters.telemetry import build_labels
 from adapters.telemetry_http import TelemetryServer
-from verification.constants import PROTOCOL_VERSION
 
 Page = Callable[[], bytes]
 Replays = Callable[[], Mapping[str, str]]
 REFRESH_S = 10
-
-
-def build_info() -> dict[str, str]:
-    """What `rollproof_build_info` and the start line say: the release and the protocol version."""
-    try:
-        version = importlib.metadata.version("rollproof")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        version = "unknown"
-    return {"version": version, "protocol": str(PROTOCOL_VERSION)}
 
 
 def _html(title: str, body: str) -> bytes:
@@ -124,7 +114,7 @@ class Telemetry:
             parts.append(f"metrics at {metrics.url}metrics")
         if pages is not None:
             parts.append(f"status page at {pages.url}")
-        info = build_info()
+        info = build_labels()
         return f"{' and '.join(parts)} (rollproof {info['version']}, protocol {info['protocol']})"
 
     def close(self) -> None:
