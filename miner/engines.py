@@ -21,6 +21,7 @@ from typing import Protocol
 
 from miner.engine import GeneratedRollout, RolloutRequest, generate
 from miner.engine_choice import DEFAULT_BATCH, engine_problem
+from miner.timing import GenerationTiming
 from verification.errors import EngineError
 from verification.model import LoadedModel
 from verification.sketch import sketch_vectors
@@ -29,6 +30,9 @@ from verification.sketch import sketch_vectors
 
 class Engine(Protocol):
     name: str
+    # decode seconds, proof seconds and tokens of every generation so far (miner/timing.py): the
+    # miner reports the difference over a window's generation
+    timing: GenerationTiming
 
     def generate(self, lm: LoadedModel, requests: Sequence[RolloutRequest], sketch_key: bytes, *,
                  max_new_tokens: int | None = None,
@@ -53,11 +57,12 @@ class HFEngine:
         if batch_size < 1:
             raise EngineError("batch_size must be at least 1")
         self.batch_size = batch_size
+        self.timing = GenerationTiming()
 
     def generate(self, lm, requests, sketch_key, *, max_new_tokens=None, on_tokens=None, should_stop=None):
         vectors = sketch_vectors(sketch_key, lm.hidden_size)
         return generate(lm, requests, vectors, max_new_tokens=max_new_tokens, batch_size=self.batch_size,
-                        on_tokens=on_tokens, should_stop=should_stop)
+                        on_tokens=on_tokens, should_stop=should_stop, timing=self.timing)
 
     def close(self) -> None:
         pass

@@ -38,6 +38,10 @@ class MinerMetrics:
         self.store_writes = Counter("rollproof_miner_store_writes", "bundle uploads by result: ok, failed",
                                     ["uid", "result"], registry=r)
         self.bundle_bytes = Gauge("rollproof_miner_bundle_bytes", "size of the last bundle built", ["uid"], registry=r)
+        # added for issue 27's rule that every state-change log line moves a metric: the "resuming
+        # with the bundle built before the restart" line
+        self.resumed_windows = Counter("rollproof_miner_resumed_windows",
+                                       "windows resumed with the bundle built before a restart", ["uid"], registry=r)
         self.validator_score = Gauge("rollproof_miner_validator_score",
                                      "this miner's share of the scores in a validator's newest ledger entry (0..1)",
                                      ["uid", "validator_uid"], registry=r)

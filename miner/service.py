@@ -18,29 +18,47 @@ Outages: `run` never exits because the chain, the store or the drand relays are 
 long: it retries with capped exponential backoff (adapters/outage.py), logs one line when a
 dependency goes down and one when it is back, and resumes from the journal. It stops only on
 ChainRefusedError (not registered, an EVM key that does not own the uid: `preflight` checks both
-before any work)."""
+before any work).
+
+Metrics (miner/metrics.py, labelled by the miner's uid; adapters/telemetry.py's NodeMetrics with
+role "miner"): every window's outcome is counted once, when the journal first records it
+(committed or missed in windows/<w>.json; skipped for lack of time in timing.json's skip count; a
+window before the beacon's first round once per process), so a resumed window or a restart never
+counts twice; each generation's seconds, blocks over the window, tokens and the engine's decode and
+proof seconds (miner/timing.py); upload results, commit latency, the bundle's size; and after each
+window what validators said of this miner (miner/scores.py, journaled in state_dir/scores/). Every
+state-change log line moves one: skipped, missed and committed windows, a resumed bundle, a
+dependency down or back (adapters/outage.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from miner.engines import Engine, HFEngine
+from miner.metrics import MinerMetrics
 from miner.proof import assemble_bundle, build_groups
+from miner.scores import ScoreJournal, read_scores
+from miner.timing import GenerationTiming
 from adapters.beacons import BeaconCache, BeaconSource
 from adapters.chain.base import Chain
 from adapters.files import atomic_write
 from adapters.outage import Backoff, Outages
 from adapters.storage import BundleStore
+from adapters.telemetry import NodeMetrics, metrics_of
 from adapters.windows import window_context
 from verification.bundle import Bundle, bundle_hash, encode_bundle
 from verification.challenge import window_deadline_block, window_of_block, window_start_block
 from verification.commitment import bundle_name, encode_commitment
-from verification.constants import ACTIVATION_WINDOWS
+from verification.constants import ACTIVATION_WINDOWS, PROTOCOL_VERSION, WINDOW_BLOCKS
 from verification.errors import (
     BeaconUnavailableError,
     ChainError,
@@ -173,11 +191,13 @@ class Miner:
     def __init__(self, chain: Chain, keypair, lm: LoadedModel, store: BundleStore, beacons: BeaconSource,
                  state_dir: Path, *, batch_size: int = DEFAULT_BATCH_SIZE,
                  beacon_cache: BeaconCache | None = None, keep_bundles: int = DEFAULT_KEEP_BUNDLES,
-                 resolver=None, backoff: Backoff | None = None, engine: Engine | None = None):
+                 resolver=None, backoff: Backoff | None = None, engine: Engine | None = None,
+                 registry: CollectorRegistry | None = None):
         """`resolver` (adapters.checkpoints.ModelResolver) picks and verifies the checkpoint in force
         for each window from chain data; without one every window uses `lm`. `self.lm` is the model
         of the window being mined. `backoff`: the retry delays of `run` during outages. `engine`:
-        the generation engine (miner/engines.py; default the HF engine at `batch_size`)."""
+        the generation engine (miner/engines.py; default the HF engine at `batch_size`).
+        `registry`: the process's Prometheus registry (None: a private one)."""
         if keep_bundles < 1:
             raise ConfigError("keep_bundles must be at least 1 (the current window's bundle)")
         self.chain = chain
@@ -193,13 +213,105 @@ class Miner:
         self.state = MinerState(state_dir, self.engine.name)
         self.beacon_cache = beacon_cache
         self.keep_bundles = keep_bundles
-        self.outages = Outages(log, backoff)
+        self.metrics = metrics_of(MinerMetrics, registry)
+        self.node_metrics = metrics_of(NodeMetrics, registry)
+        self.node_metrics.build.labels("miner").info({"release": _release(), "protocol_version": str(PROTOCOL_VERSION)})
+        self.outages = Outages(log, backoff, metrics=self.node_metrics, role="miner")
+        self.scores = ScoreJournal(self.state.root)
+        self.uid: int | None = None  # known after preflight, else looked up on the chain once
+        self._uid_asked = False
         self._in_hand: set[int] = set()  # windows whose bundle this process built or already resumed
+        self._skips_counted: set[int] = set()  # windows skipped before the beacon's first round
+        self._window = -1  # the newest window worked on (rollproof_window)
+        self._scores_read = -1  # the newest window after which validators' scores were read
 
     def preflight(self) -> int:
         """Before any work: the chain will take this hotkey's commitments (registered; on EVM chains
         the EVM key owns the uid). Returns the uid; ChainRefusedError says what to fix."""
-        return self.chain.preflight(self.keypair)
+        self.uid = self.chain.preflight(self.keypair)
+        return self.uid
+
+    # ---- metrics --------------------------------------------------------------------------------
+    def _uid(self) -> int | None:
+        """This miner's uid: from preflight, else the chain's uid_of, asked once (again only after
+        the chain could not answer); None for a hotkey the chain does not know."""
+        if self.uid is None and not self._uid_asked:
+            try:
+                self.uid = self.chain.uid_of(self.hotkey)
+                self._uid_asked = True
+            except ChainError:
+                return None
+        return self.uid
+
+    def _label(self) -> str:
+        uid = self._uid()
+        return "" if uid is None else str(uid)
+
+    def _block(self) -> int:
+        """The chain's newest block (rollproof_chain_block follows it)."""
+        block = self.chain.current_block()
+        self.node_metrics.chain_block.labels("miner").set(block)
+        return block
+
+    def _finish(self, rec: WindowRecord) -> None:
+        """Journal a committed or missed record; the outcome is counted the first time the journal
+        holds it (a resumed or settled window is not counted again)."""
+        before = self.state.record(rec.window)
+        self.state.save(rec)
+        if before is None or before.stage != rec.stage:
+            self.metrics.windows.labels(self._label(), rec.stage).inc()
+
+    def _skipped(self, window: int, why: str, counted: bool) -> WindowRecord:
+        """A skipped window (logged by the caller); counted unless `counted` says it was already."""
+        if not counted:
+            self.metrics.windows.labels(self._label(), "skipped").inc()
+        return WindowRecord(window, "skipped", detail=why)
+
+    def _record_generation(self, seconds: float, engine_before: GenerationTiming | None, n_tokens: int,
+                           size: int) -> None:
+        uid = self._label()
+        m = self.metrics
+        m.generation_seconds.labels(uid).observe(seconds)
+        m.tokens.labels(uid).inc(n_tokens)
+        m.tokens_per_second.labels(uid).set(n_tokens / seconds if seconds > 0 else 0.0)
+        m.bundle_bytes.labels(uid).set(size)
+        timing = getattr(self.engine, "timing", None)
+        if engine_before is not None and timing is not None:
+            spent = timing.since(engine_before)
+            m.decode_seconds.labels(uid).inc(max(0.0, spent.decode_s))
+            m.proof_seconds.labels(uid).inc(max(0.0, spent.proof_s))
+            if spent.proof_share is not None:
+                m.proof_share.labels(uid).set(spent.proof_share)
+
+    def observe_scores(self, window: int) -> list | None:
+        """After `window`: read what validators said of this miner (miner/scores.py), set the
+        rollproof_miner_validator_* metrics and journal it in state_dir/scores/. Once per window;
+        never fails the window: a chain that cannot be read is one outage line (Outages) and the
+        read is skipped. Returns the views read (None: skipped)."""
+        if window <= self._scores_read:
+            return None
+        self._scores_read = window
+        try:
+            uid = self._uid()
+            if uid is None:
+                return None
+            views = read_scores(self.chain, uid, window)
+        except ChainError as exc:
+            self.outages.chain.failed(exc)
+            return None
+        self.outages.chain.ok()
+        label = str(uid)
+        for v in views:
+            vuid = str(v.validator_uid)
+            if v.scored_window is not None:
+                self.metrics.validator_score.labels(label, vuid).set(v.score_share)
+                self.metrics.validator_scored_window.labels(label, vuid).set(v.scored_window)
+            self.metrics.validator_weight.labels(label, vuid).set(v.weight_share)
+        try:
+            self.scores.write(window, uid, views)
+        except OSError as exc:
+            log.warning("window %d: cannot journal the validators' scores in %s: %s", window, self.scores.dir, exc)
+        return views
 
     @property
     def n_groups(self) -> int:
@@ -218,6 +330,11 @@ class Miner:
     def run_window(self, window: int, on_tokens: Callable[[int], None] | None = None) -> WindowRecord:
         """One window, start to end (idempotent: a second call resumes from the journal). Raises
         ChainError, StorageError or BeaconUnavailableError when a dependency fails on the way."""
+        rec = self._run_window(window, on_tokens)
+        self.observe_scores(window)
+        return rec
+
+    def _run_window(self, window: int, on_tokens: Callable[[int], None] | None = None) -> WindowRecord:
         rec = self.prepare_window(window, on_tokens)
         return self.commit_window(rec) if rec.stage == "uploaded" else rec
 
@@ -232,10 +349,14 @@ class Miner:
             rec = rec or WindowRecord(window, "committed")
             rec.stage = "committed"
             rec.detail = rec.detail or "commitment found on chain"
-            self.state.save(rec)
+            self._finish(rec)
             return rec
+        self._uid()  # the chain answers now: learn the uid the metrics are labelled with
         deadline = window_deadline_block(window)
-        started = self.chain.current_block()
+        started = self._block()
+        if window > self._window:
+            self._window = window
+            self.node_metrics.window.labels("miner").set(window)
         left = commit_blocks_left(window, started)
         if left < 1:
             return self._missed(window, rec, f"no block left before the deadline block {deadline} for a commitment to land")
@@ -246,6 +367,7 @@ class Miner:
             data = path.read_bytes()
             if window not in self._in_hand:  # once, not at every retry of an upload
                 log.info("window %d: resuming with the bundle built before the restart", window)
+                self.metrics.resumed_windows.labels(self._label()).inc()
                 self._in_hand.add(window)
         else:
             # a late start that the last generation's duration says cannot commit in time waits for
@@ -255,22 +377,29 @@ class Miner:
             estimate = self.state.generation_estimate()
             at_start = commit_blocks_left(window, window_start_block(window))
             if estimate is not None and left <= min(estimate, at_start - 1):
+                before = self.state.skipped_windows()
                 skipped = self.state.record_skip(window)
                 why = (f"{left} blocks left for the commitment and generation takes about {estimate}: "
                        f"waiting for window {window + 1} ({skipped} skipped since the last generation)")
                 log.info("window %d: %s", window, why)
-                return WindowRecord(window, "skipped", detail=why)
+                return self._skipped(window, why, counted=skipped == before)
             generated = True
             try:
                 ctx = window_context(self.chain, self.beacons, window, self.beacon_cache)
             except WindowBeforeBeaconError as exc:  # a fresh chain's first window: nothing to mine
                 log.info("window %d: %s", window, exc)
-                return WindowRecord(window, "skipped", detail=str(exc))
+                counted = window in self._skips_counted
+                self._skips_counted.add(window)
+                return self._skipped(window, str(exc), counted)
             self.outages.beacon.ok()
             try:
                 self.lm = self.base_lm if self.resolver is None else self.resolver.model_for(window)
             except CheckpointError as exc:
                 return self._missed(window, rec, f"the window's checkpoint cannot be verified: {exc}")
+            self.node_metrics.checkpoint_version.labels("miner").set(int(self.lm.meta.get("checkpoint_version", 0)))
+            timing = getattr(self.engine, "timing", None)
+            engine_before = timing.copy() if timing is not None else None
+            generating = time.monotonic()
             try:
                 bundle = self.make_bundle(ctx, on_tokens, self._past_deadline(window))
             except GenerationAborted as exc:
@@ -281,20 +410,28 @@ class Miner:
             except EngineError as exc:  # e.g. a checkpoint the running engine cannot take
                 return self._missed(window, rec, f"the {self.engine.name} engine cannot generate this window: {exc}")
             data = encode_bundle(bundle)
-            atomic_write(path, data)
             rec = WindowRecord(window, "built", bundle_hash(data).hex(), n_groups=bundle.header.n_groups,
                                n_tokens=sum(len(r.completion) for _, r in bundle.rows()))
+            self._record_generation(time.monotonic() - generating, engine_before, rec.n_tokens, len(data))
+            atomic_write(path, data)
             self.state.save(rec)
             self._in_hand.add(window)
 
         if rec.stage == "built":
             # the canonical name under the store's base: the commitment then carries only the base
-            location = self.store.put(bundle_name(window, bytes.fromhex(rec.bundle_hash)), data)
+            try:
+                location = self.store.put(bundle_name(window, bytes.fromhex(rec.bundle_hash)), data)
+            except StorageError:
+                self.metrics.store_writes.labels(self._label(), "failed").inc()
+                raise
+            self.metrics.store_writes.labels(self._label(), "ok").inc()
             self.outages.store.ok()
             rec.stage, rec.location = "uploaded", location
             self.state.save(rec)
         if generated:
-            self.state.set_generation_blocks(self.chain.current_block() - started)
+            blocks = self._block() - started
+            self.state.set_generation_blocks(blocks)
+            self.metrics.generation_window_fraction.labels(self._label()).set(blocks / WINDOW_BLOCKS)
         return rec
 
     def _past_deadline(self, window: int) -> Callable[[], bool]:
@@ -302,7 +439,7 @@ class Miner:
         chain that does not answer is not a reason to stop: the commit step retries)."""
         def past() -> bool:
             try:
-                return commit_blocks_left(window, self.chain.current_block()) < 1
+                return commit_blocks_left(window, self._block()) < 1
             except ChainError:
                 return False
         return past
@@ -311,9 +448,10 @@ class Miner:
         """Send the commitment of an uploaded window, if it can still land in its window."""
         window = rec.window
         deadline = window_deadline_block(window)
-        if commit_blocks_left(window, self.chain.current_block()) < 1:
+        if commit_blocks_left(window, self._block()) < 1:
             return self._missed(window, rec, f"generation finished too late: no block left before the deadline "
                                              f"block {deadline} for the commitment to land")
+        sent = time.monotonic()
         try:
             self.chain.commit(self.keypair, window,
                               encode_commitment(window, bytes.fromhex(rec.bundle_hash), rec.location))
@@ -325,23 +463,24 @@ class Miner:
                     return self._missed(window, rec, f"the commitment did not land before the deadline "
                                                      f"block {deadline}: {exc}")
                 raise
+        self.metrics.commit_latency_seconds.labels(self._label()).observe(time.monotonic() - sent)
         self.outages.writes.ok()
         rec.stage = "committed"
-        self.state.save(rec)
+        self._finish(rec)
         log.info("window %d: committed %s at %s", window, rec.bundle_hash[:16], rec.location)
         return rec
 
     def _missed(self, window: int, rec: WindowRecord | None, why: str) -> WindowRecord:
         rec = rec or WindowRecord(window, "missed")
         rec.stage, rec.detail = "missed", why
-        self.state.save(rec)
+        self._finish(rec)
         log.warning("window %d: %s", window, why)
         return rec
 
     def settle_open_windows(self, before_window: int) -> list[WindowRecord]:
         """Close the journal of windows before `before_window` left at built/uploaded (a crash, or a
         failure the loop moved past): committed if the chain holds the commitment, else missed."""
-        return [self.run_window(w) for w in self.state.open_windows() if w < before_window]
+        return [self._run_window(w) for w in self.state.open_windows() if w < before_window]
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, max_windows: int | None = None,
@@ -364,7 +503,7 @@ class Miner:
                     uid = self.preflight()
                     log.info("hotkey %s holds uid %d on netuid %d", self.hotkey, uid, self.chain.netuid)
                     checked = True
-                window = window_of_block(self.chain.current_block())
+                window = window_of_block(self._block())
                 if tokens[0] != window:  # one progress callback per window, not per retry
                     tokens = (window, on_tokens_factory(window) if on_tokens_factory else None)
                 if unsettled:
@@ -382,6 +521,7 @@ class Miner:
                     break
                 continue
             self.outages.chain.ok()
+            self.observe_scores(window)
             if self.resolver is not None:  # replay an announced checkpoint before its first window
                 self.resolver.prepare(window + ACTIVATION_WINDOWS)
             if rec.stage != "skipped" and rec.window not in reported:  # a skipped window was logged
@@ -410,6 +550,13 @@ class Miner:
             except ChainError:
                 pass  # cannot tell now; the retry asks again
         return dep.failed(exc)
+
+
+def _release() -> str:
+    try:
+        return metadata.version("rollproof")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _answers(chain: Chain) -> bool:

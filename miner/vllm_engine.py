@@ -12,6 +12,10 @@ EngineProtocolError and nothing of that generation is used (the miner signs noth
 Weights: the engine loads a directory written from the LoadedModel (miner/engine_model_dir.py); a
 checkpoint of the same architecture is swapped in place (the worker loads the new float32 state
 dict), so a new window's checkpoint costs a weight copy, not an engine restart.
+
+Timing (`self.timing`, miner/timing.py): each finished generation adds the worker's model-step
+seconds (decode) and its protocol sampler's seconds (proof) spent during the call, read from the
+worker before and after it (`rollproof_timing`, never reset here), and the tokens it returned.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 from miner.engine import GeneratedRollout, RolloutRequest
 from miner.engine_choice import VLLM_INSTALL, vllm_missing
 from miner.engine_model_dir import WEIGHTS_FILE, write_model_dir, write_weights
+from miner.timing import GenerationTiming
 from verification.constants import SKETCH_DIM
 from verification.errors import EngineError, EngineProtocolError, GenerationAborted, ModelError
 from verification.model import LoadedModel
@@ -84,6 +89,7 @@ class VLLMEngine:
         if max_num_seqs < 1:
             raise EngineError("the engine needs at least one sequence at a time (--batch-size)")
         self.device = device
+        self.timing = GenerationTiming()
         self._own_dir = workdir is None
         self.dir = Path(tempfile.mkdtemp(prefix="rollproof-vllm-")) if workdir is None else Path(workdir)
         try:
@@ -168,6 +174,7 @@ class VLLMEngine:
             if len(req.prompt) + max_new > self.max_model_len:
                 raise EngineError(f"a prompt of {len(req.prompt)} tokens and {max_new} new tokens exceed the "
                                   f"engine's {self.max_model_len}-token limit")
+        before = self._worker_timing()  # before any request is queued: an engine core may start at once
         for rid, req in zip(ids, requests):
             if proofs:
                 params = self._sampling_params(SamplingParams, rid, req, max_new, eos, lm.temperature, sketch_key)
@@ -198,12 +205,19 @@ class VLLMEngine:
             engine.abort_request([i for i in ids if i not in outputs])
             self.llm.collective_rpc("rollproof_collect", args=(ids,))  # drop the worker's records
             raise
+        after = self._worker_timing()
+        self.timing.add(after["engine_s"] - before["engine_s"], after["processor_s"] - before["processor_s"],
+                        sum(len(outputs[rid]) for rid in ids if rid in outputs))
         if not proofs:
             return [GeneratedRollout(outputs[rid], np.full(len(outputs[rid]), np.nan, dtype=np.float32),
                                      np.zeros((len(outputs[rid]), 0), dtype=np.int16)) for rid in ids]
         records = self.llm.collective_rpc("rollproof_collect", args=(ids,))[0]
         return [self._checked(rid, outputs.get(rid), records.get(rid), max_new,
                               lm.eos_ids if stop_at_eos else frozenset()) for rid in ids]
+
+    def _worker_timing(self) -> dict:
+        """The worker's running totals of model-step and sampler seconds (miner/vllm_worker.py)."""
+        return self.llm.collective_rpc("rollproof_timing")[0]
 
     @staticmethod
     def _sampling_params(SamplingParams, rid: str, req: RolloutRequest, max_new: int, eos: list[int],

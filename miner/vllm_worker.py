@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from miner.timing import Stopwatch
+
 EXTRA_KEY = "rollproof"
 # what a request's extra_args[EXTRA_KEY] must hold (miner/vllm_engine.VLLMEngine._sampling_params)
 SPEC_KEYS = frozenset({"id", "seed", "rollout", "max_new", "temperature", "sketch_key"})
@@ -38,7 +40,8 @@ _LOCK = threading.Lock()
 _HIDDEN: list = [None]
 # seconds the worker spent in the protocol's sampler and in vLLM's model steps (execute_model and
 # sample_tokens, the processor's time included), since the last rollproof_timing(reset=True): the
-# proof's share of the engine's time, measured where it is spent (scripts/engine_bench.py)
+# proof's share of the engine's time, measured where it is spent (scripts/engine_bench.py; the
+# miner's decode and proof seconds, miner/vllm_engine.py, read it without resetting)
 _TIMING = {"processor_s": 0.0, "engine_s": 0.0, "steps": 0}
 # sketch vectors per (sketch key, hidden size) as torch tensors on the model's device
 _VECTORS: dict = {}
@@ -179,11 +182,16 @@ class ProtocolSampler(*_bases()):
     def apply(self, logits, ctx=None):
         if not self.slots:
             return logits
-        started = time.perf_counter()
+        # on a GPU the step's forward pass may still be running when apply is called: the span is
+        # timed on the device's stream (miner/timing.py), not by the host's clock, which would count
+        # the wait for the forward pass as the sampler's
+        clock = Stopwatch(logits.device)
+        clock.start()
         try:
             return self._apply(logits, ctx)
         finally:
-            _TIMING["processor_s"] += time.perf_counter() - started
+            clock.stop()
+            _TIMING["processor_s"] += clock.seconds()
             _TIMING["steps"] += 1
 
     def _apply(self, logits, ctx):

@@ -214,6 +214,47 @@ def test_the_miner_skips_the_window_of_a_broken_engine(engine, tiny, local_drand
     assert miner.run_window(w).stage == "missed"  # the journal holds: nothing is built for it later
 
 
+def test_the_miner_reports_the_vllm_engines_decode_and_proof_seconds(engine, tiny, local_drand, alice, tmp_path):
+    """A window mined through the vLLM engine: the worker's model-step and sampler seconds of that
+    generation reach the miner's metrics (proof share in (0, 1)); the engine reads the worker's
+    totals without resetting them (scripts/engine_bench.py resets them itself)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from adapters.beacons import LocalBeaconSource
+    from adapters.chain.evm import EVMChain
+    from adapters.storage import FileStore
+    from miner.service import Miner
+    from verification.bundle import decode_bundle
+    from verification.challenge import window_of_block, window_start_block
+
+    chain = EVMChain.embedded_chain(3)
+    uid = str(chain.register(alice))
+    registry = CollectorRegistry()
+    miner = Miner(chain, alice, tiny, FileStore(tmp_path / "store"), LocalBeaconSource(local_drand, clock=chain.now),
+                  tmp_path / "m", engine=engine, registry=registry)
+    worker_before = engine.llm.collective_rpc("rollproof_timing")[0]
+    before = engine.timing.copy()
+    w = window_of_block(chain.current_block()) + 1
+    chain.mine(window_start_block(w) - chain.current_block())
+    assert miner.run_window(w).stage == "committed"
+    spent = engine.timing.since(before)
+    worker_after = engine.llm.collective_rpc("rollproof_timing")[0]
+    bundle = decode_bundle(miner.state.bundle_path(w).read_bytes())
+    assert spent.tokens == sum(len(r.completion) for _, r in bundle.rows()) > 0
+    assert 0 < spent.proof_s < spent.decode_s
+    assert spent.decode_s <= worker_after["engine_s"] - worker_before["engine_s"] + 1e-9
+    assert worker_after["steps"] > worker_before["steps"]  # not reset by the engine
+
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+    label = (("uid", uid),)
+    assert samples[("rollproof_miner_decode_seconds_total", label)] == pytest.approx(spent.decode_s)
+    assert samples[("rollproof_miner_proof_seconds_total", label)] == pytest.approx(spent.proof_s)
+    assert 0 < samples[("rollproof_miner_proof_share", label)] < 1
+    assert samples[("rollproof_miner_tokens_total", label)] == spent.tokens
+
+
 # ---- 6: abort ------------------------------------------------------------------------------------
 def test_should_stop_aborts_and_the_engine_stays_usable(engine, tiny_base, ctx, alice, monkeypatch):
     import miner.vllm_engine as vllm_engine
