@@ -70,7 +70,9 @@ def replay_verdicts(replayer, resolver) -> dict[str, str]:
 
 def _journal_page(title: str, windows: Path) -> Page:
     def render() -> bytes:
-        numbers = sorted(int(p.stem) for p in windows.glob("*.json") if p.stem.isdigit()) if windows.is_dir() else []
+        # windows/<w>.json (miner, trainer) or windows/<w>/ (validator)
+        names = [p.name.removesuffix(".json") for p in windows.iterdir()] if windows.is_dir() else []
+        numbers = sorted(int(n) for n in names if n.isdigit())
         body = f"<p>newest window in the journal: {numbers[-1]}</p>" if numbers else "<p>no window journaled yet</p>"
         return _html(title, body)
 
