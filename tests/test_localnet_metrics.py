@@ -1,7 +1,9 @@
 """`rollproof localnet --metrics-port 0` as an operator runs it (a subprocess, the tiny model, three
 windows): its start line names the port, /metrics is scraped while it runs (parsed with
 prometheus_client's text parser) and the miner, validator and trainer values move as windows pass;
-the status page at / is HTML with the window table."""
+the status page at / is HTML with the window table. And `rollproof miner run` on the embedded chain
+with the page on its own --status-port: the CLI's registry reaches the miner, the page leaves its
+"starting" state once the journal is known."""
 
 from __future__ import annotations
 
@@ -111,3 +113,44 @@ def test_localnet_metrics_move_as_windows_pass_and_the_page_shows_the_windows(tm
     page = pages[-1].decode()
     assert page.lstrip().lower().startswith("<!doctype html") and "<table" in page
     assert any(str(int(w)) in page for w in windows_seen)
+
+
+def test_miner_run_serves_its_metrics_and_its_page_on_a_status_port(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLPROOF_", "BT_"))}
+    env.update(HOME=str(tmp_path), COLUMNS="200", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.Popen([sys.executable, "-m", "rollproof.cli", "miner", "run", "--model", "tiny",
+                             "--state-dir", str(tmp_path / "state"), "--store", str(tmp_path / "store"),
+                             "--checkpoint-root", str(tmp_path / "store"), "--metrics-port", "0", "--status-port", "0"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    urls: tuple[str, str] | None = None
+    snapshots: list[dict] = []
+    pages: list[bytes] = []
+    t0 = time.monotonic()
+    try:
+        while proc.poll() is None:
+            assert time.monotonic() - t0 < RUN_BOUND_S, "miner run ran past its bound"
+            if urls is None:
+                m = re.search(r"metrics at (http://\S+)/metrics and status page at (http://\S+/)", "".join(lines))
+                urls = m.groups() if m else None
+            else:
+                snap = scrape(urls[0] + "/metrics")
+                if snap is not None:
+                    snapshots.append(snap)
+                try:
+                    with urllib.request.urlopen(urls[1], timeout=5) as resp:
+                        pages.append(resp.read())
+                except (OSError, urllib.error.URLError):
+                    pass
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    output = "".join(lines)
+    assert proc.returncode == 0, output[-3000:]
+    assert urls is not None and urls[0] + "/" != urls[1], output[-3000:]  # two servers, two ports
+    assert any(total(s, "rollproof_build_info", role="miner") == 1 for s in snapshots), "the miner never recorded"
+    assert b"starting" in pages[0] and b"starting" not in pages[-1], (pages[0][:300], pages[-1][:300])
