@@ -38,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -53,12 +52,12 @@ from adapters.chain.base import Chain
 from adapters.files import atomic_write
 from adapters.outage import Backoff, Outages
 from adapters.storage import BundleStore
-from adapters.telemetry import NodeMetrics, metrics_of
+from adapters.telemetry import NodeMetrics, metrics_of, set_build_info
 from adapters.windows import window_context
 from verification.bundle import Bundle, bundle_hash, encode_bundle
 from verification.challenge import window_deadline_block, window_of_block, window_start_block
 from verification.commitment import bundle_name, encode_commitment
-from verification.constants import ACTIVATION_WINDOWS, PROTOCOL_VERSION, WINDOW_BLOCKS
+from verification.constants import ACTIVATION_WINDOWS, WINDOW_BLOCKS
 from verification.errors import (
     BeaconUnavailableError,
     ChainError,
@@ -215,7 +214,7 @@ class Miner:
         self.keep_bundles = keep_bundles
         self.metrics = metrics_of(MinerMetrics, registry)
         self.node_metrics = metrics_of(NodeMetrics, registry)
-        self.node_metrics.build.labels("miner").info({"release": _release(), "protocol_version": str(PROTOCOL_VERSION)})
+        set_build_info(self.node_metrics, "miner")
         self.outages = Outages(log, backoff, metrics=self.node_metrics, role="miner")
         self.scores = ScoreJournal(self.state.root)
         self.uid: int | None = None  # known after preflight, else looked up on the chain once
@@ -550,13 +549,6 @@ class Miner:
             except ChainError:
                 pass  # cannot tell now; the retry asks again
         return dep.failed(exc)
-
-
-def _release() -> str:
-    try:
-        return metadata.version("rollproof")
-    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown"
 
 
 def _answers(chain: Chain) -> bool:

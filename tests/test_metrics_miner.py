@@ -119,7 +119,7 @@ def test_windows_generation_uploads_and_validator_scores_move(net):
     assert value(s, "rollproof_miner_store_writes_total", uid=uid, result="ok") == 3
     assert value(s, "rollproof_miner_store_writes_total", uid=uid, result="failed") is None
     assert value(s, "rollproof_miner_bundle_bytes", **m) == miner.state.bundle_path(windows[-1]).stat().st_size
-    assert value(s, "rollproof_build_info", role="miner", release="0.1.0", protocol_version=str(PROTOCOL_VERSION)) == 1
+    assert value(s, "rollproof_build_info", role="miner", version="0.1.0", protocol=str(PROTOCOL_VERSION)) == 1
     assert value(s, "rollproof_checkpoint_version", role="miner") == 0
     assert value(s, "rollproof_chain_block", role="miner") > 0
     for dep in ("chain", "chain_writes", "store", "beacon"):
