@@ -76,6 +76,15 @@ Engine = typer.Option("hf", "--engine",
 EngineMemory = typer.Option(None, "--engine-memory", min=0.01, max=0.99,
                             help="vllm: share of memory it reserves for weights and KV cache (default 0.1 of the "
                                  "host's memory on cpu, 0.9 of the GPU's on cuda)")
+DEFAULT_METRICS_HOST = "127.0.0.1"
+MetricsPort = typer.Option(None, "--metrics-port", min=0, max=65535,
+                           help="serve Prometheus metrics at http://HOST:PORT/metrics and the status page at / "
+                                "(absent: no server; 0: any free port, the start line says which)")
+MetricsHost = typer.Option(DEFAULT_METRICS_HOST, "--metrics-host",
+                           help="address the metrics and status page listen on (0.0.0.0: every interface; both are "
+                                "read-only and show only what the journals hold publicly)")
+StatusPort = typer.Option(None, "--status-port", min=0, max=65535,
+                          help="serve the status page on this port instead of at / of --metrics-port")
 ChainWait = typer.Option(None, "--chain-wait", min=0.0,
                          help="seconds to wait at start for an unreachable chain, logging when it goes down and "
                               "comes back (default: until it answers; 0: fail at once)")
@@ -564,3 +573,29 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return stop
+
+
+def serve_telemetry(role: str, host: str, metrics_port: Optional[int], status_port: Optional[int]):
+    """--metrics-port, --metrics-host, --status-port: the process's registry and its servers, bound
+    now, before any model loads or the chain is read; a port in use or privileged, or a host that
+    does not resolve or is not this machine's, is one line and exit code 2. Prints where they serve.
+    Returns rollproof.telemetry.Telemetry (its registry goes to every role the command builds)."""
+    from rollproof.telemetry import start_telemetry
+    from verification.errors import TelemetryBindError
+
+    if metrics_port is None and status_port is None and host != DEFAULT_METRICS_HOST:
+        fail(f"--metrics-host {host}: goes with --metrics-port or --status-port (nothing is served without a port)")
+    if metrics_port is not None and metrics_port == status_port and metrics_port != 0:
+        fail(f"--status-port {status_port}: the same as --metrics-port; leave --status-port out to serve the page "
+             f"at / of the metrics port")
+    try:
+        telemetry = start_telemetry(role, host, metrics_port, status_port)
+    except TelemetryBindError as exc:
+        if exc.part == "host":
+            fail(f"--metrics-host {host}: {exc}")
+        on_status = status_port is not None and exc.port == status_port and exc.port != metrics_port
+        fail(f"{'--status-port' if on_status else '--metrics-port'} {exc.port}: {exc}")
+    where = telemetry.where()
+    if where is not None:
+        console.print(escape(where), soft_wrap=True, highlight=False)
+    return telemetry

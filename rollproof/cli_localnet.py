@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from rollproof.cli_common import (
-    Device, Engine, EngineMemory, Model, Threads, apply_threads, check_device, check_directory, check_engine, check_model,
-    console, fail, setup_logging,
+    Device, Engine, EngineMemory, MetricsHost, MetricsPort, Model, StatusPort, Threads, apply_threads, check_device,
+    check_directory, check_engine, check_model, console, fail, serve_telemetry, setup_logging,
 )
 from verification.constants import MAX_GROUPS_PER_BUNDLE
 
@@ -36,6 +36,7 @@ def localnet(
              "(announces a moved adapter); the nodes' replay must void every checkpoint it announces"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="where the learning-curve PNG goes "
                                         "(default: WORKDIR/learning.png, or ./rollproof-learning.png)"),
+    metrics_port: Optional[int] = MetricsPort, metrics_host: str = MetricsHost, status_port: Optional[int] = StatusPort,
     log_level: str = typer.Option("WARNING", "--log-level"),
 ) -> None:
     """Embedded chain + local drand + bundle store + 2 honest and 4 cheating miners (model swap,
@@ -67,6 +68,7 @@ def localnet(
         fail(f"--plot {plot}: a directory, not a PNG file path")
     if plot is not None:
         check_directory(plot.expanduser().absolute().parent, "--plot")
+    telemetry = serve_telemetry("localnet", metrics_host, metrics_port, status_port)  # bound before the model loads
     out = Console(width=max(Console().width, 150))
     tmp = None
     if workdir is None:
@@ -95,7 +97,8 @@ def localnet(
                 out.print(_window_caption(info))
 
             result = run_localnet(lm, root, windows=windows, n_groups=groups, train=train, on_event=event,
-                                  on_window=show, engine=gen_engine, dishonest_trainer=dishonest_trainer)
+                                  on_window=show, engine=gen_engine, dishonest_trainer=dishonest_trainer,
+                                  registry=telemetry.registry, page=telemetry.page.set)
             if train and result.training:
                 png = plot_curve(result, plot or (root / "learning.png" if workdir else Path("rollproof-learning.png")))
     finally:

@@ -14,8 +14,8 @@ from rich.markup import escape
 from rollproof.cli_common import (
     DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, Engine, EngineMemory, EvmKey, Ledger, LocalSeed, LogLevel, Model, Netuid, Network, Registry, RpcUrl,
     Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
-    NewChain, check_directory, check_engine, check_http_url, check_model, check_store, console, fail, journal_dir, setup_logging,
-    stop_on_signals, wallet_options,
+    MetricsHost, MetricsPort, NewChain, StatusPort, check_directory, check_engine, check_http_url, check_model, check_store,
+    console, fail, journal_dir, serve_telemetry, setup_logging, stop_on_signals, wallet_options,
 )
 from miner.defaults import DEFAULT_KEEP_BUNDLES
 from verification.constants import BASE_GENERATION
@@ -102,6 +102,7 @@ def run(
     engine: str = Engine,
     engine_memory: Optional[float] = EngineMemory,
     chain_wait: Optional[float] = ChainWait,
+    metrics_port: Optional[int] = MetricsPort, metrics_host: str = MetricsHost, status_port: Optional[int] = StatusPort,
     log_level: str = LogLevel,
 ) -> None:
     """Each window: derive problems, generate GRPO groups with proofs, publish the signed bundle,
@@ -127,6 +128,7 @@ def run(
     opts = check_chain_args(chain_options(network, netuid, rpc_url, registry, ledger, evm_key, drand, local_drand_seed,
                                           announcer=announcer),
                             probe=False)  # reachability: waited for below (rollproof/startup.py)
+    telemetry = serve_telemetry("miner", metrics_host, metrics_port, status_port)  # bound before the chain or model
     # the node's stack (torch, bittensor) only once the arguments are known to be good
     from miner.service import Miner
     from adapters.beacons import BeaconCache
@@ -138,6 +140,7 @@ def run(
     from verification.model import load_model
     from miner.engines import open_engine
     from rollproof.startup import start_chain
+    from rollproof.telemetry import replay_verdicts, role_page
 
     wallet = wallet_options(wallet_name, wallet_hotkey, wallet_path)
     if windows is None and opts.is_embedded:
@@ -167,6 +170,7 @@ def run(
         log.info("hotkey %s holds uid %d on netuid %d (%s)", keypair.ss58_address, started.checked, netuid, chain.name)
         # a changed genesis: one line, before the model loads (the embedded chain is new at every run)
         journal = journal_dir(root, started.identity, new_chain=new_chain)
+    telemetry.page.set(role_page("miner", journal))
     with console.status(f"loading model {model} on {device}…"):
         lm = load_model(model, device)
     log.info("model %s, fingerprint %s", lm.name, lm.fingerprint.hex())
@@ -178,7 +182,10 @@ def run(
     from trainer.replay_node import CheckpointReplayer  # miners follow validators' rule: replay before use
 
     checkpoint_fetcher = Fetcher(file_roots=checkpoint_root, s3_client=s3)
-    resolver = ModelResolver(chain, lm, checkpoint_fetcher, replay=CheckpointReplayer(chain, lm, checkpoint_fetcher))
+    registry = telemetry.registry
+    replayer = CheckpointReplayer(chain, lm, checkpoint_fetcher, registry=registry, role="miner")
+    resolver = ModelResolver(chain, lm, checkpoint_fetcher, registry=registry, role="miner", replay=replayer)
+    telemetry.page.set(role_page("miner", journal, replays=lambda: replay_verdicts(replayer, resolver)))
     bundle_store = open_store(store, endpoint_url=s3_endpoint, public_url=public_url)
     if public_url is not None and opts.is_bittensor and len(bundle_store.base_location()) > MAX_BASE_BYTES:
         raise RollproofError(f"the committed base {bundle_store.base_location()} is {len(bundle_store.base_location())} "
@@ -186,7 +193,7 @@ def run(
                              f"store prefix")
     miner = Miner(chain, keypair, lm, bundle_store, beacons,
                   journal, beacon_cache=BeaconCache(root / "beacons"), keep_bundles=keep_bundles, resolver=resolver,
-                  engine=gen_engine)
+                  engine=gen_engine, registry=registry)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         def tokens_bar(window: int):

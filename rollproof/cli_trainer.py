@@ -11,10 +11,10 @@ import typer
 from rich.markup import escape
 
 from rollproof.cli_common import (
-    DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, NewChain, Netuid, Network, Registry,
-    RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
-    check_directory, check_model, check_http_url, check_ss58, check_store, console, fail, journal_dir, setup_logging, stop_on_signals,
-    wallet_options,
+    DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, MetricsHost,
+    MetricsPort, Model, NewChain, Netuid, Network, Registry, RpcUrl, StatusPort, Threads, WalletHotkey, WalletName, WalletPath,
+    apply_threads, chain_options, check_chain_args, check_device, check_directory, check_model, check_http_url, check_ss58,
+    check_store, console, fail, journal_dir, serve_telemetry, setup_logging, stop_on_signals, wallet_options,
 )
 from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, LR, PUBLISH_EVERY
 from verification.errors import RollproofError
@@ -54,6 +54,7 @@ def run(
     device: str = Device,
     chain_wait: Optional[float] = ChainWait,
     new_chain: bool = NewChain,
+    metrics_port: Optional[int] = MetricsPort, metrics_host: str = MetricsHost, status_port: Optional[int] = StatusPort,
     log_level: str = LogLevel,
 ) -> None:
     """Each scored window: take the rows the validator accepted (tied to its report and ledger
@@ -86,6 +87,7 @@ def run(
         except RollproofError as exc:
             fail(f"--public-url: {exc}")
     opts = check_chain_args(opts, probe=False)  # reachability: waited for below (rollproof/startup.py)
+    telemetry = serve_telemetry("trainer", metrics_host, metrics_port, status_port)  # bound before the chain or model
     from adapters.storage import open_store
     from verification.announcement import MAX_ANNOUNCEMENT_BASE_BYTES
     try:
@@ -99,6 +101,7 @@ def run(
     # the node's stack (torch, bittensor) only once the arguments are known to be good
     from adapters.connect import default_state_dir, load_hotkey
     from rollproof.startup import start_chain
+    from rollproof.telemetry import role_page
     from trainer.service import Trainer, TrainerConfig
     from trainer.sources import ValidatorJournal
     from trainer.step import TrainConfig
@@ -126,12 +129,13 @@ def run(
         chain, source = started.chain, started.checked
         root = (state_dir or default_state_dir("trainer", wallet, netuid)).expanduser()
         journal = journal_dir(root, started.identity, new_chain=new_chain)  # a changed genesis: one line, before the model
+        telemetry.page.set(role_page("trainer", journal))
         with console.status(f"loading model {model} on {device}…"):
             lm = load_model(model, device)
         config = TrainerConfig(publish_every=publish_every, heldout_problems=heldout, gate_margin=gate_margin,
                                train=TrainConfig(lr=lr))
         trainer = Trainer(chain, keypair, lm, checkpoint_store, journal, config,
-                          validator=(source.validator_uid, validator_hotkey))
+                          validator=(source.validator_uid, validator_hotkey), registry=telemetry.registry)
 
         def report(rec, pub) -> None:
             console.print(f"window {rec.window}: {rec.rows} rows, signal {rec.signal_rate:.0%}, "

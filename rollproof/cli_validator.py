@@ -15,8 +15,8 @@ from verification.constants import FETCH_TIMEOUT_S
 from rollproof.cli_common import (
     DEFAULT_STORE, Announcer, App, ChainWait, Device, Drand, EvmKey, Ledger, LedgerRpcUrl, LocalSeed, LogLevel, Model, Netuid, Network, Registry,
     RpcUrl, Threads, WalletHotkey, WalletName, WalletPath, apply_threads, chain_options, check_chain_args, check_device,
-    NewChain, check_directory, check_model, check_http_url, console, fail, journal_dir, setup_logging, stop_on_signals,
-    wallet_options,
+    MetricsHost, MetricsPort, NewChain, StatusPort, check_directory, check_model, check_http_url, console, fail, journal_dir,
+    serve_telemetry, setup_logging, stop_on_signals, wallet_options,
 )
 
 app = App(help="Verify miners' bundles, score them, write weights.")
@@ -116,6 +116,7 @@ def run(
     threads: Optional[int] = Threads,
     device: str = Device,
     chain_wait: Optional[float] = ChainWait,
+    metrics_port: Optional[int] = MetricsPort, metrics_host: str = MetricsHost, status_port: Optional[int] = StatusPort,
     log_level: str = LogLevel,
 ) -> None:
     """Follow windows: after each deadline, open it with the pinned drand round, verify every
@@ -138,6 +139,7 @@ def run(
             fail(f"--file-root {root}: not a directory")
     check_http_url(s3_endpoint, "--s3-endpoint", "an S3 endpoint", "https://ACCOUNT.r2.cloudflarestorage.com")
     opts = check_chain_args(opts, probe=False)  # reachability: waited for below (rollproof/startup.py)
+    telemetry = serve_telemetry("validator", metrics_host, metrics_port, status_port)  # bound before the chain or model
     # the node's stack (torch, bittensor) only once the arguments are known to be good
     from adapters.beacons import BeaconCache
     from adapters.connect import beacon_source, default_state_dir, load_hotkey
@@ -145,6 +147,7 @@ def run(
     from adapters.fetch import Fetcher
     from adapters.storage import make_s3_client
     from adapters.checkpoints import ModelResolver
+    from rollproof.telemetry import replay_verdicts, role_page
     from validator.service import Validator
     from verification.model import load_model
 
@@ -160,6 +163,7 @@ def run(
     chain, uid = started.chain, started.checked
     root = (state_dir or default_state_dir("validator", wallet, netuid)).expanduser()
     journal = journal_dir(root, started.identity, new_chain=new_chain)  # a changed genesis: one line, before the model
+    telemetry.page.set(role_page("validator", journal))
     with console.status(f"loading model {model} on {device}…"):
         lm = load_model(model, device)
     if opts.ledger_rpc_url:
@@ -171,10 +175,14 @@ def run(
         log.warning("--file-root %s does not exist: no file:// location can be read under it", missing)
     from trainer.replay_node import CheckpointReplayer  # every checkpoint is replayed before it is used
 
-    resolver = ModelResolver(chain, lm, fetcher, replay=CheckpointReplayer(chain, lm, fetcher))
+    registry = telemetry.registry
+    replayer = CheckpointReplayer(chain, lm, fetcher, registry=registry, role="validator")
+    resolver = ModelResolver(chain, lm, fetcher, registry=registry, role="validator", replay=replayer)
+    telemetry.page.set(role_page("validator", journal, replays=lambda: replay_verdicts(replayer, resolver)))
     validator = Validator(chain, keypair, lm, beacons, fetcher,
                           journal, beacon_cache=BeaconCache(root / "beacons"),
-                          batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver)
+                          batch_size=batch_size, keep_bundles=keep_bundles or None, resolver=resolver,
+                          registry=registry)
     log.info("validator %s (uid %s) on %s netuid %d", keypair.ss58_address, uid, chain.name, netuid)
     validator.run(stop, max_windows=windows, on_result=lambda r: _print_window(r, file_root, model),
                   preflight=False)  # checked at start (rollproof/startup.py)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bittensor.sp_core import Keypair
+from prometheus_client import CollectorRegistry
 
 from miner.engines import Engine, HFEngine
 from miner.service import Miner
@@ -27,6 +28,7 @@ from adapters.fetch import Fetcher
 from adapters.storage import FileStore
 from adapters.windows import window_context
 from adversary.dishonest_trainers import DISHONEST_TRAINERS
+from rollproof.telemetry import localnet_page, replay_verdicts
 from trainer.replay_node import CheckpointReplayer
 from verification.constants import ACTIVATION_WINDOWS
 from verification.errors import CheckpointError
@@ -80,7 +82,9 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
                  trainer_config: TrainerConfig | None = None, engine: Engine | None = None,
                  dishonest_trainer: str | None = None,
                  on_event: Callable[[str], None] | None = None,
-                 on_window: Callable[[WindowResult, dict, dict], None] | None = None) -> LocalnetResult:
+                 on_window: Callable[[WindowResult, dict, dict], None] | None = None,
+                 registry: CollectorRegistry | None = None,
+                 page: Callable[[Callable[[], bytes]], None] | None = None) -> LocalnetResult:
     """on_window(result, names, info): info has the window's checkpoint version and fingerprint, the
     trainer's record for it (signal rate, step) and any publication.
 
@@ -88,7 +92,12 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     groups = n_groups, so every node agrees on it and the trainer's checkpoints carry it forward);
     None keeps lm's own. dishonest_trainer: a kind of adversary/dishonest_trainers.py (its every
     checkpoint must be voided by the nodes' replay; an honest trainer's must all replay). engine: the miners' generation engine, one shared by all of them (they run
-    in turn; default the HF engine at batch_size)."""
+    in turn; default the HF engine at batch_size).
+
+    registry: the process's Prometheus registry every node records into (shared metrics by role,
+    the miners' by uid); None: each keeps its own. page: called once with this network's status page
+    (rollproof/telemetry.py localnet_page over `workdir`, with the nodes' replay verdicts) before the
+    first window."""
     say = on_event or (lambda msg: log.info(msg))
     if n_groups is not None and n_groups != lm.generation.groups:
         lm = lm.with_generation(lm.generation.with_groups(n_groups))
@@ -104,14 +113,17 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     # one resolver for every participant: each checkpoint is fetched from the store and verified
     # (manifest hash, trainer signature, file hashes, fingerprint) once, as any node would
     # and replayed from its training record before it is used (docs/protocol.md section 16)
-    replayer = CheckpointReplayer(chain, lm, Fetcher(file_roots=[store.root]), on_line=lambda line: log.info(line))
-    resolver = ModelResolver(chain, lm, Fetcher(file_roots=[store.root]), replay=replayer)
+    # its verdicts count as the validator's: the miners read the same ones
+    replayer = CheckpointReplayer(chain, lm, Fetcher(file_roots=[store.root]), on_line=lambda line: log.info(line),
+                                  registry=registry, role="validator")
+    resolver = ModelResolver(chain, lm, Fetcher(file_roots=[store.root]), replay=replayer, registry=registry,
+                             role="validator")
 
     engine = engine if engine is not None else HFEngine(batch_size)
 
     def miner(cls, name, **kw):
         return cls(chain, _key(name), lm, store, beacons, workdir / "miners" / name,
-                   beacon_cache=cache, resolver=resolver, engine=engine, **kw)
+                   beacon_cache=cache, resolver=resolver, engine=engine, registry=registry, **kw)
 
     honest = [Participant(f"honest-{i}", "honest", miner(Miner, f"honest-{i}")) for i in (1, 2)]
     participants = list(honest)
@@ -136,7 +148,7 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
         chain.set_trainer(trainer_key.ss58_address, chain.account_for(trainer_key).address)
         trainer_cls = DISHONEST_TRAINERS[dishonest_trainer] if dishonest_trainer else Trainer
         trainer = trainer_cls(chain, trainer_key, lm, store, workdir / "trainer", trainer_config,
-                              validator=(vuid, validator_key.ss58_address))
+                              validator=(vuid, validator_key.ss58_address), registry=registry)
         say(f"{'dishonest (' + dishonest_trainer + ') ' if dishonest_trainer else ''}"
             f"trainer {trainer_key.ss58_address[:12]}…: LoRA rank {trainer.config.lora.rank}, "
             f"held-out set of {trainer.config.heldout_problems} problems")
@@ -156,7 +168,10 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
         result.names[chain.uid_of(p.miner.hotkey)] = (p.name, p.kind)
     result.names[vuid] = ("validator", "validator")
     validator = Validator(chain, validator_key, lm, beacons, Fetcher(file_roots=[store.root]),
-                          workdir / "validator", beacon_cache=cache, batch_size=8, resolver=resolver)
+                          workdir / "validator", beacon_cache=cache, batch_size=8, resolver=resolver,
+                          registry=registry)
+    if page is not None:
+        page(localnet_page(workdir, replays=lambda: replay_verdicts(replayer, resolver)))
     result.versions[lm.fingerprint.hex()] = 0
     if trainer is not None:
         base = trainer.heldout(lm)
@@ -231,17 +246,6 @@ def ledger_json(event: dict) -> dict:
             "uids": [int(u) for u in event["uids"]], "scores": [int(x) for x in event["scores"]],
             "verified_root": bytes(event["verified_root"]).hex(), "report_hash": bytes(event["report_hash"]).hex(),
             "block": int(event["block"])}
-
-
-def replay_verdicts(replayer: CheckpointReplayer, resolver: ModelResolver) -> dict[str, str]:
-    """fingerprint hex -> what the nodes' replay said of each checkpoint they judged."""
-    out = {}
-    for report in replayer.reports.values():
-        out[report.fingerprint] = (f"replayed: {report.steps} steps, adapter within {report.adapter_error:.2g} "
-                                   f"of the update, {report.seconds:.0f} s")
-    for (verdict_key, _), why in resolver.invalid_verdicts().items():
-        out[verdict_key[1].hex() if isinstance(verdict_key[1], bytes) else str(verdict_key[1])] = f"void: {why}"
-    return out
 
 
 def _bundle_reader(validator: Validator, window: int):

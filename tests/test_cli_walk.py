@@ -370,7 +370,10 @@ def _case_names() -> list[str]:
 
 @pytest.mark.parametrize("name", _case_names())
 def test_each_failure_is_one_line_with_its_exit_code(walked, name):
-    case, out = walked[name]
+    assert_outcome(*walked[name])
+
+
+def assert_outcome(case: Case, out: Outcome) -> None:
     assert not out.hung, f"`rollproof {' '.join(case.args)}` ran past {HANG_BOUND_S} s:\n{out.output[-3000:]}"
     assert "Traceback" not in out.output, out.output[-3000:]
     assert out.code == case.code, f"exit {out.code}, expected {case.code}:\n{out.output[-3000:]}"
@@ -449,6 +452,78 @@ def test_an_interrupt_exits_130_without_a_traceback(tmp_path):
         server.close()
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "error:" not in out, out
+
+
+# ---- --metrics-port, --metrics-host, --status-port -------------------------------------------------
+# Each command's telemetry servers bind before the chain is read or the model loads: every case below
+# gives a dead chain (waited for 0 s) and a model directory whose config.json is not JSON, so an
+# error about the port or host proves the bind came first (the control cases show what the same
+# commands say without the telemetry flags).
+def telemetry_cases(w: dict) -> list[Case]:
+    t = w["tmp"]
+    taken = str(w["silent"])  # the silent server listens on it
+    dead = ("--rpc-url", f"http://127.0.0.1:{w['dead']}", "--registry", ZERO, "--ledger", ZERO, "--evm-key", KEY,
+            "--chain-wait", "0")
+    wallet = ("--wallet.path", str(t / "wallets"), "--wallet.name", "op", "--wallet.hotkey", "hk")
+    bad_model = ("--model", str(t / "bad_model"))
+    trainer = ("trainer", "run", *wallet, *dead, *bad_model, "--validator-state", str(t / "validator_state"),
+               "--validator-hotkey", "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY", "--store", str(t / "store"))
+    miner = ("miner", "run", *wallet, *dead, *bad_model, "--store", str(t / "store"))
+    validator = ("validator", "run", *wallet, *dead, *bad_model)
+    in_use = f"127.0.0.1:{taken} is in use"
+    return [
+        Case("control: miner without telemetry reads the chain first", miner, says="cannot connect"),
+        Case("control: localnet without telemetry loads the model first", ("localnet", *bad_model),
+             says="cannot load model"),
+        Case("miner: metrics port in use", (*miner, "--metrics-port", taken), says=f"--metrics-port {taken}: {in_use}"),
+        Case("miner: metrics port out of range", (*miner, "--metrics-port", "65536"), says="--metrics-port"),
+        Case("miner: metrics port not a number", (*miner, "--metrics-port", "http"), says="--metrics-port"),
+        Case("miner: status port in use", (*miner, "--status-port", taken), says=f"--status-port {taken}: {in_use}"),
+        Case("validator: metrics host not on this machine", (*validator, "--metrics-port", "0", "--metrics-host",
+                                                             "203.0.113.1"),
+             says="--metrics-host 203.0.113.1: 203.0.113.1 is not an address of this machine"),
+        Case("validator: status port in use", (*validator, "--metrics-port", "0", "--status-port", taken),
+             says=f"--status-port {taken}: {in_use}"),
+        Case("validator: metrics port in use beside a status port", (*validator, "--metrics-port", taken,
+                                                                     "--status-port", "0"),
+             says=f"--metrics-port {taken}: {in_use}"),
+        Case("trainer: metrics host does not resolve", (*trainer, "--metrics-port", "0", "--metrics-host",
+                                                        "no-such-host.invalid"),
+             says="--metrics-host no-such-host.invalid: no-such-host.invalid does not resolve"),
+        Case("trainer: metrics port in use", (*trainer, "--metrics-port", taken), says=f"--metrics-port {taken}: {in_use}"),
+        Case("localnet: metrics port in use", ("localnet", *bad_model, "--metrics-port", taken),
+             says=f"--metrics-port {taken}: {in_use}"),
+        Case("localnet: status port is the metrics port", ("localnet", *bad_model, "--metrics-port", "9100",
+                                                           "--status-port", "9100"), says="the same as --metrics-port"),
+        Case("localnet: metrics host without a port", ("localnet", *bad_model, "--metrics-host", "0.0.0.0"),
+             says="--metrics-host 0.0.0.0: goes with --metrics-port"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def walked_telemetry(world):
+    (world["tmp"] / "bad_model").mkdir(exist_ok=True)
+    (world["tmp"] / "bad_model" / "config.json").write_text("not a config\n")
+    todo = telemetry_cases(world)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda c: run_cli(c.args, world["home"]), todo))
+    return {c.name: (c, o) for c, o in zip(todo, outcomes)}
+
+
+@pytest.mark.parametrize("name", [c.name for c in telemetry_cases({"tmp": Path("/t"), "silent": 1, "dead": 2})])
+def test_a_telemetry_flag_that_cannot_serve_is_one_line_before_the_chain_or_model(walked_telemetry, name):
+    assert_outcome(*walked_telemetry[name])
+
+
+@pytest.mark.parametrize("path", [("miner", "run"), ("validator", "run"), ("trainer", "run"), ("localnet",)])
+def test_every_node_command_takes_the_telemetry_flags(path):
+    from typer.testing import CliRunner
+
+    from rollproof.cli import app
+
+    out = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    for flag in ("--metrics-port", "--metrics-host", "--status-port"):
+        assert flag in out.output, (flag, out.output[-2000:])
 
 
 # ---- the central handler, in process ---------------------------------------------------------------

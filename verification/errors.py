@@ -156,5 +156,20 @@ class EngineProtocolError(EngineError):
     from that generation; the window is journaled and logged as missed."""
 
 
+class TelemetryBindError(RollproofError):
+    """The metrics or status-page server cannot listen where the operator asked: the port is in use,
+    privileged (below 1024) for this user, or out of range, or the host does not resolve or is not
+    an address of this machine. Raised at start, before the node does any work; the CLI prints it
+    as one line and exits 2. `part` says which is at fault, "host" or "port", of `host` and `port`."""
+
+    code = "telemetry_bind"
+
+    def __init__(self, message: str, *, part: str, host: str = "", port: int | None = None):
+        super().__init__(message)
+        self.part = part
+        self.host = host
+        self.port = port
+
+
 class GenerationAborted(RollproofError):
     """Generation was stopped before it finished (the window's commitment can no longer land)."""
