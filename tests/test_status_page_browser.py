@@ -1,24 +1,27 @@
 """The status page in a real browser: headless Chromium (Debian's `chromium`, installed by
-scripts/install_telemetry.sh) loads the localnet page over HTTP; the DOM it built holds the window
-table and the SVG learning curve, and its screenshot is a page of the window's size with the
-curve's colours drawn (not a blank or error page).
+scripts/install_telemetry.sh) loads the page a local network serves (the page run_localnet hands to
+its server, on the node's telemetry server, adapters/telemetry_http.py); the DOM it built holds
+the window table and the SVG learning curve, and its screenshot is a page of the window's size
+with the curve's colours drawn (not a blank or error page).
 
 Marker telemetry: `bash scripts/install_telemetry.sh && python3 -m pytest -m telemetry`."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
 import subprocess
-import threading
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
-from rollproof.status_page import localnet_page
+from adapters.telemetry_http import TelemetryServer
+from rollproof.localnet import run_localnet
+from trainer.service import TrainerConfig
 
-from test_status_page import Dom, net  # noqa: F401  (the module fixture: a real local network)
+from test_status_page import Dom
+from trainer_env import parity_registered
 
 pytestmark = pytest.mark.telemetry
 
@@ -37,31 +40,23 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def served(net):  # noqa: F811
-    """The localnet page on a local HTTP server (GET / only)."""
-    root, result = net
-    page = localnet_page(root, replays=lambda: result.replays)
+def served(tmp_path_factory):
+    """A local network of two windows (cheaters, a trainer announcing checkpoints) whose status page,
+    as run_localnet hands it to the node's server, is served by the node's telemetry server."""
+    from verification.model import load_model
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = page()
-            self.send_response(200 if self.path == "/" else 404)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", result
-    finally:
-        server.shutdown()
-        server.server_close()
+    root = tmp_path_factory.mktemp("browsernet")
+    pages = []
+    registry = CollectorRegistry()
+    with parity_registered() as params:
+        lm = load_model("tiny").with_generation(params)
+        cfg = TrainerConfig(heldout_problems=6, heldout_rollouts=2, gate_margin=1.0)
+        result = run_localnet(lm, root, windows=2, n_groups=1, trainer_config=cfg, registry=registry,
+                              page=pages.append)
+    assert result.ok, result.problems
+    (page,) = pages
+    with TelemetryServer("127.0.0.1", 0, registry=registry, page=page) as server:
+        yield server.url, result
 
 
 def _browse(tmp_path, url: str, *args: str) -> subprocess.CompletedProcess:
@@ -86,7 +81,9 @@ def test_chromium_builds_the_window_table_and_the_curve(served, tmp_path):
     announced = [p for p in result.publications if p.stage == "announced"]
     assert len(dom.polylines["heldout"]) == len(announced) + 1
     assert len(dom.polylines["signal"]) == len(result.training)
-    assert len(dom.rows("checkpoints", "checkpoint")) == len(result.publications)
+    cps = {int(a["data-version"]): c for a, c in dom.rows("checkpoints", "checkpoint")}
+    assert set(cps) == {p.version for p in result.publications} and not dom.notes
+    assert all(cps[p.version][9].startswith("replayed") for p in announced)  # the node's replay verdicts
 
 
 def _near(image: np.ndarray, hex_colour: str, tol: int = 24) -> int:
