@@ -1,6 +1,7 @@
 """What the miner's journal (miner/service.py MinerState: `state_dir/windows/<w>.json`,
 `state_dir/timing.json`) says about its last windows, for the status page: each window's stage,
-bundle hash, location, groups and tokens; and how validators scored it, from the score journal
+bundle hash, location, groups and tokens; the checkpoint its newest kept bundle was generated with
+(the header's model_fingerprint, read from the tail of `bundles/<w>.rpb`); and how validators scored it, from the score journal
 (miner/scores.py: `scores/<w>.json`, each validator's ledger entry for window w, and
 `scores/latest.json`, the last read of every validator's newest entry and weights).
 
@@ -10,6 +11,8 @@ shows it), never an exception."""
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from dataclasses import field as field_
 from pathlib import Path
@@ -65,6 +68,8 @@ class MinerSnapshot:
     standing: tuple[Standing, ...] = ()
     uid: int | None = None  # this miner's uid at the last read of the scores
     read_in_window: int | None = None
+    model_fingerprint: str = ""  # the checkpoint of the newest kept bundle ("" when none is kept)
+    fingerprint_window: int | None = None  # that bundle's window
 
     @property
     def current(self) -> MinedWindow | None:
@@ -105,7 +110,44 @@ def miner_snapshot(state_dir: Path, *, last: int = DEFAULT_LAST) -> MinerSnapsho
         standing, uid, read_in = _standing(root)
     except Unreadable as exc:
         notes.append(str(exc))
-    return MinerSnapshot(tuple(windows), blocks, engine, skipped, tuple(notes), scores, standing, uid, read_in)
+    fingerprint, fp_window = "", None
+    for w in windows:  # newest first: the first kept bundle
+        try:
+            fingerprint = bundle_fingerprint(root, w.window)
+        except Unreadable as exc:
+            notes.append(str(exc))
+            break
+        if fingerprint:
+            fp_window = w.window
+            break
+    return MinerSnapshot(tuple(windows), blocks, engine, skipped, tuple(notes), scores, standing, uid, read_in,
+                         fingerprint, fp_window)
+
+
+# a bundle is canonical JSON whose top-level keys sort as groups, header, signature: the header
+# (under 1 kB) and the signature are the file's last bytes, and the header's model_fingerprint the
+# file's last one
+_TAIL_BYTES = 4096
+_FINGERPRINT = re.compile(rb'"model_fingerprint":"([0-9a-f]{64})"')
+
+
+def bundle_fingerprint(root: Path, window: int) -> str:
+    """The model fingerprint (hex) in the header of the kept bundle of `window` ("" when the bundle
+    is not kept, pruned or never built), read from the file's last bytes only."""
+    path = root / "bundles" / f"{window}.rpb"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - _TAIL_BYTES))
+            tail = fh.read()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise Unreadable(relative(path, root), f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    found = _FINGERPRINT.findall(tail)
+    if not found:
+        raise Unreadable(relative(path, root), "no bundle header at its end (half-written or foreign)")
+    return found[-1].decode()
 
 
 def _window(root: Path, window: int) -> MinedWindow:

@@ -371,8 +371,11 @@ def _miner_body(root: Path, h: _Html, last: int, replays: Mapping[str, str]) -> 
     cur = snap.current
     timing = (f"{snap.generation_blocks} blocks ({h.text(snap.engine)})" if snap.generation_blocks is not None
               else "not measured yet")
+    checkpoint = (f"{h.short(snap.model_fingerprint)} (window {snap.fingerprint_window})" if snap.model_fingerprint
+                  else "-")
     items = [("current window", str(cur.window) if cur else "-"), ("its stage", h.text(cur.stage) if cur else "-"),
-             ("last generation", timing), ("windows skipped since", str(snap.skipped_windows))]
+             ("checkpoint of its newest bundle", checkpoint), ("last generation", timing),
+             ("windows skipped since", str(snap.skipped_windows))]
     if snap.uid is not None:
         weight = sum(v.weight_share for v in snap.standing) / len(snap.standing) if snap.standing else 0.0
         items = [("uid", str(snap.uid))] + items + [("weight share (mean over validators)", f"{weight:.1%}")]

@@ -145,6 +145,8 @@ def test_each_role_page_reads_its_own_journal(net):
     honest = page_for("miner", root / "miners" / "honest-1")().decode()
     _no_private(honest, root)
     dom = Dom(honest)
+    fingerprint = last.report["model_fingerprint"]  # the checkpoint in the newest bundle's header
+    assert f'<code title="{fingerprint}">{fingerprint[:12]}…</code> (window {last.window})' in honest
     mined = dom.rows("miner-windows", "mined")
     assert [int(a["data-window"]) for a, _ in mined] == [w.window for w in reversed(result.windows)]
     assert all(c[1] == "committed" and c[5].startswith("…/") and c[5].endswith(".rpb") for _, c in mined)
@@ -222,12 +224,14 @@ def test_missing_and_half_written_journal_files_render_with_a_note(net, tmp_path
     published.write_text(json.dumps({"version": result.publications[-1].version, "stage": "announced"}))
     (work / "miners" / "honest-2" / "windows" / f"{w}.json").write_text('{"window": ')
     (work / "miners" / "honest-2" / "timing.json").unlink()
+    (work / "miners" / "honest-2" / "bundles" / f"{w - 1}.rpb").write_bytes(b"RPROOF1\n{\"groups\":[")
 
     dom = Dom(render_localnet(work))
     for where in (f"validator/windows/{w}/report.json: not JSON", f"validator/windows/{w - 1}/stage: an unknown stage",
                   f"trainer/windows/{result.training[0].window}.json: not a JSON object",
                   f"trainer/published/{result.publications[-1].version}.json: no 'fingerprint'",
-                  f"miners/honest-2/windows/{w}.json: not JSON"):
+                  f"miners/honest-2/windows/{w}.json: not JSON",
+                  f"miners/honest-2/bundles/{w - 1}.rpb: no bundle header at its end"):
         assert where in dom.notes, (where, dom.notes)
     assert str(work) not in dom.notes
     stages = {int(a["data-window"]): c[1] for a, c in dom.rows("validator-windows", "window")}
