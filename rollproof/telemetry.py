@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from adapters.telemetry import build_labels
 from adapters.telemetry_http import TelemetryServer
+from rollproof.status_page import localnet_page as status_localnet_page
+from rollproof.status_page import page_for
 
 Page = Callable[[], bytes]
 Replays = Callable[[], Mapping[str, str]]
@@ -36,23 +38,14 @@ def starting_page(role: str) -> Page:
 
 
 def role_page(role: str, state_dir: Path, replays: Replays | None = None) -> Page:
-    """The status page of a role whose journal is `state_dir`: rollproof/status_page.py's page_for
-    once it is there; until then one line with the newest window the journal holds. replays: the
-    node's replay verdicts (replay_verdicts), which no journal holds."""
-    try:
-        from rollproof.status_page import page_for
-    except ImportError:
-        return _journal_page(f"rollproof {role}", Path(state_dir) / "windows")
+    """The status page of a role whose journal is `state_dir` (rollproof/status_page.py). replays:
+    the node's replay verdicts (replay_verdicts), which no journal holds."""
     return page_for(role, Path(state_dir), replays=replays)
 
 
 def localnet_page(workdir: Path, replays: Replays | None = None) -> Page:
     """The status page of `rollproof localnet` (workdir layout: rollproof/localnet.py)."""
-    try:
-        from rollproof.status_page import localnet_page as page
-    except ImportError:
-        return _journal_page("rollproof localnet", Path(workdir) / "validator" / "windows")
-    return page(Path(workdir), replays=replays)
+    return status_localnet_page(Path(workdir), replays=replays)
 
 
 def replay_verdicts(replayer, resolver) -> dict[str, str]:
@@ -66,17 +59,6 @@ def replay_verdicts(replayer, resolver) -> dict[str, str]:
     for (verdict_key, _), why in resolver.invalid_verdicts().items():
         out[verdict_key[1].hex() if isinstance(verdict_key[1], bytes) else str(verdict_key[1])] = f"void: {why}"
     return out
-
-
-def _journal_page(title: str, windows: Path) -> Page:
-    def render() -> bytes:
-        # windows/<w>.json (miner, trainer) or windows/<w>/ (validator)
-        names = [p.name.removesuffix(".json") for p in windows.iterdir()] if windows.is_dir() else []
-        numbers = sorted(int(n) for n in names if n.isdigit())
-        body = f"<p>newest window in the journal: {numbers[-1]}</p>" if numbers else "<p>no window journaled yet</p>"
-        return _html(title, body)
-
-    return render
 
 
 class PageSlot:
