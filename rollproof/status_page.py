@@ -30,7 +30,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from miner.status import MinerSnapshot, miner_snapshot
-from trainer.status import CheckpointStatus, TrainedWindow, TrainerSnapshot, trainer_snapshot
+from trainer.publication import Publication
+from trainer.status import TrainedWindow, TrainerSnapshot, trainer_snapshot
 from validator.status import MinerVerdict, ValidatorSnapshot, validator_snapshot
 from verification.errors import ConfigError
 
@@ -240,7 +241,7 @@ def _trainer_windows(windows: tuple[TrainedWindow, ...], h: _Html) -> str:
                                       "stale rows dropped", "step"], rows, "no window trained yet")
 
 
-def _checkpoint_table(cps: tuple[CheckpointStatus, ...], h: _Html, replays: Mapping[str, str]) -> str:
+def _checkpoint_table(cps: tuple[Publication, ...], h: _Html, replays: Mapping[str, str]) -> str:
     rows = []
     for c in cps:
         replay = replays.get(c.fingerprint, "-" if c.stage != "announced" else "not judged here")
@@ -321,7 +322,7 @@ def _panel(x0: int, title: str, x_label: str, series: list[tuple[str, str, list[
     return "".join(out) + "</g>"
 
 
-def learning_curve_svg(checkpoints: Iterable[CheckpointStatus], windows: Iterable[TrainedWindow]) -> str:
+def learning_curve_svg(checkpoints: Iterable[Publication], windows: Iterable[TrainedWindow]) -> str:
     """Two panels: held-out reward per checkpoint version (announced ones; the parent's reward on
     the same problems; the chance baseline; withheld and expired candidates as red crosses) and,
     per trained window, the signal rate and the mean reward of the verified rows."""

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import time
 
+import net_env
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.beacons import LocalBeaconSource
-from adapters.chain.evm import EVMChain
-from adapters.fetch import Fetcher
 from adapters.outage import Backoff
-from adapters.storage import FileStore
 from adversary.cheaters import EditedTokensMiner
 from miner.service import Miner
 from validator.defaults import MAX_CATCH_UP_WINDOWS
 from validator.service import Validator
-from verification.challenge import window_of_block, window_start_block
+from verification.challenge import window_start_block
 from verification.commitment import encode_commitment
 from verification.constants import PROTOCOL_VERSION
 from verification.errors import ChainError, CheckpointError
@@ -47,37 +44,19 @@ def stages(samples) -> dict[str, float]:
             if name == "rollproof_validator_window_stages_total"}
 
 
-class Net:
-    def __init__(self, tmp_path, lm, drand, keys):
-        self.chain = EVMChain.embedded_chain(3)
-        self.beacons = LocalBeaconSource(drand, clock=self.chain.now)
-        self.store = FileStore(tmp_path / "store")
-        self.lm = lm
-        self.tmp = tmp_path
-        for k in keys:
-            self.chain.register(k)
-        self.vkey = keys[-1]
-        self.chain.set_validator_permit(self.chain.uid_of(self.vkey.ss58_address))
+class Net(net_env.Net):
+    """The shared network with the last key as its validator, recording into `registry`."""
 
-    def uid(self, key) -> int:
-        return self.chain.uid_of(key.ss58_address)
+    def __init__(self, tmp_path, lm, drand, keys):
+        super().__init__(tmp_path, lm, drand, keys)
+        self.vkey = keys[-1]
+        self.chain.set_validator_permit(self.uid(self.vkey))
 
     def miner(self, key, cls=Miner, name="m"):
-        return cls(self.chain, key, self.lm, self.store, self.beacons, self.tmp / name)
+        return super().miner(key, cls, name)
 
-    def validator(self, registry, **kw) -> Validator:
-        """A validator process on the journal at tmp/v (a new object each call: a restart)."""
-        return Validator(self.chain, self.vkey, self.lm, self.beacons, Fetcher(file_roots=[self.store.root]),
-                         self.tmp / "v", registry=registry, backoff=FAST, **kw)
-
-    def next_window(self) -> int:
-        w = window_of_block(self.chain.current_block()) + 1
-        self.chain.mine(window_start_block(w) - self.chain.current_block())
-        return w
-
-    def open(self, validator, window):
-        while not validator.ready(window):
-            self.chain.mine(1)
+    def validator(self, registry, **kw) -> Validator:  # the validator's key is fixed here
+        return super().validator(self.vkey, "v", registry=registry, backoff=FAST, **kw)
 
 
 @pytest.fixture()

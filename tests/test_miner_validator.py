@@ -2,6 +2,7 @@
 publishing, verdicts, weights and ledger on chain, crash-safe validator restarts."""
 
 import pytest
+from net_env import Net
 
 from miner.service import Miner
 from adapters.beacons import LocalBeaconSource
@@ -14,34 +15,6 @@ from verification.bundle import bundle_hash, decode_bundle
 from verification.challenge import window_of_block, window_start_block
 from verification.commitment import decode_commitment, encode_commitment
 from verification.verifier import Expectation, Verifier
-
-
-class Net:
-    def __init__(self, tmp_path, lm, local_drand, keys):
-        self.chain = EVMChain.embedded_chain(3)
-        self.beacons = LocalBeaconSource(local_drand, clock=self.chain.now)
-        self.store = FileStore(tmp_path / "store")
-        self.lm = lm
-        self.tmp = tmp_path
-        for k in keys:
-            self.chain.register(k)
-
-    def miner(self, key, cls=Miner, name="m", **kw):
-        return cls(self.chain, key, self.lm, self.store, self.beacons, self.tmp / name, **kw)
-
-    def validator(self, key, name="v", **kw):
-        self.chain.set_validator_permit(self.chain.uid_of(key.ss58_address))
-        return Validator(self.chain, key, self.lm, self.beacons, Fetcher(file_roots=[self.store.root]), self.tmp / name,
-                         **kw)
-
-    def next_window(self):
-        w = window_of_block(self.chain.current_block()) + 1
-        self.chain.mine(window_start_block(w) - self.chain.current_block())
-        return w
-
-    def open(self, validator, window):
-        while not validator.ready(window):
-            self.chain.mine(1)
 
 
 @pytest.fixture()

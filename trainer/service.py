@@ -28,6 +28,7 @@ from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, PUBLISH_EVERY
 from trainer.checkpointing import BuiltCheckpoint, attach_files, build_checkpoint
 from trainer.heldout import HeldoutResult, evaluate, gate_withholds, paired_difference
 from trainer.journal import TrainerJournal
+from trainer.publication import Publication  # noqa: F401  (re-exported: callers import it from here)
 from trainer.metrics import TrainerMetrics, step_outcome
 from trainer.optimizer_files import optimizer_tensors, optimizer_to_bytes
 from trainer.policy import LoraSettings, make_policy
@@ -85,21 +86,6 @@ class WindowTraining:
     step: dict | None  # StepResult as a dict, None when no step ran
     note: str = ""
     mean_reward: float = 0.0  # mean reward (0..1) of the window's verified rows
-
-
-@dataclass
-class Publication:
-    version: int
-    stage: str  # announced | withheld (the gate) | expired (it could not be published)
-    fingerprint: str
-    from_window: int
-    heldout: float
-    parent_heldout: float
-    chance: float
-    difference: float
-    half_width: float
-    bytes: int
-    note: str = ""
 
 
 class Trainer:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.publication import Publication
 from adapters.journal_read import Unreadable, field, newest, read_json, relative
 
 DEFAULT_LAST = 24
@@ -33,29 +34,14 @@ class TrainedWindow:
 
 
 @dataclass(frozen=True)
-class CheckpointStatus:
-    version: int
-    stage: str  # built | uploaded | announced | withheld | expired
-    fingerprint: str
-    from_window: int
-    heldout: float
-    parent_heldout: float
-    chance: float
-    difference: float
-    half_width: float
-    bytes: int
-    note: str
-
-
-@dataclass(frozen=True)
 class TrainerSnapshot:
     windows: tuple[TrainedWindow, ...]  # newest first
-    checkpoints: tuple[CheckpointStatus, ...]  # newest first
+    checkpoints: tuple[Publication, ...]  # newest first
     notes: tuple[str, ...]
     base_fingerprint: str = ""  # the base model's (version 0), from the newest checkpoint's manifest
 
     @property
-    def current(self) -> CheckpointStatus | None:
+    def current(self) -> Publication | None:
         """The newest announced checkpoint (None: the base model is in force)."""
         return next((c for c in self.checkpoints if c.stage == "announced"), None)
 
@@ -118,11 +104,11 @@ def _window(root: Path, window: int) -> TrainedWindow:
                          field(doc, "dropped_stale", int, where, 0), applied, note or reason or "", grad, kl)
 
 
-def _checkpoint(root: Path, version: int) -> CheckpointStatus:
+def _checkpoint(root: Path, version: int) -> Publication:
     doc, where = _read(root, root / "published" / f"{version}.json")
     if field(doc, "version", int, where) != version:
         raise Unreadable(where, "holds another version")
-    return CheckpointStatus(version, field(doc, "stage", str, where), field(doc, "fingerprint", str, where),
+    return Publication(version, field(doc, "stage", str, where), field(doc, "fingerprint", str, where),
                             field(doc, "from_window", int, where), field(doc, "heldout", float, where),
                             field(doc, "parent_heldout", float, where), field(doc, "chance", float, where),
                             field(doc, "difference", float, where, 0.0), field(doc, "half_width", float, where, 0.0),
