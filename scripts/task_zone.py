@@ -384,9 +384,9 @@ def render(data: dict) -> str:
     rows = data.get("measure", [])
     if rows:
         out.append("## Measurements\n")
-        out.append("| task | M | greedy acc [95% CI] | sampled acc T=0.7 [95% CI] | signal share (G=8) [95% CI] | "
+        out.append("| task | M | greedy acc [95% CI] | T | sampled acc [95% CI] | signal share (G=8) [95% CI] | "
                    "all wrong / all right | tokens greedy / sampled | s greedy (all) | s per group | n | prompt tok max |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             sa = (f"{r['sampled_acc']:.3f} [{r['sampled_ci_problem_level'][0]:.2f}, {r['sampled_ci_problem_level'][1]:.2f}]"
                   if "sampled_acc" in r else "-")
@@ -395,7 +395,7 @@ def render(data: dict) -> str:
             st = f"{r['sampled_tokens']:.1f}" if "sampled_tokens" in r else "-"
             sg = f"{r['s_per_group']:.1f}" if "s_per_group" in r else "-"
             out.append(f"| {r['task']} | {r['max_new_tokens']} | {r['greedy_acc']:.3f} [{r['greedy_ci'][0]:.2f}, "
-                       f"{r['greedy_ci'][1]:.2f}] | {sa} | {ss} | {aw} | {r['greedy_tokens']:.1f} / {st} | "
+                       f"{r['greedy_ci'][1]:.2f}] | {r['temperature_milli'] / 1000 if 'temperature_milli' in r else '-'} | {sa} | {ss} | {aw} | {r['greedy_tokens']:.1f} / {st} | "
                        f"{r['greedy_s']:.0f} | {sg} | {r['problems']} | {r['prompt_tokens_max']} |")
         out.append("\nExamples (problem 0, greedy):\n")
         for r in rows:
@@ -463,8 +463,9 @@ def main() -> int:
         for spec in args.task:
             row = measure_task(lm, Task(spec, args.cot), args)
             data = load_report()
-            key = (row["task"], row["max_new_tokens"])
-            rows = [r for r in data.get("measure", []) if (r["task"], r["max_new_tokens"]) != key]
+            def key(r):
+                return r["task"], r["max_new_tokens"], r.get("temperature_milli")
+            rows = [r for r in data.get("measure", []) if key(r) != key(row)]
             data["measure"] = rows + [row]
             save_report(data)
             (REPORTS / f"{NAME}.md").write_text(render(data))
