@@ -31,7 +31,6 @@ Needs reasoning-gym: run with /tmp/rgvenv/bin/python (system site-packages visib
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
