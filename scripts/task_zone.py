@@ -61,7 +61,11 @@ RG_CONFIGS = {
 
 
 def rg_dataset(name: str, config: dict, seed: int, size: int):
-    import reasoning_gym
+    try:
+        import reasoning_gym
+    except ImportError:
+        sys.exit("error: this measurement needs reasoning-gym: pip install reasoning-gym==0.1.25 "
+                 "(in a separate virtual environment; it is not a rollproof dependency yet)")
 
     real = name.removesuffix("_default")
     return reasoning_gym.create_dataset(real, seed=seed, size=size, **config)
