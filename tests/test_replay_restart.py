@@ -39,11 +39,11 @@ class DyingChain:
         raise Killed("killed at the announcement")
 
 
-def _restart_and_finish(run) -> None:
-    """A new trainer on the journal trains the rest: both checkpoints announce and replay, each on
-    exactly publish_every steps."""
+def _restart_and_finish(run, done: int) -> None:
+    """A new trainer on the journal trains the rest (the windows after the first `done`): both
+    checkpoints announce and replay, each on exactly publish_every steps."""
     t = run.trainer()
-    for w in run.windows[PUBLISH_EVERY:]:
+    for w in run.windows[done:]:
         run.train(t, w)
         t.maybe_publish(w)
     assert len(run.announced()) == 2, run.publications()
@@ -104,6 +104,17 @@ class Run:
         entry = self.journal.ledger.ledger_entry(self.journal.validator[0], window)
         return trainer.train_window(window, (wdir / "report.json").read_bytes(), bundle, entry.report_hash)
 
+    def until_due(self, trainer) -> int:
+        """Train windows from the first until a candidate is due (publish_every applied steps);
+        returns how many windows that took. Which windows give a step depends on the journal's
+        rollouts (the local network's beacons follow its clock), so the tests never assume the first
+        publish_every windows all do."""
+        for done, w in enumerate(self.windows, 1):
+            self.train(trainer, w)
+            if trainer.steps_since_publish == PUBLISH_EVERY:
+                return done
+        raise AssertionError(f"no candidate came due in windows {self.windows}")
+
     def announced(self) -> list[str]:
         return [a.fingerprint.hex() for a in self.chain.checkpoint_announcements()]
 
@@ -153,10 +164,8 @@ def test_killed_between_the_step_and_its_candidate(journal, tmp_path):
     still follows exactly publish_every applied steps, and it replays."""
     run = Run(*journal, tmp_path)
     t = run.trainer()
-    for w in run.windows[:PUBLISH_EVERY]:
-        run.train(t, w)  # the candidate is due now, but the process dies before maybe_publish
-    assert t.steps_since_publish == PUBLISH_EVERY
-    _restart_and_finish(run)
+    done = run.until_due(t)  # the candidate is due now, but the process dies before maybe_publish
+    _restart_and_finish(run, done)
 
 
 def test_killed_before_the_announcement_lands_is_expired(journal, tmp_path):
@@ -167,14 +176,13 @@ def test_killed_before_the_announcement_lands_is_expired(journal, tmp_path):
 
     run = Run(*journal, tmp_path)
     t = run.trainer(DyingChain(run.chain, lands=False))
-    for w in run.windows[:PUBLISH_EVERY]:
-        run.train(t, w)
+    done = run.until_due(t)
     with pytest.raises(Killed):
-        t.maybe_publish(run.windows[PUBLISH_EVERY - 1])
+        t.maybe_publish(run.windows[done - 1])
     assert run.publications() == {1: "built"} and run.announced() == []
     t = run.trainer()
     assert run.publications() == {1: "expired"}
-    for w in run.windows[PUBLISH_EVERY:]:
+    for w in run.windows[done:]:
         run.train(t, w)
         t.maybe_publish(w)
     assert run.publications() == {1: "expired", 2: "announced"}
@@ -195,14 +203,13 @@ def test_killed_after_the_announcement_landed(journal, uninterrupted, tmp_path):
     uninterrupted trainer's and replay."""
     run = Run(*journal, tmp_path)
     t = run.trainer(DyingChain(run.chain, lands=True))
-    for w in run.windows[:PUBLISH_EVERY]:
-        run.train(t, w)
+    done = run.until_due(t)
     with pytest.raises(Killed):
-        t.maybe_publish(run.windows[PUBLISH_EVERY - 1])
+        t.maybe_publish(run.windows[done - 1])
     assert run.publications() == {1: "built"} and len(run.announced()) == 1
     t = run.trainer()
     assert run.publications() == {1: "announced"}
-    for w in run.windows[PUBLISH_EVERY:]:
+    for w in run.windows[done:]:
         run.train(t, w)
         t.maybe_publish(w)
     assert run.announced() == uninterrupted
@@ -215,14 +222,13 @@ def test_killed_while_building_the_candidate(journal, tmp_path):
     checkpoints replay."""
     run = Run(*journal, tmp_path)
     t = run.trainer()
-    for w in run.windows[:PUBLISH_EVERY]:
-        run.train(t, w)
+    done = run.until_due(t)
 
     def killed(*args, **kw):
         raise Killed("killed while writing the record files")
 
     t._record_files = killed
     with pytest.raises(Killed):
-        t.maybe_publish(run.windows[PUBLISH_EVERY - 1])
+        t.maybe_publish(run.windows[done - 1])
     assert run.publications() == {} and run.announced() == []
-    _restart_and_finish(run)
+    _restart_and_finish(run, done)
