@@ -56,6 +56,29 @@ def make_journal(lm: LoadedModel, root: Path, windows: int) -> Journal:
     return Journal(root, RecordedLedger(result.ledger), (vuid, _key("validator").ss58_address))
 
 
+def run_localnet_keeping_chain(lm: LoadedModel, root: Path, **kwargs):
+    """rollproof.localnet.run_localnet(lm, root, **kwargs), and the embedded chain it ran on (the
+    run drops it; a replay or a later trainer needs its ledger entries and announcements).
+    Returns (result, chain)."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from rollproof import localnet
+
+    chains = []
+    real = localnet.EVMChain
+
+    def embedded_chain(netuid):
+        chains.append(real.embedded_chain(netuid))
+        return chains[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(localnet, "EVMChain", SimpleNamespace(embedded_chain=embedded_chain))
+        result = localnet.run_localnet(lm, root, **kwargs)
+    return result, chains[0]
+
+
 def published(store_root: Path) -> list[tuple[Announcement, str]]:
     """(announcement, trainer hotkey) of every checkpoint in a file store, oldest version first,
     built from the manifests (the announcing chain lived in the trainer's process)."""

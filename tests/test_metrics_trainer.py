@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import rollproof.localnet as localnet
 from verification.constants import ACTIVATION_WINDOWS, MAX_ANNOUNCE_AHEAD_WINDOWS, MAX_MANIFEST_BYTES, PROTOCOL_VERSION
 
+from replay_env import run_localnet_keeping_chain
 from trainer_env import parity_registered
 
 
@@ -58,23 +59,14 @@ def net(tmp_path_factory):
     the trainer announces on it and a node's replay reads the validator's ledger entries from it."""
     from verification.model import load_model
 
-    chains = []
-    real = localnet.EVMChain
-
-    def embedded_chain(netuid):
-        chains.append(real.embedded_chain(netuid))
-        return chains[-1]
-
     with parity_registered() as params:
         lm = load_model("tiny").with_generation(params)
         root = tmp_path_factory.mktemp("net")
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(localnet, "EVMChain", SimpleNamespace(embedded_chain=embedded_chain))
-            result = localnet.run_localnet(lm, root, windows=2, n_groups=2, cheaters=False, train=False)
+        result, chain = run_localnet_keeping_chain(lm, root, windows=2, n_groups=2, cheaters=False, train=False)
         assert result.ok, result.problems
         vuid = next(uid for uid, (_, kind) in result.names.items() if kind == "validator")
         windows = sorted(w.window for w in result.windows)
-        yield Net(lm, root, chains[0], (vuid, localnet._key("validator").ss58_address), windows)
+        yield Net(lm, root, chain, (vuid, localnet._key("validator").ss58_address), windows)
 
 
 def trainer_key():

@@ -15,7 +15,6 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -45,6 +44,7 @@ from verification.errors import (
 )
 from verification.training_record import DATA_DIR, OPTIMIZER_FILE, TRAINING_FILE, parse_training_record
 
+from replay_env import run_localnet_keeping_chain
 from trainer_env import parity_registered
 
 pytestmark = [pytest.mark.slow, pytest.mark.replay]  # local networks and replays: minutes on 2 cores (README: the replay test command)
@@ -100,26 +100,18 @@ def net(tmp_path_factory):
     """One local network (5 windows, no cheaters), with its chain kept for the replays after it."""
     from verification.model import load_model
 
-    chains = []
-    real = localnet.EVMChain
-
-    def embedded_chain(netuid):
-        chains.append(real.embedded_chain(netuid))
-        return chains[-1]
-
     with parity_registered() as params:
         lm = load_model("tiny").with_generation(params)
         root = tmp_path_factory.mktemp("replay")
         cfg = TrainerConfig(heldout_problems=6, heldout_rollouts=2, gate_margin=1.0, publish_every=PUBLISH_EVERY)
-        with pytest.MonkeyPatch.context() as mp:  # keep the run's chain: the replays need its ledger
-            mp.setattr(localnet, "EVMChain", SimpleNamespace(embedded_chain=embedded_chain))
-            result = localnet.run_localnet(lm, root, windows=5, n_groups=2, cheaters=False, trainer_config=cfg)
+        # keep the run's chain: the replays need its ledger
+        result, chain = run_localnet_keeping_chain(lm, root, windows=5, n_groups=2, cheaters=False, trainer_config=cfg)
         ckpt_dir = root / "store" / "rollproof" / str(localnet.NETUID) / "checkpoints"
         checkpoints = {}
         for pub in result.publications:
             if pub.stage == "announced":
                 checkpoints[pub.version] = _read_checkpoint(ckpt_dir / pub.fingerprint)
-        yield Net(lm, root, result, chains[0], localnet._key("trainer"), checkpoints, lm.fingerprint.hex())
+        yield Net(lm, root, result, chain, localnet._key("trainer"), checkpoints, lm.fingerprint.hex())
 
 
 # ---- the honest run --------------------------------------------------------------------------------
