@@ -275,45 +275,6 @@ def _terms(prompt: str) -> list[int]:
 
 
 # ---- decoding -----------------------------------------------------------------------------------
-def greedy(lm, prompts: list[list[int]], max_new: int, batch: int) -> list[list[int]]:
-    """Argmax decoding with the HF model (verification.model.forward_hidden_logits), left-padded."""
-    import torch
-
-    from verification.model import forward_hidden_logits
-
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else min(lm.eos_ids)
-    out = []
-    for start in range(0, len(prompts), batch):
-        chunk = prompts[start:start + batch]
-        b, width = len(chunk), max(len(p) for p in chunk)
-        ids = torch.full((b, width), pad, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for i, p in enumerate(chunk):
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
-        with torch.no_grad():
-            _, logits, cache = forward_hidden_logits(lm, ids, mask, use_cache=True)
-            tokens: list[list[int]] = [[] for _ in range(b)]
-            done = [False] * b
-            for step in range(max_new):
-                nxt = logits[:, -1].float().argmax(-1).tolist()
-                feed = []
-                for i in range(b):
-                    if done[i]:
-                        feed.append(pad)
-                        continue
-                    tokens[i].append(nxt[i])
-                    done[i] = nxt[i] in lm.eos_ids
-                    feed.append(nxt[i])
-                if all(done) or step == max_new - 1:
-                    break
-                mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long)], dim=1)
-                _, logits, cache = forward_hidden_logits(lm, torch.tensor(feed).unsqueeze(1), mask, past_key_values=cache,
-                                                         position_ids=mask.sum(-1, keepdim=True) - 1, use_cache=True)
-        out.extend(tokens)
-    return out
-
-
 def wilson(k: int, n: int) -> tuple[float, float]:
     if n == 0:
         return (0.0, 1.0)
@@ -328,6 +289,7 @@ def measure_task(lm, task: Task, args) -> dict:
     import torch
 
     from learning_zone import _own_loop
+    from trainer.greedy import greedy_completions
     from miner.engine import RolloutRequest
     from verification.prf import prf
 
@@ -338,7 +300,7 @@ def measure_task(lm, task: Task, args) -> dict:
            "max_new_tokens": args.max_new_tokens, "prompt_tokens_max": max(map(len, prompts)),
            "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts), "example_prompt": probs[0][0]}
     t0 = time.perf_counter()
-    g = greedy(lm, prompts, args.max_new_tokens, args.batch)
+    g = greedy_completions(lm, prompts, args.max_new_tokens, batch_size=args.batch)
     row["greedy_s"] = time.perf_counter() - t0
     gk = sum(task.correct(p, dec(c, skip_special_tokens=True)) for (_, p), c in zip(probs, g))
     row.update(greedy_acc=gk / len(probs), greedy_ci=wilson(gk, len(probs)),

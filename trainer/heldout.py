@@ -54,7 +54,52 @@ class PairedDifference:
 
 
 def heldout_seeds(netuid: int, n: int) -> list[bytes]:
+    """The acceptance gate's problems."""
     return [prf("heldout", netuid, i) for i in range(n)]
+
+
+def evaluation_seeds(netuid: int, n: int, task: str = "") -> list[bytes]:
+    """The evaluation's problems (reports, learning curves): a seed space of their own, disjoint
+    from the miners' (PRF outputs over window seeds and hotkeys) and from the gate's, so a gate
+    that selects checkpoints on its problems does not also grade them. `task` names a separate
+    sequence per evaluated task."""
+    return [prf("evaluation", netuid, task, i) for i in range(n)]
+
+
+@dataclass
+class GreedyResult:
+    fingerprint: str
+    correct: list[bool]  # per problem: the greedy completion earned the full reward
+    chance: float  # mean chance reward in [0, 1] over the same problems
+    completions: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.correct)) if self.correct else 0.0
+
+    @property
+    def rewards(self) -> list[float]:
+        """Per problem 1.0 or 0.0: the shape paired_difference compares."""
+        return [1.0 if c else 0.0 for c in self.correct]
+
+
+def evaluate_greedy(lm: LoadedModel, params: GenerationParams, seeds: list[bytes], *,
+                    batch_size: int = 32) -> GreedyResult:
+    """Greedy accuracy of lm on the problems of `seeds` under params (environment mix, difficulty,
+    max_new_tokens); the temperature plays no part."""
+    from trainer.greedy import greedy_completions
+
+    plans = [environments.problem_for(seed, params) for seed in seeds]
+    prompts = [lm.chat_prompt_ids(problem.prompt) for _, problem in plans]
+    outs = greedy_completions(lm, prompts, params.max_new_tokens, batch_size=batch_size)
+    correct, chance, texts = [], [], []
+    for (name, problem), tokens in zip(plans, outs):
+        env = environments.get(name)
+        text = lm.tokenizer.decode(tokens, skip_special_tokens=True)
+        texts.append(text)
+        correct.append(env.reward(problem, text) == REWARD_SCALE)
+        chance.append(env.chance_reward(problem) / REWARD_SCALE)
+    return GreedyResult(lm.fingerprint.hex(), correct, float(np.mean(chance)) if chance else 0.0, texts)
 
 
 def evaluate(lm: LoadedModel, params: GenerationParams, netuid: int, n_problems: int, *,
@@ -81,8 +126,9 @@ def evaluate(lm: LoadedModel, params: GenerationParams, netuid: int, n_problems:
                          per_rollout)
 
 
-def paired_difference(after: HeldoutResult, before: HeldoutResult) -> PairedDifference:
-    """Mean per-problem difference after - before with a 95% interval (1.96 standard errors)."""
+def paired_difference(after, before) -> PairedDifference:
+    """Mean per-problem difference after - before (anything with per-problem `.rewards` on the same
+    problems: HeldoutResult, GreedyResult) with a 95% interval (1.96 standard errors)."""
     d = np.asarray(after.rewards) - np.asarray(before.rewards)
     n = len(d)
     if n < 2:
