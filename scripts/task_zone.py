@@ -325,10 +325,18 @@ def measure_task(lm, task: Task, args) -> dict:
                    groups_all_right=sum(sum(r) == G for r in right) / len(probs),
                    sampled_tokens=sum(map(len, comps)) / len(comps), sampled_s=wall,
                    s_per_group=wall / len(probs), group_size=G, temperature_milli=args.temperature_milli,
-                   sampled_example=dec(comps[0], skip_special_tokens=True))
+                   sampled_example=dec(comps[0], skip_special_tokens=True),
+                   # per problem, its rollouts' outcomes in order ("1" right): the signal of a smaller
+                   # group is the same data's first rollouts (signal_at)
+                   outcomes=["".join("1" if x else "0" for x in r) for r in right])
         print(f"  sampled acc {row['sampled_acc']:.3f} signal {row['signal_share']:.2f} "
               f"({wall:.0f} s, {row['s_per_group']:.1f} s/group)", flush=True)
     return row
+
+
+def signal_at(outcomes: list[str], g: int) -> float:
+    """Share of problems whose first g rollouts differ in outcome (the signal of groups of g)."""
+    return sum(0 < r[:g].count("1") < g for r in outcomes) / len(outcomes) if outcomes else 0.0
 
 
 def _cluster_ci(right: list[list[bool]]) -> tuple[float, float]:

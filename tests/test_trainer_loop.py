@@ -49,6 +49,19 @@ def test_checkpoints_rotate_by_window(loop_run):
         assert (fp == lm.fingerprint.hex()) == (w < first_pub.from_window)
 
 
+def test_windows_journal_their_checkpoint_and_group_outcomes(loop_run):
+    _lm, root, result = loop_run
+    records = {r.window: r for r in result.training}
+    for path in (root / "trainer" / "windows").glob("*.json"):
+        rec = json.loads(path.read_text())
+        if not rec["groups"]:
+            continue
+        assert rec["fingerprint"] == result.checkpoints[rec["window"]]
+        signal = round(rec["signal_rate"] * rec["groups"])
+        assert signal + rec["groups_solved"] + rec["groups_failed"] == rec["groups"]
+        assert records[rec["window"]].groups_solved == rec["groups_solved"]
+
+
 def _first_announcement(root):
     from adapters.chain.evm import EVMChain  # noqa: F401 - the run's chain is gone; read what it published
 
@@ -162,6 +175,14 @@ def test_rows_need_their_verdict(loop_run):
 
     rows = accepted_rows(report, bundles)
     assert rows.rows and all(isinstance(r, VerifiedRow) for r in rows.rows)
+    by_group: dict = {}
+    for r in rows.rows:
+        by_group.setdefault((r.uid, r.group), set()).add(r.reward)
+    assert rows.groups == len(by_group)
+    assert rows.groups_with_signal == sum(len(v) > 1 for v in by_group.values())
+    assert rows.groups_solved == sum(v == {1_000_000} for v in by_group.values())
+    assert rows.groups_failed == sum(len(v) == 1 and max(v) < 1_000_000 for v in by_group.values())
+    assert rows.groups_with_signal + rows.groups_solved + rows.groups_failed == rows.groups
     with pytest.raises(TrainingDataError, match="ledger"):
         accepted_rows(report, bundles, ledger_report_hash=b"\0" * 32)
     doc = json.loads(report)

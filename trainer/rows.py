@@ -25,6 +25,7 @@ import numpy as np
 
 from verification.bundle import bundle_hash, decode_bundle, row_digest
 from verification.constants import ADVANTAGE_SCALE
+from verification.environments.base import REWARD_SCALE
 from verification.errors import BundleFormatError, RollproofError
 from verification.merkle import merkle_root
 from verification.prf import prf
@@ -58,6 +59,8 @@ class WindowRows:
     rows: list[VerifiedRow] = field(default_factory=list)
     groups: int = 0  # groups with at least one trained row
     groups_with_signal: int = 0  # of those, groups whose rewards differ
+    groups_solved: int = 0  # of those, groups whose every row has the full reward
+    groups_failed: int = 0  # of those, groups whose rows all have the same reward below full
     dropped_unscored: int = 0
 
     @property
@@ -108,6 +111,9 @@ def accepted_rows(report_bytes: bytes, bundle_bytes: Callable[[int], bytes | Non
                 trained_groups.setdefault(g.index, set()).add(int(r.reward))
         out.groups += len(trained_groups)
         out.groups_with_signal += sum(1 for rewards in trained_groups.values() if len(rewards) > 1)
+        out.groups_solved += sum(1 for rewards in trained_groups.values() if rewards == {REWARD_SCALE})
+        out.groups_failed += sum(1 for rewards in trained_groups.values()
+                                 if len(rewards) == 1 and max(rewards) < REWARD_SCALE)
     if merkle_root(leaves) != root:
         raise TrainingDataError("the verified rows do not hash to the report's verified_root")
     return out

@@ -26,6 +26,7 @@ from adapters.telemetry import NodeMetrics, metrics_of, set_build_info
 from trainer.adapter_files import adapter_config, adapter_tensors, adapter_to_bytes, load_adapter_into
 from trainer.defaults import GATE_MARGIN, HELDOUT_PROBLEMS, PUBLISH_EVERY
 from trainer.checkpointing import BuiltCheckpoint, attach_files, build_checkpoint
+from trainer.curriculum import CurriculumSettings, GroupOutcomes, decide
 from trainer.heldout import HeldoutResult, evaluate, gate_withholds, paired_difference
 from trainer.journal import TrainerJournal
 from trainer.publication import Publication  # noqa: F401  (re-exported: callers import it from here)
@@ -69,6 +70,9 @@ class TrainerConfig:
     # curriculum: above this held-out correct share of the parent, candidates use harder params
     # (prime-rl and grail train where the model solves 20-80%; None disables it)
     raise_difficulty_above: float | None = 0.8
+    # the signal controller (trainer/curriculum.py): holds the share of groups with reward variance
+    # by moving difficulty and group size; None disables it
+    curriculum: CurriculumSettings | None = field(default_factory=CurriculumSettings)
     # a withheld candidate's steps are discarded: the trainer returns to the adapter and optimizer
     # state of the newest announced checkpoint. Miners only ever generate with announced checkpoints,
     # so without this a run of withheld candidates lets the trained policy drift further and further
@@ -86,6 +90,9 @@ class WindowTraining:
     step: dict | None  # StepResult as a dict, None when no step ran
     note: str = ""
     mean_reward: float = 0.0  # mean reward (0..1) of the window's verified rows
+    groups_solved: int = 0  # groups whose every row earned the full reward
+    groups_failed: int = 0  # groups whose rows all earned the same lesser reward
+    fingerprint: str = ""  # the checkpoint the window's rows were generated with
 
 
 class Trainer:
@@ -297,7 +304,8 @@ class Trainer:
                             step.grad_norm, step.clipped_share)
         mean_reward = (sum(r.reward for r in rows.rows) / len(rows.rows) / REWARD_SCALE) if rows.rows else 0.0
         record = WindowTraining(window, len(trainable), rows.groups, rows.signal_rate, stale,
-                                asdict(step) if step else None, note, mean_reward)
+                                asdict(step) if step else None, note, mean_reward, rows.groups_solved,
+                                rows.groups_failed, rows.fingerprint)
         outcome = "no_step" if step is None else "applied" if step.applied else "skipped"
         self.record.window(WindowEvent(window, report_sha, read, outcome, step.reason if step else note,
                                        tuple(r.leaf.hex() for r in trainable) if step else (), stale,
@@ -365,9 +373,41 @@ class Trainer:
     def _adapter_path(self, version: int) -> Path:
         return self.journal.root / "published" / f"{version}.{ADAPTER_FILE}"
 
+    def _params_of(self, fingerprint: str) -> GenerationParams | None:
+        """The generation params of a checkpoint this trainer knows (None: unknown)."""
+        if fingerprint == self.base.fingerprint.hex():
+            return self.base.generation
+        version = self.versions.get(fingerprint)
+        data = self.journal.manifest_bytes(version) if version else None
+        return parse_manifest(data).generation if data else None
+
+    def recent_outcomes(self) -> GroupOutcomes:
+        """Group outcomes of the newest trained windows (at most curriculum.windows of them) whose
+        rows were generated under the current params: a change is judged only on windows made after
+        it reached the miners."""
+        total, seen = GroupOutcomes(), 0
+        for rec in sorted(self.journal.windows(), key=lambda r: -r["window"]):
+            if seen >= self.config.curriculum.windows:
+                break
+            if not rec.get("fingerprint") or self._params_of(rec["fingerprint"]) != self.params:
+                continue
+            seen += 1
+            signal = round(rec["signal_rate"] * rec["groups"])
+            total = total + GroupOutcomes(rec["groups"], signal, rec.get("groups_solved", 0),
+                                          rec.get("groups_failed", 0))
+        return total
+
     def _maybe_raise_difficulty(self, parent: LoadedModel) -> None:
-        """Curriculum: when the parent solves more than raise_difficulty_above of the held-out
-        problems under the current params, the next checkpoints use the next harder params."""
+        """Curriculum: the signal controller (trainer/curriculum.py) on the recent windows' group
+        outcomes; when it keeps the params, the held-out rule: when the parent solves more than
+        raise_difficulty_above of the held-out problems under the current params, the next
+        checkpoints use the next harder params."""
+        if self.config.curriculum is not None:
+            decision = decide(self.params, self.recent_outcomes(), self.config.curriculum)
+            if decision.change != "none":
+                log.info("curriculum: %s -> %s: %s", decision.change, decision.params.to_json(), decision.reason)
+                self.params = decision.params
+                return
         if self.config.raise_difficulty_above is None:
             return
         current = self.heldout(parent, self.params)

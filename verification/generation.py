@@ -139,6 +139,20 @@ class GenerationParams:
         return GenerationParams.from_json({**self.to_json(), "environments": [
             {"name": e.name, "weight": e.weight, "params": e.params_dict} for e in specs]})
 
+    def easier(self) -> "GenerationParams | None":
+        """The curriculum step back (not consensus): per environment listed more than once, its
+        hardest listed setting (the last) is dropped. None when every environment is listed once."""
+        specs, changed = [], False
+        for name in dict.fromkeys(e.name for e in self.environments):
+            listed = [e for e in self.environments if e.name == name]
+            if len(listed) > 1:
+                listed, changed = listed[:-1], True
+            specs.extend(listed)
+        if not changed:
+            return None
+        return GenerationParams.from_json({**self.to_json(), "environments": [
+            {"name": e.name, "weight": e.weight, "params": e.params_dict} for e in specs]})
+
     def environment_for(self, seed: bytes) -> EnvironmentSpec:
         """The environment of a problem seed: u = uniform_below(word_stream(PRF("env-choice", seed)),
         total weight); the first environment whose cumulative weight exceeds u."""
