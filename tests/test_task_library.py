@@ -296,3 +296,33 @@ def test_items_are_the_same_in_fresh_processes_under_any_hash_seed():
                                  ("rg_basic_arithmetic", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 3}))
             for p in (environments.get(name).generate(prf("determinism", name, i), params) for i in range(200))]
     assert hashlib.sha256(json.dumps(here).encode()).hexdigest() == _run(_ITEMS).stdout.strip()
+
+
+def _manifest_naming(name: str, params: dict) -> bytes:
+    """The checkpoint vector's manifest with generation params naming `name` (re-encoded canonically;
+    its signature no longer matches, which parse_manifest does not check)."""
+    from verification.canonical import canonical_json
+
+    doc = json.loads((ROOT / "tests" / "vectors" / "checkpoint.json").read_text())
+    manifest = json.loads(doc["manifest"])
+    manifest["generation"] = _params(name, params)
+    return canonical_json(manifest)
+
+
+def test_a_manifest_naming_an_rg_environment_this_node_cannot_make_is_no_verdict(fresh_pin, monkeypatch):
+    """A node whose reasoning-gym is another release cannot make the checkpoint's problems: that is
+    its own install's fault, so the announcement is unavailable to it, not void for everyone."""
+    from verification.checkpoint import Announcement, check_announced_manifest, manifest_hash, parse_manifest
+    from verification.errors import CheckpointInvalidError, CheckpointUnavailableError
+
+    data = _manifest_naming("rg_chain_sum", CHAIN.DEFAULT_PARAMS)
+    assert parse_manifest(data).generation.environments[0].name == "rg_chain_sum"  # the real library parses it
+    real = importlib.metadata.version
+    monkeypatch.setattr(library, "_checked", {})
+    monkeypatch.setattr(importlib.metadata, "version", lambda n: "0.1.24" if n == "reasoning-gym" else real(n))
+    with pytest.raises(TaskLibraryError):
+        parse_manifest(data)
+    ann = Announcement(5, bytes(32), manifest_hash(data), "file:///x", 0)
+    with pytest.raises(CheckpointUnavailableError, match="cannot make the checkpoint's problems") as e:
+        check_announced_manifest(ann, data, "5" * 48)
+    assert not isinstance(e.value, CheckpointInvalidError)
