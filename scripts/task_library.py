@@ -8,6 +8,8 @@ decoding (trainer.heldout.evaluate_greedy), the protocol's reward. Writes report
 and prints a markdown table (Wilson 95% intervals).
 
     PYTHONPATH=. nice -n 19 python3 scripts/task_library.py --problems 48
+    PYTHONPATH=. nice -n 19 python3 scripts/task_library.py --problems 48 --out reports/task_library_2.json \
+        --setting rg_chain_sum:min_terms=2,max_terms=2,min_digits=1,max_digits=2
 """
 
 from __future__ import annotations
@@ -50,8 +52,12 @@ def main() -> int:
     ap.add_argument("--problems", type=int, default=48)
     ap.add_argument("--netuid", type=int, default=1)
     ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--setting", action="append", default=[],
+                    help="name:key=value,... (repeatable); default: the SETTINGS list")
     ap.add_argument("--out", default=str(ROOT / "reports" / "task_library.json"))
     args = ap.parse_args()
+    settings = [(s.split(":")[0], {k: int(v) for k, v in (kv.split("=") for kv in s.split(":")[1].split(","))})
+                for s in args.setting] or SETTINGS
 
     from trainer.heldout import evaluate_greedy, evaluation_seeds
     from verification.constants import BASE_GENERATION
@@ -60,7 +66,7 @@ def main() -> int:
 
     lm = load_model("smollm2")
     rows = []
-    for name, params in SETTINGS:
+    for name, params in settings:
         tag = label(name, params)
         gen = GenerationParams.from_json({**BASE_GENERATION, "environments": [{"name": name, "weight": 1, "params": params}]})
         seeds = evaluation_seeds(args.netuid, args.problems, task=tag)
