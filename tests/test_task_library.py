@@ -326,3 +326,27 @@ def test_a_manifest_naming_an_rg_environment_this_node_cannot_make_is_no_verdict
     with pytest.raises(CheckpointUnavailableError, match="cannot make the checkpoint's problems") as e:
         check_announced_manifest(ann, data, "5" * 48)
     assert not isinstance(e.value, CheckpointInvalidError)
+
+
+def test_a_bundle_of_library_problems_is_mined_and_verified(tiny_base, ctx, alice, local_drand):
+    """The tiny model under a mix of both rg_* environments: a miner's bundle verifies, its groups
+    carry library prompts, and a reward the rule does not give is reward_mismatch."""
+    import copy
+
+    from miner.proof import assemble_bundle, build_bundle
+    from verification.verifier import Verifier
+
+    mix = {**BASE_GENERATION, "groups": 2, "group_size": 2, "max_new_tokens": 6, "environments": [
+        {"name": "rg_chain_sum", "weight": 1, "params": CHAIN.DEFAULT_PARAMS},
+        {"name": "rg_basic_arithmetic", "weight": 1, "params": ARITH.DEFAULT_PARAMS}]}
+    lm = tiny_base.with_generation(GenerationParams.from_json(mix))
+    bundle = build_bundle(lm, ctx, alice)
+    verifier = Verifier(lm, [local_drand.info])
+    verdict = verifier.verify(bundle)
+    assert verdict.ok, verdict.detail
+    assert {g.environment for g in bundle.groups} <= {"rg_chain_sum", "rg_basic_arithmetic"}
+    forged = copy.deepcopy(bundle)
+    row = forged.groups[0].rollouts[0]
+    row.reward = REWARD_SCALE - row.reward if row.reward in (0, REWARD_SCALE) else 0
+    forged = assemble_bundle(ctx, alice, bytes.fromhex(forged.header.model_fingerprint), forged.groups, forged.header)
+    assert {(r.group, r.rollout): r.reason for r in verifier.verify(forged).rollouts}[(0, 0)] == "reward_mismatch"
