@@ -51,6 +51,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from verification import environments  # noqa: E402
+from verification.constants import REASONING_GYM_VERSION  # noqa: E402
+from verification.environments import library  # noqa: E402
 from verification.canonical import canonical_json  # noqa: E402
 from verification.challenge import (  # noqa: E402
     groups_to_check,
@@ -399,7 +401,24 @@ def _arith_completions(p) -> list[str]:
             "1,2,3", f"x{a}", "".join(chr(0x0660 + int(c)) for c in str(a)), "none", f"{a},", ",5"]
 
 
+RG_PARAMS = {
+    "rg_chain_sum": [{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+                     {"min_terms": 3, "max_terms": 6, "min_digits": 1, "max_digits": 4}],
+    "rg_basic_arithmetic": [{"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+                            {"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 3}],
+}
+
+
+def _library_completions(p) -> list[str]:
+    a = p.answer["answer"]
+    return [f"{a}", f"The answer is {a}.", f"{a + 1}", f"{a}.0", f"{a}.5", f"{-a}", f"x{a}", f"{a} or {a + 1}",
+            p.answer["question"].split(": ")[-1].rstrip(" =").rstrip("."), ""]
+
+
 def _answer_json(env: str, answer) -> dict:
+    if env.startswith("rg_"):
+        return {"answer": answer["answer"], "library_seed": answer["library_seed"], "attempt": answer["attempt"],
+                "range": list(answer["range"])}
     if env == "add":
         return {"terms": list(answer["terms"]), "sum": answer["sum"], "lo": answer["lo"], "hi": answer["hi"],
                 "format_credit": answer["format_credit"]}
@@ -410,7 +429,8 @@ def _answer_json(env: str, answer) -> dict:
 
 def environment_vectors() -> dict:
     out = {}
-    plans = (("add", ADD_PARAMS, _add_completions), ("sat", SAT_PARAMS, _sat_completions), ("arith", [{}], _arith_completions))
+    plans = (("add", ADD_PARAMS, _add_completions), ("sat", SAT_PARAMS, _sat_completions), ("arith", [{}], _arith_completions),
+             *((name, params, _library_completions) for name, params in RG_PARAMS.items()))
     for name, param_sets, completions in plans:
         env = environments.get(name)
         cases = []
@@ -430,6 +450,13 @@ def environment_vectors() -> dict:
                    "prompt, the rule's answer data, and the reward (micro-units) of sample completions.",
         "environments": out,
         "advantages": [{"rewards": r, "advantages": advantages(r)} for r in adv_cases],
+        "library": {
+            "comment": "docs/protocol.md section 8, library-backed environments: the pinned reasoning-gym release, "
+                       "the SHA-256 of its generator files, and the library config each rg_* environment's params map to",
+            "reasoning_gym_version": REASONING_GYM_VERSION,
+            "file_sha256": dict(library.PINNED_FILES),
+            "configs": {name: [environments.get(name).config(params) for params in sets] for name, sets in RG_PARAMS.items()},
+        },
     }
 
 

@@ -58,12 +58,12 @@ def test_draw_order_is_the_documented_one():
 
 
 def test_known_problem_bytes():
-    # pins the protocol (v5 PRF prefix): a change to the draw order, the PRF or the template changes these bytes
+    # pins the protocol (v6 PRF prefix): a change to the draw order, the PRF or the template changes these bytes
     p = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "format_credit_milli": 0}
-    assert ENV.generate(bytes(32), p).prompt == "Compute 90 + 31. Give the final answer as a number on the last line."
+    assert ENV.generate(bytes(32), p).prompt == "Compute 6 + 37. Give the final answer as a number on the last line."
     p = {"min_terms": 2, "max_terms": 5, "min_digits": 1, "max_digits": 6, "format_credit_milli": 0}
     assert ENV.generate(b"\x01" * 32, p).prompt == (
-        "Compute 2 + 568. Give the final answer as a number on the last line.")
+        "Compute 4893 + 32827 + 14 + 3435. Give the final answer as a number on the last line.")
 
 
 def test_different_seeds_differ():

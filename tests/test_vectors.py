@@ -334,6 +334,48 @@ def test_advantages_by_definition():
         assert [round((v - mean) / (std + 1e-4) * 1e6) for v in x] == case["advantages"]
 
 
+def test_library_environments_by_definition():
+    """rg_* problems re-derived from the document: library seed from the PRF, the item straight from
+    reasoning-gym's classes (not through verification/), the prompt and the exact-integer reward."""
+    from reasoning_gym.arithmetic.basic_arithmetic import BasicArithmeticDataset, BasicArithmeticDatasetConfig
+    from reasoning_gym.arithmetic.chain_sum import ChainSumConfig, ChainSumDataset
+
+    doc = _load("environments.json")
+    lib = doc["library"]
+    assert lib["reasoning_gym_version"] == "0.1.25"
+    root = Path(importlib.util.find_spec("reasoning_gym").origin).parent
+    for rel, digest in lib["file_sha256"].items():
+        assert hashlib.sha256((root / rel).read_bytes()).hexdigest() == digest
+    classes = {"rg_chain_sum": (ChainSumDataset, ChainSumConfig),
+               "rg_basic_arithmetic": (BasicArithmeticDataset, BasicArithmeticDatasetConfig)}
+    for name, (dataset, config) in classes.items():
+        cases = doc["environments"][name]
+        assert len(cases) == 6
+        for case in cases:
+            seed = bytes.fromhex(case["problem_seed"])
+            lseed = int.from_bytes(_prf("rg-seed", name, seed, 0)[:8], "big") >> 1
+            assert case["answer"]["library_seed"] == lseed and case["answer"]["attempt"] == 0
+            p = case["params"]
+            kwargs = {"min_terms": p["min_terms"], "max_terms": p["max_terms"], "min_digits": p["min_digits"],
+                      "max_digits": p["max_digits"], "allow_negation": False}
+            if name == "rg_basic_arithmetic":
+                kwargs.update(operators=("+", "-", "*"), allow_parentheses=False)
+            assert kwargs == {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in lib["configs"][name][next(i for i, q in enumerate(
+                                  make_vectors.RG_PARAMS[name]) if q == p)].items()}
+            item = dataset(config(**kwargs, seed=lseed, size=1))[0]
+            assert case["prompt"] == item["question"] + " Give the final answer as a number on the last line."
+            answer = int(item["answer"])
+            assert case["answer"]["answer"] == answer
+            for c in case["completions"]:
+                numbers = list(__import__("re").finditer(
+                    r"(?<![0-9A-Za-z_])(-?)([0-9]+(?:,[0-9]{3})*(?![0-9]))(?:\.([0-9]+))?", c["text"][:4096]))
+                value = None
+                if numbers and not (numbers[-1].group(3) or "").strip("0"):
+                    value = int(numbers[-1].group(2).replace(",", "")) * (-1 if numbers[-1].group(1) else 1)
+                assert c["reward"] == (1_000_000 if value == answer else 0), c
+
+
 def test_environment_prompts_by_definition():
     doc = _load("environments.json")["environments"]
     for case in doc["add"]:

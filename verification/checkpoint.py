@@ -38,6 +38,7 @@ from verification.errors import (
     CheckpointInvalidError,
     CheckpointUnavailableError,
     EnvironmentSpecError,
+    TaskLibraryError,
 )
 from verification.generation import GenerationParams
 from verification.json_depth import nesting_depth
@@ -106,7 +107,8 @@ def manifest_hash(data: bytes) -> bytes:
 
 
 def parse_manifest(data: bytes) -> Manifest:
-    """Parse and shape-check manifest bytes (canonical JSON). Raises CheckpointError."""
+    """Parse and shape-check manifest bytes (canonical JSON). Raises CheckpointError, or TaskLibraryError
+    when its params name a library-backed environment this node cannot make."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise CheckpointError(f"manifest is {len(data)} bytes, limit {MAX_MANIFEST_BYTES}")
     if nesting_depth(data) > MAX_JSON_DEPTH:
@@ -151,6 +153,8 @@ def parse_manifest(data: bytes) -> Manifest:
         raise CheckpointError("manifest lists a file twice")
     try:
         generation = GenerationParams.from_json(obj["generation"])
+    except TaskLibraryError:
+        raise  # this node's own install, not the manifest's fault: the caller decides (check_announced_manifest)
     except EnvironmentSpecError as exc:
         raise CheckpointError(f"manifest generation params: {exc}") from None
     if not isinstance(obj["trainer_hotkey"], str) or not 1 <= len(obj["trainer_hotkey"]) <= 64:
@@ -180,7 +184,9 @@ def verify_manifest_signature(manifest: Manifest, trainer_hotkey: str) -> None:
 def check_announced_manifest(ann: "Announcement", data: bytes, trainer_hotkey: str | None) -> Manifest:
     """The manifest an announcement names, from bytes a node fetched at its location (section 15).
     Bytes that do not hash to the announced SHA-256 are CheckpointUnavailableError (the store may
-    serve other nodes other bytes: no verdict on the announcement). Bytes that do are judged for
+    serve other nodes other bytes: no verdict on the announcement), and so are params naming a
+    library-backed environment this node's reasoning-gym cannot make (TaskLibraryError: its own
+    install, not the checkpoint, is at fault). Bytes that do are judged for
     every node alike: CheckpointInvalidError when the manifest is malformed, is not signed by the
     chain's trainer key, or names another fingerprint or from_window than the announcement."""
     if manifest_hash(data) != ann.manifest_hash:
@@ -190,6 +196,8 @@ def check_announced_manifest(ann: "Announcement", data: bytes, trainer_hotkey: s
     try:
         manifest = parse_manifest(data)
         verify_manifest_signature(manifest, trainer_hotkey)
+    except TaskLibraryError as exc:  # params naming an rg_* environment this node cannot make: no verdict
+        raise CheckpointUnavailableError(f"this node cannot make the checkpoint's problems: {exc}") from None
     except CheckpointError as exc:
         raise CheckpointInvalidError(str(exc)) from None
     if manifest.fingerprint != ann.fingerprint.hex() or manifest.from_window != ann.from_window:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 # Version tag carried in every bundle header and mixed into every PRF domain. Breaks: all bundles,
 # all derived seeds; a verifier refuses bundles of any other version.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 # Domain-separation prefix of every hash in the protocol. Breaks: every seed, noise, sketch vector,
 # Merkle root and signature message.
-PRF_PREFIX = b"rollproof/v5/"
+PRF_PREFIX = b"rollproof/v6/"
 
 # ---- windows and randomness -----------------------------------------------------------------
 # Blocks per window. Breaks: window numbering, hence problem seeds and deadlines.
@@ -42,6 +42,13 @@ BASE_GENERATION = {
          "params": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "format_credit_milli": 0}},
     ],
 }
+# The reasoning-gym release (PyPI "reasoning-gym", importlib.metadata version) whose generators the
+# library-backed environments (rg_chain_sum, rg_basic_arithmetic; verification/environments/library.py)
+# call: their problems are a function of that code and a seed, so the release is part of the
+# protocol, and the SHA-256 of each generator file is pinned beside it. Breaks: every rg_* problem
+# (another release may draw other items from the same seed); nodes refuse params naming an rg_*
+# environment unless exactly this release, with the pinned files, is installed (TaskLibraryError).
+REASONING_GYM_VERSION = "0.1.25"
 # Temperature range in thousandths. token_t = argmax_j(log_softmax(logits/T)_j + G_j). Below ~0.1
 # the logprobs the trainer receives saturate; above 2 the text is noise.
 MIN_TEMPERATURE_MILLI = 100

@@ -62,6 +62,16 @@ class EnvironmentSpecError(RollproofError):
     code = "environment"
 
 
+class TaskLibraryError(EnvironmentSpecError):
+    """A library-backed environment (docs/protocol.md section 8, "Library-backed environments") cannot
+    make the protocol's problems here: reasoning-gym is missing or at another version, a generator
+    file's SHA-256 differs from the pinned one, or a pinned self-check item regenerates differently.
+    Raised when generation params naming such an environment are checked, before any window; the
+    message names the install command. Never a silent change of the task."""
+
+    code = "task_library"
+
+
 class ConfigError(RollproofError):
     code = "config"
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 from verification.environments.addition import AdditionEnvironment
 from verification.environments.arithmetic import ArithmeticEnvironment
 from verification.environments.base import REWARD_SCALE, Environment, Problem
+from verification.environments.reasoning_gym_envs import BasicArithmeticEnvironment, ChainSumEnvironment
 from verification.environments.sat import SatEnvironment
 from verification.errors import EnvironmentSpecError
 
-REGISTRY: dict[str, Environment] = {env.name: env for env in (SatEnvironment(), ArithmeticEnvironment(), AdditionEnvironment())}
+# rg_* environments import reasoning-gym only when their params are checked (verification.environments.library)
+REGISTRY: dict[str, Environment] = {env.name: env for env in (
+    SatEnvironment(), ArithmeticEnvironment(), AdditionEnvironment(), ChainSumEnvironment(), BasicArithmeticEnvironment())}
 
 
 def get(name: str) -> Environment:
