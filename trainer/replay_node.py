@@ -38,6 +38,7 @@ from verification.errors import (
     CheckpointInvalidError,
     CheckpointUnavailableError,
     ReplayMismatchError,
+    TaskLibraryError,
     StorageError,
 )
 from verification.model import LoadedModel
@@ -141,6 +142,8 @@ class CheckpointReplayer:
         try:
             manifest = parse_manifest(data)
             verify_manifest_signature(manifest, manifest.trainer_hotkey)
+        except TaskLibraryError as exc:  # this node lacks the pinned task library: it cannot judge
+            raise CheckpointUnavailableError(f"cannot read the parent manifest here: {exc}") from None
         except CheckpointError as exc:
             raise ReplayMismatchError(f"the parent manifest is not a checkpoint manifest: {exc}") from None
         files = fetch_files(self.fetcher, ploc, manifest)

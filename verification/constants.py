@@ -30,16 +30,18 @@ OPENING_BUFFER_S = 6
 # checkpoint's values (the model loaded from its source, before any training) and the ranges every
 # checkpoint must respect. Changing BASE_GENERATION changes the base model's fingerprint.
 BASE_GENERATION = {
-    # measured on SmolLM2-135M-Instruct (docs/security.md, reports/learning_zone.md): one-digit
-    # two-term addition at T=0.7 is solved 59-62% of the time, so 91% of groups of 8 have reward
-    # variance (GRPO's signal), against a chance baseline of 0.059; sat and arith give ~0 signal.
+    # measured on SmolLM2-135M-Instruct (reports/task_zone.md, issue 28): two-term addition with 1-2
+    # digit terms is where the base model's GREEDY accuracy is low (0.40 of 48 problems; two
+    # 2-digit terms alone 0.25-0.34) while groups of 8 at T=0.7 still carry signal (about half of
+    # them have reward variance). The previous default, two 1-digit terms, was solved 0.89-0.94
+    # greedily: training on it only sharpened the sampler. Breaks: the base fingerprint.
     "temperature_milli": 700,
     "group_size": 8,
     "groups": 8,
     "max_new_tokens": 24,
     "environments": [
         {"name": "add", "weight": 1,
-         "params": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "format_credit_milli": 0}},
+         "params": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "format_credit_milli": 0}},
     ],
 }
 # The reasoning-gym release (PyPI "reasoning-gym", importlib.metadata version) whose generators the
