@@ -130,11 +130,15 @@ def test_localnet_page_shows_windows_verdicts_checkpoints_and_the_curve(net):
     assert set(cps) == {p.version for p in result.publications}
     for p in result.publications:
         assert cps[p.version][1] == p.stage and cps[p.version][2] == f"{p.heldout:.3f}"
-        assert cps[p.version][6] == str(p.from_window)
+        # greedy beside sampled: the candidate's and its parent's greedy accuracy the gate measured
+        assert p.greedy is not None and p.parent_greedy is not None
+        assert cps[p.version][5] == f"{p.greedy:.3f}" and cps[p.version][6] == f"{p.parent_greedy:.3f}"
+        assert cps[p.version][8] == str(p.from_window)
         if p.stage == "announced":
-            assert cps[p.version][9].startswith("replayed"), cps[p.version]
+            assert cps[p.version][11].startswith("replayed"), cps[p.version]
     announced = [p for p in result.publications if p.stage == "announced"]
     assert len(dom.polylines["heldout"]) == len(announced) + 1  # the parent of the first, then each
+    assert len(dom.polylines["greedy"]) == len(announced) + 1
     assert len(dom.polylines["signal"]) == len(result.training)
     assert len(dom.rows("trainer-windows", "trained")) == len(result.training)
 
