@@ -55,9 +55,10 @@ def span_signal(result) -> dict[int, tuple[float, float]]:
 
 def checkpoint_table(result) -> Table:
     base_greedy = getattr(result, "base_greedy", None)
-    table = Table(title="held-out per checkpoint: sampled reward and greedy accuracy, each paired against its "
-                        f"parent (95% interval on the sampled difference); base model greedy {_acc(base_greedy)}, "
-                        f"chance {result.chance:.3f}")
+    table = Table(title="held-out per checkpoint: sampled reward and greedy accuracy (the difference: sampled, "
+                        "paired against the parent, 95% interval)",
+                  caption=f"base model greedy {_acc(base_greedy)}, chance {result.chance:.3f}; signal (span): "
+                          "share of groups with reward variance in the windows since the previous candidate")
     for c in ("checkpoint", "from window", "sampled", "parent", "difference", "greedy", "parent greedy", "chance",
               "signal (span)", "bytes", "stage", "replay"):
         table.add_column(c, justify="right" if c != "replay" else "left", no_wrap=c != "replay")

@@ -431,6 +431,6 @@ def _replay_gate(i: int, event: CandidateEvent, record: TrainingRecord, settings
         withheld = withheld or greedy_withholds(event.parent_greedy, event.candidate_greedy, settings.gate_margin)
         flips = (max(flips[0], g_flips[0]), max(flips[1], g_flips[1]))
     if withheld != (event.stage == "withheld"):
-        raise ReplayMismatchError(f"candidate v{event.version} is {event.stage}, but its recorded held-out rewards "
+        raise ReplayMismatchError(f"candidate v{event.version} is {event.stage}, but its recorded held-out results "
                                   f"{'fail' if withheld else 'pass'} the gate", i)
     return max(flips)
