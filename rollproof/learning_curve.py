@@ -89,7 +89,7 @@ def plot_curve(result, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 5.5))
     windows = [r.window for r in result.training]
     ax1.plot(windows, [r.mean_reward for r in result.training], marker="o", label="mean reward, verified rows")
     ax1.plot(windows, [r.signal_rate for r in result.training], marker="s", linestyle="--",
@@ -101,7 +101,7 @@ def plot_curve(result, path: Path) -> Path:
     ax1.set_xlabel("window")
     ax1.set_ylim(-0.02, 1.02)
     ax1.set_title("rollouts per window")
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     announced = [p for p in result.publications if p.stage == "announced"]
     versions = [0] + [p.version for p in announced]
     heldout = [result.base_heldout] + [p.heldout for p in announced]
@@ -134,7 +134,7 @@ def plot_curve(result, path: Path) -> Path:
     ax2.set_xlabel("checkpoint version")
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_title("held-out per checkpoint: sampled and greedy")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
