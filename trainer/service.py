@@ -4,7 +4,8 @@ For each closed window a validator has scored: take the rows the validator accep
 (trainer/rows.py), drop stale ones, run one GRPO step with circuit breakers (trainer/step.py), and
 journal it. Every `publish_every` applied steps, build a candidate checkpoint, evaluate it on the
 held-out set against its parent (the acceptance gate: sampled held-out reward and greedy accuracy),
-and, if it is not worse than the parent by more than `gate_margin` on either, upload it and announce it on chain for window current + ACTIVATION_WINDOWS.
+and, if it is not worse than the parent by more than `gate_margin` on either, upload it and announce
+it on chain for window current + ACTIVATION_WINDOWS.
 Withheld candidates are logged and journaled; the policy keeps training."""
 
 from __future__ import annotations
