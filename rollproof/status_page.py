@@ -271,8 +271,8 @@ def _trainer_section(snap: TrainerSnapshot, h: _Html, replays: Mapping[str, str]
 
 # ---- the learning curve -----------------------------------------------------------------------
 
-_PANEL_W, _PANEL_H, _PAD = 400, 280, 40
-_PLOT_H = _PANEL_H - _PAD - 76  # below the plot: x ticks, the x label, the legend
+_PANEL_W, _PANEL_H, _PAD = 400, 294, 40
+_PLOT_H = _PANEL_H - _PAD - 90  # below the plot: x ticks, the x label, the legend (up to 3 rows of 2)
 _COLOURS = {"heldout": "#1f6fd1", "greedy": "#0b8043", "parent": "#7aa6e0", "chance": "#8a8f98", "withheld": "#d93025",
             "signal": "#e37400", "reward": "#188038"}
 
