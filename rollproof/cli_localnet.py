@@ -153,8 +153,10 @@ def _window_caption(info: dict) -> str:
     pub = info.get("publication")
     if pub is not None:
         if pub.stage == "announced":
+            greedy = ("" if pub.greedy is None else
+                      f"; greedy {pub.greedy:.3f} vs parent {pub.parent_greedy:.3f}")
             parts.append(f"[green]v{pub.version} announced for window {pub.from_window}[/green] (held-out "
-                         f"{pub.heldout:.3f} vs parent {pub.parent_heldout:.3f}, chance {pub.chance:.3f})")
+                         f"{pub.heldout:.3f} vs parent {pub.parent_heldout:.3f}{greedy}, chance {pub.chance:.3f})")
         else:
             parts.append(f"[yellow]v{pub.version} {pub.stage}[/yellow]: {escape(pub.note)}")
     return " · ".join(parts)

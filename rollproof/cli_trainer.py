@@ -141,8 +141,9 @@ def run(
             console.print(f"window {rec.window}: {rec.rows} rows, signal {rec.signal_rate:.0%}, "
                           f"{'step applied' if rec.step and rec.step['applied'] else escape(rec.note)}")
             if pub is not None:
+                greedy = "" if pub.greedy is None else f", greedy {pub.greedy:.3f} (parent {pub.parent_greedy:.3f})"
                 console.print(f"  checkpoint v{pub.version} {pub.stage} for window {pub.from_window}: held-out "
-                              f"{pub.heldout:.3f} (parent {pub.parent_heldout:.3f}, chance {pub.chance:.3f}) "
+                              f"{pub.heldout:.3f} (parent {pub.parent_heldout:.3f}, chance {pub.chance:.3f}){greedy} "
                               f"{escape(pub.note)}")
 
         trainer.run(stop, source, max_windows=windows, on_window=report)

@@ -66,6 +66,7 @@ class LocalnetResult:
     versions: dict[str, int] = field(default_factory=dict)  # fingerprint hex -> checkpoint version
     base_heldout: float = 0.0
     chance: float = 0.0
+    base_greedy: float | None = None  # the base model's greedy accuracy on the gate's problems (base params)
     replays: dict[str, str] = field(default_factory=dict)  # fingerprint hex -> "replayed …" or why it is void
 
     @property
@@ -176,7 +177,9 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     if trainer is not None:
         base = trainer.heldout(lm)
         result.base_heldout, result.chance = base.mean, base.chance
-        say(f"held-out reward of the base model {base.mean:.3f} (chance baseline {base.chance:.3f})")
+        result.base_greedy = trainer.base_greedy().accuracy
+        say(f"held-out reward of the base model {base.mean:.3f} sampled, {result.base_greedy:.3f} greedy "
+            f"(chance baseline {base.chance:.3f})")
 
     for window in range(first, first + windows):
         chain.mine(max(0, window_start_block(window) - chain.current_block()))

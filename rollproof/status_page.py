@@ -249,11 +249,18 @@ def _checkpoint_table(cps: tuple[Publication, ...], h: _Html, replays: Mapping[s
         rows.append(f'<tr class="checkpoint" data-version="{c.version}"><td>v{c.version}</td>'
                     f'<td class="t {stage_class}">{h.text(c.stage)}</td><td>{c.heldout:.3f}</td>'
                     f"<td>{c.parent_heldout:.3f}</td><td>{c.difference:+.3f} ± {c.half_width:.3f}</td>"
+                    f'<td class="greedy">{_acc(c.greedy)}</td><td>{_acc(c.parent_greedy)}</td>'
                     f"<td>{c.chance:.3f}</td><td>{c.from_window}</td><td>{c.bytes:,}</td>"
                     f'<td class="t">{h.short(c.fingerprint)}</td><td class="t w">{h.text(replay)}</td>'
                     f'<td class="t w">{h.text(c.note)}</td></tr>')
-    return _table("checkpoints", ["version", "stage", "held-out", "parent", "difference", "chance", "from window",
+    return _table("checkpoints", ["version", "stage", "held-out (sampled)", "parent", "difference", "greedy",
+                                  "parent greedy", "chance", "from window",
                                   "bytes", "fingerprint", "replay", "note"], rows, "no checkpoint built yet")
+
+
+def _acc(x: float | None) -> str:
+    """A greedy accuracy, or "-" where the journal predates it."""
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _trainer_section(snap: TrainerSnapshot, h: _Html, replays: Mapping[str, str]) -> str:
@@ -264,9 +271,9 @@ def _trainer_section(snap: TrainerSnapshot, h: _Html, replays: Mapping[str, str]
 
 # ---- the learning curve -----------------------------------------------------------------------
 
-_PANEL_W, _PANEL_H, _PAD = 400, 280, 40
-_PLOT_H = _PANEL_H - _PAD - 76  # below the plot: x ticks, the x label, the legend
-_COLOURS = {"heldout": "#1f6fd1", "parent": "#7aa6e0", "chance": "#8a8f98", "withheld": "#d93025",
+_PANEL_W, _PANEL_H, _PAD = 400, 294, 40
+_PLOT_H = _PANEL_H - _PAD - 90  # below the plot: x ticks, the x label, the legend (up to 3 rows of 2)
+_COLOURS = {"heldout": "#1f6fd1", "greedy": "#0b8043", "parent": "#7aa6e0", "chance": "#8a8f98", "withheld": "#d93025",
             "signal": "#e37400", "reward": "#188038"}
 
 
@@ -323,8 +330,8 @@ def _panel(x0: int, title: str, x_label: str, series: list[tuple[str, str, list[
 
 
 def learning_curve_svg(checkpoints: Iterable[Publication], windows: Iterable[TrainedWindow]) -> str:
-    """Two panels: held-out reward per checkpoint version (announced ones; the parent's reward on
-    the same problems; the chance baseline; withheld and expired candidates as red crosses) and,
+    """Two panels: held-out reward per checkpoint version (announced ones, sampled and greedy where
+    journaled; the parent's sampled reward on the same problems; the chance baseline; withheld and expired candidates as red crosses) and,
     per trained window, the signal rate and the mean reward of the verified rows."""
     cps = sorted(checkpoints, key=lambda c: c.version)
     announced = [c for c in cps if c.stage == "announced"]
@@ -333,11 +340,15 @@ def learning_curve_svg(checkpoints: Iterable[Publication], windows: Iterable[Tra
         first = announced[0]
         heldout.insert(0, (float(first.version - 1), first.parent_heldout))
     parent = [(float(c.version), c.parent_heldout) for c in announced]
+    greedy = [(float(c.version), c.greedy) for c in announced if c.greedy is not None]
+    if announced and announced[0].parent_greedy is not None:
+        greedy.insert(0, (float(announced[0].version - 1), announced[0].parent_greedy))
     chance = [(float(c.version), c.chance) for c in cps]
     marks = [(float(c.version), c.heldout) for c in cps if c.stage in ("withheld", "expired")]
     ws = sorted(windows, key=lambda w: w.window)
     left = _panel(0, "held-out reward per checkpoint", "checkpoint version",
-                  [("heldout", "held-out reward", heldout, ""), ("parent", "its parent's", parent, "5 3"),
+                  [("heldout", "held-out, sampled", heldout, ""), ("greedy", "held-out, greedy", greedy, ""),
+                   ("parent", "its parent's (sampled)", parent, "5 3"),
                    ("chance", "chance baseline", chance, "2 3")], marks)
     right = _panel(_PANEL_W, "rollouts per trained window", "window",
                    [("signal", "signal rate", [(float(w.window), w.signal_rate) for w in ws], ""),

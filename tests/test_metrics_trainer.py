@@ -128,6 +128,13 @@ def test_a_trained_window_and_an_announced_checkpoint_move_the_trainer_metrics(n
     assert value(s, "rollproof_trainer_heldout_reward", model="candidate") == pub["heldout"]
     assert value(s, "rollproof_trainer_heldout_reward", model="parent") == pub["parent_heldout"]
     assert value(s, "rollproof_trainer_heldout_reward", model="chance") == pub["chance"] > 0
+    # greedy beside sampled: the gate's greedy accuracies of candidate and parent, and the base's
+    # (here the parent: the base under its own params), measured once and shown
+    assert value(s, "rollproof_trainer_heldout_greedy", model="candidate") == pub["greedy"]
+    assert value(s, "rollproof_trainer_heldout_greedy", model="parent") == pub["parent_greedy"]
+    base = trainer.base_greedy()
+    assert value(s, "rollproof_trainer_heldout_greedy", model="base") == base.accuracy == pub["parent_greedy"]
+    assert len(base.correct) == trainer.config.heldout_problems
     assert value(s, "rollproof_trainer_checkpoint_bytes") == pub["bytes"] > 0
     # the role's share of the node metrics
     assert value(s, "rollproof_checkpoint_version", role="trainer") == 1
@@ -152,6 +159,8 @@ def test_a_restart_counts_only_what_is_new(net, announced, tmp_path):
         assert value(s, "rollproof_trainer_checkpoint_version") == 1
         assert value(s, "rollproof_trainer_checkpoint_bytes") == announced.pub["bytes"]
         assert value(s, "rollproof_trainer_heldout_reward", model="candidate") == announced.pub["heldout"]
+        assert value(s, "rollproof_trainer_heldout_greedy", model="candidate") == announced.pub["greedy"]
+        assert value(s, "rollproof_trainer_heldout_greedy", model="parent") == announced.pub["parent_greedy"]
         assert value(s, "rollproof_trainer_signal_rate") == value(announced.samples, "rollproof_trainer_signal_rate")
         assert value(s, "rollproof_checkpoint_version", role="trainer") == 1
         assert value(s, "rollproof_window", role="trainer") == announced.window
@@ -166,6 +175,9 @@ def test_a_restart_counts_only_what_is_new(net, announced, tmp_path):
         assert value(s, "rollproof_checkpoint_version", role="trainer") == 1  # the newest announced
         withheld = trainer.journal.publication(2)
         assert value(s, "rollproof_trainer_heldout_reward", model="candidate") == withheld["heldout"]
+        assert value(s, "rollproof_trainer_heldout_greedy", model="candidate") == withheld["greedy"]
+        # margin -1: both measures fail, and the note says so for each
+        assert "sampled held-out reward" in withheld["note"] and "greedy held-out accuracy" in withheld["note"]
 
         # a candidate journaled as built whose announcement never landed: expired by the next
         # restart, counted there, and by no later one

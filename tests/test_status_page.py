@@ -130,11 +130,15 @@ def test_localnet_page_shows_windows_verdicts_checkpoints_and_the_curve(net):
     assert set(cps) == {p.version for p in result.publications}
     for p in result.publications:
         assert cps[p.version][1] == p.stage and cps[p.version][2] == f"{p.heldout:.3f}"
-        assert cps[p.version][6] == str(p.from_window)
+        # greedy beside sampled: the candidate's and its parent's greedy accuracy the gate measured
+        assert p.greedy is not None and p.parent_greedy is not None
+        assert cps[p.version][5] == f"{p.greedy:.3f}" and cps[p.version][6] == f"{p.parent_greedy:.3f}"
+        assert cps[p.version][8] == str(p.from_window)
         if p.stage == "announced":
-            assert cps[p.version][9].startswith("replayed"), cps[p.version]
+            assert cps[p.version][11].startswith("replayed"), cps[p.version]
     announced = [p for p in result.publications if p.stage == "announced"]
     assert len(dom.polylines["heldout"]) == len(announced) + 1  # the parent of the first, then each
+    assert len(dom.polylines["greedy"]) == len(announced) + 1
     assert len(dom.polylines["signal"]) == len(result.training)
     assert len(dom.rows("trainer-windows", "trained")) == len(result.training)
 
@@ -261,6 +265,35 @@ def test_a_page_reads_only_the_last_windows(tmp_path):
     dom = Dom(render_role("trainer", trainer, last=5))
     assert [int(a["data-window"]) for a, _ in dom.rows("trainer-windows", "trained")] == [199, 198, 197, 196, 195]
     assert len(dom.polylines["signal"]) == 5 and not dom.notes
+
+
+def test_a_checkpoint_journaled_before_greedy_was_measured_shows_a_dash(tmp_path):
+    """published/<v>.json of a trainer from before the gate measured greedy decoding: no greedy
+    fields; it reads without a note and the page shows "-" there, and the greedy curve only where
+    it was measured. A greedy value of another type is a note, not an exception."""
+    from trainer.status import trainer_snapshot
+
+    trainer = tmp_path / "trainer"
+    (trainer / "published").mkdir(parents=True)
+    common = {"fingerprint": "ab" * 32, "chance": 0.05, "difference": 0.1, "half_width": 0.05, "bytes": 10,
+              "parent_heldout": 0.5}
+    (trainer / "published" / "1.json").write_text(json.dumps(
+        {"version": 1, "stage": "announced", "from_window": 5, "heldout": 0.6} | common))  # old: no greedy
+    (trainer / "published" / "2.json").write_text(json.dumps(
+        {"version": 2, "stage": "announced", "from_window": 7, "heldout": 0.7, "greedy": 0.75,
+         "parent_greedy": 0.5} | common))
+    snap = trainer_snapshot(trainer)
+    assert not snap.notes
+    by_version = {c.version: c for c in snap.checkpoints}
+    assert (by_version[1].greedy, by_version[1].parent_greedy) == (None, None)
+    assert (by_version[2].greedy, by_version[2].parent_greedy) == (0.75, 0.5)
+    dom = Dom(render_role("trainer", trainer))
+    cps = {int(a["data-version"]): cells for a, cells in dom.rows("checkpoints", "checkpoint")}
+    assert cps[1][5:7] == ["-", "-"] and cps[2][5:7] == ["0.750", "0.500"]
+    assert len(dom.polylines["greedy"]) == 1 and len(dom.polylines["heldout"]) == 3
+    (trainer / "published" / "2.json").write_text(json.dumps(
+        {"version": 2, "stage": "announced", "from_window": 7, "heldout": 0.7, "greedy": "high"} | common))
+    assert any("'greedy' is not a number" in n for n in trainer_snapshot(trainer).notes)
 
 
 def test_a_flood_of_requests_costs_one_render(net):

@@ -264,6 +264,65 @@ def test_acceptance_gate_withholds_worse_candidates(loop_run, tmp_path, reset):
     assert (trainer.optimizer.state_dict()["state"] == {}) is reset
 
 
+@pytest.mark.parametrize("gate_greedy", [True, False])
+def test_the_gate_withholds_a_candidate_whose_greedy_accuracy_falls(loop_run, tmp_path, monkeypatch, gate_greedy):
+    """Greedy beside sampled: a candidate whose sampled held-out mean holds while its greedy accuracy
+    falls by more than gate_margin is withheld (gate_greedy), and the note names the greedy measure.
+    The candidate is one real step at a learning rate too small to move a sampled rollout; only its
+    greedy measurement is replaced, by the real greedy result of another checkpoint (other_checkpoint
+    at relative noise 1.0, whose greedy completions end at odd lengths on some of these problems:
+    measured here, below the base's accuracy by more than the margin)."""
+    import dataclasses as dc
+
+    import trainer.service as service
+    from adversary.cheaters import other_checkpoint
+    from trainer.heldout import heldout_seeds
+    from trainer.step import TrainConfig
+
+    lm, root, result = loop_run
+    window = _windows_with_signal(result)[0]
+    margin = 0.1
+    with parity_registered():
+        worse = other_checkpoint(lm, 1.0, 1)
+        real = service.evaluate_greedy
+        parent_fp = lm.fingerprint.hex()
+
+        def measured(model, params, seeds, **kw):
+            if model.fingerprint.hex() == parent_fp:
+                return real(model, params, seeds, **kw)
+            return dc.replace(real(worse.with_generation(params), params, seeds, **kw), fingerprint=model.fingerprint.hex())
+
+        monkeypatch.setattr(service, "evaluate_greedy", measured)
+        trainer, chain = _fresh_trainer(lm, tmp_path / "t", tmp_path / "store", gate_margin=margin,
+                                        gate_greedy=gate_greedy, train=TrainConfig(lr=1e-6))
+        assert trainer.train_window(window, *_scored_window(root, window)).step["applied"]
+        pub = trainer.maybe_publish()
+        seeds = heldout_seeds(chain.netuid, trainer.config.heldout_problems)
+        base_greedy = real(lm, lm.generation, seeds)
+        worse_greedy = real(worse.with_generation(lm.generation), lm.generation, seeds)
+    # the construction: the sampled mean holds, the greedy accuracy falls by more than the margin
+    assert pub.heldout >= pub.parent_heldout - margin, pub
+    assert (pub.parent_greedy, pub.greedy) == (base_greedy.accuracy, worse_greedy.accuracy)
+    assert pub.greedy < pub.parent_greedy - margin, pub
+    journaled = trainer.journal.publication(pub.version)
+    assert (journaled["greedy"], journaled["parent_greedy"]) == (pub.greedy, pub.parent_greedy)
+    if not gate_greedy:  # the greedy accuracies are journaled, the gate is the sampled one alone
+        from verification.training_record import TRAINING_FILE
+
+        assert pub.stage == "announced", pub.note
+        record = json.loads((trainer.journal.root / "published" / f"{pub.version}.{TRAINING_FILE}").read_bytes())
+        (event,) = [e for e in record["events"] if e["kind"] == "candidate"]
+        assert event["stage"] == "announced" and "greedy" not in event  # not the gate's: not for a replay to re-run
+        return
+    assert pub.stage == "withheld", pub
+    assert "greedy held-out accuracy" in pub.note and "sampled" not in pub.note, pub.note
+    assert chain.checkpoint_announcements() == []
+    # the training record holds the gate's greedy results, for a replay to re-run
+    (event,) = [e for e in trainer.record.events if getattr(e, "stage", None) == "withheld"]
+    assert list(event.parent_greedy) == [int(c) for c in base_greedy.correct]
+    assert list(event.candidate_greedy) == [int(c) for c in worse_greedy.correct]
+
+
 def test_trainer_restart_never_trains_a_window_twice(loop_run, tmp_path):
     from trainer.adapter_files import adapter_tensors
 

@@ -53,8 +53,11 @@ def window_events(draw, window: int) -> WindowEvent:
 
 @st.composite
 def candidates(draw, version: int, stage: str, n: int) -> CandidateEvent:
+    # with the gate's greedy results (per problem 0 or 1) or without (a gate that did not measure them)
+    problems = draw(st.integers(0, 6))
+    greedy = [tuple(draw(st.lists(st.integers(0, 1), min_size=problems, max_size=problems))) for _ in range(2)]
     return CandidateEvent(version, stage, PARAMS, tuple(draw(st.lists(rewards, min_size=n, max_size=n))),
-                          tuple(draw(st.lists(rewards, min_size=n, max_size=n))), draw(hex32))
+                          tuple(draw(st.lists(rewards, min_size=n, max_size=n))), draw(hex32), *greedy)
 
 
 @st.composite
@@ -357,6 +360,23 @@ def test_held_out_rewards_pair_up_and_stay_in_range():
     obj = _obj()
     obj["events"][1]["stage"] = "rejected"
     _refused(obj, "stage must be one of")
+
+
+def test_greedy_results_are_optional_pair_up_and_are_zero_or_one():
+    obj = _obj()
+    assert "greedy" not in obj["events"][5]  # a gate that did not measure greedy decoding: no key
+    assert parse_training_record(canonical_json(obj)).events[5].parent_greedy == ()
+    obj["events"][5]["greedy"] = {"parent": [1, 0, 1], "candidate": [0, 0, 1]}
+    parsed = parse_training_record(canonical_json(obj)).events[5]
+    assert (parsed.parent_greedy, parsed.candidate_greedy) == ((1, 0, 1), (0, 0, 1))
+    assert parsed.to_json()["greedy"] == obj["events"][5]["greedy"]
+    for bad, match in (({"parent": [1, 0], "candidate": [0]}, "pair up"), ({"parent": [], "candidate": []}, "pair up"),
+                       ({"parent": [2], "candidate": [0]}, "greedy result must be an integer in \\[0, 1\\]"),
+                       ({"parent": [True], "candidate": [0]}, "greedy result must be an integer"),
+                       ({"parent": [1]}, "greedy must have exactly the keys"),
+                       ([1, 0], "greedy must have exactly the keys")):
+        obj["events"][5]["greedy"] = bad
+        _refused(obj, match)
 
 
 def test_the_lineage_must_start_at_the_parent_and_descend():

@@ -149,3 +149,13 @@ def gate_withholds(parent_rollouts: list[int], candidate_rollouts: list[int], ro
     """The acceptance gate: withhold a candidate whose held-out mean is below its parent's by more
     than margin."""
     return mean_of_rollouts(candidate_rollouts, rollouts) < mean_of_rollouts(parent_rollouts, rollouts) - margin
+
+
+def greedy_withholds(parent_correct, candidate_correct, margin: float) -> bool:
+    """The acceptance gate's greedy measure: withhold a candidate whose greedy accuracy (share of
+    held-out problems whose greedy completion earned the full reward) is below its parent's by more
+    than margin."""
+    def accuracy(correct) -> float:
+        return float(np.mean([1.0 if c else 0.0 for c in correct])) if len(correct) else 0.0
+
+    return accuracy(candidate_correct) < accuracy(parent_correct) - margin

@@ -45,6 +45,9 @@ class TrainerMetrics:
         self.heldout_reward = Gauge("rollproof_trainer_heldout_reward",
                                     "held-out reward of the newest candidate, its parent, and chance",
                                     ["model"], registry=r)
+        self.heldout_greedy = Gauge("rollproof_trainer_heldout_greedy",
+                                    "greedy (argmax) accuracy on the gate's held-out problems of the newest candidate, "
+                                    "its parent, and the base model", ["model"], registry=r)
         self.checkpoint_bytes = Gauge("rollproof_trainer_checkpoint_bytes", "bytes of the newest candidate's files",
                                       registry=r)
 
@@ -79,8 +82,16 @@ class TrainerMetrics:
         for model, key in (("candidate", "heldout"), ("parent", "parent_heldout"), ("chance", "chance")):
             if pub.get(key) is not None:
                 self.heldout_reward.labels(model).set(pub[key])
+        for model, key in (("candidate", "greedy"), ("parent", "parent_greedy")):
+            if pub.get(key) is not None:
+                self.heldout_greedy.labels(model).set(pub[key])
         if pub.get("bytes") is not None:
             self.checkpoint_bytes.set(pub["bytes"])
+
+
+    def show_base_greedy(self, accuracy: float) -> None:
+        """The base model's greedy accuracy on the gate's problems under the base params (once per run)."""
+        self.heldout_greedy.labels("base").set(accuracy)
 
 
 def step_outcome(step) -> str:

@@ -19,3 +19,7 @@ class Publication:
     half_width: float
     bytes: int
     note: str = ""
+    # greedy accuracy (0..1) of the candidate and of its parent on the gate's held-out problems under
+    # the candidate's params; None in journals written before the gate measured it
+    greedy: float | None = None
+    parent_greedy: float | None = None

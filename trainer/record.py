@@ -184,6 +184,9 @@ class RecordBuilder:
 
 
 def candidate_event(version: int, stage: str, params: GenerationParams, parent_rewards, candidate_rewards,
-                    adapter_bytes: bytes) -> CandidateEvent:
+                    adapter_bytes: bytes, parent_greedy=(), candidate_greedy=()) -> CandidateEvent:
+    """parent_greedy, candidate_greedy: per held-out problem, whether the greedy completion was
+    correct (empty: the gate did not measure greedy decoding)."""
     return CandidateEvent(version, stage, params, tuple(int(r) for r in parent_rewards),
-                          tuple(int(r) for r in candidate_rewards), sha256_hex(adapter_bytes))
+                          tuple(int(r) for r in candidate_rewards), sha256_hex(adapter_bytes),
+                          tuple(int(bool(c)) for c in parent_greedy), tuple(int(bool(c)) for c in candidate_greedy))

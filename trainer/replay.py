@@ -16,8 +16,9 @@ with the rows it names, and compares the result with the announced checkpoint:
      and must have the recorded outcome (applied, or skipped by the same breakers);
   4. each candidate comes after exactly `publish_every` applied steps; the gate is re-run (parent
      and candidate on the held-out set under the candidate's params): the recorded rewards may
-     differ from the replayed ones in at most GATE_REPLAY_FLIPS rollouts per model, and the
-     recorded stage must be the gate's decision on the recorded rewards; a withheld candidate is
+     differ from the replayed ones in at most GATE_REPLAY_FLIPS rollouts per model (and, where the
+     record holds greedy results, those in at most GATE_REPLAY_FLIPS problems per model), and the
+     recorded stage must be the gate's decision on the recorded values; a withheld candidate is
      followed by a return to the start state exactly when the settings say so;
   5. the replayed adapter is within REPLAY_REL_TOL of the announced one, relative to the announced
      update, and so are the optimizer moments (relative to their norm), with equal step counts.
@@ -39,7 +40,7 @@ import torch
 
 from trainer.adapter_files import adapter_from_bytes, adapter_tensors, load_adapter_into
 from trainer.checkpointing import merged_model, protocol_adapter_config
-from trainer.heldout import evaluate, gate_withholds
+from trainer.heldout import evaluate, evaluate_greedy, gate_withholds, greedy_withholds, heldout_seeds
 from trainer.optimizer_files import load_optimizer_state, optimizer_from_bytes, optimizer_tensors
 from trainer.policy import make_policy
 from trainer.record import ReplaySettings, settings_from_json
@@ -98,6 +99,15 @@ class HeldoutCache:
         if key not in self._cache:
             self._cache[key] = evaluate(model, params, netuid, settings.heldout_problems,
                                         rollouts=settings.heldout_rollouts).rollout_rewards
+        return self._cache[key]
+
+    def greedy(self, lm: LoadedModel, params: GenerationParams, netuid: int, settings: ReplaySettings) -> list[int]:
+        """Per held-out problem, 1 when lm's greedy completion earned the full reward, else 0."""
+        model = lm if params == lm.generation else lm.with_generation(params)
+        key = (model.fingerprint.hex(), canonical_json(["greedy", settings.heldout_problems]))
+        if key not in self._cache:
+            result = evaluate_greedy(model, params, heldout_seeds(netuid, settings.heldout_problems))
+            self._cache[key] = [int(c) for c in result.correct]
         return self._cache[key]
 
 
@@ -405,7 +415,22 @@ def _replay_gate(i: int, event: CandidateEvent, record: TrainingRecord, settings
     if max(flips) > GATE_REPLAY_FLIPS:
         raise ReplayMismatchError(f"candidate v{event.version}: the held-out rewards recorded differ from the replayed "
                                   f"gate in {max(flips)} rollouts (at most {GATE_REPLAY_FLIPS})", i)
+    if event.parent_greedy:  # the gate measured greedy decoding too: it is re-run the same way
+        if len(event.parent_greedy) != settings.heldout_problems:
+            raise ReplayMismatchError(f"the gate's record holds {len(event.parent_greedy)} greedy results, the "
+                                      f"settings give {settings.heldout_problems} problems", i)
+        g_before = heldout.greedy(parent_model, event.generation, record.netuid, settings)
+        g_after = heldout.greedy(cand, event.generation, record.netuid, settings)
+        g_flips = (sum(a != b for a, b in zip(g_before, event.parent_greedy)),
+                   sum(a != b for a, b in zip(g_after, event.candidate_greedy)))
+        say(f"  event {i}: greedy gate replayed, problems differing from the record: parent {g_flips[0]}, "
+            f"candidate {g_flips[1]} (at most {GATE_REPLAY_FLIPS})")
+        if max(g_flips) > GATE_REPLAY_FLIPS:
+            raise ReplayMismatchError(f"candidate v{event.version}: the greedy results recorded differ from the "
+                                      f"replayed gate in {max(g_flips)} problems (at most {GATE_REPLAY_FLIPS})", i)
+        withheld = withheld or greedy_withholds(event.parent_greedy, event.candidate_greedy, settings.gate_margin)
+        flips = (max(flips[0], g_flips[0]), max(flips[1], g_flips[1]))
     if withheld != (event.stage == "withheld"):
-        raise ReplayMismatchError(f"candidate v{event.version} is {event.stage}, but its recorded held-out rewards "
+        raise ReplayMismatchError(f"candidate v{event.version} is {event.stage}, but its recorded held-out results "
                                   f"{'fail' if withheld else 'pass'} the gate", i)
     return max(flips)

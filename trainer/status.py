@@ -1,7 +1,7 @@
 """What the trainer's journal (trainer/journal.py: `windows/<w>.json`, `published/<v>.json`) says,
 for the status page: per window the rows, signal rate, mean reward and the step's result; per
-checkpoint its stage, held-out reward against its parent and the chance baseline, from_window and
-bytes; the base model's fingerprint from the newest checkpoint's manifest (`published/<v>.manifest`).
+checkpoint its stage, held-out reward (sampled, and greedy where journaled) against its parent and
+the chance baseline, from_window and bytes; the base model's fingerprint from the newest checkpoint's manifest (`published/<v>.manifest`).
 
 Pure reading: nothing is written or created (TrainerJournal's constructor would create its
 directories, and it loads torch), no chain and no model. At most `last` windows and `last`
@@ -112,4 +112,10 @@ def _checkpoint(root: Path, version: int) -> Publication:
                             field(doc, "from_window", int, where), field(doc, "heldout", float, where),
                             field(doc, "parent_heldout", float, where), field(doc, "chance", float, where),
                             field(doc, "difference", float, where, 0.0), field(doc, "half_width", float, where, 0.0),
-                            field(doc, "bytes", int, where, 0), field(doc, "note", str, where, ""))
+                            field(doc, "bytes", int, where, 0), field(doc, "note", str, where, ""),
+                            _optional_float(doc, "greedy", where), _optional_float(doc, "parent_greedy", where))
+
+
+def _optional_float(doc: dict, key: str, where: str) -> float | None:
+    """A number or null; absent (journals written before it was measured): None."""
+    return None if doc.get(key) is None else field(doc, key, float, where)

@@ -12,8 +12,9 @@ the versions the staleness rule used, and one event per thing that happened, in 
     verified_root), the rows dropped as stale, and the outcome (a step applied, a step skipped by a
     circuit breaker, no step, or the window not trained) with the step's statistics;
   * "candidate": a candidate checkpoint built from the policy at that point, its generation params,
-    the held-out rewards of the parent and the candidate (per rollout, micro-units) and the gate's
-    stage: withheld, expired (it could not be published) or announced (the last event: this
+    the held-out rewards of the parent and the candidate (per rollout, micro-units), when the gate
+    also measured greedy decoding the per-problem greedy correctness of both (0 or 1), and the
+    gate's stage: withheld, expired (it could not be published) or announced (the last event: this
     checkpoint);
   * "return_to_anchor": the policy and optimizer went back to the state the record started from.
 
@@ -84,12 +85,19 @@ class CandidateEvent:
     parent_rewards: tuple[int, ...]  # held-out reward per rollout (problem-major), micro-units
     candidate_rewards: tuple[int, ...]
     adapter_sha256: str  # SHA-256 of the candidate's adapter file (canonical bytes)
+    # per held-out problem, 1 when the greedy completion earned the full reward, else 0; both empty:
+    # the gate did not measure greedy decoding (the key is then absent from the JSON)
+    parent_greedy: tuple[int, ...] = ()
+    candidate_greedy: tuple[int, ...] = ()
 
     def to_json(self) -> dict:
-        return {"kind": CANDIDATE, "version": self.version, "stage": self.stage,
-                "generation": self.generation.to_json(), "heldout": {
-                    "parent": list(self.parent_rewards), "candidate": list(self.candidate_rewards)},
-                "adapter_sha256": self.adapter_sha256}
+        out = {"kind": CANDIDATE, "version": self.version, "stage": self.stage,
+               "generation": self.generation.to_json(), "heldout": {
+                   "parent": list(self.parent_rewards), "candidate": list(self.candidate_rewards)},
+               "adapter_sha256": self.adapter_sha256}
+        if self.parent_greedy or self.candidate_greedy:
+            out["greedy"] = {"parent": list(self.parent_greedy), "candidate": list(self.candidate_greedy)}
+        return out
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,8 @@ def _window_event(e: dict) -> WindowEvent:
 
 
 def _candidate_event(e: dict) -> CandidateEvent:
-    _keys(e, {"kind", "version", "stage", "generation", "heldout", "adapter_sha256"}, "a candidate event")
+    keys = {"kind", "version", "stage", "generation", "heldout", "adapter_sha256"}
+    _keys(e, keys | ({"greedy"} if isinstance(e, dict) and "greedy" in e else set()), "a candidate event")
     _need(e["stage"] in STAGES, f"stage must be one of {STAGES}")
     heldout = _keys(e["heldout"], {"parent", "candidate"}, "heldout")
     try:
@@ -216,8 +225,19 @@ def _candidate_event(e: dict) -> CandidateEvent:
         raise TrainingRecordError(f"training record: candidate generation params: {exc}") from None
     parent, cand = _rewards(heldout["parent"], "held-out rewards"), _rewards(heldout["candidate"], "held-out rewards")
     _need(len(parent) == len(cand) and len(parent) > 0, "held-out rewards of parent and candidate pair up")
+    greedy_parent, greedy_cand = (), ()
+    if "greedy" in e:
+        greedy = _keys(e["greedy"], {"parent", "candidate"}, "greedy")
+        greedy_parent, greedy_cand = _correct(greedy["parent"]), _correct(greedy["candidate"])
+        _need(len(greedy_parent) == len(greedy_cand) and len(greedy_parent) > 0,
+              "greedy results of parent and candidate pair up")
     return CandidateEvent(_int(e["version"], "candidate version", 1), e["stage"], params, parent, cand,
-                          _hex32(e["adapter_sha256"], "adapter_sha256"))
+                          _hex32(e["adapter_sha256"], "adapter_sha256"), greedy_parent, greedy_cand)
+
+
+def _correct(v) -> tuple[int, ...]:
+    _need(isinstance(v, list) and len(v) <= 1 << 16, "greedy results must be a list")
+    return tuple(_int(c, "a greedy result", 0, 1) for c in v)
 
 
 def parse_training_record(data: bytes) -> TrainingRecord:
