@@ -956,7 +956,10 @@ def training_vectors(lm, bundle: dict, checkpoint: dict) -> dict:
                     step(3.5, 0.625, 0.25, "clipped_share")),
         WindowEvent(9, report[9], {uid: bundle["file_sha256"]}, "applied", "applied", tuple(leaves[4:]), 2,
                     step(0.1, 1 / 3, -2.5e-3)),
-        CandidateEvent(2, "announced", params, parent_rewards, better, end_adapter),
+        # the gate also measured greedy decoding (the optional "greedy" key): 8 stand-in problems, the
+        # candidate right on 5 against the parent's 3
+        CandidateEvent(2, "announced", params, parent_rewards, better, end_adapter, (1, 0, 0, 1, 0, 0, 0, 1),
+                       (1, 1, 0, 1, 0, 0, 1, 1)),
     )
     validator = Keypair.create_from_uri(TRAINING_VALIDATOR_URI).ss58_address
     base_fp = lm.fingerprint.hex()
@@ -986,7 +989,7 @@ def training_vectors(lm, bundle: dict, checkpoint: dict) -> dict:
                    "model: window 5 without a report, window 6 without a trainable row, a step on bundle.json's "
                    "verified rows, a withheld candidate v1 and the return to the start state, a step skipped by the "
                    "clipped-share breaker, a step, and the announced candidate v2 whose adapter is checkpoint.json's "
-                   "file. Stand-ins: report_sha256 of window w = PRF(\"vectors/report\", w:int), the bundle of window "
+                   "file, with the gate's greedy results. Stand-ins: report_sha256 of window w = PRF(\"vectors/report\", w:int), the bundle of window "
                    "6 PRF(\"vectors/bundle\", 6:int), the withheld candidate's adapter PRF(\"vectors/candidate\", 1:int).",
         "record_format": RECORD_FORMAT,
         "base_fingerprint": base_fp,
