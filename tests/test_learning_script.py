@@ -192,3 +192,24 @@ def test_script_end_to_end_two_runs(tmp_path):
         assert data["spread"]["runs"] == 2
         gains = [r["target_gain"] for r in data["runs"]]
         assert data["spread"]["min"] == min(gains) and data["spread"]["max"] == max(gains)
+
+
+def test_bad_task_is_one_error_line_before_any_window(tmp_path, capsys):
+    script = _script()
+    for flag, spec in (("--target", "add:max_digits=99"), ("--transfer", "nosuchenv"), ("--train-task", "add:x=1")):
+        with pytest.raises(SystemExit) as stopped:
+            script.main(["--model", "tiny", flag, spec, "--workdir", str(tmp_path / "wd"), "--out", str(tmp_path)])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {flag} {spec}: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "wd").exists() and not (tmp_path / "reports").exists()
+
+
+def test_localnet_keep_going_stops_before_a_window(tiny, tmp_path):
+    from rollproof.localnet import run_localnet
+
+    asked = []
+    result = run_localnet(tiny, tmp_path, windows=3, n_groups=1, cheaters=False, train=False,
+                          keep_going=lambda window: asked.append(window) or False)
+    assert result.ok, result.problems
+    assert len(result.windows) == 1 and asked == [result.windows[0].window + 1]
