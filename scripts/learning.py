@@ -282,6 +282,8 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             tasks.append((role, params))
     tasks.insert(0, ("training mix", None))
+    if lm.generation.groups != args.groups:  # the network's base, as run_localnet makes it: checkpoints name it
+        lm = lm.with_generation(lm.generation.with_groups(args.groups))
     base_root = args.workdir or Path(tempfile.mkdtemp(prefix="rollproof-learning-"))
     cfg = TrainerConfig(heldout_problems=args.gate_problems, gate_margin=args.gate_margin,
                         publish_every=args.publish_every, train=TrainConfig(lr=args.lr))

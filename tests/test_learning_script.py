@@ -147,7 +147,7 @@ def test_script_end_to_end_two_runs(tmp_path):
     script = _script()
     with parity_registered():
         data = script.main(["--model", "tiny", "--train-task", json.dumps(PARITY_PARAMS), "--windows", "3",
-                            "--runs", "2", "--groups", "2", "--publish-every", "1", "--gate-margin", "1.0",
+                            "--runs", "2", "--groups", "3", "--publish-every", "1", "--gate-margin", "1.0",
                             "--gate-problems", "6", "--target", "test-parity:digits=5", "--transfer",
                             "test-parity:digits=1", "--eval-problems", "24", "--eval-rollouts", "2",
                             "--workdir", str(tmp_path / "wd"), "--out", str(tmp_path / "out"), "--name", "e2e"])
