@@ -84,6 +84,7 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
                  dishonest_trainer: str | None = None,
                  on_event: Callable[[str], None] | None = None,
                  on_window: Callable[[WindowResult, dict, dict], None] | None = None,
+                 keep_going: Callable[[int], bool] | None = None,
                  registry: CollectorRegistry | None = None,
                  page: Callable[[Callable[[], bytes]], None] | None = None) -> LocalnetResult:
     """on_window(result, names, info): info has the window's checkpoint version and fingerprint, the
@@ -98,7 +99,10 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
     registry: the process's Prometheus registry every node records into (shared metrics by role,
     the miners' by uid); None: each keeps its own. page: called once with this network's status page
     (rollproof/telemetry.py localnet_page over `workdir`, with the nodes' replay verdicts) before the
-    first window."""
+    first window.
+
+    keep_going(window): asked before every window after the first; False ends the run there (a time
+    budget: scripts/learning.py stops starting windows the budget cannot fit)."""
     say = on_event or (lambda msg: log.info(msg))
     if n_groups is not None and n_groups != lm.generation.groups:
         lm = lm.with_generation(lm.generation.with_groups(n_groups))
@@ -182,6 +186,9 @@ def run_localnet(lm: LoadedModel, workdir: Path, *, windows: int = 2, n_groups: 
             f"(chance baseline {base.chance:.3f})")
 
     for window in range(first, first + windows):
+        if keep_going is not None and result.windows and not keep_going(window):
+            say(f"window {window}: not started (keep_going said stop)")
+            break
         chain.mine(max(0, window_start_block(window) - chain.current_block()))
         say(f"window {window}: blocks {window_start_block(window)}..{window_start_block(window + 1) - 1}")
         for p in participants:

@@ -103,11 +103,12 @@ def evaluate_greedy(lm: LoadedModel, params: GenerationParams, seeds: list[bytes
 
 
 def evaluate(lm: LoadedModel, params: GenerationParams, netuid: int, n_problems: int, *,
-             rollouts: int = 2, batch_size: int = 16) -> HeldoutResult:
-    """Held-out reward of lm under params (its temperature must be params.temperature)."""
+             rollouts: int = 2, batch_size: int = 16, seeds: list[bytes] | None = None) -> HeldoutResult:
+    """Held-out reward of lm under params (its temperature must be params.temperature) on the gate's
+    first n_problems problems, or on the problems of `seeds` (e.g. evaluation_seeds) when given."""
     vectors = sketch_vectors(prf("heldout-sketch", netuid), lm.hidden_size)
     plans, requests = [], []
-    for seed in heldout_seeds(netuid, n_problems):
+    for seed in (heldout_seeds(netuid, n_problems) if seeds is None else seeds):
         name, problem = environments.problem_for(seed, params)
         prompt = lm.chat_prompt_ids(problem.prompt)
         plans.append((name, problem))
