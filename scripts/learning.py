@@ -46,7 +46,7 @@ from verification.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TARGET = "add:min_digits=2,max_digits=2"  # two 2-digit terms: SmolLM2 base greedy ~0.34 (issue 28)
-DEFAULT_TRANSFER = "add:min_terms=3,max_terms=3"  # three 1-digit terms: never in the default curriculum
+DEFAULT_TRANSFER = "rg_chain_sum"  # reasoning-gym chain_sum, 2 one-digit terms with + or -: never trained; base greedy 0.33 (reports/task_library.md)
 
 
 def run_drand_seed(run: int) -> str | None:
