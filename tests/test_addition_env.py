@@ -205,7 +205,8 @@ def test_curriculum_raises_digits_then_terms():
         seen.append(hardest)
         previous = hardest
         params = params.harder()
-    assert seen[1]["max_digits"] == 2 and seen[1]["min_digits"] == 1
+    assert seen[0]["max_digits"] == 2 and seen[0]["min_digits"] == 1  # the base: 1-2 digit terms
+    assert seen[1]["max_digits"] == 3 and seen[1]["min_digits"] == 1
     assert all(AdditionEnvironment().check_params(p) is None for p in seen)
     assert seen[-1]["max_terms"] == seen[-1]["min_terms"] == 10 and seen[-1]["min_digits"] == 12
     assert params is None  # the last setting has no harder one
@@ -224,7 +225,8 @@ def test_a_curriculum_mix_draws_both_settings_and_refuses_a_repeated_one():
     easy = sum(1 for c in chosen if c == mixed.environments[0])
     assert 150 <= easy <= 250  # equal weights: about half of the problems at each setting
     his = {environments.problem_for(s, mixed)[1].answer["hi"] for s in seeds}
-    assert his == {18, 108, 198}  # largest sums of 1+1, 1+2 and 2+2 digit terms: both settings drawn
+    # largest sums of two terms of 1-3 digits: 1-3 digit terms occur only in the harder setting
+    assert his == {18, 108, 198, 1008, 1098, 1998}
     twice = {**BASE_GENERATION, "environments": BASE_GENERATION["environments"] * 2}
     with pytest.raises(EnvironmentSpecError, match="twice"):
         GenerationParams.from_json(twice)
