@@ -27,6 +27,8 @@ from verification.constants import BASE_GENERATION, MAX_ENV_PROMPT_BYTES, REASON
 from verification.environments import REWARD_SCALE, library
 from verification.environments.reasoning_gym_envs import MAX_ATTEMPTS, PROMPT_SUFFIX, library_seed
 from verification.errors import EnvironmentSpecError, TaskLibraryError
+
+from hidden_package import without_package
 from verification.generation import GenerationParams
 from verification.prf import prf
 
@@ -56,6 +58,7 @@ _CHECK = """
 from verification.constants import BASE_GENERATION
 from verification.errors import TaskLibraryError
 from verification.generation import GenerationParams
+
 try:
     GenerationParams.from_json({**BASE_GENERATION, "environments": [{"name": "rg_chain_sum", "weight": 1,
         "params": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2}}]})
@@ -67,25 +70,7 @@ print("accepted")
 
 # every import finder wrapped so that it sees neither the reasoning_gym package nor its distribution
 # metadata: the interpreter behaves as one where reasoning-gym was never installed
-_WITHOUT_RG = """
-import sys
-class _HideRg:
-    def __init__(self, inner):
-        self.inner = inner
-    def find_spec(self, name, path=None, target=None):
-        if name == "reasoning_gym" or name.startswith("reasoning_gym."):
-            return None
-        find = getattr(self.inner, "find_spec", None)
-        return find(name, path, target) if find else None
-    def find_distributions(self, *args, **kwargs):
-        find = getattr(self.inner, "find_distributions", None)
-        for dist in (find(*args, **kwargs) if find else ()):
-            if (dist.metadata["Name"] or "").lower().replace("_", "-") != "reasoning-gym":
-                yield dist
-    def __getattr__(self, attr):
-        return getattr(self.inner, attr)
-sys.meta_path[:] = [_HideRg(f) for f in sys.meta_path]
-"""
+_WITHOUT_RG = without_package('reasoning_gym', 'reasoning-gym')
 
 
 def test_library_missing_is_one_typed_error_naming_the_install_command():

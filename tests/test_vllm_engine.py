@@ -26,6 +26,8 @@ from verification.errors import EngineError, EngineProtocolError, GenerationAbor
 from verification.sketch import sketch_distance
 from verification.verifier import Expectation, Verifier
 
+from hidden_package import without_package
+
 # where vLLM does not import, tests/conftest.py skips these tests with the install command (and
 # fails them under CI, where they must run)
 pytestmark = pytest.mark.vllm
@@ -342,25 +344,7 @@ except EngineError as exc:
 # every import finder wrapped so that it does not see vllm: the interpreter then behaves as one
 # where vLLM was never installed (find_spec None, import ModuleNotFoundError), whatever this
 # environment holds (CI installs vLLM beside the project, so no interpreter without it exists there)
-_WITHOUT_VLLM = """
-import sys
-class _HideVllm:
-    def __init__(self, inner):
-        self.inner = inner
-    def find_spec(self, name, path=None, target=None):
-        if name == "vllm" or name.startswith("vllm."):
-            return None
-        find = getattr(self.inner, "find_spec", None)
-        return find(name, path, target) if find else None
-    def find_distributions(self, *args, **kwargs):
-        find = getattr(self.inner, "find_distributions", None)
-        for dist in (find(*args, **kwargs) if find else ()):
-            if not (dist.metadata["Name"] or "").lower().startswith("vllm"):
-                yield dist
-    def __getattr__(self, attr):
-        return getattr(self.inner, attr)
-sys.meta_path[:] = [_HideVllm(f) for f in sys.meta_path]
-"""
+_WITHOUT_VLLM = without_package('vllm', 'vllm')
 
 
 def test_vllm_missing_names_the_install_command():
