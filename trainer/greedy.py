@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from verification.model import _CACHE_ARG, LoadedModel, position_ids_from_mask
+from verification.model import LoadedModel, forward_hidden_logits
 
 
 def greedy_completions(lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
@@ -41,9 +41,9 @@ def _decode_batch(lm: LoadedModel, chunk: Sequence[Sequence[int]], max_new: int,
     tokens: list[list[int]] = [[] for _ in range(b)]
     done = [False] * b
     with torch.no_grad():
-        logits, cache = _last_logits(lm, ids, mask, position_ids_from_mask(mask), None)
+        _, logits, cache = forward_hidden_logits(lm, ids, mask, use_cache=True, last_only=True)
         for step in range(max_new):
-            nxt = logits.argmax(-1).tolist()
+            nxt = logits[:, -1].argmax(-1).tolist()
             feed = []
             for i in range(b):
                 if not done[i]:
@@ -53,17 +53,8 @@ def _decode_batch(lm: LoadedModel, chunk: Sequence[Sequence[int]], max_new: int,
             if all(done) or step == max_new - 1:
                 break
             mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long, device=device)], dim=1)
-            logits, cache = _last_logits(lm, torch.tensor(feed, device=device).unsqueeze(1), mask,
-                                         mask.sum(-1, keepdim=True) - 1, cache)
+            _, logits, cache = forward_hidden_logits(lm, torch.tensor(feed, device=device).unsqueeze(1), mask,
+                                                     past_key_values=cache, use_cache=True, last_only=True,
+                                                     position_ids=mask.sum(-1, keepdim=True) - 1)
     return tokens
 
-
-def _last_logits(lm: LoadedModel, ids, mask, position_ids, cache):
-    """The float32 logits [B,V] at the last position (verification.model.forward_hidden_logits'
-    pass, with the LM head applied to the last position only: over a prompt's every position it
-    is a [B,T,V] product, most of the prefill's cost), and the cache."""
-    kwargs = {_CACHE_ARG: cache} if cache is not None else {}
-    out = lm.model.base_model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True, **kwargs)
-    logits = lm.model.get_output_embeddings()(out.last_hidden_state[:, -1])
-    cache = getattr(out, "cache", None) if _CACHE_ARG == "cache" else getattr(out, "past_key_values", None)
-    return logits.float(), cache

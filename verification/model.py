@@ -286,15 +286,17 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
 
 def forward_hidden_logits(lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                           past_key_values=None, position_ids: torch.Tensor | None = None,
-                          use_cache: bool = False):
-    """Final normed hidden states [B,T,H] and logits [B,T,V] in float32 (plus the cache)."""
+                          use_cache: bool = False, last_only: bool = False):
+    """Final normed hidden states [B,T,H] and logits [B,T,V] in float32 (plus the cache).
+    last_only: both at the last position only ([B,1,H], [B,1,V]): over a prompt's every position
+    the LM head is a [B,T,V] product, most of a prefill's cost when only the next token is wanted."""
     if position_ids is None:
         position_ids = position_ids_from_mask(attention_mask)
     base = lm.model.base_model
     kwargs = {_CACHE_ARG: past_key_values} if past_key_values is not None else {}
     out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                use_cache=use_cache, **kwargs)
-    hidden = out.last_hidden_state
+    hidden = out.last_hidden_state[:, -1:] if last_only else out.last_hidden_state
     logits = lm.model.get_output_embeddings()(hidden)
     cache = None
     if use_cache:
