@@ -155,8 +155,8 @@ def gate_withholds(parent_rollouts: list[int], candidate_rollouts: list[int], ro
 def greedy_withholds(parent_correct, candidate_correct, margin: float) -> bool:
     """The acceptance gate's greedy measure: withhold a candidate whose greedy accuracy (share of
     held-out problems whose greedy completion earned the full reward) is below its parent's by more
-    than margin."""
-    def accuracy(correct) -> float:
-        return float(np.mean([1.0 if c else 0.0 for c in correct])) if len(correct) else 0.0
+    than margin: the sampled rule with one full-or-nothing rollout per problem."""
+    def as_rollouts(correct) -> list[int]:
+        return [REWARD_SCALE if c else 0 for c in correct]
 
-    return accuracy(candidate_correct) < accuracy(parent_correct) - margin
+    return gate_withholds(as_rollouts(parent_correct), as_rollouts(candidate_correct), 1, margin)
