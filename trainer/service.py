@@ -148,6 +148,7 @@ class Trainer:
         self.versions: dict[str, int] = {base.fingerprint.hex(): 0}
         self._heldout: dict[tuple[str, bytes], HeldoutResult] = {}
         self._greedy: dict[tuple[str, bytes], GreedyResult] = {}
+        self._params_by_fingerprint: dict[str, GenerationParams] = {}  # of announced checkpoints
         self._newest: LoadedModel | None = None  # the newest announced checkpoint, merged (the next parent)
         self._anchor: dict | None = None  # adapter + optimizer state of the newest announced checkpoint
         self.record = RecordBuilder(self.journal.root / "data")  # the events since the anchor
@@ -409,9 +410,13 @@ class Trainer:
         """The generation params of a checkpoint this trainer knows (None: unknown)."""
         if fingerprint == self.base.fingerprint.hex():
             return self.base.generation
-        version = self.versions.get(fingerprint)
-        data = self.journal.manifest_bytes(version) if version else None
-        return parse_manifest(data).generation if data else None
+        if fingerprint not in self._params_by_fingerprint:  # a manifest never changes: parsed once
+            version = self.versions.get(fingerprint)
+            data = self.journal.manifest_bytes(version) if version else None
+            if data is None:
+                return None
+            self._params_by_fingerprint[fingerprint] = parse_manifest(data).generation
+        return self._params_by_fingerprint[fingerprint]
 
     def recent_outcomes(self) -> GroupOutcomes:
         """Group outcomes of the newest trained windows (at most curriculum.windows of them) whose
