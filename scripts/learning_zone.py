@@ -116,15 +116,14 @@ def _own_loop(lm, reqs, temperature: float, max_new: int) -> list[list[int]]:
 
 # ---- settings -------------------------------------------------------------------------------------
 def parse_env(spec: str) -> tuple[str, dict[str, int]]:
-    """'NAME' or 'NAME:key=v,key=v' -> (name, full params: DEFAULT_PARAMS overridden)."""
-    name, _, rest = spec.partition(":")
-    env = environments.get(name)
-    params = dict(env.DEFAULT_PARAMS)
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        params[key.strip()] = int(value)
-    env.check_params(params)
-    return name, params
+    """'NAME' or 'NAME:key=v,key=v' -> (name, full params: DEFAULT_PARAMS overridden), parsed and
+    checked by trainer.evaluation.task_params (the learning script's task specs)."""
+    from trainer.evaluation import task_params
+    from verification.constants import BASE_GENERATION
+    from verification.generation import GenerationParams
+
+    env = task_params(spec, GenerationParams.from_json(BASE_GENERATION)).environments[0]
+    return env.name, env.params_dict
 
 
 def parse_rescore(items: list[str]) -> list[tuple[str, list[int]]]:
