@@ -46,7 +46,8 @@ EMPTY_WHEN_HEALTHY = {
 # and the ones that wait for the trainer's first candidate (after its first applied step: a tiny
 # network's rewards are often all zero, so whether one comes in a short run is chance) ...
 EMPTY_BEFORE_A_CANDIDATE = {
-    ("Held-out reward per checkpoint", "A"),
+    ("Held-out reward per checkpoint: sampled and greedy", "A"),
+    ("Held-out reward per checkpoint: sampled and greedy", "B"),
     ("Checkpoints: candidates by stage (per hour) and size", "A"),
 }
 # ... or for a checkpoint in force (judged by the miners and the validator)

@@ -83,7 +83,8 @@ def test_chromium_builds_the_window_table_and_the_curve(served, tmp_path):
     assert len(dom.polylines["signal"]) == len(result.training)
     cps = {int(a["data-version"]): c for a, c in dom.rows("checkpoints", "checkpoint")}
     assert set(cps) == {p.version for p in result.publications} and not dom.notes
-    assert all(cps[p.version][9].startswith("replayed") for p in announced)  # the node's replay verdicts
+    replay = dom.tables["checkpoints"][0][1].index("replay")  # the header row names the column
+    assert all(cps[p.version][replay].startswith("replayed") for p in announced)  # the node's replay verdicts
 
 
 def _near(image: np.ndarray, hex_colour: str, tol: int = 24) -> int:
