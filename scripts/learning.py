@@ -46,7 +46,11 @@ from verification.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TARGET = "add:min_digits=2,max_digits=2"  # two 2-digit terms: SmolLM2 base greedy ~0.34 (issue 28)
-DEFAULT_TRANSFER = "rg_chain_sum"  # reasoning-gym chain_sum, 2 one-digit terms with + or -: never trained; base greedy 0.33 (reports/task_library.md)
+# reasoning-gym chain_sum, 2 terms of 1-2 digits with + or -: never trained; base greedy 0.29 on 48 problems
+# (reports/task_library.md). Its ~20,000 problems leave 128 draws distinct; the 1-digit form (200 problems)
+# repeated 37 of 128 draws in the first measured run: not a measure.
+DEFAULT_TRANSFER = "rg_chain_sum:max_digits=2"
+RUN_FACTS = "run.json"  # in each run's directory: the network loop's facts, read back by --from-workdir
 
 
 def run_drand_seed(run: int) -> str | None:
@@ -140,6 +144,48 @@ def run_record(run: int, result, evals: list[TaskEvaluation], trained: dict, loo
         "target_met": met, "verdict": line,
         "target_gain": target.greedy.difference if target.greedy and target.measure else None,
     }
+
+
+def write_run_facts(root: Path, run: int, loop_s: float, windows_asked: int, stopped_by_budget: bool) -> None:
+    """The network loop's facts beside its journals, so that --from-workdir reports them as they were."""
+    (root / RUN_FACTS).write_text(json.dumps({"run": run, "loop_s": loop_s, "windows_asked": windows_asked,
+                                              "stopped_by_budget": stopped_by_budget}))
+
+
+def read_run_facts(root: Path) -> dict:
+    path = root / RUN_FACTS
+    if not path.is_file():
+        raise SystemExit(f"error: {path} is missing: --from-workdir needs a run directory this script wrote "
+                         "(its loop time and window count are read from it, never guessed)")
+    facts = json.loads(path.read_text())
+    missing = {"run", "loop_s", "windows_asked", "stopped_by_budget"} - set(facts)
+    if missing:
+        raise SystemExit(f"error: {path} lacks {sorted(missing)}")
+    return facts
+
+
+def combine_reports(paths: list[Path], out: Path, name: str) -> dict:
+    """One report of the runs in several of this script's JSON reports (runs measured in separate
+    invocations, e.g. --first-run 1 after a first run): the runs side by side and their spread."""
+    sources = []
+    for path in paths:
+        try:
+            sources.append(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"error: --combine {path}: {exc}") from None
+    runs = sorted((r for d in sources for r in d["runs"]), key=lambda r: r["run"])
+    indices = [r["run"] for r in runs]
+    if len(set(indices)) != len(indices):
+        raise SystemExit(f"error: --combine: run indices repeat across the reports: {indices}")
+    data = {**sources[0], "runs": runs, "spread": spread(runs),
+            "command": " ; ".join(d["command"] for d in sources),
+            "sources": [{"path": str(p), "command": d["command"], "args": d["args"]} for p, d in zip(paths, sources)]}
+    md = render_markdown(data)
+    (out / "reports").mkdir(parents=True, exist_ok=True)
+    (out / "reports" / f"{name}.json").write_text(json.dumps(data, indent=1))
+    (out / "reports" / f"{name}.md").write_text(md)
+    print(f"wrote {out / 'reports' / name}.json and .md ({len(runs)} runs)")
+    return data
 
 
 def spread(runs: list[dict]) -> dict | None:
@@ -256,8 +302,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT, help="writes OUT/reports/NAME.{json,md} and OUT/docs/NAME.png")
     ap.add_argument("--from-workdir", type=Path, default=None,
                     help="do not run the network: evaluate one finished run's directory (a WORKDIR/run-N)")
+    ap.add_argument("--first-run", type=int, default=0,
+                    help="index of the first run (its drand secret and directory run-K): adds runs to a workdir")
+    ap.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="run nothing: one report (--name) of the runs in these reports' JSON files")
     add_device_argument(ap)
     args = ap.parse_args(argv)
+    if args.combine:
+        return combine_reports(args.combine, args.out, args.name)
     device = device_or_exit(args.device)
     if args.threads:
         import torch
@@ -289,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
                         publish_every=args.publish_every, train=TrainConfig(lr=args.lr))
     budget_s = args.time_budget_min * 60
     runs, first_result = [], None
-    for run in range(1 if args.from_workdir else args.runs):
+    for run in range(args.first_run, args.first_run + (1 if args.from_workdir else args.runs)):
         root = args.from_workdir or base_root / f"run-{run}"
         start, window_s, marks, stopped = time.time(), [], [time.time()], []
 
@@ -316,17 +368,21 @@ def main(argv: list[str] | None = None) -> dict:
 
         if args.from_workdir is not None:
             result = result_from_journals(lm, root)
+            facts = read_run_facts(root)
+            run, loop_s, windows_asked, by_budget = (facts["run"], facts["loop_s"], facts["windows_asked"],
+                                                     facts["stopped_by_budget"])
         else:
             result = run_localnet(lm, root, windows=args.windows, n_groups=args.groups, cheaters=False,
                                   trainer_config=cfg, on_window=show, keep_going=keep_going,
                                   drand_seed=run_drand_seed(run))
-        loop_s = time.time() - start
+            loop_s, windows_asked, by_budget = time.time() - start, args.windows, bool(stopped)
+            write_run_facts(root, run, loop_s, windows_asked, by_budget)
         console.print(curve_table(result))
         console.print(checkpoint_table(result))
         t_eval = time.time()
         evals, trained = evaluate_run(lm, root, result, tasks, problems=args.eval_problems,
                                       rollouts=args.eval_rollouts, batch_size=args.eval_batch)
-        record = run_record(run, result, evals, trained, loop_s, time.time() - t_eval, args.windows, bool(stopped))
+        record = run_record(run, result, evals, trained, loop_s, time.time() - t_eval, windows_asked, by_budget)
         console.print(f"run {run}: {record['verdict']}")
         runs.append(record)
         first_result = first_result or result

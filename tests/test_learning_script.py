@@ -135,6 +135,56 @@ def test_report_rendering():
     assert script.spread([{"target_gain": None, "target_met": None}]) is None
 
 
+def test_run_facts_round_trip_and_a_missing_file_is_an_error(tmp_path):
+    script = _script()
+    script.write_run_facts(tmp_path, 3, 1234.5, 60, True)
+    assert script.read_run_facts(tmp_path) == {"run": 3, "loop_s": 1234.5, "windows_asked": 60,
+                                               "stopped_by_budget": True}
+    with pytest.raises(SystemExit, match="is missing"):
+        script.read_run_facts(tmp_path / "elsewhere")
+    (tmp_path / script.RUN_FACTS).write_text(json.dumps({"run": 3}))
+    with pytest.raises(SystemExit, match="lacks"):
+        script.read_run_facts(tmp_path)
+
+
+def _run_record(run: int, gain: float, met: bool) -> dict:
+    return {"run": run, "drand_seed": None if run == 0 else f"rollproof-learning-run-{run}", "loop_s": 60.0,
+            "eval_s": 6.0, "windows_asked": 4, "windows_run": 4, "stopped_by_budget": False, "ok": True,
+            "problems": [], "trained": {"trained_prompts": 4, "windows_read": 4, "unreadable": []},
+            "per_window": [], "checkpoints": [], "evaluation": [
+                {"role": "target", "label": "add(x)", "measure": True, "n": 100, "drawn": 100, "dropped_trained": 0,
+                 "dropped_repeat": 0, "chance": 0.01, "greedy": {"base": 0.2, "final": 0.2 + gain,
+                                                                  "difference": gain, "low": gain - 0.05,
+                                                                  "high": gain + 0.05},
+                 "sampled": None, "greedy_per_checkpoint": {"0": 0.2}}],
+            "target_met": met, "verdict": f"run {run} verdict", "target_gain": gain}
+
+
+def test_combine_reports_puts_runs_of_separate_invocations_side_by_side(tmp_path):
+    script = _script()
+    args = {"model": "tiny", "windows": 4, "time_budget_min": 60.0, "groups": 4, "eval_problems": 100,
+            "eval_rollouts": 0}
+    first = tmp_path / "a.json"
+    first.write_text(json.dumps({"args": args, "command": "python3 scripts/learning.py A", "png": "a.png",
+                                 "runs": [_run_record(0, 0.30, True)]}))
+    second = tmp_path / "b.json"
+    second.write_text(json.dumps({"args": args, "command": "python3 scripts/learning.py B --first-run 1",
+                                  "png": "b.png", "runs": [_run_record(2, 0.10, False), _run_record(1, 0.20, True)]}))
+    data = script.main(["--combine", str(second), str(first), "--out", str(tmp_path / "out"), "--name", "both"])
+    assert [r["run"] for r in data["runs"]] == [0, 1, 2]
+    assert data["spread"]["runs"] == 3 and data["spread"]["met"] == 2
+    assert data["spread"]["min"] == pytest.approx(0.10) and data["spread"]["max"] == pytest.approx(0.30)
+    assert data["spread"]["mean"] == pytest.approx(0.20)
+    md = (tmp_path / "out" / "reports" / "both.md").read_text()
+    assert "met in 2 of 3" in md and "python3 scripts/learning.py A" in md and "--first-run 1" in md
+    assert all(f"run {r} verdict" in md for r in range(3))
+    assert json.loads((tmp_path / "out" / "reports" / "both.json").read_text()) == data
+    with pytest.raises(SystemExit, match="repeat"):  # the same run twice is not two runs
+        script.main(["--combine", str(first), str(first), "--out", str(tmp_path / "out"), "--name", "twice"])
+    with pytest.raises(SystemExit, match="nope.json"):
+        script.main(["--combine", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")])
+
+
 @pytest.mark.replay
 def test_script_end_to_end_two_runs(tmp_path):
     """The whole script on the tiny model: two runs of three windows with a test environment in which
@@ -192,6 +242,16 @@ def test_script_end_to_end_two_runs(tmp_path):
         assert data["spread"]["runs"] == 2
         gains = [r["target_gain"] for r in data["runs"]]
         assert data["spread"]["min"] == min(gains) and data["spread"]["max"] == max(gains)
+        # a finished run evaluated again from its directory: the loop's facts as they were, the same
+        # greedy figures (greedy decoding has no noise)
+        again = script.main(["--model", "tiny", "--train-task", json.dumps(PARITY_PARAMS), "--from-workdir",
+                             str(tmp_path / "wd" / "run-1"), "--target", "test-parity:digits=5", "--transfer",
+                             "test-parity:digits=1", "--eval-problems", "24", "--eval-rollouts", "2",
+                             "--out", str(tmp_path / "out"), "--name", "again"])
+        [rerun], [before] = again["runs"], [r for r in data["runs"] if r["run"] == 1]
+        for key in ("run", "drand_seed", "loop_s", "windows_asked", "windows_run", "stopped_by_budget",
+                    "target_gain", "checkpoints", "per_window"):
+            assert rerun[key] == before[key], key
 
 
 def test_bad_task_is_one_error_line_before_any_window(tmp_path, capsys):
