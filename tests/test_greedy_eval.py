@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from trainer.greedy import greedy_completions
-from trainer.heldout import evaluate_greedy, evaluation_seeds, heldout_seeds, paired_difference
+from trainer.heldout import evaluate_greedy, evaluation_seeds, greedy_withholds, heldout_seeds, paired_difference
 from verification import environments
+from verification.constants import GREEDY_GATE_MIN_DROP
 from verification.environments.base import REWARD_SCALE
 from verification.model import load_model
 
@@ -64,3 +67,26 @@ def test_evaluation_seeds_are_disjoint_from_the_gate_and_per_task():
     ev = set(evaluation_seeds(1, 200, "add")) | set(evaluation_seeds(1, 200, "transfer"))
     assert len(ev) == 400
     assert not ev & set(heldout_seeds(1, 200))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=64),
+       st.sampled_from([0.0, 0.02, 0.1, 0.3]))
+def test_greedy_gate_withholds_on_a_drop_of_min_drop_problems_beyond_the_margin(pairs, margin):
+    """The greedy gate (docs/protocol.md section 16): withheld exactly when the candidate solves at
+    least GREEDY_GATE_MIN_DROP fewer problems than the parent and its accuracy is lower by more than
+    the margin; counted here from the pairs, independently of the implementation's float means."""
+    parent, candidate = [p for p, _ in pairs], [c for _, c in pairs]
+    drop = sum(parent) - sum(candidate)
+    assume(abs(drop - margin * len(pairs)) > 1e-6)  # an exact tie with the margin is float64's to decide
+    expected = drop >= GREEDY_GATE_MIN_DROP and drop > margin * len(pairs)
+    assert greedy_withholds(parent, candidate, margin) == expected
+    # symmetric in which problems flip: only the counts matter
+    assert greedy_withholds(sorted(parent), sorted(candidate), margin) == expected
+
+
+def test_a_single_greedy_flip_never_withholds():
+    for n in (4, 32, 48, 200):
+        parent = [1] * n
+        assert not greedy_withholds(parent, [0] + [1] * (n - 1), 0.0)
+        assert greedy_withholds(parent, [0, 0] + [1] * (n - 2), 0.0)

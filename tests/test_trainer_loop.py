@@ -278,6 +278,7 @@ def test_the_gate_withholds_a_candidate_whose_greedy_accuracy_falls(loop_run, tm
     from adversary.cheaters import other_checkpoint
     from trainer.heldout import heldout_seeds
     from trainer.step import TrainConfig
+    from verification.constants import GREEDY_GATE_MIN_DROP
 
     lm, root, result = loop_run
     window = _windows_with_signal(result)[0]
@@ -304,6 +305,7 @@ def test_the_gate_withholds_a_candidate_whose_greedy_accuracy_falls(loop_run, tm
     assert pub.heldout >= pub.parent_heldout - margin, pub
     assert (pub.parent_greedy, pub.greedy) == (base_greedy.accuracy, worse_greedy.accuracy)
     assert pub.greedy < pub.parent_greedy - margin, pub
+    assert sum(base_greedy.correct) - sum(worse_greedy.correct) >= GREEDY_GATE_MIN_DROP  # not a single flip
     journaled = trainer.journal.publication(pub.version)
     assert (journaled["greedy"], journaled["parent_greedy"]) == (pub.greedy, pub.parent_greedy)
     if not gate_greedy:  # the greedy accuracies are journaled, the gate is the sampled one alone

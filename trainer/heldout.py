@@ -17,6 +17,7 @@ import numpy as np
 
 from miner.engine import RolloutRequest, generate
 from verification import environments
+from verification.constants import GREEDY_GATE_MIN_DROP
 from verification.environments.base import REWARD_SCALE
 from verification.generation import GenerationParams
 from verification.model import LoadedModel
@@ -153,10 +154,14 @@ def gate_withholds(parent_rollouts: list[int], candidate_rollouts: list[int], ro
 
 
 def greedy_withholds(parent_correct, candidate_correct, margin: float) -> bool:
-    """The acceptance gate's greedy measure: withhold a candidate whose greedy accuracy (share of
-    held-out problems whose greedy completion earned the full reward) is below its parent's by more
-    than margin: the sampled rule with one full-or-nothing rollout per problem."""
+    """The acceptance gate's greedy measure: withhold a candidate that solves at least
+    GREEDY_GATE_MIN_DROP fewer held-out problems greedily than its parent and whose greedy accuracy
+    (share of problems whose greedy completion earned the full reward) is below the parent's by more
+    than margin: the sampled rule with one full-or-nothing rollout per problem, which a single argmax
+    flip does not trip."""
     def as_rollouts(correct) -> list[int]:
         return [REWARD_SCALE if c else 0 for c in correct]
 
-    return gate_withholds(as_rollouts(parent_correct), as_rollouts(candidate_correct), 1, margin)
+    drop = sum(1 for c in parent_correct if c) - sum(1 for c in candidate_correct if c)
+    return drop >= GREEDY_GATE_MIN_DROP and gate_withholds(as_rollouts(parent_correct),
+                                                           as_rollouts(candidate_correct), 1, margin)

@@ -42,7 +42,7 @@ from verification.canonical import canonical_json
 from verification.challenge import window_of_block
 from verification.checkpoint import manifest_hash, parse_manifest
 from verification.checkpoint_model import ADAPTER_FILE
-from verification.constants import ACTIVATION_WINDOWS
+from verification.constants import ACTIVATION_WINDOWS, GREEDY_GATE_MIN_DROP
 from verification.environments.base import REWARD_SCALE
 from verification.errors import ChainError, StorageError
 from verification.generation import GenerationParams
@@ -514,7 +514,8 @@ class Trainer:
                           f"by more than {self.config.gate_margin}")
         if gated and greedy_withholds(g_before.correct, g_after.correct, self.config.gate_margin):
             failed.append(f"greedy held-out accuracy {g_after.accuracy:.3f} is below the parent's "
-                          f"{g_before.accuracy:.3f} by more than {self.config.gate_margin}")
+                          f"{g_before.accuracy:.3f} by more than {self.config.gate_margin} (and by at least "
+                          f"{GREEDY_GATE_MIN_DROP} problems)")
         if failed:
             pub.note = "; ".join(failed)
             self.record.candidate(event("withheld"))

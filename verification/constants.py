@@ -95,6 +95,16 @@ REPLAY_REL_TOL = 5e-3
 # for f = 1, about GATE_MARGIN (f = 2 allowed twice the margin). Breaks: 0 voids honest checkpoints
 # that met such a tie; more lets a trainer shift the gate by that many rollouts.
 GATE_REPLAY_FLIPS = 1
+# Net drop in held-out problems solved greedily (parent's count minus candidate's) below which the
+# gate's greedy measure never withholds; at or above it, it withholds when the accuracy also falls by
+# more than gate_margin (docs/protocol.md section 16). Measured (docs/security.md section 6b): with 1
+# (the margin alone, 0.02 < one problem of 32 or 48), argmax near-ties flipping one problem withheld
+# 4 of 26 candidates of one run and 7 in a row in another while the sampled measure rose, and every
+# withhold returns the trainer to the announced weights: the loop stalled. Breaks: trainer and
+# validators with other values disagree on whether a candidate should have been withheld (replay
+# mismatch); larger lets a real greedy regression of that many problems through (with
+# GATE_REPLAY_FLIPS, a dishonest record hides 2 more).
+GREEDY_GATE_MIN_DROP = 2
 
 # ---- checkpoint announcement bound (section 15, issue 24) ---------------------------------------
 # Latest from_window an announcement may name, in windows after the window it lands in: the EVM
