@@ -62,8 +62,9 @@ class TrainerConfig:
     this (reward units, 0..1); 0.02 is about one held-out problem in 48.
     gate_greedy: the gate also measures greedy (argmax) decoding on the same held-out problems
     (trainer/greedy.py) and withholds a candidate whose greedy accuracy is below its parent's by
-    more than gate_margin: a sampled mean that holds while the greedy answers get worse is not a
-    better model (issue 28). The cost: one greedy completion per problem and model, against
+    more than gate_margin and by at least GREEDY_GATE_MIN_DROP problems (a single argmax flip is
+    noise: docs/security.md section 6b): a sampled mean that holds while the greedy answers get
+    worse is not a better model (issue 28). The cost: one greedy completion per problem and model, against
     heldout_rollouts sampled ones: about 1/4 of the sampled evaluation at 48 problems and 2
     rollouts (measured on SmolLM2, default params, one CPU thread: 11.4 s greedy against 52.9 s
     sampled, 0.22), per candidate and, per params, per parent; the base model's once per run. The greedy
