@@ -78,7 +78,9 @@ def result_from_journals(lm, root: Path):
         result.training.append(rec)
         report = root / "validator" / "windows" / str(rec.window) / "report.json"
         result.checkpoints[rec.window] = json.loads(report.read_text())["model_fingerprint"]
-    pubs = sorted((root / "trainer" / "published").glob("*.json"), key=lambda p: int(p.stem))
+    # the journal's <version>.json, not the records beside them (<version>.training.json)
+    pubs = sorted((p for p in (root / "trainer" / "published").glob("*.json") if p.stem.isdigit()),
+                  key=lambda p: int(p.stem))
     for path in pubs:
         pub = Publication(**json.loads(path.read_text()))
         result.publications.append(pub)
