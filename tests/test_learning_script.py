@@ -245,7 +245,8 @@ def test_script_end_to_end_two_runs(tmp_path):
         # a finished run evaluated again from its directory: the loop's facts as they were, the same
         # greedy figures (greedy decoding has no noise)
         again = script.main(["--model", "tiny", "--train-task", json.dumps(PARITY_PARAMS), "--from-workdir",
-                             str(tmp_path / "wd" / "run-1"), "--target", "test-parity:digits=5", "--transfer",
+                             str(tmp_path / "wd" / "run-1"), "--groups", "3", "--target", "test-parity:digits=5",
+                             "--transfer",
                              "test-parity:digits=1", "--eval-problems", "24", "--eval-rollouts", "2",
                              "--out", str(tmp_path / "out"), "--name", "again"])
         [rerun], [before] = again["runs"], [r for r in data["runs"] if r["run"] == 1]
