@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"problems)\n\n`{data['command']}`\n\n{__doc__.split(chr(10) + chr(10))[1]}\n\n")
     for run, rows in data["runs"].items():
         changed = [r["version"] for r in rows if r["margin_only"] != r["current"]]
-        same = sum(r["margin_only"] == (r["recorded"] == "withheld") for r in rows)
-        md += (f"## {Path(run).name}\n\nRecorded stages the margin-only rule reproduces (the rule these runs "
-               f"were made under): {same} of {len(rows)}. "
+        old = sum(r["margin_only"] == (r["recorded"] == "withheld") for r in rows)
+        new = sum(r["current"] == (r["recorded"] == "withheld") for r in rows)
+        md += (f"## {Path(run).name}\n\nRecorded stages reproduced (the rule a run was made under reproduces all "
+               f"of them): by the margin-only rule {old} of {len(rows)}, by the current rule {new} of {len(rows)}. "
                f"{len(rows)} candidates; withheld by the margin-only rule: "
                f"{sum(r['margin_only'] for r in rows)}, by the current rule: {sum(r['current'] for r in rows)}; "
                f"decided otherwise: {', '.join(f'v{v}' for v in changed) or 'none'}.\n\n")
