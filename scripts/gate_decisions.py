@@ -62,9 +62,9 @@ def decisions(run: Path, rollouts: int, margin: float) -> list[dict]:
                      "source": "record"})
     recorded = {r["version"] for r in rows}
     problems = rows[-1]["problems"] if rows else 0
-    for path in sorted((run / "trainer" / "published").glob("[0-9]*.json"), key=lambda p: int(p.name.split(".")[0])):
-        if not path.name.split(".")[0].isdigit() or path.name.count(".") != 1:
-            continue
+    # the journal's <version>.json, not the records beside them (<version>.training.json)
+    journal = [p for p in (run / "trainer" / "published").glob("*.json") if p.stem.isdigit()]
+    for path in sorted(journal, key=lambda p: int(p.stem)):
         pub = json.loads(path.read_text())
         if pub["version"] in recorded or pub["stage"] != "withheld" or not problems:
             continue

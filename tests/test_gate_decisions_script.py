@@ -1,9 +1,7 @@
 """scripts/gate_decisions.py on the training record of the vectors (tests/vectors/training.json):
 its two candidate events re-decided under the margin-only greedy rule and the current one."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,15 +10,13 @@ from trainer.record import settings_from_json
 from verification.constants import GREEDY_GATE_MIN_DROP
 from verification.training_record import CandidateEvent, parse_training_record
 
+from script_loader import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _script():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("gate_decisions", ROOT / "scripts" / "gate_decisions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gate_decisions")
 
 
 def _run_dir(tmp_path: Path, record_bytes: bytes, journal: dict | None = None) -> Path:

@@ -4,7 +4,6 @@ on the tiny model, two runs of three windows."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from dataclasses import asdict
@@ -19,15 +18,13 @@ from verification import environments
 from verification.errors import EnvironmentSpecError
 from verification.generation import GenerationParams
 
+from script_loader import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _script():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("learning_script", ROOT / "scripts" / "learning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("learning")
 
 
 def test_task_specs(tiny):
